@@ -1,0 +1,115 @@
+//! `agentkeys init`: create the account and this master device, save the session, show the
+//! recovery key once. Idempotent without `--force`.
+
+use std::io::BufRead as _;
+use std::sync::Arc;
+
+use agentkeys_core::account::create_account;
+use agentkeys_core::session::Session;
+use agentkeys_core::{ApiClient, OsRandom};
+use agentkeys_proto::{ErrorCode, ids};
+
+use crate::cli::InitArgs;
+use crate::context::Context;
+use crate::error::{CliError, exit};
+use crate::output::stdin_is_terminal;
+
+fn default_label() -> String {
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy().into_owned();
+    if host.is_empty() { "master".to_owned() } else { host.chars().take(ids::DEVICE_LABEL_MAX).collect() }
+}
+
+/// `--force` replaces a session: ask first (a typed confirmation arrives with presence gating).
+fn confirm_replacement(ctx: &Context, existing: Option<&Session>) -> Result<(), CliError> {
+    if ctx.global.yes {
+        return Ok(());
+    }
+    if !stdin_is_terminal() {
+        return Err(CliError::usage(
+            "`init --force` replaces the session and needs confirmation, but stdin is not a terminal",
+            "run it in a terminal, or add --yes",
+        ));
+    }
+    let what = existing.map(|s| format!(" for {}", s.account_id)).unwrap_or_default();
+    eprint!(
+        "Replace the '{}' session{what} with a new account? The old account's credentials stay on its server, \
+         reachable only with its recovery key. [y/N] ",
+        ctx.session_id
+    );
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::new(6, "declined: nothing was changed", "answer y to replace the session"))
+    }
+}
+
+pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
+    let existing = match ctx.store.load(&ctx.session_id) {
+        Ok(session) => session,
+        Err(error) if args.force => {
+            ctx.out.warn(format!("replacing an unreadable session: {error}"));
+            None
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let existing = match existing {
+        Some(session) if !args.force => return already_initialized(ctx, Arc::new(session)).await,
+        other => other,
+    };
+    if args.force && existing.is_some() {
+        confirm_replacement(ctx, existing.as_ref())?;
+    }
+    let label = args.label.unwrap_or_else(default_label);
+    if label.is_empty() || label.len() > ids::DEVICE_LABEL_MAX || label.chars().any(char::is_control) {
+        return Err(CliError::usage(
+            format!("invalid --label: use 1 to {} printable characters", ids::DEVICE_LABEL_MAX),
+            "e.g. --label laptop",
+        ));
+    }
+    let server = ctx.server_url(existing.as_ref());
+    let created = create_account(&server, &label, &mut OsRandom).await?;
+    ctx.store.save(&ctx.session_id, &created.session)?;
+    let session = &created.session;
+    let recovery = created.recovery_key.to_text();
+    ctx.out.json(&serde_json::json!({
+        "account_id": session.account_id,
+        "device_id": session.device_id,
+        "device_label": session.device_label,
+        "server": session.server_url,
+        "session_store": ctx.store.describe(&ctx.session_id),
+        "recovery_key": recovery.as_str(),
+    }))?;
+    ctx.out.line(format!(
+        "Initialized account {} on {}\nThis device: {} ({})\nSession saved in {}\n\n\
+         Recovery key — shown once. Keep it offline (password manager or paper); with it the account can be\n\
+         recovered if this device is lost, and without it it cannot:\n\n    {}\n",
+        session.account_id,
+        session.server_url,
+        session.device_id,
+        session.device_label,
+        ctx.store.describe(&ctx.session_id),
+        recovery.as_str()
+    ))?;
+    Ok(0)
+}
+
+/// With a session and no `--force`: confirm it still works, and say so.
+async fn already_initialized(ctx: &Context, session: Arc<Session>) -> Result<u8, CliError> {
+    let client = ApiClient::for_session(&ctx.server_url(Some(&session)), session.clone())?;
+    let who = client.whoami().await.map_err(|error| match error.code() {
+        Some(ErrorCode::Unauthenticated | ErrorCode::SessionInvalid) => CliError::new(
+            exit::SESSION,
+            format!("the saved session for {} is not valid on {}", session.account_id, client.base_url()),
+            "if the server's database was reset or the session revoked, run `agentkeys init --force`",
+        ),
+        _ => error.into(),
+    })?;
+    ctx.out.line(format!("Already initialized as {}", who.account_id))?;
+    ctx.out.json(
+        &serde_json::json!({ "already_initialized": true, "account_id": who.account_id, "device_id": who.device_id }),
+    )?;
+    Ok(0)
+}

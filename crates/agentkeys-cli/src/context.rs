@@ -1,0 +1,65 @@
+//! What every command needs: the output mode, the session store and slot, the server URL
+//! (flag or environment, else the one saved in the session, else the default), and a client.
+
+use std::sync::Arc;
+
+use agentkeys_core::ApiClient;
+use agentkeys_core::session::{EncryptedFileStore, Session, SessionId, SessionStore};
+
+use crate::cli::GlobalArgs;
+use crate::error::{CliError, exit};
+use crate::output::Output;
+
+/// Where a server is expected when nothing else says.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8090";
+
+pub struct Context {
+    pub global: GlobalArgs,
+    pub out: Output,
+    pub session_id: SessionId,
+    pub store: Box<dyn SessionStore>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("session_id", &self.session_id).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(global: GlobalArgs) -> Result<Self, CliError> {
+        let out = Output { json: global.json, quiet: global.quiet };
+        let session_id = SessionId::parse(&global.session_id)?;
+        let store = Box::new(EncryptedFileStore::from_env()?);
+        Ok(Self { global, out, session_id, store })
+    }
+
+    /// The server to talk to for `session` (or for a new account when there is none).
+    pub fn server_url(&self, session: Option<&Session>) -> String {
+        self.global
+            .server
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| session.map(|s| s.server_url.clone()))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+    }
+
+    /// The saved session, or exit 3 with the fix.
+    pub fn session(&self) -> Result<Arc<Session>, CliError> {
+        match self.store.load(&self.session_id)? {
+            Some(session) => Ok(Arc::new(session)),
+            None => Err(CliError::new(
+                exit::SESSION,
+                format!("not initialized: there is no '{}' session", self.session_id),
+                "run `agentkeys init` to create an account and this master device",
+            )),
+        }
+    }
+
+    /// A signing client for the saved session.
+    pub fn client(&self) -> Result<(ApiClient, Arc<Session>), CliError> {
+        let session = self.session()?;
+        let client = ApiClient::for_session(&self.server_url(Some(&session)), session.clone())?;
+        Ok((client, session))
+    }
+}

@@ -1,0 +1,36 @@
+//! `agentkeys`, the master CLI, as a library: [`main`] parses the command line, builds the
+//! context and dispatches to [`commands`]. The binary's `main.rs` only calls it.
+
+pub mod child;
+pub mod cli;
+pub mod commands;
+pub mod context;
+pub mod error;
+pub mod mask;
+pub mod output;
+
+use clap::Parser as _;
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let out = output::Output { json: cli.global.json, quiet: cli.global.quiet };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return std::process::ExitCode::from(out.error(&error::CliError::new(
+                error::exit::ERROR,
+                format!("cannot start: {e}"),
+                "retry",
+            )));
+        }
+    };
+    let result = runtime.block_on(async {
+        let ctx = context::Context::new(cli.global)?;
+        commands::dispatch(&ctx, cli.command).await
+    });
+    std::process::ExitCode::from(match result {
+        Ok(code) => code,
+        Err(error) => out.error(&error),
+    })
+}

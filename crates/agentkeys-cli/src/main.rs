@@ -1,0 +1,5 @@
+//! The `agentkeys` binary.
+
+fn main() -> std::process::ExitCode {
+    agentkeys_cli::main()
+}

@@ -1,0 +1,138 @@
+//! Streaming masking of credential values in a child's output. Output arrives in arbitrary
+//! chunks, so a value can be split across reads: the masker holds back only the shortest tail that
+//! could still grow into a value (usually nothing), so ordinary output flows through at once while
+//! no split value slips out.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use zeroize::Zeroizing;
+
+/// What a masked value is replaced with.
+pub const MASK: &[u8] = b"********";
+
+pub struct Masker {
+    finder: AhoCorasick,
+    secrets: Vec<Zeroizing<Vec<u8>>>,
+    pending: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker").field("secrets", &self.secrets.len()).finish_non_exhaustive()
+    }
+}
+
+impl Masker {
+    /// A masker for these values (empty ones are ignored).
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let secrets: Vec<Zeroizing<Vec<u8>>> =
+            values.into_iter().filter(|v| !v.is_empty()).map(|v| Zeroizing::new(v.to_vec())).collect();
+        let finder = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(secrets.iter().map(|s| s.as_slice()))
+            .expect("a literal pattern set always builds");
+        Self { finder, secrets, pending: Zeroizing::new(Vec::new()) }
+    }
+
+    /// Could `tail` still become (or extend into) a value as more bytes arrive?
+    fn could_grow(&self, tail: &[u8]) -> bool {
+        self.secrets.iter().any(|s| s.len() > tail.len() && s.starts_with(tail))
+    }
+
+    /// Masks what can be decided now and appends it to `out`.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        self.pending.extend_from_slice(input);
+        let emitted = self.scan(out, false);
+        self.pending.drain(..emitted);
+    }
+
+    /// Flushes everything held back (end of stream).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let emitted = self.scan(out, true);
+        self.pending.drain(..emitted);
+    }
+
+    /// Emits masked output for the decided prefix of `pending`; returns how many bytes it consumed.
+    fn scan(&self, out: &mut Vec<u8>, at_end: bool) -> usize {
+        let buf = self.pending.as_slice();
+        let mut pos = 0;
+        for found in self.finder.find_iter(buf) {
+            // A match that a longer value could still extend is undecided until more bytes come.
+            if !at_end && self.could_grow(&buf[found.start()..]) {
+                out.extend_from_slice(&buf[pos..found.start()]);
+                return found.start();
+            }
+            out.extend_from_slice(&buf[pos..found.start()]);
+            out.extend_from_slice(MASK);
+            pos = found.end();
+        }
+        let mut keep = 0;
+        if !at_end {
+            // The longest suffix that is a proper prefix of some value.
+            let longest = self.secrets.iter().map(|s| s.len() - 1).max().unwrap_or(0).min(buf.len() - pos);
+            keep = (1..=longest).rev().find(|&k| self.could_grow(&buf[buf.len() - k..])).unwrap_or(0);
+        }
+        out.extend_from_slice(&buf[pos..buf.len() - keep]);
+        buf.len() - keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask_in_chunks(secrets: &[&[u8]], input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut masker = Masker::new(secrets.iter().copied());
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            masker.push(piece, &mut out);
+        }
+        masker.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn masks_values_split_at_every_position() {
+        let input = b"token=sk-abc123XYZ; again sk-abc123XYZ end";
+        for chunk in 1..input.len() {
+            assert_eq!(
+                mask_in_chunks(&[b"sk-abc123XYZ"], input, chunk),
+                b"token=********; again ******** end",
+                "chunk size {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_output_is_not_held_back() {
+        let mut masker = Masker::new([b"secret".as_slice()]);
+        let mut out = Vec::new();
+        masker.push(b"prompt> ", &mut out);
+        assert_eq!(out, b"prompt> ");
+        masker.push(b"sec", &mut out);
+        assert_eq!(out, b"prompt> ", "a possible prefix waits");
+        masker.push(b"ond", &mut out);
+        assert_eq!(out, b"prompt> second");
+    }
+
+    #[test]
+    fn a_value_that_prefixes_another_never_leaks_the_longer_ones_tail() {
+        for chunk in 1..12 {
+            assert_eq!(
+                mask_in_chunks(&[b"abc", b"abcdef"], b"x abcdef y abc z", chunk),
+                b"x ******** y ******** z",
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn binary_values_and_partial_tails_at_eof() {
+        let secret: &[u8] = &[0xff, 0x00, 0xfe, 0x80];
+        assert_eq!(mask_in_chunks(&[secret], &[1, 0xff, 0x00, 0xfe, 0x80, 2], 1), [&[1u8][..], MASK, &[2]].concat());
+        assert_eq!(
+            mask_in_chunks(&[secret], &[1, 0xff, 0x00], 1),
+            vec![1, 0xff, 0x00],
+            "a partial value at EOF is not a value"
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The HTTP client of the `/v1` API: signs every authenticated request, maps transport failures
+//! to "server unreachable" (exit 8, with the URL) and error bodies to their stable codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkeys_proto::signing::{HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use agentkeys_proto::types::{
+    AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse,
+    CredentialVersionResponse, PutCredentialRequest, SealedCredentialResponse, WhoAmIResponse,
+};
+use agentkeys_proto::{ErrorBody, ErrorCode, ErrorDetail};
+use reqwest::Method;
+use secrecy::ExposeSecret as _;
+use serde::de::DeserializeOwned;
+
+use crate::random::OsRandom;
+use crate::session::Session;
+use crate::signing::sign_request;
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot reach the AgentKeys server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{}: {}", .detail.code, .detail.message)]
+    Api { status: u16, detail: ErrorDetail },
+    #[error("unexpected response from the AgentKeys server at {url}: {reason}")]
+    Protocol { url: String, reason: String },
+}
+
+impl ClientError {
+    /// The CLI exit code (PRODUCT.md §4).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::BadUrl { .. } => 2,
+            ClientError::Unreachable { .. } => 8,
+            ClientError::Api { detail, .. } => detail.code.exit_code(),
+            ClientError::Protocol { .. } => 1,
+        }
+    }
+
+    /// How to fix it.
+    pub fn hint(&self) -> String {
+        match self {
+            ClientError::BadUrl { .. } => "pass --server http://HOST:PORT (or set AGENTKEYS_SERVER)".into(),
+            ClientError::Unreachable { url, .. } => format!(
+                "check that agentkeys-server is running and listening at {url}, or pass --server / set AGENTKEYS_SERVER"
+            ),
+            ClientError::Api { detail, .. } => detail.hint.clone(),
+            ClientError::Protocol { .. } => {
+                "check that --server points at an agentkeys-server of the same version".into()
+            }
+        }
+    }
+
+    /// The API error code, when the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { detail, .. } => Some(detail.code),
+            _ => None,
+        }
+    }
+}
+
+/// Returns the current Unix time in seconds.
+pub fn unix_now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A client for one server, optionally authenticated as one session.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base_url: String,
+    session: Option<Arc<Session>>,
+    clock: fn() -> i64,
+}
+
+/// Normalizes and checks a server URL: `http(s)://host[:port]`, no trailing slash.
+pub fn normalize_server_url(url: &str) -> Result<String, ClientError> {
+    let bad = |reason: &str| ClientError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(bad(
+                "https is not supported by this build yet; put the server behind a local TLS terminator or use http on a trusted network",
+            ));
+        }
+        _ => return Err(bad("the scheme must be http")),
+    }
+    if parsed.host_str().is_none() {
+        return Err(bad("the URL has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("the URL must not have a query or fragment"));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+impl ApiClient {
+    /// An unauthenticated client (account creation, health checks).
+    pub fn anonymous(server_url: &str) -> Result<Self, ClientError> {
+        let base_url = normalize_server_url(server_url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::BadUrl { url: base_url.clone(), reason: e.to_string() })?;
+        Ok(Self { http, base_url, session: None, clock: unix_now_s })
+    }
+
+    /// A client that signs as `session`, talking to `server_url` (which may override the
+    /// session's own).
+    pub fn for_session(server_url: &str, session: Arc<Session>) -> Result<Self, ClientError> {
+        let mut client = Self::anonymous(server_url)?;
+        client.session = Some(session);
+        Ok(client)
+    }
+
+    /// Replaces the clock used for request timestamps (tests of stale-timestamp handling).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Builds a signed request without sending it, so tests can capture and replay it.
+    pub fn build_signed(&self, method: Method, path_and_query: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path_and_query}", self.base_url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(session) = &self.session {
+            let sig =
+                sign_request(&session.device, method.as_str(), path_and_query, &body, (self.clock)(), &mut OsRandom);
+            request = request
+                .bearer_auth(session.token.expose_secret())
+                .header(HEADER_TIMESTAMP, sig.timestamp.to_string())
+                .header(HEADER_NONCE, sig.nonce)
+                .header(HEADER_SIGNATURE, sig.signature);
+        }
+        request.body(body)
+    }
+
+    /// Sends a built request and decodes the answer.
+    pub async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol { url: self.base_url.clone(), reason: e.to_string() });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api { status: status.as_u16(), detail: body.error }),
+            Err(_) => Err(ClientError::Protocol {
+                url: self.base_url.clone(),
+                reason: format!("HTTP {status} without an AgentKeys error body"),
+            }),
+        }
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> ClientError {
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(inner) = source {
+            reason = format!("{reason}: {inner}");
+            source = inner.source();
+        }
+        ClientError::Unreachable { url: self.base_url.clone(), reason }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        self.send(self.build_signed(method, path_and_query, body.unwrap_or_default())).await
+    }
+
+    fn json<B: serde::Serialize>(body: &B) -> Option<Vec<u8>> {
+        Some(serde_json::to_vec(body).expect("request types serialize"))
+    }
+
+    pub async fn create_account(&self, request: &CreateAccountRequest) -> Result<CreateAccountResponse, ClientError> {
+        self.call(Method::POST, "/v1/accounts", Self::json(request)).await
+    }
+
+    pub async fn whoami(&self) -> Result<WhoAmIResponse, ClientError> {
+        self.call(Method::GET, "/v1/session", None).await
+    }
+
+    pub async fn put_credential(
+        &self,
+        service: &str,
+        request: &PutCredentialRequest,
+    ) -> Result<CredentialVersionResponse, ClientError> {
+        self.call(Method::PUT, &format!("/v1/credentials/{service}"), Self::json(request)).await
+    }
+
+    pub async fn get_credential(&self, service: &str) -> Result<SealedCredentialResponse, ClientError> {
+        self.call(Method::GET, &format!("/v1/credentials/{service}"), None).await
+    }
+
+    pub async fn delete_credential(&self, service: &str) -> Result<CredentialVersionResponse, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/credentials/{service}"), None).await
+    }
+
+    pub async fn list_credentials(&self) -> Result<CredentialListResponse, ClientError> {
+        self.call(Method::GET, "/v1/credentials", None).await
+    }
+
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditResponse, ClientError> {
+        let mut path = String::from("/v1/audit");
+        let mut sep = '?';
+        let mut push = |key: &str, value: String| {
+            path.push(sep);
+            sep = '&';
+            path.push_str(key);
+            path.push('=');
+            path.push_str(&value);
+        };
+        if let Some(since) = query.since_ms {
+            push("since_ms", since.to_string());
+        }
+        if let Some(service) = &query.service {
+            // Service names are validated to [A-Za-z0-9._-], which needs no escaping.
+            push("service", service.clone());
+        }
+        if let Some(limit) = query.limit {
+            push("limit", limit.to_string());
+        }
+        self.call(Method::GET, &path, None).await
+    }
+}

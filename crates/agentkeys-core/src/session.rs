@@ -1,0 +1,377 @@
+//! Session storage: one slot per session id (`master`, later `daemon-<agent id>`), behind the
+//! small [`SessionStore`] trait so the keychain-backed store of a later issue slots in beside the
+//! encrypted-file store here without touching callers.
+//!
+//! The file form (PRODUCT.md §6): `<home>/<id>/session.enc` sealed with XChaCha20-Poly1305 (the
+//! AAD binds the id, so a session file copied into another slot does not open), its 32-byte key
+//! in `<home>/<id>/session.key`; both 0600 in a 0700 directory, each written atomically
+//! (temp file, fsync, rename, fsync of the directory) so a crash leaves the old or the new file,
+//! never a torn one. Files readable by others are refused, as ssh refuses loose keys.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use agentkeys_proto::b64;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::crypto::{self, KeyPair, SymmetricKey};
+use crate::random::{OsRandom, RandomSource};
+
+/// The id of the master's session slot.
+pub const MASTER_SESSION_ID: &str = "master";
+
+/// A validated session id: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`, so it is always a safe single path
+/// component and a safe keychain account name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn parse(text: &str) -> Result<Self, SessionError> {
+        let ok = text.len() <= 128
+            && text.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok { Ok(Self(text.to_owned())) } else { Err(SessionError::InvalidId(text.escape_debug().to_string())) }
+    }
+
+    pub fn master() -> Self {
+        Self(MASTER_SESSION_ID.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A logged-in device: where the server is, who we are, and the keys that prove it.
+pub struct Session {
+    pub server_url: String,
+    pub account_id: String,
+    pub device_id: String,
+    pub device_label: String,
+    pub session_id: String,
+    pub token: SecretString,
+    pub device: KeyPair,
+    /// The account key, unwrapped once at init so reads need no extra round trip.
+    pub account: KeyPair,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("server_url", &self.server_url)
+            .field("account_id", &self.account_id)
+            .field("device_id", &self.device_id)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The serialized form inside `session.enc`; wiped when dropped.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(deny_unknown_fields)]
+struct SessionRecord {
+    format: u32,
+    server_url: String,
+    account_id: String,
+    device_id: String,
+    device_label: String,
+    session_id: String,
+    token: String,
+    device_secret: String,
+    account_secret: String,
+}
+
+const RECORD_FORMAT: u32 = 1;
+
+impl Session {
+    fn to_record(&self) -> SessionRecord {
+        SessionRecord {
+            format: RECORD_FORMAT,
+            server_url: self.server_url.clone(),
+            account_id: self.account_id.clone(),
+            device_id: self.device_id.clone(),
+            device_label: self.device_label.clone(),
+            session_id: self.session_id.clone(),
+            token: self.token.expose_secret().to_owned(),
+            device_secret: b64::encode(self.device.secret_blob().as_ref()),
+            account_secret: b64::encode(self.account.secret_blob().as_ref()),
+        }
+    }
+
+    fn from_record(record: &SessionRecord) -> Result<Self, &'static str> {
+        if record.format != RECORD_FORMAT {
+            return Err("unknown session format");
+        }
+        let key = |text: &str| -> Result<KeyPair, &'static str> {
+            let blob = Zeroizing::new(b64::decode(text).ok_or("bad key encoding")?);
+            KeyPair::from_secret_blob(&blob).map_err(|_| "bad key length")
+        };
+        Ok(Self {
+            server_url: record.server_url.clone(),
+            account_id: record.account_id.clone(),
+            device_id: record.device_id.clone(),
+            device_label: record.device_label.clone(),
+            session_id: record.session_id.clone(),
+            token: SecretString::from(record.token.clone()),
+            device: key(&record.device_secret)?,
+            account: key(&record.account_secret)?,
+        })
+    }
+}
+
+/// Why a session could not be loaded or saved. Each message names the file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("invalid session id {0:?}: use letters, digits, '.', '_' and '-' (at most 128)")]
+    InvalidId(String),
+    #[error("cannot find the AgentKeys home directory: set AGENTKEYS_HOME or HOME")]
+    NoHome,
+    #[error("{path} is accessible by other users (mode {mode:o}); fix it with: chmod 600 {path}")]
+    LoosePermissions { path: String, mode: u32 },
+    #[error(
+        "{path} cannot be opened ({reason}): it was changed, truncated or belongs to another key; \
+         move it aside and run `agentkeys init --force` to start a new session"
+    )]
+    Corrupt { path: String, reason: String },
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: String, source: std::io::Error },
+}
+
+/// Stores sessions by id. Implementations must write atomically: after a crash a load returns
+/// either the previous session or the new one.
+pub trait SessionStore {
+    fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError>;
+    fn save(&self, id: &SessionId, session: &Session) -> Result<(), SessionError>;
+    /// Removes the session; `Ok(false)` when there was none.
+    fn clear(&self, id: &SessionId) -> Result<bool, SessionError>;
+    /// Where the session lives, for `whoami` (never the secret itself).
+    fn describe(&self, id: &SessionId) -> String;
+}
+
+/// The encrypted-file store.
+#[derive(Debug, Clone)]
+pub struct EncryptedFileStore {
+    home: PathBuf,
+}
+
+const SESSION_FILE: &str = "session.enc";
+const KEY_FILE: &str = "session.key";
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SessionError + 'a {
+    move |source| SessionError::Io { action, path: path.display().to_string(), source }
+}
+
+fn session_aad(id: &SessionId) -> Vec<u8> {
+    let mut aad = b"agentkeys-session-v1\0".to_vec();
+    aad.extend_from_slice(id.as_str().as_bytes());
+    aad
+}
+
+impl EncryptedFileStore {
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        Self { home: home.into() }
+    }
+
+    /// The store under `$AGENTKEYS_HOME` (or `~/.agentkeys`).
+    pub fn from_env() -> Result<Self, SessionError> {
+        crate::paths::agentkeys_home().map(Self::new).ok_or(SessionError::NoHome)
+    }
+
+    pub fn dir(&self, id: &SessionId) -> PathBuf {
+        self.home.join(id.as_str())
+    }
+
+    /// Reads a file that must be private to this user.
+    fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, SessionError> {
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("cannot open", path)(e)),
+        };
+        let mode = file.metadata().map_err(io_err("cannot inspect", path))?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(SessionError::LoosePermissions { path: path.display().to_string(), mode });
+        }
+        let mut bytes = Zeroizing::new(Vec::new());
+        file.read_to_end(&mut bytes).map_err(io_err("cannot read", path))?;
+        Ok(Some(bytes))
+    }
+
+    fn read_key(&self, id: &SessionId) -> Result<Option<SymmetricKey>, SessionError> {
+        let path = self.dir(id).join(KEY_FILE);
+        match Self::read_private(&path)? {
+            None => Ok(None),
+            Some(bytes) => SymmetricKey::from_bytes(&bytes).map(Some).map_err(|_| SessionError::Corrupt {
+                path: path.display().to_string(),
+                reason: "key file is not 32 bytes".into(),
+            }),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one whole:
+/// a 0600 temp file in the same directory, fsync, rename over, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SessionError> {
+    let dir = path.parent().expect("session files live in a directory");
+    let suffix = hex::encode(OsRandom.array::<6>());
+    let tmp = dir.join(format!(".{}.{suffix}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("cannot create", &tmp))?;
+        file.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
+        file.sync_all().map_err(io_err("cannot sync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io_err("cannot replace", path))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("cannot sync", dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn ensure_private_dir(dir: &Path) -> Result<(), SessionError> {
+    fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("cannot set permissions on", dir))
+}
+
+impl SessionStore for EncryptedFileStore {
+    fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        let path = self.dir(id).join(SESSION_FILE);
+        let Some(sealed) = Self::read_private(&path)? else { return Ok(None) };
+        let corrupt =
+            |reason: &str| SessionError::Corrupt { path: path.display().to_string(), reason: reason.to_owned() };
+        let key = self.read_key(id)?.ok_or_else(|| corrupt("its key file session.key is missing"))?;
+        let plain = crypto::aead_open(&key, &session_aad(id), &sealed).map_err(|e| corrupt(&e.to_string()))?;
+        let record: SessionRecord =
+            serde_json::from_slice(&plain).map_err(|_| corrupt("the decrypted record is not a session"))?;
+        Session::from_record(&record).map(Some).map_err(corrupt)
+    }
+
+    fn save(&self, id: &SessionId, session: &Session) -> Result<(), SessionError> {
+        let dir = self.dir(id);
+        ensure_private_dir(&self.home)?;
+        ensure_private_dir(&dir)?;
+        // Keep an existing valid key so a concurrent reader never pairs a new key with an old file.
+        let key = match self.read_key(id) {
+            Ok(Some(key)) => key,
+            _ => {
+                let key = SymmetricKey::generate(&mut OsRandom);
+                write_atomically(&dir.join(KEY_FILE), key.expose())?;
+                key
+            }
+        };
+        let plain = Zeroizing::new(serde_json::to_vec(&session.to_record()).expect("a session record serializes"));
+        let sealed = crypto::aead_seal(&key, &session_aad(id), &plain, &mut OsRandom);
+        write_atomically(&dir.join(SESSION_FILE), &sealed)
+    }
+
+    fn clear(&self, id: &SessionId) -> Result<bool, SessionError> {
+        let dir = self.dir(id);
+        let mut removed = false;
+        for name in [SESSION_FILE, KEY_FILE] {
+            let path = dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot remove", &path)(e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    fn describe(&self, id: &SessionId) -> String {
+        format!("file ({})", self.dir(id).join(SESSION_FILE).display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    fn sample(rng: &mut SeededRandom) -> Session {
+        Session {
+            server_url: "http://127.0.0.1:8090".into(),
+            account_id: "acct_x".into(),
+            device_id: "dev_x".into(),
+            device_label: "laptop".into(),
+            session_id: "ses_x".into(),
+            token: SecretString::from("akt_token_value_for_tests".to_owned()),
+            device: KeyPair::generate(rng),
+            account: KeyPair::generate(rng),
+        }
+    }
+
+    #[test]
+    fn save_load_clear_round_trip_with_private_modes() {
+        let home = tempfile::tempdir().unwrap();
+        let store = EncryptedFileStore::new(home.path());
+        let id = SessionId::master();
+        let session = sample(&mut SeededRandom::new(b"s"));
+        assert!(store.load(&id).unwrap().is_none());
+        store.save(&id, &session).unwrap();
+        let loaded = store.load(&id).unwrap().unwrap();
+        assert_eq!(loaded.account.public(), session.account.public());
+        assert_eq!(loaded.token.expose_secret(), "akt_token_value_for_tests");
+        let file = store.dir(&id).join(SESSION_FILE);
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(store.dir(&id)).unwrap().permissions().mode() & 0o777, 0o700);
+        let raw = fs::read(&file).unwrap();
+        assert!(!raw.windows(10).any(|w| w == b"akt_token_"), "the token is not stored in the clear");
+        assert!(store.clear(&id).unwrap());
+        assert!(store.load(&id).unwrap().is_none());
+    }
+
+    #[test]
+    fn tampered_truncated_moved_and_loose_files_are_refused_with_a_fix() {
+        let home = tempfile::tempdir().unwrap();
+        let store = EncryptedFileStore::new(home.path());
+        let id = SessionId::master();
+        store.save(&id, &sample(&mut SeededRandom::new(b"t"))).unwrap();
+        let file = store.dir(&id).join(SESSION_FILE);
+        let good = fs::read(&file).unwrap();
+
+        let mut flipped = good.clone();
+        flipped[40] ^= 0x20;
+        write_atomically(&file, &flipped).unwrap();
+        assert!(matches!(store.load(&id), Err(SessionError::Corrupt { .. })));
+
+        write_atomically(&file, &good[..good.len() / 2]).unwrap();
+        let err = store.load(&id).unwrap_err();
+        assert!(err.to_string().contains("agentkeys init --force"), "{err}");
+
+        // The AAD binds the slot: the same files under another id do not open.
+        let other = SessionId::parse("daemon-x").unwrap();
+        ensure_private_dir(&store.dir(&other)).unwrap();
+        write_atomically(&store.dir(&other).join(SESSION_FILE), &good).unwrap();
+        fs::copy(store.dir(&id).join(KEY_FILE), store.dir(&other).join(KEY_FILE)).unwrap();
+        assert!(matches!(store.load(&other), Err(SessionError::Corrupt { .. })));
+
+        write_atomically(&file, &good).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = store.load(&id).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn session_ids_are_safe_path_components() {
+        for bad in ["", "..", "../x", "a/b", ".hidden", "a\nb", &"x".repeat(129)] {
+            assert!(SessionId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(SessionId::parse("daemon-ag_3f2a9c1b").is_ok());
+    }
+}

@@ -1,0 +1,171 @@
+//! The error contract: one `ErrorCode` per failure a client can act on, each with a fixed HTTP
+//! status and a fixed CLI exit code (PRODUCT.md §4), and the `{"error":{code,message,hint}}`
+//! body every non-2xx response carries.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable failure code. The serialized names are part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The request body or query is malformed or has unknown fields.
+    BadRequest,
+    /// A service name outside [`crate::names::SERVICE_NAME_PATTERN`].
+    InvalidServiceName,
+    /// The request body is over [`crate::types::MAX_BODY_BYTES`].
+    PayloadTooLarge,
+    /// No bearer token, or a token the server does not know.
+    Unauthenticated,
+    /// The request signature is missing or does not verify with the session's device key.
+    SignatureInvalid,
+    /// The signed timestamp is outside the accepted clock skew.
+    StaleTimestamp,
+    /// The nonce was already used by this session: a replayed request.
+    ReplayedNonce,
+    /// The session was revoked or has expired.
+    SessionInvalid,
+    /// Authenticated, but not allowed (scope, policy, tier).
+    Denied,
+    /// No such credential (or it was removed).
+    NotFound,
+    /// A concurrent write took the version this write proposed; retry with `current_version + 1`.
+    VersionConflict,
+    /// The thing being created exists already.
+    AlreadyExists,
+    /// Too many requests; retry after `retry_after_s`.
+    RateLimited,
+    /// The server cannot serve right now (database down, shutting down).
+    Unavailable,
+    /// A server fault; the details are in the server log, never in the response.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and exhaustive tests.
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidServiceName,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Unauthenticated,
+        ErrorCode::SignatureInvalid,
+        ErrorCode::StaleTimestamp,
+        ErrorCode::ReplayedNonce,
+        ErrorCode::SessionInvalid,
+        ErrorCode::Denied,
+        ErrorCode::NotFound,
+        ErrorCode::VersionConflict,
+        ErrorCode::AlreadyExists,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The wire name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::InvalidServiceName => "INVALID_SERVICE_NAME",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::SignatureInvalid => "SIGNATURE_INVALID",
+            ErrorCode::StaleTimestamp => "STALE_TIMESTAMP",
+            ErrorCode::ReplayedNonce => "REPLAYED_NONCE",
+            ErrorCode::SessionInvalid => "SESSION_INVALID",
+            ErrorCode::Denied => "DENIED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::VersionConflict => "VERSION_CONFLICT",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// The HTTP status the server answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidServiceName => 400,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unauthenticated
+            | ErrorCode::SignatureInvalid
+            | ErrorCode::StaleTimestamp
+            | ErrorCode::ReplayedNonce
+            | ErrorCode::SessionInvalid => 401,
+            ErrorCode::Denied => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::VersionConflict | ErrorCode::AlreadyExists => 409,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The exit code a CLI reports for this failure (PRODUCT.md §4).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidServiceName | ErrorCode::PayloadTooLarge => 2,
+            ErrorCode::Unauthenticated
+            | ErrorCode::SignatureInvalid
+            | ErrorCode::StaleTimestamp
+            | ErrorCode::ReplayedNonce
+            | ErrorCode::SessionInvalid => 3,
+            ErrorCode::Denied => 4,
+            ErrorCode::NotFound => 5,
+            ErrorCode::RateLimited => 7,
+            ErrorCode::Unavailable => 8,
+            ErrorCode::VersionConflict | ErrorCode::AlreadyExists | ErrorCode::Internal => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong and how to fix it. `message` and `hint` are for people; `code` is for programs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    pub hint: String,
+    /// With `RATE_LIMITED`: seconds until a retry can succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+    /// With `VERSION_CONFLICT`: the newest version the server holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(ErrorCode::SessionInvalid.exit_code(), 3);
+        assert_eq!(ErrorCode::Denied.exit_code(), 4);
+        assert_eq!(ErrorCode::NotFound.exit_code(), 5);
+        assert_eq!(ErrorCode::RateLimited.exit_code(), 7);
+        assert_eq!(ErrorCode::InvalidServiceName.exit_code(), 2);
+    }
+}

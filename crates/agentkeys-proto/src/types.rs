@@ -1,0 +1,216 @@
+//! JSON bodies of the `/v1` API. Binary fields are base64url strings (see [`crate::b64`]); every
+//! request type refuses unknown fields so a typo in a client is an error, not a silent no-op.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest request body the server reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest credential value, in bytes, before sealing. Sealed and base64-encoded it still fits in
+/// [`MAX_BODY_BYTES`] with room for the rest of the request.
+pub const MAX_VALUE_BYTES: usize = 32 * 1024;
+
+/// The namespace of the account's own vault. Later namespaces hold agent-private credentials.
+pub const VAULT_NAMESPACE: &str = "vault";
+
+#[cfg(feature = "openapi")]
+use utoipa::{IntoParams, ToSchema};
+
+/// `POST /v1/accounts`: create an account and its first (master) device.
+///
+/// The private half of the account key never appears here: only its wraps, which the server can
+/// store but not open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountRequest {
+    /// A name for this device, shown in `whoami` and the audit log.
+    pub device_label: String,
+    /// Account Ed25519 public key (32 bytes, base64url).
+    pub account_sign_public: String,
+    /// Account X25519 public key (32 bytes, base64url): data keys are wrapped to it.
+    pub account_kx_public: String,
+    /// Device Ed25519 public key (32 bytes): signs every request of this device's sessions.
+    pub device_sign_public: String,
+    /// Device X25519 public key (32 bytes).
+    pub device_kx_public: String,
+    /// Account signature over the device certificate payload (64 bytes, base64url).
+    pub device_certificate: String,
+    /// The account private key wrapped to the device key (base64url).
+    pub account_key_wrap_device: String,
+    /// The account private key wrapped to the recovery key (base64url).
+    pub account_key_wrap_recovery: String,
+}
+
+/// Answer to [`CreateAccountRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountResponse {
+    pub account_id: String,
+    pub device_id: String,
+    pub session_id: String,
+    /// The bearer token. Shown once; the server keeps only its SHA-256.
+    pub session_token: String,
+}
+
+/// `GET /v1/session`: who the caller is. Never contains a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WhoAmIResponse {
+    pub account_id: String,
+    pub device_id: String,
+    pub device_label: String,
+    /// `master` for this issue's devices; agents come later.
+    pub actor_kind: String,
+    pub session_id: String,
+    pub session_created_at_ms: i64,
+}
+
+/// `PUT /v1/credentials/{service}`: store a new version of a sealed credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutCredentialRequest {
+    /// The version this write creates: the current version plus one. The AEAD binds it.
+    pub version: u64,
+    /// XChaCha20-Poly1305 nonce and ciphertext (base64url).
+    pub ciphertext: String,
+    /// The data key wrapped to the account key (base64url).
+    pub data_key_wrap: String,
+}
+
+/// Answer to [`PutCredentialRequest`] and `DELETE /v1/credentials/{service}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialVersionResponse {
+    pub namespace: String,
+    pub service: String,
+    pub version: u64,
+    pub created_at_ms: i64,
+}
+
+/// `GET /v1/credentials/{service}`: the newest sealed version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SealedCredentialResponse {
+    pub account_id: String,
+    pub namespace: String,
+    pub service: String,
+    pub version: u64,
+    pub ciphertext: String,
+    pub data_key_wrap: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+/// One line of `GET /v1/credentials`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSummary {
+    pub namespace: String,
+    pub service: String,
+    pub version: u64,
+    pub updated_at_ms: i64,
+}
+
+/// `GET /v1/credentials`: names and versions, never values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialListResponse {
+    pub credentials: Vec<CredentialSummary>,
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only rows at or after this time (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    /// Only rows about this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// At most this many rows, newest last (default and maximum 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// How the server decided a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allowed,
+    Denied,
+    RateLimited,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Outcome::Allowed, Outcome::Denied, Outcome::RateLimited, Outcome::Failed]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+}
+
+/// One audit row as the account owner sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub ts_ms: i64,
+    /// Device id of the actor, when the request authenticated that far.
+    pub actor: Option<String>,
+    pub action: String,
+    pub namespace: Option<String>,
+    pub service: Option<String>,
+    pub outcome: Outcome,
+    /// The error code, for anything but `allowed`.
+    pub code: Option<ErrorCode>,
+}
+
+impl AuditEntry {
+    pub fn outcome_str(&self) -> &'static str {
+        self.outcome.as_str()
+    }
+}
+
+/// `GET /v1/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AuditResponse {
+    pub entries: Vec<AuditEntry>,
+}
+
+use crate::ErrorCode;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let json = r#"{"version":1,"ciphertext":"","data_key_wrap":"","extra":1}"#;
+        let err = serde_json::from_str::<PutCredentialRequest>(json).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}

@@ -1,0 +1,345 @@
+//! The `/v1` handlers. Each one validates, decides, and hands its decision to the writer through
+//! [`Caller::commit`], answering only once the decision, the nonce and the audit row are durable.
+//! The `#[utoipa::path]` attributes are the OpenAPI document: it is generated from these.
+
+use agentkeys_proto::names::validate_service_name;
+use agentkeys_proto::types::{
+    AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse, CredentialSummary,
+    CredentialVersionResponse, MAX_VALUE_BYTES, PutCredentialRequest, SealedCredentialResponse, VAULT_NAMESPACE,
+    WhoAmIResponse,
+};
+use agentkeys_proto::{ErrorBody, ErrorCode, b64, ids};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::audit::AuditDraft;
+use crate::auth::Signed;
+use crate::error::ApiError;
+use crate::writer::{Applied, Mutation, NewAccount, NewVersion};
+
+/// Audit action names, by route. Also used to label requests that failed authentication.
+pub fn describe_route(method: &Method, matched_path: &str, path: &str) -> (&'static str, Option<String>) {
+    let service = || path.rsplit('/').next().filter(|s| validate_service_name(s).is_ok()).map(str::to_owned);
+    match (method.as_str(), matched_path) {
+        ("GET", "/v1/session") => ("session.whoami", None),
+        ("GET", "/v1/credentials") => ("credential.list", None),
+        ("GET", "/v1/credentials/{service}") => ("credential.read", service()),
+        ("PUT", "/v1/credentials/{service}") => ("credential.store", service()),
+        ("DELETE", "/v1/credentials/{service}") => ("credential.remove", service()),
+        ("GET", "/v1/audit") => ("audit.read", None),
+        _ => ("request", None),
+    }
+}
+
+/// The error for a credential that does not exist (or was removed).
+pub fn credential_not_found(service: &str) -> ApiError {
+    ApiError::not_found(
+        format!("no credential named '{service}'"),
+        format!("store it with `agentkeys store {service}`; see what exists with `agentkeys list`"),
+    )
+}
+
+fn service_from(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(service) = path.map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))?;
+    validate_service_name(&service).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidServiceName,
+            format!("invalid service name {:?}: {e}", service.escape_debug().to_string()),
+            "pick a name like openai, github.com or aws_prod-2",
+        )
+    })?;
+    Ok(service)
+}
+
+fn decode_exact<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], ApiError> {
+    b64::decode_array::<N>(text)
+        .ok_or_else(|| ApiError::bad_request(format!("{field} must be {N} bytes of unpadded base64url")))
+}
+
+fn decode_bounded(field: &'static str, text: &str, min: usize, max: usize) -> Result<Vec<u8>, ApiError> {
+    b64::decode(text)
+        .filter(|bytes| (min..=max).contains(&bytes.len()))
+        .ok_or_else(|| ApiError::bad_request(format!("{field} must be {min} to {max} bytes of unpadded base64url")))
+}
+
+/// A wrapped 32-byte data key: format byte, ephemeral key, key, tag.
+const DATA_KEY_WRAP_LEN: usize = 1 + 32 + 32 + 16;
+/// A wrapped 64-byte account key.
+const ACCOUNT_KEY_WRAP_LEN: usize = 1 + 32 + 64 + 16;
+/// Sealed values carry a format byte, a 24-byte nonce and a 16-byte tag.
+const SEAL_OVERHEAD: usize = 1 + 24 + 16;
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(ApiError::internal)?;
+    Ok(out)
+}
+
+fn validate_new_account(request: &CreateAccountRequest) -> Result<(NewAccount, String), ApiError> {
+    let label = request.device_label.as_str();
+    if label.is_empty() || label.len() > ids::DEVICE_LABEL_MAX || label.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "device_label must be 1 to {} printable characters",
+            ids::DEVICE_LABEL_MAX
+        )));
+    }
+    let account_sign: [u8; 32] = decode_exact("account_sign_public", &request.account_sign_public)?;
+    let account_kx: [u8; 32] = decode_exact("account_kx_public", &request.account_kx_public)?;
+    let device_sign: [u8; 32] = decode_exact("device_sign_public", &request.device_sign_public)?;
+    let device_kx: [u8; 32] = decode_exact("device_kx_public", &request.device_kx_public)?;
+    let certificate: [u8; 64] = decode_exact("device_certificate", &request.device_certificate)?;
+    let wrap_device = decode_bounded(
+        "account_key_wrap_device",
+        &request.account_key_wrap_device,
+        ACCOUNT_KEY_WRAP_LEN,
+        ACCOUNT_KEY_WRAP_LEN,
+    )?;
+    let wrap_recovery = decode_bounded(
+        "account_key_wrap_recovery",
+        &request.account_key_wrap_recovery,
+        ACCOUNT_KEY_WRAP_LEN,
+        ACCOUNT_KEY_WRAP_LEN,
+    )?;
+    let account_id = ids::account_id(&account_sign);
+    let device_id = ids::device_id(&device_sign);
+    let payload = ids::device_certificate_payload(&account_id, &device_sign, &device_kx, label);
+    VerifyingKey::from_bytes(&account_sign)
+        .ok()
+        .and_then(|key| key.verify_strict(&payload, &Signature::from_bytes(&certificate)).ok())
+        .ok_or_else(|| ApiError::bad_request("device_certificate does not verify with account_sign_public"))?;
+    let token = format!("akt_{}", b64::encode(random_bytes::<32>()?));
+    let session_id = format!("ses_{}", hex::encode(random_bytes::<12>()?));
+    let account = NewAccount {
+        account_id,
+        sign_public: account_sign.to_vec(),
+        kx_public: account_kx.to_vec(),
+        device_id,
+        device_label: label.to_owned(),
+        device_sign_public: device_sign.to_vec(),
+        device_kx_public: device_kx.to_vec(),
+        device_certificate: certificate.to_vec(),
+        wrap_device,
+        wrap_recovery,
+        session_id,
+        token_hash: Sha256::digest(token.as_bytes()).to_vec(),
+    };
+    Ok((account, token))
+}
+
+/// Creates an account and its first master device; returns the session token once.
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccountRequest,
+    responses((status = 201, body = CreateAccountResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_account(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreateAccountResponse>), ApiError> {
+    let body = body.map_err(|_| ApiError::payload_too_large())?;
+    let validated = serde_json::from_slice::<CreateAccountRequest>(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        .and_then(|request| validate_new_account(&request));
+    let (account_id, reply) = match &validated {
+        Ok((account, token)) => (
+            Some(account.account_id.clone()),
+            Some(CreateAccountResponse {
+                account_id: account.account_id.clone(),
+                device_id: account.device_id.clone(),
+                session_id: account.session_id.clone(),
+                session_token: token.clone(),
+            }),
+        ),
+        Err(_) => (None, None),
+    };
+    let audit = AuditDraft {
+        account_id,
+        actor: reply.as_ref().map(|r| r.device_id.clone()),
+        session_id: reply.as_ref().map(|r| r.session_id.clone()),
+        action: "account.create",
+        ..AuditDraft::default()
+    };
+    let decision = validated.map(|(account, _)| Mutation::CreateAccount(Box::new(account)));
+    state.writer.submit(None, decision, audit).await?;
+    Ok((StatusCode::CREATED, Json(reply.expect("a committed account has a reply"))))
+}
+
+/// Who the caller is. Never includes a token.
+#[utoipa::path(get, path = "/v1/session", tag = "session", responses((status = 200, body = WhoAmIResponse), (status = 401, body = ErrorBody)))]
+pub async fn whoami(State(state): State<AppState>, signed: Signed) -> Result<Json<WhoAmIResponse>, ApiError> {
+    let caller = &signed.caller;
+    caller.commit(&state, "session.whoami", None, Ok(Mutation::None)).await?;
+    Ok(Json(WhoAmIResponse {
+        account_id: caller.account_id.clone(),
+        device_id: caller.device_id.clone(),
+        device_label: caller.device_label.clone(),
+        actor_kind: caller.device_kind.clone(),
+        session_id: caller.session_id.clone(),
+        session_created_at_ms: caller.session_created_at_ms,
+    }))
+}
+
+/// The newest sealed version of a credential. The server cannot open it.
+#[utoipa::path(get, path = "/v1/credentials/{service}", tag = "credentials",
+    params(("service" = String, Path, description = "Service name")),
+    responses((status = 200, body = SealedCredentialResponse), (status = 404, body = ErrorBody)))]
+pub async fn get_credential(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    signed: Signed,
+) -> Result<Json<SealedCredentialResponse>, ApiError> {
+    let caller = &signed.caller;
+    let service = match service_from(path) {
+        Ok(service) => service,
+        Err(error) => {
+            return Err(caller.commit(&state, "credential.read", None, Err(error.clone())).await.err().unwrap_or(error));
+        }
+    };
+    let row = state.db.latest_credential(&caller.account_id, VAULT_NAMESPACE, &service).await?;
+    let found = row.and_then(|row| match (row.ciphertext, row.data_key_wrap) {
+        (Some(ciphertext), Some(wrap)) => Some((row.version, ciphertext, wrap, row.created_at_ms, row.created_by)),
+        _ => None,
+    });
+    let decision = match &found {
+        Some(_) => Ok(Mutation::None),
+        None => Err(credential_not_found(&service)),
+    };
+    caller.commit(&state, "credential.read", Some((VAULT_NAMESPACE, &service)), decision).await?;
+    let (version, ciphertext, wrap, created_at_ms, created_by) = found.expect("committed only when found");
+    Ok(Json(SealedCredentialResponse {
+        account_id: caller.account_id.clone(),
+        namespace: VAULT_NAMESPACE.to_owned(),
+        service,
+        version: version as u64,
+        ciphertext: b64::encode(ciphertext),
+        data_key_wrap: b64::encode(wrap),
+        created_at_ms,
+        created_by,
+    }))
+}
+
+fn validate_put(service: &str, signed: &Signed) -> Result<NewVersion, ApiError> {
+    let request: PutCredentialRequest = signed.json()?;
+    let version = i64::try_from(request.version)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| ApiError::bad_request("version must be at least 1"))?;
+    Ok(NewVersion {
+        account_id: signed.caller.account_id.clone(),
+        namespace: VAULT_NAMESPACE.to_owned(),
+        service: service.to_owned(),
+        version,
+        ciphertext: decode_bounded(
+            "ciphertext",
+            &request.ciphertext,
+            SEAL_OVERHEAD + 1,
+            SEAL_OVERHEAD + MAX_VALUE_BYTES,
+        )?,
+        data_key_wrap: decode_bounded("data_key_wrap", &request.data_key_wrap, DATA_KEY_WRAP_LEN, DATA_KEY_WRAP_LEN)?,
+        created_by: signed.caller.device_id.clone(),
+    })
+}
+
+fn version_response(service: String, applied: Applied) -> Result<Json<CredentialVersionResponse>, ApiError> {
+    match applied {
+        Applied::Version { version, created_at_ms } => Ok(Json(CredentialVersionResponse {
+            namespace: VAULT_NAMESPACE.to_owned(),
+            service,
+            version: version as u64,
+            created_at_ms,
+        })),
+        other => Err(ApiError::internal(format!("writer returned {other:?} for a version write"))),
+    }
+}
+
+/// Stores a new sealed version. `version` must be the current version plus one.
+#[utoipa::path(put, path = "/v1/credentials/{service}", tag = "credentials", request_body = PutCredentialRequest,
+    params(("service" = String, Path, description = "Service name")),
+    responses((status = 200, body = CredentialVersionResponse), (status = 409, body = ErrorBody), (status = 400, body = ErrorBody)))]
+pub async fn put_credential(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    signed: Signed,
+) -> Result<Json<CredentialVersionResponse>, ApiError> {
+    let caller = &signed.caller;
+    let service = service_from(path);
+    let target = service.as_ref().ok().map(|s| (VAULT_NAMESPACE, s.as_str()));
+    let decision =
+        service.as_ref().map_err(Clone::clone).and_then(|s| validate_put(s, &signed)).map(Mutation::PutCredential);
+    let applied = caller.commit(&state, "credential.store", target, decision).await?;
+    version_response(service?, applied)
+}
+
+/// Removes a credential (a removal marker becomes its newest version; history is kept).
+#[utoipa::path(delete, path = "/v1/credentials/{service}", tag = "credentials",
+    params(("service" = String, Path, description = "Service name")),
+    responses((status = 200, body = CredentialVersionResponse), (status = 404, body = ErrorBody)))]
+pub async fn delete_credential(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    signed: Signed,
+) -> Result<Json<CredentialVersionResponse>, ApiError> {
+    let caller = &signed.caller;
+    let service = service_from(path);
+    let target = service.as_ref().ok().map(|s| (VAULT_NAMESPACE, s.as_str()));
+    let decision = service.as_ref().map_err(Clone::clone).map(|s| Mutation::RemoveCredential {
+        account_id: caller.account_id.clone(),
+        namespace: VAULT_NAMESPACE.to_owned(),
+        service: s.clone(),
+        removed_by: caller.device_id.clone(),
+    });
+    let applied = caller.commit(&state, "credential.remove", target, decision).await?;
+    version_response(service?, applied)
+}
+
+/// Names and versions of the account's credentials. Never values.
+#[utoipa::path(get, path = "/v1/credentials", tag = "credentials", responses((status = 200, body = CredentialListResponse)))]
+pub async fn list_credentials(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<Json<CredentialListResponse>, ApiError> {
+    let caller = &signed.caller;
+    let rows = state.db.list_credentials(&caller.account_id).await?;
+    caller.commit(&state, "credential.list", None, Ok(Mutation::None)).await?;
+    Ok(Json(CredentialListResponse {
+        credentials: rows
+            .into_iter()
+            .map(|(namespace, service, version, at)| CredentialSummary {
+                namespace,
+                service,
+                version: version as u64,
+                updated_at_ms: at,
+            })
+            .collect(),
+    }))
+}
+
+/// The account's audit rows, oldest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = AuditResponse)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+    signed: Signed,
+) -> Result<Json<AuditResponse>, ApiError> {
+    let caller = &signed.caller;
+    let query = query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(format!("invalid query: {e}")));
+    let query = match query.and_then(|q| match q.service.as_deref().map(validate_service_name) {
+        Some(Err(e)) => Err(ApiError::new(ErrorCode::InvalidServiceName, e.to_string(), "pass a valid service name")),
+        _ => Ok(q),
+    }) {
+        Ok(q) => q,
+        Err(error) => {
+            return Err(caller.commit(&state, "audit.read", None, Err(error.clone())).await.err().unwrap_or(error));
+        }
+    };
+    let limit = i64::from(query.limit.unwrap_or(1000).clamp(1, 1000));
+    let rows = state
+        .db
+        .audit_for_account(&caller.account_id, query.since_ms.unwrap_or(0), query.service.as_deref(), limit)
+        .await?;
+    caller.commit(&state, "audit.read", None, Ok(Mutation::None)).await?;
+    Ok(Json(AuditResponse { entries: rows.iter().map(|row| row.to_entry()).collect() }))
+}

@@ -1,0 +1,115 @@
+//! The router, built by a function that tests can drive without a socket, and the state every
+//! handler shares.
+
+use std::sync::Arc;
+
+use agentkeys_proto::types::MAX_BODY_BYTES;
+use agentkeys_proto::{ErrorBody, ErrorCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api;
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::writer::Writer;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub writer: Writer,
+    pub clock: Clock,
+    pub metrics: Metrics,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "AgentKeys API",
+        description = "Zero-knowledge credential server. Every /v1 request except POST /v1/accounts carries \
+                       `Authorization: Bearer <token>` and an Ed25519 signature by the session's device key in \
+                       x-agentkeys-timestamp, x-agentkeys-nonce and x-agentkeys-signature (see docs/protocol.md)."
+    ),
+    components(schemas(ErrorBody, ErrorCode))
+)]
+struct ApiDoc;
+
+/// The `/v1` routes and the OpenAPI document generated from their annotations.
+fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::create_account))
+        .routes(routes!(api::whoami))
+        .routes(routes!(api::list_credentials))
+        .routes(routes!(api::get_credential, api::put_credential, api::delete_credential))
+        .routes(routes!(api::audit))
+        .split_for_parts()
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    api_routes().1.to_pretty_json().expect("the OpenAPI document serializes")
+}
+
+async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    metrics.record_request(&route, &method, response.status().as_u16());
+    response
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.db.ping().await.map_err(ApiError::unavailable)?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn no_such_route() -> ApiError {
+    ApiError::not_found("no such endpoint", "see /v1/openapi.json for the API")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, "this endpoint does not take that method", "see /v1/openapi.json for the API")
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api_routes();
+    let openapi: Arc<str> = openapi.to_pretty_json().expect("the OpenAPI document serializes").into();
+    api.route(
+        "/v1/openapi.json",
+        get(move || {
+            let openapi = openapi.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], openapi.to_string()) }
+        }),
+    )
+    .route("/healthz", get(healthz))
+    .route("/readyz", get(readyz))
+    .route("/metrics", get(metrics))
+    .route_layer(middleware::from_fn_with_state(state.metrics.clone(), track))
+    .fallback(no_such_route)
+    .method_not_allowed_fallback(wrong_method)
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .with_state(state)
+}

@@ -1,0 +1,192 @@
+//! The append-only, hash-chained audit log. Each row's hash covers the previous row's hash and
+//! every field of the row, so changing a row breaks its own hash, removing one breaks the next
+//! row's link, and cutting the tail no longer matches the head that every append updates.
+//! Rows are written only by [`crate::writer`]; [`verify_chain`] is the check.
+
+use agentkeys_proto::ErrorCode;
+use agentkeys_proto::types::{AuditEntry, Outcome};
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row as _};
+
+/// What a handler knows about a request before the writer decides its final outcome.
+#[derive(Debug, Clone, Default)]
+pub struct AuditDraft {
+    pub account_id: Option<String>,
+    pub actor: Option<String>,
+    pub session_id: Option<String>,
+    pub action: &'static str,
+    pub namespace: Option<String>,
+    pub service: Option<String>,
+}
+
+/// How an error code is classified in the log.
+pub fn outcome_for(code: Option<ErrorCode>) -> Outcome {
+    match code {
+        None => Outcome::Allowed,
+        Some(ErrorCode::RateLimited) => Outcome::RateLimited,
+        Some(
+            ErrorCode::Denied
+            | ErrorCode::Unauthenticated
+            | ErrorCode::SignatureInvalid
+            | ErrorCode::StaleTimestamp
+            | ErrorCode::ReplayedNonce
+            | ErrorCode::SessionInvalid,
+        ) => Outcome::Denied,
+        Some(_) => Outcome::Failed,
+    }
+}
+
+/// One stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub ts_ms: i64,
+    pub account_id: Option<String>,
+    pub actor: Option<String>,
+    pub session_id: Option<String>,
+    pub action: String,
+    pub namespace: Option<String>,
+    pub service: Option<String>,
+    pub outcome: String,
+    pub code: Option<String>,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+fn put_field(hasher: &mut Sha256, field: Option<&str>) {
+    match field {
+        None => hasher.update([0xff]),
+        Some(text) => {
+            hasher.update([0x00]);
+            hasher.update((text.len() as u32).to_be_bytes());
+            hasher.update(text.as_bytes());
+        }
+    }
+}
+
+impl AuditRow {
+    /// `SHA-256("agentkeys-audit-v1" || prev_hash || seq || ts || fields…)`, each optional field
+    /// as `0xff` (absent) or `0x00 || u32be(len) || bytes`.
+    pub fn compute_hash(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(b"agentkeys-audit-v1");
+        hasher.update(&self.prev_hash);
+        hasher.update(self.seq.to_be_bytes());
+        hasher.update(self.ts_ms.to_be_bytes());
+        for field in [
+            self.account_id.as_deref(),
+            self.actor.as_deref(),
+            self.session_id.as_deref(),
+            Some(self.action.as_str()),
+            self.namespace.as_deref(),
+            self.service.as_deref(),
+            Some(self.outcome.as_str()),
+            self.code.as_deref(),
+        ] {
+            put_field(&mut hasher, field);
+        }
+        hasher.finalize().into()
+    }
+
+    pub fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            seq: row.try_get("seq")?,
+            ts_ms: row.try_get("ts_ms")?,
+            account_id: row.try_get("account_id")?,
+            actor: row.try_get("actor")?,
+            session_id: row.try_get("session_id")?,
+            action: row.try_get("action")?,
+            namespace: row.try_get("namespace")?,
+            service: row.try_get("service")?,
+            outcome: row.try_get("outcome")?,
+            code: row.try_get("code")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+
+    /// The account owner's view of the row.
+    pub fn to_entry(&self) -> AuditEntry {
+        AuditEntry {
+            seq: self.seq,
+            ts_ms: self.ts_ms,
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            namespace: self.namespace.clone(),
+            service: self.service.clone(),
+            outcome: Outcome::parse(&self.outcome).unwrap_or(Outcome::Failed),
+            code: self.code.as_deref().and_then(|c| ErrorCode::ALL.into_iter().find(|k| k.as_str() == c)),
+        }
+    }
+}
+
+/// What a successful verification saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub rows: i64,
+    pub head_hash: Vec<u8>,
+}
+
+/// Where the chain is broken.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("audit chain broken at seq {seq}: {reason}")]
+    Broken { seq: i64, reason: String },
+    #[error("cannot read the audit log: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Walks the whole chain from seq 1 and checks every link, every hash and the head.
+pub async fn verify_chain(pool: &AnyPool) -> Result<ChainReport, ChainError> {
+    const PAGE: i64 = 5000;
+    let mut expected_seq = 1i64;
+    let mut prev = vec![0u8; 32];
+    loop {
+        let rows = sqlx::query(
+            "SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, prev_hash, hash \
+             FROM audit_log WHERE seq >= $1 ORDER BY seq ASC LIMIT $2",
+        )
+        .bind(expected_seq)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await?;
+        let count = rows.len() as i64;
+        for row in &rows {
+            let row = AuditRow::from_row(row)?;
+            let broken = |reason: String| ChainError::Broken { seq: row.seq, reason };
+            if row.seq != expected_seq {
+                return Err(ChainError::Broken {
+                    seq: expected_seq,
+                    reason: format!("row missing (next row is seq {})", row.seq),
+                });
+            }
+            if row.prev_hash != prev {
+                return Err(broken(
+                    "its link to the previous row does not match (a row was removed or changed)".into(),
+                ));
+            }
+            if row.hash != row.compute_hash() {
+                return Err(broken("its contents do not match its hash (the row was changed)".into()));
+            }
+            prev = row.hash;
+            expected_seq += 1;
+        }
+        if count < PAGE {
+            break;
+        }
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await?;
+    let head_seq: i64 = head.try_get("seq")?;
+    let head_hash: Vec<u8> = head.try_get("hash")?;
+    if head_seq != expected_seq - 1 || head_hash != prev {
+        return Err(ChainError::Broken {
+            seq: head_seq,
+            reason: format!(
+                "the head says {head_seq} rows but the log ends at {} (rows were cut off the end)",
+                expected_seq - 1
+            ),
+        });
+    }
+    Ok(ChainReport { rows: expected_seq - 1, head_hash })
+}

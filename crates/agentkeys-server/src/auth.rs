@@ -1,0 +1,206 @@
+//! Authentication of `/v1` requests: the [`Signed`] extractor finds the session by the SHA-256 of
+//! its bearer token, checks it is live, checks the timestamp, and verifies the device key's
+//! signature over method, path, timestamp, nonce and body digest. The nonce is consumed later, by
+//! the writer, in the same transaction as the request's audit row — which is what makes the replay
+//! check hold across replicas. Failures are audited before they are answered.
+
+use agentkeys_proto::signing::{
+    self, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_CLOCK_SKEW_S, NONCE_RETENTION_S,
+};
+use agentkeys_proto::types::MAX_BODY_BYTES;
+use agentkeys_proto::{ErrorCode, b64};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::http::request::Parts;
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use crate::app::AppState;
+use crate::audit::AuditDraft;
+use crate::db::SessionRow;
+use crate::error::ApiError;
+use crate::writer::{Applied, Mutation, NonceRecord};
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub session_id: String,
+    pub account_id: String,
+    pub device_id: String,
+    pub device_label: String,
+    pub device_kind: String,
+    pub session_created_at_ms: i64,
+    pub nonce: NonceRecord,
+}
+
+impl Caller {
+    /// Commits this request's decision, nonce and audit row; returns the final result.
+    pub async fn commit(
+        &self,
+        state: &AppState,
+        action: &'static str,
+        target: Option<(&str, &str)>,
+        decision: Result<Mutation, ApiError>,
+    ) -> Result<Applied, ApiError> {
+        let audit = AuditDraft {
+            account_id: Some(self.account_id.clone()),
+            actor: Some(self.device_id.clone()),
+            session_id: Some(self.session_id.clone()),
+            action,
+            namespace: target.map(|(ns, _)| ns.to_owned()),
+            service: target.map(|(_, service)| service.to_owned()),
+        };
+        state.writer.submit(Some(self.nonce.clone()), decision, audit).await
+    }
+}
+
+/// A request whose signature verified, with its raw body.
+#[derive(Debug)]
+pub struct Signed {
+    pub caller: Caller,
+    pub body: Bytes,
+}
+
+impl Signed {
+    /// Parses the body as JSON, refusing unknown fields.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthenticated,
+        message,
+        "run `agentkeys init` against this server, or check --server / AGENTKEYS_SERVER",
+    )
+}
+
+fn signature_invalid(message: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::SignatureInvalid,
+        message,
+        "requests must be signed by the session's device key; use an AgentKeys client, and if this persists the \
+         session file may be damaged: run `agentkeys init --force`",
+    )
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+struct AuthFailure {
+    error: ApiError,
+    session: Option<SessionRow>,
+}
+
+impl From<ApiError> for AuthFailure {
+    fn from(error: ApiError) -> Self {
+        Self { error, session: None }
+    }
+}
+
+async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Caller, AuthFailure> {
+    let token = header(parts, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthenticated("the request has no bearer token"))?;
+    let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let session = state
+        .db
+        .find_session(&token_hash)
+        .await
+        .map_err(ApiError::from)?
+        .filter(|row| bool::from(row.token_hash.ct_eq(&token_hash)))
+        .ok_or_else(|| unauthenticated("the session token is not known to this server"))?;
+    let fail = |error: ApiError, session: &SessionRow| AuthFailure { error, session: Some(session.clone()) };
+    if session.revoked_at_ms.is_some() {
+        return Err(fail(
+            ApiError::new(
+                ErrorCode::SessionInvalid,
+                "this session was revoked",
+                "start a new session with `agentkeys init --force`",
+            ),
+            &session,
+        ));
+    }
+    let (Some(timestamp), Some(nonce), Some(signature)) =
+        (header(parts, HEADER_TIMESTAMP), header(parts, HEADER_NONCE), header(parts, HEADER_SIGNATURE))
+    else {
+        return Err(fail(signature_invalid("the request is not signed"), &session));
+    };
+    let Ok(timestamp) = timestamp.parse::<i64>() else {
+        return Err(fail(signature_invalid("the signature timestamp is not a number"), &session));
+    };
+    let now_s = state.clock.now_ms().div_euclid(1000);
+    if (now_s - timestamp).abs() > MAX_CLOCK_SKEW_S {
+        return Err(fail(
+            ApiError::new(
+                ErrorCode::StaleTimestamp,
+                format!(
+                    "the request was signed {}s away from the server's clock (at most {MAX_CLOCK_SKEW_S}s allowed)",
+                    now_s - timestamp
+                ),
+                "sync this machine's clock (NTP) and retry",
+            ),
+            &session,
+        ));
+    }
+    if !signing::nonce_is_well_formed(nonce) {
+        return Err(fail(signature_invalid("the request nonce is malformed"), &session));
+    }
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let payload =
+        signing::signing_payload(parts.method.as_str(), path_and_query, timestamp, nonce, &signing::body_digest(body));
+    let verified = (|| {
+        let key: [u8; 32] = session.device_sign_public.as_slice().try_into().ok()?;
+        let signature: [u8; 64] = b64::decode_array(signature)?;
+        VerifyingKey::from_bytes(&key).ok()?.verify_strict(&payload, &Signature::from_bytes(&signature)).ok()
+    })();
+    if verified.is_none() {
+        return Err(fail(
+            signature_invalid("the request signature does not verify with this session's device key"),
+            &session,
+        ));
+    }
+    Ok(Caller {
+        nonce: NonceRecord {
+            session_id: session.session_id.clone(),
+            nonce: nonce.to_owned(),
+            expires_at_ms: state.clock.now_ms() + NONCE_RETENTION_S * 1000,
+        },
+        session_id: session.session_id,
+        account_id: session.account_id,
+        device_id: session.device_id,
+        device_label: session.device_label,
+        device_kind: session.device_kind,
+        session_created_at_ms: session.created_at_ms,
+    })
+}
+
+impl FromRequest<AppState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::payload_too_large())?;
+        match authenticate(state, &parts, &body).await {
+            Ok(caller) => Ok(Signed { caller, body }),
+            Err(AuthFailure { error, session }) => {
+                let matched = parts.extensions.get::<MatchedPath>().map(|m| m.as_str()).unwrap_or("");
+                let (action, service) = crate::api::describe_route(&parts.method, matched, parts.uri.path());
+                let audit = AuditDraft {
+                    account_id: session.as_ref().map(|s| s.account_id.clone()),
+                    actor: session.as_ref().map(|s| s.device_id.clone()),
+                    session_id: session.as_ref().map(|s| s.session_id.clone()),
+                    action,
+                    namespace: None,
+                    service,
+                };
+                // The answer is the authentication error whatever the audit write returns.
+                let _ = state.writer.submit(None, Err(error.clone()), audit).await;
+                Err(error)
+            }
+        }
+    }
+}

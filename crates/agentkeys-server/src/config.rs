@@ -1,0 +1,35 @@
+//! The server's command line: each flag defined once, here, with its environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// agentkeys-server: stores credentials it cannot read.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "agentkeys-server", version, about, long_about = None)]
+pub struct ServerArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is logged).
+    #[arg(long, env = "AGENTKEYS_LISTEN", default_value = "127.0.0.1:8090", global = true)]
+    pub listen: String,
+
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: SQLite in the data dir.
+    #[arg(long, env = "AGENTKEYS_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory for the default SQLite database. Default: $AGENTKEYS_HOME/server or ~/.agentkeys/server.
+    #[arg(long, env = "AGENTKEYS_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServerCommand {
+    /// Serve the API (the default).
+    Serve,
+    /// Check the audit log's hash chain and exit: 0 when intact, 1 when broken.
+    VerifyAudit,
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}

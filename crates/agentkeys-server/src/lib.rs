@@ -1,0 +1,115 @@
+//! `agentkeys-server` as a library: the binary only parses arguments and calls [`run`].
+//!
+//! A request flows: [`app::router`] → [`auth::Signed`] (session lookup, signature) → a handler in
+//! [`api`] that decides → [`writer`] that commits the decision, the nonce and the [`audit`] row in
+//! one batched transaction → the answer. [`db`] is the storage layer over SQLite and PostgreSQL.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+pub use app::{AppState, router};
+pub use config::{ServerArgs, ServerCommand};
+
+/// Where the default SQLite database lives.
+fn data_dir(args: &ServerArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.data_dir {
+        return Ok(dir.clone());
+    }
+    let home = std::env::var_os("AGENTKEYS_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".agentkeys")))
+        .context("cannot find a data directory: pass --data-dir or set AGENTKEYS_HOME")?;
+    Ok(home.join("server"))
+}
+
+fn database_url(args: &ServerArgs) -> anyhow::Result<String> {
+    if let Some(url) = &args.database_url {
+        return Ok(url.clone());
+    }
+    let dir = data_dir(args)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
+    Ok(db::sqlite_url_for(&dir))
+}
+
+/// A running server's state plus the writer task, for callers that serve it themselves.
+pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
+    let (db, writer_conn) = db::Db::connect(database_url).await?;
+    let metrics = metrics::Metrics::default();
+    let (writer, writer_task) = writer::Writer::spawn(writer_conn, clock.clone(), metrics.clone());
+    Ok((AppState { db, writer, clock, metrics }, writer_task))
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Runs the command line.
+#[allow(clippy::print_stdout, reason = "openapi and verify-audit print their result")]
+pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
+    match args.command.clone().unwrap_or(ServerCommand::Serve) {
+        ServerCommand::Openapi => {
+            println!("{}", app::openapi_json());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        ServerCommand::VerifyAudit => {
+            let (db, _writer) = db::Db::connect(&database_url(&args)?).await?;
+            match audit::verify_chain(&db.reads).await {
+                Ok(report) => {
+                    println!("audit chain intact: {} rows, head {}", report.rows, hex::encode(&report.head_hash));
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("Error: {error}");
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        ServerCommand::Serve => {
+            let url = database_url(&args)?;
+            let (state, writer_task) = start(&url, clock::Clock::system()).await?;
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}: pass another --listen address", args.listen))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(database = %db::redact_url(&url), "agentkeys-server listening on http://{addr}");
+            axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+            // Every handle to the writer is gone with the router; let it finish its last batch.
+            if tokio::time::timeout(Duration::from_secs(10), writer_task).await.is_err() {
+                tracing::warn!("the writer did not finish within 10 s");
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format: requests by route and
+//! status, and the writer's batch sizes (how much group commit is saving).
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    batch_size: Histogram,
+    audit_rows: Counter,
+}
+
+/// The server's metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("agentkeys");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register("writer_batch_size", "Jobs committed per writer transaction", batch_size.clone());
+        let audit_rows = Counter::default();
+        registry.register("audit_rows", "Audit rows appended", audit_rows.clone());
+        Self(Arc::new(Inner { registry, requests, batch_size, audit_rows }))
+    }
+}
+
+impl Metrics {
+    pub fn record_request(&self, route: &str, method: &str, status: u16) {
+        self.0
+            .requests
+            .get_or_create(&RequestLabels { route: route.to_owned(), method: method.to_owned(), status })
+            .inc();
+    }
+
+    pub fn record_batch(&self, jobs: usize) {
+        self.0.batch_size.observe(jobs as f64);
+        self.0.audit_rows.inc_by(jobs as u64);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.0.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
