@@ -1,1 +1,36 @@
+//! The one integration-test binary: real servers, real databases, real binaries.
+//!
+//! * `storage` — the server's storage and auth behaviour through the real client, on SQLite and
+//!   on PostgreSQL.
+//! * `cli` — the `agentkeys` binary end to end against a spawned server.
+//! * `run` — `agentkeys run`: exit codes, signals, masking.
+//! * `replicas` — several server processes on one database behaving as one.
+//! * `crash` — SIGKILL during a burst of stores loses nothing acknowledged.
 
+/// Declares each listed `async fn name(Backend)` as a test on SQLite and one on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(agentkeys_tests::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(agentkeys_tests::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+mod cli;
+mod crash;
+mod replicas;
+mod run;
+mod storage;

@@ -55,3 +55,25 @@ impl RandomSource for SeededRandom {
         }
     }
 }
+
+/// Replays fixed bytes, in order: test vectors state every random input explicitly.
+#[derive(Debug, Clone)]
+pub struct FixedRandom {
+    bytes: Vec<u8>,
+    offset: usize,
+}
+
+impl FixedRandom {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, offset: 0 }
+    }
+}
+
+impl RandomSource for FixedRandom {
+    fn fill(&mut self, dest: &mut [u8]) {
+        let end = self.offset + dest.len();
+        assert!(end <= self.bytes.len(), "FixedRandom ran out of bytes");
+        dest.copy_from_slice(&self.bytes[self.offset..end]);
+        self.offset = end;
+    }
+}

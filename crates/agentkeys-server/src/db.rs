@@ -182,6 +182,19 @@ impl Db {
             .collect()
     }
 
+    /// How many versions (removals included) a credential has had.
+    pub async fn history_len(&self, account_id: &str, namespace: &str, service: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query(
+            "SELECT COUNT(*) AS n FROM credential_versions WHERE account_id = $1 AND namespace = $2 AND service = $3",
+        )
+        .bind(account_id)
+        .bind(namespace)
+        .bind(service)
+        .fetch_one(&self.reads)
+        .await?
+        .try_get("n")
+    }
+
     /// An account's audit rows, oldest first.
     pub async fn audit_for_account(
         &self,

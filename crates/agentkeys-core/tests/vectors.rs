@@ -1,0 +1,140 @@
+//! Checks every construction of `docs/protocol.md` against `tests/vectors.json`, where each case
+//! states all of its inputs (keys, nonces, ephemeral secrets) and the exact expected output.
+//! Regenerate after a deliberate format change with `AGENTKEYS_WRITE_VECTORS=1 cargo test -p
+//! agentkeys-core --test vectors` (and say so in docs/protocol.md: it is a protocol change).
+
+use agentkeys_core::crypto::{self, CredentialContext, KeyPair, RecoveryKey, SymmetricKey, WrapLabel};
+use agentkeys_core::random::{FixedRandom, RandomSource as _, SeededRandom};
+use agentkeys_core::signing::sign_request;
+use agentkeys_proto::{b64, signing};
+use serde_json::{Value, json};
+
+fn bytes(rng: &mut SeededRandom, n: usize) -> Vec<u8> {
+    let mut out = vec![0; n];
+    rng.fill(&mut out);
+    out
+}
+
+fn h(bytes: impl AsRef<[u8]>) -> String {
+    hex::encode(bytes)
+}
+
+/// Computes every vector from explicit inputs drawn from a fixed seed.
+fn compute() -> Value {
+    let mut seed = SeededRandom::new(b"agentkeys test vectors v1");
+    let keys_secret = bytes(&mut seed, 64);
+    let keys = KeyPair::from_secret_blob(&keys_secret).unwrap();
+    let public = keys.public();
+
+    let data_key = bytes(&mut seed, 32);
+    let nonce = bytes(&mut seed, 24);
+    let context = CredentialContext { account_id: "acct_0123456789abcdef0123", namespace: "vault", service: "openai", version: 7 };
+    let plaintext = b"sk-test-vector-value";
+    let sealed = crypto::seal_credential(&SymmetricKey::from_bytes(&data_key).unwrap(), &context, plaintext, &mut FixedRandom::new(nonce.clone()));
+
+    let ephemeral = bytes(&mut seed, 32);
+    let wrapped = crypto::wrap_to(&public.kx, &data_key, WrapLabel::DataKey, &mut FixedRandom::new(ephemeral.clone())).unwrap();
+
+    let request_nonce = bytes(&mut seed, 16);
+    let body = br#"{"version":7}"#;
+    let sig = sign_request(&keys, "PUT", "/v1/credentials/openai", body, 1_800_000_000, &mut FixedRandom::new(request_nonce.clone()));
+    let payload = signing::signing_payload("PUT", "/v1/credentials/openai", 1_800_000_000, &sig.nonce, &signing::body_digest(body));
+
+    let recovery_secret = bytes(&mut seed, 32);
+    let recovery = RecoveryKey::generate(&mut FixedRandom::new(recovery_secret.clone()));
+
+    let account_id = crypto::account_id(&public.sign);
+    let certificate_payload = crypto::device_certificate_payload(&account_id, &public, "laptop");
+    json!({
+        "key_pair": {
+            "secret_blob": h(&keys_secret),
+            "sign_public": h(public.sign),
+            "kx_public": h(public.kx),
+            "account_id_if_account_key": account_id,
+            "device_id_if_device_key": crypto::device_id(&public.sign),
+        },
+        "seal": {
+            "data_key": h(&data_key),
+            "nonce": h(&nonce),
+            "account_id": context.account_id,
+            "namespace": context.namespace,
+            "service": context.service,
+            "version": context.version,
+            "aad": h(context.aad()),
+            "plaintext": h(plaintext),
+            "sealed": h(&sealed),
+        },
+        "wrap": {
+            "recipient_kx_public": h(public.kx),
+            "recipient_secret_blob": h(&keys_secret),
+            "ephemeral_secret": h(&ephemeral),
+            "label": "agentkeys-wrap-v1/data-key",
+            "wrapped_key": h(&data_key),
+            "wrap": h(&wrapped),
+        },
+        "request_signature": {
+            "signer_secret_blob": h(&keys_secret),
+            "method": "PUT",
+            "path_and_query": "/v1/credentials/openai",
+            "timestamp": 1_800_000_000,
+            "nonce": sig.nonce,
+            "body": String::from_utf8_lossy(body),
+            "payload": String::from_utf8(payload).unwrap(),
+            "signature": h(b64::decode(&sig.signature).unwrap()),
+        },
+        "device_certificate": {
+            "signer_secret_blob": h(&keys_secret),
+            "label": "laptop",
+            "payload": String::from_utf8(certificate_payload.clone()).unwrap(),
+            "signature": h(keys.sign(&certificate_payload)),
+        },
+        "recovery_key": {
+            "secret": h(&recovery_secret),
+            "kx_public": h(recovery.kx_public()),
+            "text": recovery.to_text().as_str(),
+        },
+    })
+}
+
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors.json");
+
+#[test]
+fn constructions_match_the_published_vectors() {
+    let computed = compute();
+    if std::env::var_os("AGENTKEYS_WRITE_VECTORS").is_some() {
+        std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+    }
+    let published: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    for (name, case) in published.as_object().unwrap() {
+        assert_eq!(&computed[name], case, "vector {name} changed: a protocol change (see this file's header)");
+    }
+    assert_eq!(computed.as_object().unwrap().len(), published.as_object().unwrap().len());
+}
+
+#[test]
+fn published_vectors_open_and_verify_from_their_stated_inputs() {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let hx = |value: &Value| hex::decode(value.as_str().unwrap()).unwrap();
+
+    let seal = &v["seal"];
+    let context = CredentialContext {
+        account_id: seal["account_id"].as_str().unwrap(),
+        namespace: seal["namespace"].as_str().unwrap(),
+        service: seal["service"].as_str().unwrap(),
+        version: seal["version"].as_u64().unwrap(),
+    };
+    let key = SymmetricKey::from_bytes(&hx(&seal["data_key"])).unwrap();
+    assert_eq!(crypto::open_credential(&key, &context, &hx(&seal["sealed"])).unwrap().as_slice(), hx(&seal["plaintext"]));
+
+    let wrap = &v["wrap"];
+    let recipient = KeyPair::from_secret_blob(&hx(&wrap["recipient_secret_blob"])).unwrap();
+    assert_eq!(recipient.unwrap(&hx(&wrap["wrap"]), WrapLabel::DataKey).unwrap().as_slice(), hx(&wrap["wrapped_key"]));
+
+    let sig = &v["request_signature"];
+    let signer = KeyPair::from_secret_blob(&hx(&sig["signer_secret_blob"])).unwrap();
+    let signature: [u8; 64] = hx(&sig["signature"]).try_into().unwrap();
+    crypto::verify(&signer.public().sign, sig["payload"].as_str().unwrap().as_bytes(), &signature).unwrap();
+
+    let recovery = RecoveryKey::parse(v["recovery_key"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(h(recovery.kx_public()), v["recovery_key"]["kx_public"].as_str().unwrap());
+}

@@ -1,0 +1,91 @@
+"""Checks tests/vectors.json with an independent implementation (pyca/cryptography), so the
+constructions in docs/protocol.md are verified by code that shares nothing with ours.
+Run by scripts/test.sh in its venv: python verify_vectors.py PATH/TO/vectors.json"""
+import base64
+import hashlib
+import json
+import struct
+import sys
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+
+def raw(public_key):
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def hchacha20(key, nonce16):
+    """HChaCha20 (draft-irtf-cfrg-xchacha), since pyca exposes no XChaCha20-Poly1305."""
+    def rotl(x, n):
+        return ((x << n) & 0xFFFFFFFF) | (x >> (32 - n))
+
+    def quarter(s, a, b, c, d):
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 16)
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 12)
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 8)
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 7)
+
+    s = list(struct.unpack("<4I", b"expand 32-byte k")) + list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", nonce16))
+    for _ in range(10):
+        for a, b, c, d in ((0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15),
+                           (0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)):
+            quarter(s, a, b, c, d)
+    return struct.pack("<8I", *(s[0:4] + s[12:16]))
+
+
+def main(path):
+    v = json.load(open(path))
+    h = bytes.fromhex
+
+    blob = h(v["key_pair"]["secret_blob"])
+    sign_key = Ed25519PrivateKey.from_private_bytes(blob[:32])
+    kx_key = X25519PrivateKey.from_private_bytes(blob[32:])
+    assert raw(sign_key.public_key()).hex() == v["key_pair"]["sign_public"]
+    assert raw(kx_key.public_key()).hex() == v["key_pair"]["kx_public"]
+    digest = hashlib.sha256(b"agentkeys-account-id-v1\0" + raw(sign_key.public_key())).hexdigest()
+    assert "acct_" + digest[:20] == v["key_pair"]["account_id_if_account_key"]
+    digest = hashlib.sha256(b"agentkeys-device-id-v1\0" + raw(sign_key.public_key())).hexdigest()
+    assert "dev_" + digest[:20] == v["key_pair"]["device_id_if_device_key"]
+
+    s = v["seal"]
+    aad = b"agentkeys-credential-v1\0"
+    for field in (s["account_id"], s["namespace"], s["service"]):
+        aad += len(field).to_bytes(2, "big") + field.encode()
+    aad += s["version"].to_bytes(8, "big")
+    assert aad.hex() == s["aad"]
+    sealed = h(s["sealed"])
+    assert sealed[0] == 1 and sealed[1:25].hex() == s["nonce"]
+    subkey = hchacha20(h(s["data_key"]), sealed[1:17])
+    plaintext = ChaCha20Poly1305(subkey).decrypt(b"\0" * 4 + sealed[17:25], sealed[25:], aad)
+    assert plaintext.hex() == s["plaintext"]
+
+    w = v["wrap"]
+    wrap = h(w["wrap"])
+    ephemeral_public = wrap[1:33]
+    assert raw(X25519PrivateKey.from_private_bytes(h(w["ephemeral_secret"])).public_key()) == ephemeral_public
+    shared = kx_key.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
+    wrap_key = HKDF(hashes.SHA256(), 32, salt=ephemeral_public + h(w["recipient_kx_public"]), info=w["label"].encode()).derive(shared)
+    assert ChaCha20Poly1305(wrap_key).decrypt(b"\0" * 12, wrap[33:], None).hex() == w["wrapped_key"]
+
+    r = v["request_signature"]
+    payload = "\n".join(["agentkeys-request-v1", r["method"], r["path_and_query"], str(r["timestamp"]),
+                         r["nonce"], hashlib.sha256(r["body"].encode()).hexdigest()])
+    assert payload == r["payload"]
+    assert sign_key.sign(payload.encode()).hex() == r["signature"]
+    c = v["device_certificate"]
+    assert sign_key.sign(c["payload"].encode()).hex() == c["signature"]
+
+    rk = v["recovery_key"]
+    secret = h(rk["secret"])
+    assert raw(X25519PrivateKey.from_private_bytes(secret).public_key()).hex() == rk["kx_public"]
+    text = base64.b32encode(secret + hashlib.sha256(secret).digest()[:3]).decode().rstrip("=")
+    assert "AKRK-" + "-".join(text[i:i + 5] for i in range(0, len(text), 5)) == rk["text"]
+    print("test vectors: 7 constructions verified with pyca/cryptography")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,53 @@
+//! SIGKILL the server in the middle of a burst of stores, restart it on the same database, and
+//! find every store it acknowledged — and an intact audit chain.
+
+use std::collections::HashMap;
+
+use agentkeys_core::{ApiClient, OsRandom, account::create_account, vault};
+use agentkeys_tests::{Backend, ServerProcess, TestDb, bin};
+
+on_both_backends!(sigkill_during_a_burst_loses_no_acknowledged_store);
+
+async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
+    const STORES: usize = 200;
+    const KILL_AFTER_ACKS: usize = 40;
+    let Some(db) = TestDb::new(backend).await else { return };
+    let mut server = ServerProcess::start(&db.url);
+    let account = create_account(&server.url, "crash-test", &mut OsRandom).await.unwrap();
+    let client = ApiClient::for_session(&server.url, account.session.clone()).unwrap();
+
+    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..STORES {
+        let (client, session, acks) = (client.clone(), account.session.clone(), acks.clone());
+        tokio::spawn(async move {
+            let service = format!("burst-{i}");
+            let value = format!("value-{i}-{}", i * 7919);
+            let result = vault::store(&client, &session, &service, value.as_bytes(), &mut OsRandom).await;
+            let _ = acks.send((service, value, result.is_ok()));
+        });
+    }
+    drop(acks);
+    let mut acknowledged = HashMap::new();
+    let mut failed = 0;
+    while let Some((service, value, ok)) = acked.recv().await {
+        if ok {
+            acknowledged.insert(service, value);
+            if acknowledged.len() == KILL_AFTER_ACKS {
+                server.kill();
+            }
+        } else {
+            failed += 1;
+        }
+    }
+    assert!(acknowledged.len() >= KILL_AFTER_ACKS, "the burst was acknowledged before the kill");
+    eprintln!("{} stores acknowledged, {failed} cut off by SIGKILL", acknowledged.len());
+
+    let restarted = ServerProcess::start(&db.url);
+    let client = ApiClient::for_session(&restarted.url, account.session.clone()).unwrap();
+    for (service, value) in &acknowledged {
+        let read = vault::read(&client, &account.session, service).await.unwrap_or_else(|e| panic!("{service} lost: {e}"));
+        assert_eq!(read.as_slice(), value.as_bytes(), "{service}");
+    }
+    let verify = std::process::Command::new(bin("agentkeys-server")).args(["verify-audit", "--database-url", &db.url]).output().unwrap();
+    assert!(verify.status.success(), "audit chain intact after the crash: {}", String::from_utf8_lossy(&verify.stderr));
+}

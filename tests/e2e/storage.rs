@@ -1,0 +1,250 @@
+//! The storage layer and request authentication, through the real client over real HTTP, on
+//! both backends: versions and history, concurrency, replay and forgery, the audit chain, and the
+//! zero-knowledge property.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use agentkeys_core::account::create_account;
+use agentkeys_core::client::unix_now_s;
+use agentkeys_core::crypto::KeyPair;
+use agentkeys_core::session::Session;
+use agentkeys_core::{ApiClient, ClientError, OsRandom, vault};
+use agentkeys_proto::ErrorCode;
+use agentkeys_proto::types::AuditQuery;
+use agentkeys_server::audit::{ChainError, verify_chain};
+use agentkeys_tests::{Backend, InProcessServer, TestDb, contains_any_window};
+use reqwest::Method;
+use secrecy::{ExposeSecret as _, SecretString};
+
+on_both_backends!(
+    vault_round_trip_keeps_history,
+    concurrent_stores_keep_every_version,
+    replayed_and_forged_requests_are_rejected_and_audited,
+    audit_chain_detects_changed_and_removed_rows,
+    server_never_holds_plaintext,
+    bad_input_is_refused_with_stable_codes,
+);
+
+struct Fixture {
+    db: TestDb,
+    server: InProcessServer,
+    session: Arc<Session>,
+    client: ApiClient,
+}
+
+async fn fixture(backend: Backend) -> Option<Fixture> {
+    let db = TestDb::new(backend).await?;
+    let server = InProcessServer::start(&db.url).await;
+    let account = create_account(&server.url, "storage-test", &mut OsRandom).await.expect("create account");
+    let client = ApiClient::for_session(&server.url, account.session.clone()).expect("client");
+    Some(Fixture { db, server, session: account.session, client })
+}
+
+fn api_code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
+    match result {
+        Err(ClientError::Api { detail, .. }) => detail.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn vault_code<T: std::fmt::Debug>(result: Result<T, vault::VaultError>) -> ErrorCode {
+    match result {
+        Err(vault::VaultError::Client(error)) => api_code::<()>(Err(error)),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn vault_round_trip_keeps_history(backend: Backend) {
+    let Some(f) = fixture(backend).await else { return };
+    let (client, session) = (&f.client, &f.session);
+    assert_eq!(vault::store(client, session, "openai", b"sk-one", &mut OsRandom).await.unwrap().version, 1);
+    assert_eq!(vault::read(client, session, "openai").await.unwrap().as_slice(), b"sk-one");
+    assert_eq!(vault::store(client, session, "openai", b"sk-two", &mut OsRandom).await.unwrap().version, 2);
+    assert_eq!(vault::read(client, session, "openai").await.unwrap().as_slice(), b"sk-two");
+
+    let all_bytes: Vec<u8> = (0..=255u8).rev().collect();
+    vault::store(client, session, "binary.key", &all_bytes, &mut OsRandom).await.unwrap();
+    assert_eq!(vault::read(client, session, "binary.key").await.unwrap().as_slice(), all_bytes.as_slice());
+
+    let listed = client.list_credentials().await.unwrap();
+    let names: Vec<(&str, u64)> = listed.credentials.iter().map(|c| (c.service.as_str(), c.version)).collect();
+    assert_eq!(names, [("binary.key", 1), ("openai", 2)]);
+
+    assert_eq!(client.delete_credential("openai").await.unwrap().version, 3);
+    assert_eq!(vault_code(vault::read(client, session, "openai").await), ErrorCode::NotFound);
+    assert_eq!(api_code(client.delete_credential("openai").await), ErrorCode::NotFound);
+    assert_eq!(client.list_credentials().await.unwrap().credentials.len(), 1);
+    assert_eq!(vault::store(client, session, "openai", b"sk-three", &mut OsRandom).await.unwrap().version, 4);
+    assert_eq!(vault::read(client, session, "openai").await.unwrap().as_slice(), b"sk-three");
+}
+
+async fn concurrent_stores_keep_every_version(backend: Backend) {
+    let Some(f) = fixture(backend).await else { return };
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (client, session) = (f.client.clone(), f.session.clone());
+        tasks.push(tokio::spawn(async move {
+            let value = format!("value-{i}");
+            let stored = vault::store(&client, &session, "shared", value.as_bytes(), &mut OsRandom).await.unwrap();
+            (stored.version, value)
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    let versions: BTreeSet<u64> = results.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=8).collect(), "every store got its own version: no write was lost");
+    let last = &results.iter().find(|(v, _)| *v == 8).unwrap().1;
+    assert_eq!(vault::read(&f.client, &f.session, "shared").await.unwrap().as_slice(), last.as_bytes(), "last write wins");
+    let history = f.server.state.db.history_len(&f.session.account_id, "vault", "shared").await.unwrap();
+    assert_eq!(history, 8, "every version is kept");
+}
+
+async fn replayed_and_forged_requests_are_rejected_and_audited(backend: Backend) {
+    let Some(f) = fixture(backend).await else { return };
+    vault::store(&f.client, &f.session, "github", b"ghp_x", &mut OsRandom).await.unwrap();
+
+    // A captured request sent again is refused, even though its signature is valid.
+    let captured = f.client.build_signed(Method::GET, "/v1/credentials/github", Vec::new());
+    let replay = captured.try_clone().unwrap();
+    f.client.send::<serde_json::Value>(captured).await.expect("first use succeeds");
+    assert_eq!(api_code(f.client.send::<serde_json::Value>(replay).await), ErrorCode::ReplayedNonce);
+
+    // The token alone, signed by some other key, is useless.
+    let thief = Session {
+        server_url: f.server.url.clone(),
+        account_id: f.session.account_id.clone(),
+        device_id: f.session.device_id.clone(),
+        device_label: "thief".into(),
+        session_id: f.session.session_id.clone(),
+        token: SecretString::from(f.session.token.expose_secret().to_owned()),
+        device: KeyPair::generate(&mut OsRandom),
+        account: KeyPair::generate(&mut OsRandom),
+    };
+    let thief_client = ApiClient::for_session(&f.server.url, Arc::new(thief)).unwrap();
+    assert_eq!(api_code(thief_client.get_credential("github").await), ErrorCode::SignatureInvalid);
+
+    // The token without any signature.
+    let http = reqwest::Client::new();
+    let unsigned = http
+        .get(format!("{}/v1/credentials/github", f.server.url))
+        .bearer_auth(f.session.token.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    assert!(unsigned.text().await.unwrap().contains("SIGNATURE_INVALID"));
+
+    // A signed body swapped for another.
+    let signed = f.client.build_signed(Method::PUT, "/v1/credentials/github", b"{}".to_vec()).build().unwrap();
+    let mut swapped = reqwest::Request::new(Method::PUT, signed.url().clone());
+    *swapped.headers_mut() = signed.headers().clone();
+    *swapped.body_mut() = Some(b"{ }".to_vec().into());
+    let response = http.execute(swapped).await.unwrap();
+    assert!(response.text().await.unwrap().contains("SIGNATURE_INVALID"));
+
+    // A stale timestamp, and an unknown token.
+    let stale = f.client.clone().with_clock(|| unix_now_s() - 600);
+    assert_eq!(api_code(stale.whoami().await), ErrorCode::StaleTimestamp);
+    let unknown = http.get(format!("{}/v1/session", f.server.url)).bearer_auth("akt_unknown").send().await.unwrap();
+    assert!(unknown.text().await.unwrap().contains("UNAUTHENTICATED"));
+
+    // Each refusal is an audit row of the account.
+    let audit = f.client.audit(&AuditQuery::default()).await.unwrap();
+    let denied: Vec<ErrorCode> = audit.entries.iter().filter_map(|e| e.code).collect();
+    for code in [ErrorCode::ReplayedNonce, ErrorCode::SignatureInvalid, ErrorCode::StaleTimestamp] {
+        assert!(denied.contains(&code), "{code} audited: {denied:?}");
+    }
+    assert!(audit.entries.iter().any(|e| e.action == "credential.read" && e.outcome_str() == "allowed"));
+}
+
+async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
+    let Some(f) = fixture(backend).await else { return };
+    vault::store(&f.client, &f.session, "aws", b"AKIA", &mut OsRandom).await.unwrap();
+    let _ = vault::read(&f.client, &f.session, "missing").await;
+    vault::read(&f.client, &f.session, "aws").await.unwrap();
+    let pool = &f.server.state.db.reads;
+    let intact = verify_chain(pool).await.unwrap();
+    assert!(intact.rows >= 4, "{intact:?}");
+
+    // The log refuses changes outright...
+    let refused = sqlx::query("UPDATE audit_log SET outcome = 'allowed' WHERE code = 'NOT_FOUND'").execute(pool).await;
+    assert!(refused.is_err(), "audit_log is append-only");
+
+    // ...and someone with the database who removes that guard is still caught.
+    let drop_guard = match backend {
+        Backend::Sqlite => vec!["DROP TRIGGER audit_log_no_update", "DROP TRIGGER audit_log_no_delete"],
+        Backend::Postgres => vec!["DROP TRIGGER audit_log_no_change ON audit_log"],
+    };
+    for statement in drop_guard {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await.unwrap();
+    }
+    sqlx::query("UPDATE audit_log SET outcome = 'allowed', code = NULL WHERE code = 'NOT_FOUND'").execute(pool).await.unwrap();
+    let error = verify_chain(pool).await.unwrap_err();
+    assert!(matches!(&error, ChainError::Broken { reason, .. } if reason.contains("changed")), "{error}");
+    sqlx::query("UPDATE audit_log SET outcome = 'failed', code = 'NOT_FOUND' WHERE outcome = 'allowed' AND action = 'credential.read' AND service = 'missing'")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(verify_chain(pool).await.unwrap(), intact, "restoring the row restores the chain");
+
+    sqlx::query("DELETE FROM audit_log WHERE seq = 2").execute(pool).await.unwrap();
+    match verify_chain(pool).await.unwrap_err() {
+        ChainError::Broken { seq, .. } => assert_eq!(seq, 2),
+        other => panic!("{other}"),
+    }
+}
+
+async fn server_never_holds_plaintext(backend: Backend) {
+    let Some(f) = fixture(backend).await else { return };
+    let mut random = [0u8; 24];
+    getrandom::fill(&mut random).unwrap();
+    let secret = format!("zk-{}", hex::encode(random));
+    vault::store(&f.client, &f.session, "zero-knowledge-probe", secret.as_bytes(), &mut OsRandom).await.unwrap();
+    assert_eq!(vault::read(&f.client, &f.session, "zero-knowledge-probe").await.unwrap().as_slice(), secret.as_bytes());
+    let raw = f.db.raw_contents();
+    assert!(contains_any_window(&raw, b"zero-knowledge-probe"), "the scan sees what the server does store");
+    assert!(!contains_any_window(&raw, secret.as_bytes()), "no 16-byte window of the value is in the database");
+    assert!(!contains_any_window(&raw, f.session.token.expose_secret().as_bytes()), "nor the session token");
+    let account_secret = f.session.account.secret_blob();
+    assert!(!contains_any_window(&raw, account_secret.as_ref()), "nor the account private key");
+}
+
+async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
+    let Some(f) = fixture(backend).await else { return };
+    let http = reqwest::Client::new();
+    let code_of = |body: String| -> String {
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON error body, got {body}"));
+        value["error"]["code"].as_str().unwrap().to_owned()
+    };
+
+    let huge = vec![b'x'; agentkeys_proto::types::MAX_BODY_BYTES + 1];
+    let response = f.client.send::<serde_json::Value>(f.client.build_signed(Method::PUT, "/v1/credentials/big", huge)).await;
+    assert_eq!(api_code(response), ErrorCode::PayloadTooLarge);
+
+    let unknown_field = br#"{"version":1,"ciphertext":"AA","data_key_wrap":"AA","note":"x"}"#.to_vec();
+    let response = f.client.send::<serde_json::Value>(f.client.build_signed(Method::PUT, "/v1/credentials/x", unknown_field)).await;
+    assert_eq!(api_code(response), ErrorCode::BadRequest);
+
+    for bad in ["a%20b", "-lead", "a%2Fb", "%01x", "a%0Ab"] {
+        let response = f.client.send::<serde_json::Value>(f.client.build_signed(Method::GET, &format!("/v1/credentials/{bad}"), Vec::new())).await;
+        assert_eq!(api_code(response), ErrorCode::InvalidServiceName, "{bad}");
+    }
+    assert!(matches!(vault::store(&f.client, &f.session, "x", b"", &mut OsRandom).await, Err(vault::VaultError::EmptyValue)));
+
+    let garbage = http.post(format!("{}/v1/accounts", f.server.url)).body("not json").send().await.unwrap();
+    assert_eq!(garbage.status(), 400);
+    assert_eq!(code_of(garbage.text().await.unwrap()), "BAD_REQUEST");
+    let nowhere = http.get(format!("{}/v2/anything", f.server.url)).send().await.unwrap();
+    assert_eq!(code_of(nowhere.text().await.unwrap()), "NOT_FOUND");
+
+    let openapi = http.get(format!("{}/v1/openapi.json", f.server.url)).send().await.unwrap().text().await.unwrap();
+    let openapi: serde_json::Value = serde_json::from_str(&openapi).unwrap();
+    for path in ["/v1/accounts", "/v1/session", "/v1/credentials", "/v1/credentials/{service}", "/v1/audit"] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} documented");
+    }
+    let metrics = http.get(format!("{}/metrics", f.server.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("agentkeys_http_requests_total{route=\"/v1/credentials/{service}\""), "{metrics}");
+}
