@@ -30,7 +30,11 @@ async fn init_store_read_list_rm_usage() {
     assert!(init.contains("AKRK-"), "the recovery key is shown once: {init}");
 
     master.ok(&["store", "openai"], Some(b"sk-live-123\n"));
-    assert_eq!(master.ok(&["read", "openai"], None), b"sk-live-123", "one trailing newline of a one-line value is dropped");
+    assert_eq!(
+        master.ok(&["read", "openai"], None),
+        b"sk-live-123",
+        "one trailing newline of a one-line value is dropped"
+    );
     master.ok(&["store", "openai"], Some(b"sk-live-456"));
     let list = String::from_utf8(master.ok(&["list"], None)).unwrap();
     assert!(list.contains("openai") && list.contains(" 2 "), "{list}");
@@ -54,7 +58,8 @@ async fn init_store_read_list_rm_usage() {
     for needle in ["credential.store", "credential.read", "credential.remove", "NOT_FOUND", "(this device)"] {
         assert!(usage.contains(needle), "usage shows {needle}:\n{usage}");
     }
-    let usage: serde_json::Value = serde_json::from_slice(&master.ok(&["usage", "--json", "--service", "openai"], None)).unwrap();
+    let usage: serde_json::Value =
+        serde_json::from_slice(&master.ok(&["usage", "--json", "--service", "openai"], None)).unwrap();
     let entries = usage["entries"].as_array().unwrap();
     assert!(entries.iter().all(|e| e["service"] == "openai"), "{usage}");
     assert!(entries.iter().any(|e| e["outcome"] == "failed" && e["code"] == "NOT_FOUND"));
@@ -116,7 +121,11 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     for name in ["open ai", "a/b", "tab\tname", "..", "-dash", "nul\u{1}"] {
         let out = master.run(&["store", "--", name], Some(b"value"));
         assert_eq!(out.status.code(), Some(2), "{name:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), "the allowed pattern is named: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+            "the allowed pattern is named: {}",
+            stderr(&out)
+        );
     }
     let empty = master.run(&["store", "empty"], Some(b""));
     assert_eq!(empty.status.code(), Some(2));
@@ -133,7 +142,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(bad_env.status.code(), Some(2));
 
     let list: serde_json::Value = serde_json::from_slice(&master.ok(&["list", "--json"], None)).unwrap();
-    let names: Vec<&str> = list["credentials"].as_array().unwrap().iter().map(|c| c["service"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        list["credentials"].as_array().unwrap().iter().map(|c| c["service"].as_str().unwrap()).collect();
     assert_eq!(names, ["argv"], "nothing but the valid store landed");
 }
 
@@ -207,8 +217,14 @@ async fn concurrent_stores_from_two_shells_lose_nothing() {
     assert!(value.starts_with("value-"), "a whole value, not a torn one: {value}");
     let list: serde_json::Value = serde_json::from_slice(&master.ok(&["list", "--json"], None)).unwrap();
     assert_eq!(list["credentials"][0]["version"], 6, "six stores, six versions");
-    let usage: serde_json::Value = serde_json::from_slice(&master.ok(&["usage", "--json", "--service", "shared"], None)).unwrap();
-    let stores = usage["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "credential.store" && e["outcome"] == "allowed").count();
+    let usage: serde_json::Value =
+        serde_json::from_slice(&master.ok(&["usage", "--json", "--service", "shared"], None)).unwrap();
+    let stores = usage["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "credential.store" && e["outcome"] == "allowed")
+        .count();
     assert_eq!(stores, 6, "every store has its audit row");
 }
 

@@ -45,9 +45,13 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
     let restarted = ServerProcess::start(&db.url);
     let client = ApiClient::for_session(&restarted.url, account.session.clone()).unwrap();
     for (service, value) in &acknowledged {
-        let read = vault::read(&client, &account.session, service).await.unwrap_or_else(|e| panic!("{service} lost: {e}"));
+        let read =
+            vault::read(&client, &account.session, service).await.unwrap_or_else(|e| panic!("{service} lost: {e}"));
         assert_eq!(read.as_slice(), value.as_bytes(), "{service}");
     }
-    let verify = std::process::Command::new(bin("agentkeys-server")).args(["verify-audit", "--database-url", &db.url]).output().unwrap();
+    let verify = std::process::Command::new(bin("agentkeys-server"))
+        .args(["verify-audit", "--database-url", &db.url])
+        .output()
+        .unwrap();
     assert!(verify.status.success(), "audit chain intact after the crash: {}", String::from_utf8_lossy(&verify.stderr));
 }

@@ -21,7 +21,8 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
 
     // Capture a request signed for replica A and replay it, byte for byte, at replica B.
     let captured = via_a.build_signed(Method::GET, "/v1/credentials/github", Vec::new()).build().unwrap();
-    let mut replay = reqwest::Request::new(Method::GET, format!("{}/v1/credentials/github", replica_b.url).parse().unwrap());
+    let mut replay =
+        reqwest::Request::new(Method::GET, format!("{}/v1/credentials/github", replica_b.url).parse().unwrap());
     *replay.headers_mut() = captured.headers().clone();
     let first = reqwest::Client::new().execute(captured).await.unwrap();
     assert_eq!(first.status(), 200);

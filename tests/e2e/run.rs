@@ -34,19 +34,39 @@ async fn exit_status_passes_through() {
 #[tokio::test]
 async fn values_are_injected_and_masked_in_both_streams() {
     let (_db, _server, master) = master_with_secret().await;
-    let out = master.run(&["run", "--env", "KEY=openai", "--", "sh", "-c", "printf 'out:%s\\n' \"$KEY\"; printf 'err:%s\\n' \"$KEY\" >&2"], None);
+    let out = master.run(
+        &[
+            "run",
+            "--env",
+            "KEY=openai",
+            "--",
+            "sh",
+            "-c",
+            "printf 'out:%s\\n' \"$KEY\"; printf 'err:%s\\n' \"$KEY\" >&2",
+        ],
+        None,
+    );
     assert!(out.status.success());
     assert_eq!(out.stdout, b"out:********\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("err:********"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The value written in two pieces, in two separate writes, is still masked.
     let split = master.ok(
-        &["run", "--env", "KEY=openai", "--", "sh", "-c", "printf '%s' \"${KEY%??????????}\"; sleep 0.1; printf '%s\\n' \"${KEY#${KEY%??????????}}\""],
+        &[
+            "run",
+            "--env",
+            "KEY=openai",
+            "--",
+            "sh",
+            "-c",
+            "printf '%s' \"${KEY%??????????}\"; sleep 0.1; printf '%s\\n' \"${KEY#${KEY%??????????}}\"",
+        ],
         None,
     );
     assert_eq!(split, b"********\n");
 
-    let unmasked = master.ok(&["run", "--no-mask", "--env", "KEY=openai", "--", "sh", "-c", "printf '%s' \"$KEY\""], None);
+    let unmasked =
+        master.ok(&["run", "--no-mask", "--env", "KEY=openai", "--", "sh", "-c", "printf '%s' \"$KEY\""], None);
     assert_eq!(unmasked, SECRET, "--no-mask shows the value and injects it byte-exact");
 }
 

@@ -97,7 +97,11 @@ async fn concurrent_stores_keep_every_version(backend: Backend) {
     let versions: BTreeSet<u64> = results.iter().map(|(v, _)| *v).collect();
     assert_eq!(versions, (1..=8).collect(), "every store got its own version: no write was lost");
     let last = &results.iter().find(|(v, _)| *v == 8).unwrap().1;
-    assert_eq!(vault::read(&f.client, &f.session, "shared").await.unwrap().as_slice(), last.as_bytes(), "last write wins");
+    assert_eq!(
+        vault::read(&f.client, &f.session, "shared").await.unwrap().as_slice(),
+        last.as_bytes(),
+        "last write wins"
+    );
     let history = f.server.state.db.history_len(&f.session.account_id, "vault", "shared").await.unwrap();
     assert_eq!(history, 8, "every version is kept");
 }
@@ -181,7 +185,10 @@ async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
     for statement in drop_guard {
         sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await.unwrap();
     }
-    sqlx::query("UPDATE audit_log SET outcome = 'allowed', code = NULL WHERE code = 'NOT_FOUND'").execute(pool).await.unwrap();
+    sqlx::query("UPDATE audit_log SET outcome = 'allowed', code = NULL WHERE code = 'NOT_FOUND'")
+        .execute(pool)
+        .await
+        .unwrap();
     let error = verify_chain(pool).await.unwrap_err();
     assert!(matches!(&error, ChainError::Broken { reason, .. } if reason.contains("changed")), "{error}");
     sqlx::query("UPDATE audit_log SET outcome = 'failed', code = 'NOT_FOUND' WHERE outcome = 'allowed' AND action = 'credential.read' AND service = 'missing'")
@@ -216,23 +223,38 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
     let http = reqwest::Client::new();
     let code_of = |body: String| -> String {
-        let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON error body, got {body}"));
+        let value: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON error body, got {body}"));
         value["error"]["code"].as_str().unwrap().to_owned()
     };
 
     let huge = vec![b'x'; agentkeys_proto::types::MAX_BODY_BYTES + 1];
-    let response = f.client.send::<serde_json::Value>(f.client.build_signed(Method::PUT, "/v1/credentials/big", huge)).await;
+    let response =
+        f.client.send::<serde_json::Value>(f.client.build_signed(Method::PUT, "/v1/credentials/big", huge)).await;
     assert_eq!(api_code(response), ErrorCode::PayloadTooLarge);
 
     let unknown_field = br#"{"version":1,"ciphertext":"AA","data_key_wrap":"AA","note":"x"}"#.to_vec();
-    let response = f.client.send::<serde_json::Value>(f.client.build_signed(Method::PUT, "/v1/credentials/x", unknown_field)).await;
+    let response = f
+        .client
+        .send::<serde_json::Value>(f.client.build_signed(Method::PUT, "/v1/credentials/x", unknown_field))
+        .await;
     assert_eq!(api_code(response), ErrorCode::BadRequest);
 
     for bad in ["a%20b", "-lead", "a%2Fb", "%01x", "a%0Ab"] {
-        let response = f.client.send::<serde_json::Value>(f.client.build_signed(Method::GET, &format!("/v1/credentials/{bad}"), Vec::new())).await;
+        let response = f
+            .client
+            .send::<serde_json::Value>(f.client.build_signed(
+                Method::GET,
+                &format!("/v1/credentials/{bad}"),
+                Vec::new(),
+            ))
+            .await;
         assert_eq!(api_code(response), ErrorCode::InvalidServiceName, "{bad}");
     }
-    assert!(matches!(vault::store(&f.client, &f.session, "x", b"", &mut OsRandom).await, Err(vault::VaultError::EmptyValue)));
+    assert!(matches!(
+        vault::store(&f.client, &f.session, "x", b"", &mut OsRandom).await,
+        Err(vault::VaultError::EmptyValue)
+    ));
 
     let garbage = http.post(format!("{}/v1/accounts", f.server.url)).body("not json").send().await.unwrap();
     assert_eq!(garbage.status(), 400);

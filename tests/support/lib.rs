@@ -18,7 +18,11 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -34,7 +38,9 @@ pub fn pg_admin_url() -> Option<String> {
     match std::env::var("AGENTKEYS_TEST_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but AGENTKEYS_TEST_PG_URL is not set: PostgreSQL tests must run in CI (use scripts/test.sh)")
+            panic!(
+                "CI=true but AGENTKEYS_TEST_PG_URL is not set: PostgreSQL tests must run in CI (use scripts/test.sh)"
+            )
         }
         _ => {
             eprintln!("SKIPPED: AGENTKEYS_TEST_PG_URL is not set; run scripts/test.sh to test against PostgreSQL");
@@ -78,10 +84,21 @@ impl TestDb {
                 let admin = pg_admin_url()?;
                 let name = format!("ak_test_{}", random_hex(6));
                 sqlx::any::install_default_drivers();
-                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.expect("connect to test PostgreSQL");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .expect("connect to test PostgreSQL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create database");
                 let base = admin.rsplit_once('/').map(|(base, _)| base).expect("URL with a database");
-                Some(Self { backend, url: format!("{base}/{name}"), sqlite_path: None, pg_name: Some(name), _dir: None })
+                Some(Self {
+                    backend,
+                    url: format!("{base}/{name}"),
+                    sqlite_path: None,
+                    pg_name: Some(name),
+                    _dir: None,
+                })
             }
         }
     }
@@ -99,7 +116,9 @@ impl TestDb {
                 all
             }
             (_, Some(_)) => {
-                let pg_dump = std::env::var("AGENTKEYS_TEST_PG_BIN").map(|d| format!("{d}/pg_dump")).unwrap_or_else(|_| "pg_dump".into());
+                let pg_dump = std::env::var("AGENTKEYS_TEST_PG_BIN")
+                    .map(|d| format!("{d}/pg_dump"))
+                    .unwrap_or_else(|_| "pg_dump".into());
                 let out = Command::new(&pg_dump).arg("--dbname").arg(&self.url).output().expect("run pg_dump");
                 assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
                 out.stdout
@@ -263,7 +282,12 @@ impl Master {
     /// Runs and asserts exit 0; returns stdout.
     pub fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
         let out = self.run(args, stdin);
-        assert!(out.status.success(), "agentkeys {args:?} failed ({:?}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "agentkeys {args:?} failed ({:?}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
@@ -274,7 +298,9 @@ impl Master {
 
     /// The saved master session, loaded the way the CLI loads it.
     pub fn session(&self) -> Arc<Session> {
-        Arc::new(EncryptedFileStore::new(self.home.path()).load(&SessionId::master()).expect("load").expect("a session"))
+        Arc::new(
+            EncryptedFileStore::new(self.home.path()).load(&SessionId::master()).expect("load").expect("a session"),
+        )
     }
 
     pub fn session_dir(&self) -> PathBuf {

@@ -28,17 +28,41 @@ fn compute() -> Value {
 
     let data_key = bytes(&mut seed, 32);
     let nonce = bytes(&mut seed, 24);
-    let context = CredentialContext { account_id: "acct_0123456789abcdef0123", namespace: "vault", service: "openai", version: 7 };
+    let context = CredentialContext {
+        account_id: "acct_0123456789abcdef0123",
+        namespace: "vault",
+        service: "openai",
+        version: 7,
+    };
     let plaintext = b"sk-test-vector-value";
-    let sealed = crypto::seal_credential(&SymmetricKey::from_bytes(&data_key).unwrap(), &context, plaintext, &mut FixedRandom::new(nonce.clone()));
+    let sealed = crypto::seal_credential(
+        &SymmetricKey::from_bytes(&data_key).unwrap(),
+        &context,
+        plaintext,
+        &mut FixedRandom::new(nonce.clone()),
+    );
 
     let ephemeral = bytes(&mut seed, 32);
-    let wrapped = crypto::wrap_to(&public.kx, &data_key, WrapLabel::DataKey, &mut FixedRandom::new(ephemeral.clone())).unwrap();
+    let wrapped =
+        crypto::wrap_to(&public.kx, &data_key, WrapLabel::DataKey, &mut FixedRandom::new(ephemeral.clone())).unwrap();
 
     let request_nonce = bytes(&mut seed, 16);
     let body = br#"{"version":7}"#;
-    let sig = sign_request(&keys, "PUT", "/v1/credentials/openai", body, 1_800_000_000, &mut FixedRandom::new(request_nonce.clone()));
-    let payload = signing::signing_payload("PUT", "/v1/credentials/openai", 1_800_000_000, &sig.nonce, &signing::body_digest(body));
+    let sig = sign_request(
+        &keys,
+        "PUT",
+        "/v1/credentials/openai",
+        body,
+        1_800_000_000,
+        &mut FixedRandom::new(request_nonce.clone()),
+    );
+    let payload = signing::signing_payload(
+        "PUT",
+        "/v1/credentials/openai",
+        1_800_000_000,
+        &sig.nonce,
+        &signing::body_digest(body),
+    );
 
     let recovery_secret = bytes(&mut seed, 32);
     let recovery = RecoveryKey::generate(&mut FixedRandom::new(recovery_secret.clone()));
@@ -124,7 +148,10 @@ fn published_vectors_open_and_verify_from_their_stated_inputs() {
         version: seal["version"].as_u64().unwrap(),
     };
     let key = SymmetricKey::from_bytes(&hx(&seal["data_key"])).unwrap();
-    assert_eq!(crypto::open_credential(&key, &context, &hx(&seal["sealed"])).unwrap().as_slice(), hx(&seal["plaintext"]));
+    assert_eq!(
+        crypto::open_credential(&key, &context, &hx(&seal["sealed"])).unwrap().as_slice(),
+        hx(&seal["plaintext"])
+    );
 
     let wrap = &v["wrap"];
     let recipient = KeyPair::from_secret_blob(&hx(&wrap["recipient_secret_blob"])).unwrap();

@@ -195,7 +195,11 @@ pub async fn get_credential(
     let service = match service_from(path) {
         Ok(service) => service,
         Err(error) => {
-            return Err(caller.commit(&state, "credential.read", None, Err(error.clone())).await.err().unwrap_or(error));
+            return Err(caller
+                .commit(&state, "credential.read", None, Err(error.clone()))
+                .await
+                .err()
+                .unwrap_or(error));
         }
     };
     let row = state.db.latest_credential(&caller.account_id, VAULT_NAMESPACE, &service).await?;
