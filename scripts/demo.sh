@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: build, start agentkeys-server on embedded SQLite in a temp dir, then
-# init, store, read, run (with masking), list and usage as the master, and stop the server.
+# init, store, read, run (with masking), list and usage as the master, check the audit chain, and
+# stop the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -10,20 +11,8 @@ cargo build --workspace --bins --locked
 BIN="$CARGO_TARGET_DIR/debug"
 
 export AGENTKEYS_HOME; AGENTKEYS_HOME="$(mktemp -d /tmp/agentkeys-demo.XXXXXX)"
-SERVER_LOG="$AGENTKEYS_HOME/server.log"
-"$BIN/agentkeys-server" --listen 127.0.0.1:0 2>"$SERVER_LOG" &
-SERVER_PID=$!
-cleanup() { kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; rm -rf "$AGENTKEYS_HOME"; }
-trap cleanup EXIT
-
-# Readiness: the server logs its address once it is listening.
-for _ in $(seq 1 600); do
-    grep -q "listening on http://" "$SERVER_LOG" 2>/dev/null && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "the server exited"; }
-    sleep 0.05
-done
-export AGENTKEYS_SERVER; AGENTKEYS_SERVER="$(grep -o 'listening on http://[0-9.:]*' "$SERVER_LOG" | head -n 1 | cut -d' ' -f3)"
-[ -n "$AGENTKEYS_SERVER" ] || { cat "$SERVER_LOG" >&2; die "the server did not start"; }
+start_server "$BIN"
+trap 'stop_server; rm -rf "$AGENTKEYS_HOME"' EXIT
 log "agentkeys-server on $AGENTKEYS_SERVER (SQLite in $AGENTKEYS_HOME/server)"
 
 ak() { printf '\n$ agentkeys %s\n' "$*" >&2; "$BIN/agentkeys" "$@"; }
@@ -34,5 +23,6 @@ ak read openai; echo
 ak run --env OPENAI_API_KEY=openai -- sh -c 'echo "the child sees OPENAI_API_KEY=$OPENAI_API_KEY (masked in its output)"'
 ak list
 ak usage --since 1h
+stop_server
 "$BIN/agentkeys-server" verify-audit --data-dir "$AGENTKEYS_HOME/server"
 log "demo finished"

@@ -79,3 +79,29 @@ python_venv() {
         || die "cannot install the Python test packages from PyPI"
     VENV_PY="$venv/bin/python"
 }
+
+# start_server BIN_DIR [ARGS...]: starts BIN_DIR/agentkeys-server on a free loopback port with the
+# given extra arguments, waits for its "listening on" line (its readiness signal), exports
+# AGENTKEYS_SERVER, sets SERVER_PID and SERVER_LOG, and stops it on exit.
+start_server() {
+    local bin="$1"; shift
+    SERVER_LOG="$(mktemp /tmp/agentkeys-server-log.XXXXXX)"
+    NO_COLOR=1 "$bin/agentkeys-server" --listen 127.0.0.1:0 "$@" 2>"$SERVER_LOG" &
+    SERVER_PID=$!
+    trap stop_server EXIT
+    for _ in $(seq 1 1200); do
+        grep -q "listening on http://" "$SERVER_LOG" && break
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "agentkeys-server exited"; }
+        sleep 0.05
+    done
+    AGENTKEYS_SERVER="$(grep -o 'listening on http://[0-9.:]*' "$SERVER_LOG" | head -n 1 | cut -d' ' -f3)"
+    [ -n "$AGENTKEYS_SERVER" ] || { cat "$SERVER_LOG" >&2; die "agentkeys-server did not start"; }
+    export AGENTKEYS_SERVER
+}
+
+stop_server() {
+    [ -n "${SERVER_PID:-}" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+    rm -f "$SERVER_LOG"
+    SERVER_PID=""
+}

@@ -15,7 +15,7 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn server() -> (TestDb, ServerProcess) {
+async fn start_server() -> (TestDb, ServerProcess) {
     let db = TestDb::new(agentkeys_tests::Backend::Sqlite).await.expect("sqlite");
     let server = ServerProcess::start(&db.url);
     (db, server)
@@ -23,7 +23,7 @@ async fn server() -> (TestDb, ServerProcess) {
 
 #[tokio::test]
 async fn init_store_read_list_rm_usage() {
-    let (_db, server) = server().await;
+    let (_db, server) = start_server().await;
     let master = Master::new(&server.url);
     let init = String::from_utf8(master.init()).unwrap();
     assert!(init.contains("Initialized account acct_"), "{init}");
@@ -67,7 +67,7 @@ async fn init_store_read_list_rm_usage() {
 
 #[tokio::test]
 async fn init_is_idempotent_and_force_asks_first() {
-    let (_db, server) = server().await;
+    let (_db, server) = start_server().await;
     let master = Master::new(&server.url);
     master.init();
     let account = master.session().account_id.clone();
@@ -86,7 +86,7 @@ async fn init_is_idempotent_and_force_asks_first() {
 
 #[tokio::test]
 async fn values_round_trip_byte_exact() {
-    let (_db, server) = server().await;
+    let (_db, server) = start_server().await;
     let master = Master::new(&server.url);
     master.init();
     let binary: Vec<u8> = (0..=255u8).chain([0xff, 0xfe, b'\n']).collect();
@@ -110,7 +110,7 @@ async fn values_round_trip_byte_exact() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let (_db, server) = server().await;
+    let (_db, server) = start_server().await;
     let master = Master::new(&server.url);
 
     let uninitialized = master.run(&["read", "openai"], None);
@@ -149,7 +149,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
 #[tokio::test]
 async fn unreachable_server_exits_8_with_the_url() {
-    let (_db, mut server) = server().await;
+    let (_db, mut server) = start_server().await;
     let master = Master::new(&server.url);
     master.init();
     master.ok(&["store", "openai"], Some(b"sk"));
@@ -169,7 +169,7 @@ async fn unreachable_server_exits_8_with_the_url() {
 
 #[tokio::test]
 async fn damaged_session_files_exit_3_with_the_fix() {
-    let (_db, server) = server().await;
+    let (_db, server) = start_server().await;
     let master = Master::new(&server.url);
     master.init();
     let file = master.session_dir().join("session.enc");
@@ -193,11 +193,24 @@ async fn damaged_session_files_exit_3_with_the_fix() {
     assert!(stderr(&loose).contains("chmod 600"), "{}", stderr(&loose));
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     master.ok(&["list"], None);
+
+    // A session the server does not know (its database was reset, or another server).
+    let (_other_db, other) = start_server().await;
+    let unknown = master.run(&["--server", &other.url, "list"], None);
+    assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("UNAUTHENTICATED") && stderr(&unknown).contains("agentkeys init"),
+        "{}",
+        stderr(&unknown)
+    );
+    let reinit = master.run(&["--server", &other.url, "init"], None);
+    assert_eq!(reinit.status.code(), Some(3), "init says the session is not valid there: {}", stderr(&reinit));
+    assert!(stderr(&reinit).contains("--force"), "{}", stderr(&reinit));
 }
 
 #[tokio::test]
 async fn concurrent_stores_from_two_shells_lose_nothing() {
-    let (_db, server) = server().await;
+    let (_db, server) = start_server().await;
     let master = Master::new(&server.url);
     master.init();
     let mut shells = Vec::new();

@@ -42,13 +42,14 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
     assert!(acknowledged.len() >= KILL_AFTER_ACKS, "the burst was acknowledged before the kill");
     eprintln!("{} stores acknowledged, {failed} cut off by SIGKILL", acknowledged.len());
 
-    let restarted = ServerProcess::start(&db.url);
+    let mut restarted = ServerProcess::start(&db.url);
     let client = ApiClient::for_session(&restarted.url, account.session.clone()).unwrap();
     for (service, value) in &acknowledged {
         let read =
             vault::read(&client, &account.session, service).await.unwrap_or_else(|e| panic!("{service} lost: {e}"));
         assert_eq!(read.as_slice(), value.as_bytes(), "{service}");
     }
+    assert!(restarted.terminate(), "SIGTERM shuts the server down cleanly (exit 0)");
     let verify = std::process::Command::new(bin("agentkeys-server"))
         .args(["verify-audit", "--database-url", &db.url])
         .output()

@@ -168,12 +168,16 @@ impl ApiClient {
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> ClientError {
-        let mut reason = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(inner) = source {
-            reason = format!("{reason}: {inner}");
-            source = inner.source();
-        }
+        // The innermost cause ("Connection refused (os error 111)") is the one a person can act on.
+        let reason = if error.is_timeout() {
+            "the request timed out".to_owned()
+        } else {
+            let mut innermost: &dyn std::error::Error = error;
+            while let Some(inner) = innermost.source() {
+                innermost = inner;
+            }
+            innermost.to_string()
+        };
         ClientError::Unreachable { url: self.base_url.clone(), reason }
     }
 

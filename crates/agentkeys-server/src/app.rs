@@ -113,3 +113,50 @@ pub fn router(state: AppState) -> Router {
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn app() -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::db::sqlite_url_for(dir.path());
+        let (state, _writer) = crate::start(&url, Clock::system()).await.unwrap();
+        (router(state), dir)
+    }
+
+    async fn call(app: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn health_and_errors_without_a_socket() {
+        let (app, _dir) = app().await;
+        let (status, body) = call(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+        let (status, body) = call(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
+
+        let (status, body) = call(&app, Request::get("/v1/credentials/openai").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+        assert!(body["error"]["hint"].as_str().unwrap().contains("agentkeys init"));
+
+        let (status, body) = call(&app, Request::delete("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BAD_REQUEST")));
+
+        let oversized = Body::from(vec![b'{'; MAX_BODY_BYTES + 1]);
+        let (status, body) = call(&app, Request::post("/v1/accounts").body(oversized).unwrap()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("PAYLOAD_TOO_LARGE"))
+        );
+    }
+}

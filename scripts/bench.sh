@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Whole-process benchmarks against a warm local server (release build, SQLite in a temp dir):
+#   1. `agentkeys read` as a whole process (hyperfine);
+#   2. `agentkeys run -- true` against plain `true`, and with one injected credential (hyperfine);
+#   3. server credential reads with signature checks at 64 concurrent clients (agentkeys-loadgen).
+# The criterion benchmarks of the hot paths are separate: `cargo bench -p agentkeys-bench`.
+# Results and the machine go in docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+apt_install hyperfine
+
+log "building (release)"
+cargo build --release --workspace --bins --locked
+BIN="$CARGO_TARGET_DIR/release"
+
+export AGENTKEYS_HOME; AGENTKEYS_HOME="$(mktemp -d /tmp/agentkeys-bench.XXXXXX)"
+start_server "$BIN"
+trap 'stop_server; rm -rf "$AGENTKEYS_HOME"' EXIT
+"$BIN/agentkeys" -q init --label bench >/dev/null
+printf 'sk-bench-0123456789abcdef0123456789' | "$BIN/agentkeys" -q store openai
+log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+
+log "1. agentkeys read, whole process"
+hyperfine -N --warmup 20 --runs "${RUNS:-300}" "$BIN/agentkeys read openai"
+
+log "2. agentkeys run -- true vs true"
+hyperfine -N --warmup 20 --runs "${RUNS:-300}" "true" "$BIN/agentkeys run -- true" "$BIN/agentkeys run --env K=openai -- true"
+
+log "3. server reads at 64 concurrent clients"
+"$BIN/agentkeys-loadgen" --server "$AGENTKEYS_SERVER" --service openai --concurrency 64 --seconds "${SECONDS_PER_LOAD:-10}" --threads 1
+"$BIN/agentkeys-loadgen" --server "$AGENTKEYS_SERVER" --service openai --concurrency 64 --seconds "${SECONDS_PER_LOAD:-10}" --threads 2
