@@ -1,5 +1,5 @@
 //! Several `agentkeys-server` processes on one database behave as one: what one stores the other
-//! serves, and a nonce one has seen the other refuses.
+//! serves, a nonce one has seen the other refuses, and a revocation holds at both at once.
 
 use agentkeys_core::{ApiClient, ClientError, OsRandom, account::create_account, vault};
 use agentkeys_proto::ErrorCode;
@@ -41,4 +41,21 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
     versions.sort();
     assert_eq!(versions, [1, 2]);
     assert!(matches!(via_b.get_credential("nope").await, Err(ClientError::Api { .. })));
+
+    // Both replicas have served (and cached) this session. Revoked in the database, it is refused
+    // on the very next request at either replica.
+    sqlx::any::install_default_drivers();
+    let mut db_conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE sessions SET revoked_at_ms = $1 WHERE id = $2")
+        .bind(1_i64)
+        .bind(&account.session.session_id)
+        .execute(&mut db_conn)
+        .await
+        .unwrap();
+    for client in [&via_a, &via_b] {
+        match client.get_credential("github").await {
+            Err(ClientError::Api { detail, .. }) => assert_eq!(detail.code, ErrorCode::SessionInvalid),
+            other => panic!("a revoked session was served: {other:?}"),
+        }
+    }
 }

@@ -270,3 +270,36 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
     let metrics = http.get(format!("{}/metrics", f.server.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("agentkeys_http_requests_total{route=\"/v1/credentials/{service}\""), "{metrics}");
 }
+
+/// PostgreSQL drops every connection of the server (a restart, a failover): the next requests are
+/// refused as UNAVAILABLE at worst, and the server recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writer_reconnects_after_the_database_drops_it() {
+    let Some(f) = fixture(Backend::Postgres).await else { return };
+    vault::store(&f.client, &f.session, "before", b"v1", &mut OsRandom).await.unwrap();
+    let admin_url = agentkeys_tests::pg_admin_url().unwrap();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+    let database = f.db.pg_name.clone().unwrap();
+    let killed = sqlx::query("SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(sqlx::Row::try_get::<i64, _>(&killed, "n").unwrap() >= 1, "the server's connections were dropped");
+
+    let mut outcome = Err(vault::VaultError::EmptyValue);
+    for _ in 0..3 {
+        outcome = vault::store(&f.client, &f.session, "after", b"v2", &mut OsRandom).await;
+        match &outcome {
+            Err(vault::VaultError::Client(ClientError::Api { detail, .. }))
+                if detail.code == ErrorCode::Unavailable =>
+            {
+                continue;
+            }
+            _ => break,
+        }
+    }
+    outcome.expect("the server reconnected within three attempts");
+    assert_eq!(vault::read(&f.client, &f.session, "before").await.unwrap().as_slice(), b"v1");
+    assert_eq!(vault::read(&f.client, &f.session, "after").await.unwrap().as_slice(), b"v2");
+}

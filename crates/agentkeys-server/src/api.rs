@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::audit::AuditDraft;
 use crate::auth::Signed;
 use crate::error::ApiError;
-use crate::writer::{Applied, Mutation, NewAccount, NewVersion};
+use crate::writer::{Applied, NewAccount, NewVersion, Operation};
 
 /// Audit action names, by route. Also used to label requests that failed authentication.
 pub fn describe_route(method: &Method, matched_path: &str, path: &str) -> (&'static str, Option<String>) {
@@ -162,7 +162,7 @@ pub async fn create_account(
         action: "account.create",
         ..AuditDraft::default()
     };
-    let decision = validated.map(|(account, _)| Mutation::CreateAccount(Box::new(account)));
+    let decision = validated.map(|(account, _)| Operation::CreateAccount(Box::new(account)));
     state.writer.submit(None, decision, audit).await?;
     Ok((StatusCode::CREATED, Json(reply.expect("a committed account has a reply"))))
 }
@@ -171,7 +171,7 @@ pub async fn create_account(
 #[utoipa::path(get, path = "/v1/session", tag = "session", responses((status = 200, body = WhoAmIResponse), (status = 401, body = ErrorBody)))]
 pub async fn whoami(State(state): State<AppState>, signed: Signed) -> Result<Json<WhoAmIResponse>, ApiError> {
     let caller = &signed.caller;
-    caller.commit(&state, "session.whoami", None, Ok(Mutation::None)).await?;
+    caller.commit(&state, "session.whoami", None, Ok(Operation::None)).await?;
     Ok(Json(WhoAmIResponse {
         account_id: caller.account_id.clone(),
         device_id: caller.device_id.clone(),
@@ -195,33 +195,30 @@ pub async fn get_credential(
     let service = match service_from(path) {
         Ok(service) => service,
         Err(error) => {
-            return Err(caller
-                .commit(&state, "credential.read", None, Err(error.clone()))
-                .await
-                .err()
-                .unwrap_or(error));
+            return Err(caller.refuse(&state, "credential.read", error).await);
         }
     };
-    let row = state.db.latest_credential(&caller.account_id, VAULT_NAMESPACE, &service).await?;
-    let found = row.and_then(|row| match (row.ciphertext, row.data_key_wrap) {
-        (Some(ciphertext), Some(wrap)) => Some((row.version, ciphertext, wrap, row.created_at_ms, row.created_by)),
-        _ => None,
-    });
-    let decision = match &found {
-        Some(_) => Ok(Mutation::None),
-        None => Err(credential_not_found(&service)),
+    let read = Operation::ReadCredential {
+        account_id: caller.account_id.clone(),
+        namespace: VAULT_NAMESPACE.to_owned(),
+        service: service.clone(),
     };
-    caller.commit(&state, "credential.read", Some((VAULT_NAMESPACE, &service)), decision).await?;
-    let (version, ciphertext, wrap, created_at_ms, created_by) = found.expect("committed only when found");
+    let row = match caller.commit(&state, "credential.read", Some((VAULT_NAMESPACE, &service)), Ok(read)).await? {
+        Applied::Credential(row) => row,
+        other => return Err(ApiError::internal(format!("writer returned {other:?} for a read"))),
+    };
+    let (Some(ciphertext), Some(wrap)) = (row.ciphertext, row.data_key_wrap) else {
+        return Err(ApiError::internal("the writer returned a removed version for a read"));
+    };
     Ok(Json(SealedCredentialResponse {
         account_id: caller.account_id.clone(),
         namespace: VAULT_NAMESPACE.to_owned(),
         service,
-        version: version as u64,
+        version: row.version as u64,
         ciphertext: b64::encode(ciphertext),
         data_key_wrap: b64::encode(wrap),
-        created_at_ms,
-        created_by,
+        created_at_ms: row.created_at_ms,
+        created_by: row.created_by,
     }))
 }
 
@@ -272,7 +269,7 @@ pub async fn put_credential(
     let service = service_from(path);
     let target = service.as_ref().ok().map(|s| (VAULT_NAMESPACE, s.as_str()));
     let decision =
-        service.as_ref().map_err(Clone::clone).and_then(|s| validate_put(s, &signed)).map(Mutation::PutCredential);
+        service.as_ref().map_err(Clone::clone).and_then(|s| validate_put(s, &signed)).map(Operation::PutCredential);
     let applied = caller.commit(&state, "credential.store", target, decision).await?;
     version_response(service?, applied)
 }
@@ -289,7 +286,7 @@ pub async fn delete_credential(
     let caller = &signed.caller;
     let service = service_from(path);
     let target = service.as_ref().ok().map(|s| (VAULT_NAMESPACE, s.as_str()));
-    let decision = service.as_ref().map_err(Clone::clone).map(|s| Mutation::RemoveCredential {
+    let decision = service.as_ref().map_err(Clone::clone).map(|s| Operation::RemoveCredential {
         account_id: caller.account_id.clone(),
         namespace: VAULT_NAMESPACE.to_owned(),
         service: s.clone(),
@@ -307,7 +304,7 @@ pub async fn list_credentials(
 ) -> Result<Json<CredentialListResponse>, ApiError> {
     let caller = &signed.caller;
     let rows = state.db.list_credentials(&caller.account_id).await?;
-    caller.commit(&state, "credential.list", None, Ok(Mutation::None)).await?;
+    caller.commit(&state, "credential.list", None, Ok(Operation::None)).await?;
     Ok(Json(CredentialListResponse {
         credentials: rows
             .into_iter()
@@ -336,7 +333,7 @@ pub async fn audit(
     }) {
         Ok(q) => q,
         Err(error) => {
-            return Err(caller.commit(&state, "audit.read", None, Err(error.clone())).await.err().unwrap_or(error));
+            return Err(caller.refuse(&state, "audit.read", error).await);
         }
     };
     let limit = i64::from(query.limit.unwrap_or(1000).clamp(1, 1000));
@@ -344,6 +341,6 @@ pub async fn audit(
         .db
         .audit_for_account(&caller.account_id, query.since_ms.unwrap_or(0), query.service.as_deref(), limit)
         .await?;
-    caller.commit(&state, "audit.read", None, Ok(Mutation::None)).await?;
+    caller.commit(&state, "audit.read", None, Ok(Operation::None)).await?;
     Ok(Json(AuditResponse { entries: rows.iter().map(|row| row.to_entry()).collect() }))
 }

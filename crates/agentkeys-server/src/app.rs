@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::sessions::SessionCache;
 use crate::writer::Writer;
 
 /// What every handler shares.
@@ -29,6 +30,7 @@ pub struct AppState {
     pub writer: Writer,
     pub clock: Clock,
     pub metrics: Metrics,
+    pub sessions: SessionCache,
 }
 
 #[derive(OpenApi)]

@@ -1,8 +1,11 @@
 //! Authentication of `/v1` requests: the [`Signed`] extractor finds the session by the SHA-256 of
-//! its bearer token, checks it is live, checks the timestamp, and verifies the device key's
-//! signature over method, path, timestamp, nonce and body digest. The nonce is consumed later, by
-//! the writer, in the same transaction as the request's audit row — which is what makes the replay
-//! check hold across replicas. Failures are audited before they are answered.
+//! its bearer token (through [`crate::sessions`]), checks the timestamp, and verifies the device
+//! key's signature over method, path, timestamp, nonce and body digest. Whether the session is
+//! still live, and whether the nonce is fresh, the writer decides later, in the same transaction
+//! as the request's audit row — which is what makes revocation and the replay check hold across
+//! replicas. Failures are audited before they are answered.
+
+use std::sync::Arc;
 
 use agentkeys_proto::signing::{
     self, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_CLOCK_SKEW_S, NONCE_RETENTION_S,
@@ -12,15 +15,15 @@ use agentkeys_proto::{ErrorCode, b64};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::request::Parts;
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::Signature;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::app::AppState;
 use crate::audit::AuditDraft;
-use crate::db::SessionRow;
 use crate::error::ApiError;
-use crate::writer::{Applied, Mutation, NonceRecord};
+use crate::sessions::KnownSession;
+use crate::writer::{Applied, NonceRecord, Operation};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -41,7 +44,7 @@ impl Caller {
         state: &AppState,
         action: &'static str,
         target: Option<(&str, &str)>,
-        decision: Result<Mutation, ApiError>,
+        decision: Result<Operation, ApiError>,
     ) -> Result<Applied, ApiError> {
         let audit = AuditDraft {
             account_id: Some(self.account_id.clone()),
@@ -52,6 +55,17 @@ impl Caller {
             service: target.map(|(_, service)| service.to_owned()),
         };
         state.writer.submit(Some(self.nonce.clone()), decision, audit).await
+    }
+}
+
+impl Caller {
+    /// Audits a refused request (consuming its nonce) and returns the error to answer with:
+    /// the refusal itself, or `REPLAYED_NONCE` when the request was a replay.
+    pub async fn refuse(&self, state: &AppState, action: &'static str, error: ApiError) -> ApiError {
+        match self.commit(state, action, None, Err(error.clone())).await {
+            Err(answer) => answer,
+            Ok(_) => error,
+        }
     }
 }
 
@@ -92,7 +106,16 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 
 struct AuthFailure {
     error: ApiError,
-    session: Option<SessionRow>,
+    session: Option<Arc<KnownSession>>,
+}
+
+/// The answer for a session that was revoked (or deleted); the writer gives it too.
+pub fn session_revoked() -> ApiError {
+    ApiError::new(
+        ErrorCode::SessionInvalid,
+        "this session was revoked",
+        "start a new session with `agentkeys init --force`",
+    )
 }
 
 impl From<ApiError> for AuthFailure {
@@ -106,24 +129,25 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthenticated("the request has no bearer token"))?;
     let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let session = state
-        .db
-        .find_session(&token_hash)
-        .await
-        .map_err(ApiError::from)?
-        .filter(|row| bool::from(row.token_hash.ct_eq(&token_hash)))
-        .ok_or_else(|| unauthenticated("the session token is not known to this server"))?;
-    let fail = |error: ApiError, session: &SessionRow| AuthFailure { error, session: Some(session.clone()) };
-    if session.revoked_at_ms.is_some() {
-        return Err(fail(
-            ApiError::new(
-                ErrorCode::SessionInvalid,
-                "this session was revoked",
-                "start a new session with `agentkeys init --force`",
-            ),
-            &session,
-        ));
-    }
+    let session = match state.sessions.get(&token_hash) {
+        Some(session) => session,
+        None => {
+            let session = state
+                .db
+                .find_session(&token_hash)
+                .await
+                .map_err(ApiError::from)?
+                .filter(|row| bool::from(row.token_hash.ct_eq(&token_hash)))
+                .map(|row| Arc::new(KnownSession::new(row)))
+                .ok_or_else(|| unauthenticated("the session token is not known to this server"))?;
+            if session.row.revoked_at_ms.is_some() {
+                return Err(AuthFailure { error: session_revoked(), session: Some(session) });
+            }
+            state.sessions.insert(token_hash, session.clone());
+            session
+        }
+    };
+    let fail = |error: ApiError, session: &Arc<KnownSession>| AuthFailure { error, session: Some(session.clone()) };
     let (Some(timestamp), Some(nonce), Some(signature)) =
         (header(parts, HEADER_TIMESTAMP), header(parts, HEADER_NONCE), header(parts, HEADER_SIGNATURE))
     else {
@@ -153,9 +177,8 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
     let payload =
         signing::signing_payload(parts.method.as_str(), path_and_query, timestamp, nonce, &signing::body_digest(body));
     let verified = (|| {
-        let key: [u8; 32] = session.device_sign_public.as_slice().try_into().ok()?;
         let signature: [u8; 64] = b64::decode_array(signature)?;
-        VerifyingKey::from_bytes(&key).ok()?.verify_strict(&payload, &Signature::from_bytes(&signature)).ok()
+        session.device_key?.verify_strict(&payload, &Signature::from_bytes(&signature)).ok()
     })();
     if verified.is_none() {
         return Err(fail(
@@ -165,16 +188,16 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
     }
     Ok(Caller {
         nonce: NonceRecord {
-            session_id: session.session_id.clone(),
+            session_id: session.row.session_id.clone(),
             nonce: nonce.to_owned(),
             expires_at_ms: state.clock.now_ms() + NONCE_RETENTION_S * 1000,
         },
-        session_id: session.session_id,
-        account_id: session.account_id,
-        device_id: session.device_id,
-        device_label: session.device_label,
-        device_kind: session.device_kind,
-        session_created_at_ms: session.created_at_ms,
+        session_id: session.row.session_id.clone(),
+        account_id: session.row.account_id.clone(),
+        device_id: session.row.device_id.clone(),
+        device_label: session.row.device_label.clone(),
+        device_kind: session.row.device_kind.clone(),
+        session_created_at_ms: session.row.created_at_ms,
     })
 }
 
@@ -190,9 +213,9 @@ impl FromRequest<AppState> for Signed {
                 let matched = parts.extensions.get::<MatchedPath>().map(|m| m.as_str()).unwrap_or("");
                 let (action, service) = crate::api::describe_route(&parts.method, matched, parts.uri.path());
                 let audit = AuditDraft {
-                    account_id: session.as_ref().map(|s| s.account_id.clone()),
-                    actor: session.as_ref().map(|s| s.device_id.clone()),
-                    session_id: session.as_ref().map(|s| s.session_id.clone()),
+                    account_id: session.as_ref().map(|s| s.row.account_id.clone()),
+                    actor: session.as_ref().map(|s| s.row.device_id.clone()),
+                    session_id: session.as_ref().map(|s| s.row.session_id.clone()),
                     action,
                     namespace: None,
                     service,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, ConnectOptions as _, Row as _};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions as _, Connection as _, Row as _};
 
 /// Which database a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,24 @@ impl Backend {
             Ok(Backend::Postgres)
         } else {
             anyhow::bail!("unsupported --database-url scheme: use sqlite://PATH or postgres://USER@HOST/DB")
+        }
+    }
+}
+
+impl Backend {
+    /// Placeholders for one row of `width` values starting at parameter `first` (1-based), for
+    /// statements built at run time. SQLite gets anonymous `?`: it resolves each named `$N` with a
+    /// linear scan, which makes a wide multi-row statement quadratic to parse.
+    pub fn row_placeholders(self, first: usize, width: usize) -> String {
+        let list: Vec<String> = (first..first + width).map(|n| self.placeholder(n)).collect();
+        format!("({})", list.join(", "))
+    }
+
+    /// Parameter `n` (1-based) of a statement built at run time.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${n}"),
         }
     }
 }
@@ -50,11 +68,19 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Connections to the database: a read pool and the writer's own connection.
-#[derive(Debug, Clone)]
+/// Connections to the database: a read pool, and how to open the writer's own connection.
+#[derive(Clone)]
 pub struct Db {
     pub backend: Backend,
     pub reads: AnyPool,
+    /// Kept to reopen the writer's connection; holds the URL's password, so `Debug` skips it.
+    options: AnyConnectOptions,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend).field("reads", &self.reads).finish_non_exhaustive()
+    }
 }
 
 async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
@@ -72,8 +98,8 @@ async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
 }
 
 impl Db {
-    /// Connects, runs the migrations, and opens the writer's connection.
-    pub async fn connect(url: &str) -> anyhow::Result<(Self, AnyConnection)> {
+    /// Connects and runs the migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let redacted = redact_url(url);
@@ -89,20 +115,28 @@ impl Db {
         if backend == Backend::Sqlite {
             pool_options = pool_options.after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)));
         }
-        let mut writer = options
-            .connect()
+        let reads = pool_options.connect_lazy_with(options.clone());
+        let db = Self { backend, reads, options };
+        let mut conn = db
+            .connect_writer()
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to the database at {redacted}: {e}"))?;
-        if backend == Backend::Sqlite {
-            sqlite_pragmas(&mut writer).await?;
-        }
         match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&mut writer).await,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&mut writer).await,
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&mut conn).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&mut conn).await,
         }
         .map_err(|e| anyhow::anyhow!("database migration failed on {redacted}: {e}"))?;
-        let reads = pool_options.connect_with(options).await?;
-        Ok((Self { backend, reads }, writer))
+        conn.close().await?;
+        Ok(db)
+    }
+
+    /// Opens a connection for the writer (SQLite gets its pragmas); also used to reconnect.
+    pub async fn connect_writer(&self) -> Result<AnyConnection, sqlx::Error> {
+        let mut conn = self.options.connect().await?;
+        if self.backend == Backend::Sqlite {
+            sqlite_pragmas(&mut conn).await?;
+        }
+        Ok(conn)
     }
 
     /// `SELECT 1`, for `/readyz`.
@@ -130,34 +164,6 @@ impl Db {
                 device_label: r.try_get("label")?,
                 device_kind: r.try_get("kind")?,
                 device_sign_public: r.try_get("sign_public")?,
-            })
-        })
-        .transpose()
-    }
-
-    /// The newest version of a credential, including a removal marker.
-    pub async fn latest_credential(
-        &self,
-        account_id: &str,
-        namespace: &str,
-        service: &str,
-    ) -> Result<Option<CredentialRow>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT version, ciphertext, data_key_wrap, created_at_ms, created_by FROM credential_versions \
-             WHERE account_id = $1 AND namespace = $2 AND service = $3 ORDER BY version DESC LIMIT 1",
-        )
-        .bind(account_id)
-        .bind(namespace)
-        .bind(service)
-        .fetch_optional(&self.reads)
-        .await?;
-        row.map(|r| {
-            Ok(CredentialRow {
-                version: r.try_get("version")?,
-                ciphertext: r.try_get("ciphertext")?,
-                data_key_wrap: r.try_get("data_key_wrap")?,
-                created_at_ms: r.try_get("created_at_ms")?,
-                created_by: r.try_get("created_by")?,
             })
         })
         .transpose()
@@ -243,4 +249,16 @@ pub struct CredentialRow {
     pub data_key_wrap: Option<Vec<u8>>,
     pub created_at_ms: i64,
     pub created_by: String,
+}
+
+impl CredentialRow {
+    pub fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            version: row.try_get("version")?,
+            ciphertext: row.try_get("ciphertext")?,
+            data_key_wrap: row.try_get("data_key_wrap")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            created_by: row.try_get("created_by")?,
+        })
+    }
 }

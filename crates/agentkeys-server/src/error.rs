@@ -55,10 +55,14 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => ApiError::unavailable(error),
-            other => ApiError::internal(other),
-        }
+        // Lost connections (SQLSTATE class 08) and an administrator or restart ending them
+        // (class 57) are outages the client can retry, not server bugs.
+        let connection_lost = match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+            _ => false,
+        };
+        if connection_lost { ApiError::unavailable(error) } else { ApiError::internal(error) }
     }
 }
 

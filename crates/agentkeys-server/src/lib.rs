@@ -1,6 +1,6 @@
 //! `agentkeys-server` as a library: the binary only parses arguments and calls [`run`].
 //!
-//! A request flows: [`app::router`] → [`auth::Signed`] (session lookup, signature) → a handler in
+//! A request flows: [`app::router`] → [`auth::Signed`] (session via [`sessions`], signature) → a handler in
 //! [`api`] that decides → [`writer`] that commits the decision, the nonce and the [`audit`] row in
 //! one batched transaction → the answer. [`db`] is the storage layer over SQLite and PostgreSQL.
 
@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod sessions;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -51,12 +52,12 @@ fn database_url(args: &ServerArgs) -> anyhow::Result<String> {
     Ok(db::sqlite_url_for(&dir))
 }
 
-/// A running server's state plus the writer task, for callers that serve it themselves.
-pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
-    let (db, writer_conn) = db::Db::connect(database_url).await?;
+/// A running server's state plus the writer's thread, for callers that serve it themselves.
+pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(AppState, std::thread::JoinHandle<()>)> {
+    let db = db::Db::connect(database_url).await?;
     let metrics = metrics::Metrics::default();
-    let (writer, writer_task) = writer::Writer::spawn(writer_conn, clock.clone(), metrics.clone());
-    Ok((AppState { db, writer, clock, metrics }, writer_task))
+    let (writer, writer_task) = writer::Writer::spawn(db.clone(), clock.clone(), metrics.clone())?;
+    Ok((AppState { db, writer, clock, metrics, sessions: sessions::SessionCache::default() }, writer_task))
 }
 
 async fn shutdown_signal() {
@@ -84,7 +85,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         ServerCommand::VerifyAudit => {
-            let (db, _writer) = db::Db::connect(&database_url(&args)?).await?;
+            let db = db::Db::connect(&database_url(&args)?).await?;
             match audit::verify_chain(&db.reads).await {
                 Ok(report) => {
                     println!("audit chain intact: {} rows, head {}", report.rows, hex::encode(&report.head_hash));
@@ -106,7 +107,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
             tracing::info!(database = %db::redact_url(&url), "agentkeys-server listening on http://{addr}");
             axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
             // Every handle to the writer is gone with the router; let it finish its last batch.
-            if tokio::time::timeout(Duration::from_secs(10), writer_task).await.is_err() {
+            let finished = tokio::task::spawn_blocking(move || writer_task.join());
+            if tokio::time::timeout(Duration::from_secs(10), finished).await.is_err() {
                 tracing::warn!("the writer did not finish within 10 s");
             }
             Ok(std::process::ExitCode::SUCCESS)

@@ -22,6 +22,7 @@ struct Inner {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     batch_size: Histogram,
+    batch_seconds: Histogram,
     audit_rows: Counter,
 }
 
@@ -36,9 +37,15 @@ impl Default for Metrics {
         registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         registry.register("writer_batch_size", "Jobs committed per writer transaction", batch_size.clone());
+        let batch_seconds = Histogram::new(exponential_buckets(0.000_125, 2.0, 12));
+        registry.register(
+            "writer_batch_seconds",
+            "Time to apply and commit one writer transaction",
+            batch_seconds.clone(),
+        );
         let audit_rows = Counter::default();
         registry.register("audit_rows", "Audit rows appended", audit_rows.clone());
-        Self(Arc::new(Inner { registry, requests, batch_size, audit_rows }))
+        Self(Arc::new(Inner { registry, requests, batch_size, batch_seconds, audit_rows }))
     }
 }
 
@@ -50,8 +57,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_batch(&self, jobs: usize) {
+    pub fn record_batch(&self, jobs: usize, took: std::time::Duration) {
         self.0.batch_size.observe(jobs as f64);
+        self.0.batch_seconds.observe(took.as_secs_f64());
         self.0.audit_rows.inc_by(jobs as u64);
     }
 

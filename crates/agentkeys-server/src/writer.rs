@@ -8,12 +8,15 @@
 //! one failing job (a version conflict) never takes the rest of its batch down. Every batch first
 //! locks the `audit_head` row, which serializes writers across replicas on one PostgreSQL.
 
+use std::collections::HashSet;
+
 use agentkeys_proto::ErrorCode;
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditDraft, AuditRow, outcome_for};
 use crate::clock::Clock;
+use crate::db::{Backend, CredentialRow, Db};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -30,13 +33,24 @@ pub struct NonceRecord {
     pub expires_at_ms: i64,
 }
 
-/// A state change a job makes.
+/// What a job does in the database besides consuming its nonce and appending its audit row.
 #[derive(Debug, Clone)]
-pub enum Mutation {
+pub enum Operation {
     None,
+    /// Read the newest version of a credential; batched with the other reads of the batch.
+    ReadCredential {
+        account_id: String,
+        namespace: String,
+        service: String,
+    },
     CreateAccount(Box<NewAccount>),
     PutCredential(NewVersion),
-    RemoveCredential { account_id: String, namespace: String, service: String, removed_by: String },
+    RemoveCredential {
+        account_id: String,
+        namespace: String,
+        service: String,
+        removed_by: String,
+    },
 }
 
 /// The rows of a new account.
@@ -68,17 +82,18 @@ pub struct NewVersion {
     pub created_by: String,
 }
 
-/// What a committed job changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a committed job did.
+#[derive(Debug, Clone)]
 pub enum Applied {
     Nothing,
+    Credential(CredentialRow),
     Account,
     Version { version: i64, created_at_ms: i64 },
 }
 
 struct Job {
     nonce: Option<NonceRecord>,
-    decision: Result<Mutation, ApiError>,
+    decision: Result<Operation, ApiError>,
     audit: AuditDraft,
     reply: oneshot::Sender<Result<Applied, ApiError>>,
 }
@@ -90,11 +105,18 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`. It stops when every handle is dropped.
-    pub fn spawn(conn: AnyConnection, clock: Clock, metrics: Metrics) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the writer on its own thread and runtime, so its statements never wait in the
+    /// request handlers' run queue. It opens its connection through `db` (again if the database
+    /// drops it), and stops once every handle is dropped and the last batch is committed.
+    pub fn spawn(db: Db, clock: Clock, metrics: Metrics) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(conn, rx, clock, metrics));
-        (Self { jobs }, task)
+        let thread = std::thread::Builder::new().name("agentkeys-writer".into()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(run(db, rx, clock, metrics)),
+                Err(error) => tracing::error!(%error, "cannot start the writer's runtime"),
+            }
+        })?;
+        Ok((Self { jobs }, thread))
     }
 
     /// Commits a decided request and returns its final result: the decision itself, or
@@ -102,7 +124,7 @@ impl Writer {
     pub async fn submit(
         &self,
         nonce: Option<NonceRecord>,
-        decision: Result<Mutation, ApiError>,
+        decision: Result<Operation, ApiError>,
         audit: AuditDraft,
     ) -> Result<Applied, ApiError> {
         let (reply, answer) = oneshot::channel();
@@ -118,18 +140,28 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: AnyConnection, mut rx: mpsc::Receiver<Job>, clock: Clock, metrics: Metrics) {
+async fn run(db: Db, mut rx: mpsc::Receiver<Job>, clock: Clock, metrics: Metrics) {
+    let mut conn = db.connect_writer().await.inspect_err(|e| tracing::error!(error = %e, "writer cannot connect")).ok();
     let mut last_prune = i64::MIN;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if conn.is_none() {
+            conn =
+                db.connect_writer().await.inspect_err(|e| tracing::error!(error = %e, "writer cannot reconnect")).ok();
+        }
         let now = clock.now_ms();
+        let started = std::time::Instant::now();
         let prune = now.saturating_sub(last_prune) >= PRUNE_EVERY_MS;
-        match apply_batch(&mut conn, &batch, now, prune).await {
+        let result = match conn.as_mut() {
+            Some(conn) => apply_batch(conn, db.backend, &batch, now, prune).await,
+            None => Err(sqlx::Error::PoolClosed),
+        };
+        match result {
             Ok(results) => {
                 if prune {
                     last_prune = now;
                 }
-                metrics.record_batch(batch.len());
+                metrics.record_batch(batch.len(), started.elapsed());
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(result);
                 }
@@ -139,14 +171,24 @@ async fn run(mut conn: AnyConnection, mut rx: mpsc::Receiver<Job>, clock: Clock,
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(failure.clone()));
                 }
+                // A connection the database dropped is reopened before the next batch.
+                if let Some(current) = conn.as_mut()
+                    && current.ping().await.is_err()
+                {
+                    tracing::warn!("the writer's database connection was lost; reconnecting");
+                    conn = None;
+                }
             }
         }
     }
-    let _ = conn.close().await;
+    if let Some(conn) = conn {
+        let _ = conn.close().await;
+    }
 }
 
 async fn apply_batch(
     conn: &mut AnyConnection,
+    backend: Backend,
     batch: &[Job],
     now: i64,
     prune: bool,
@@ -159,17 +201,48 @@ async fn apply_batch(
     if prune {
         sqlx::query("DELETE FROM nonces WHERE expires_at_ms < $1").bind(now).execute(&mut *tx).await?;
     }
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let decision = match &job.nonce {
-            Some(nonce) => consume_nonce(&mut tx, nonce).await?,
-            None => Ok(()),
+    // Revocation is checked here, in the transaction that answers, never from a cache; a nonce
+    // is fresh when its session is live, it was never used, and it is not repeated in the batch.
+    let (live, used) = sessions_and_used_nonces(&mut tx, backend, batch).await?;
+    let mut seen = HashSet::new();
+    let fresh: Vec<bool> = batch
+        .iter()
+        .map(|job| {
+            job.nonce.as_ref().is_none_or(|n| {
+                live.contains(&n.session_id)
+                    && !used.contains(&(n.session_id.clone(), n.nonce.clone()))
+                    && seen.insert((&n.session_id, &n.nonce))
+            })
+        })
+        .collect();
+    let new_nonces: Vec<&NonceRecord> =
+        batch.iter().zip(&fresh).filter(|(_, fresh)| **fresh).filter_map(|(job, _)| job.nonce.as_ref()).collect();
+
+    let decisions: Vec<Result<&Operation, ApiError>> = batch
+        .iter()
+        .zip(fresh)
+        .map(|(job, nonce_fresh)| match &job.nonce {
+            Some(nonce) if !live.contains(&nonce.session_id) => Err(crate::auth::session_revoked()),
+            _ if !nonce_fresh => Err(replayed()),
+            _ => job.decision.as_ref().map_err(Clone::clone),
+        })
+        .collect();
+
+    // Writes apply first, in arrival order, then every read of the batch in one statement; the
+    // audit rows are appended in that same order, so the chain records what each request saw.
+    let is_read = |d: &Result<&Operation, ApiError>| matches!(d, Ok(Operation::ReadCredential { .. }));
+    let mut results: Vec<Option<Result<Applied, ApiError>>> = vec![None; batch.len()];
+    let mut order = Vec::with_capacity(batch.len());
+    for (i, decision) in decisions.iter().enumerate() {
+        if is_read(decision) {
+            continue;
         }
-        .and_then(|()| job.decision.clone());
-        let applied = match decision {
-            Ok(mutation) => {
+        results[i] = Some(match decision {
+            Ok(Operation::None) => Ok(Applied::Nothing),
+            // A write runs in a savepoint, so a refused one leaves the rest of the batch alone.
+            Ok(operation) => {
                 let mut savepoint = tx.begin().await?;
-                let outcome = apply_mutation(&mut savepoint, &mutation, now).await?;
+                let outcome = apply_operation(&mut savepoint, operation, now).await?;
                 if outcome.is_ok() {
                     savepoint.commit().await?;
                 } else {
@@ -177,9 +250,25 @@ async fn apply_batch(
                 }
                 outcome
             }
-            Err(error) => Err(error),
-        };
-        let code = applied.as_ref().err().map(|e| e.code);
+            Err(error) => Err(error.clone()),
+        });
+        order.push(i);
+    }
+    let reads: Vec<usize> = (0..batch.len()).filter(|&i| is_read(&decisions[i])).collect();
+    let found = read_credentials(&mut tx, backend, reads.iter().map(|&i| &decisions[i])).await?;
+    for (&i, row) in reads.iter().zip(found) {
+        results[i] = Some(match (row, &decisions[i]) {
+            (Some(row), _) => Ok(Applied::Credential(row)),
+            (None, Ok(Operation::ReadCredential { service, .. })) => Err(crate::api::credential_not_found(service)),
+            (None, _) => unreachable!("only reads are in `reads`"),
+        });
+        order.push(i);
+    }
+
+    let mut rows = Vec::with_capacity(batch.len());
+    for &i in &order {
+        let job = &batch[i];
+        let code = results[i].as_ref().and_then(|r| r.as_ref().err()).map(|e| e.code);
         seq += 1;
         let mut row = AuditRow {
             seq,
@@ -196,59 +285,190 @@ async fn apply_batch(
             hash: Vec::new(),
         };
         row.hash = row.compute_hash().to_vec();
-        insert_audit_row(&mut tx, &row).await?;
-        prev_hash = row.hash;
-        results.push(applied);
+        prev_hash = row.hash.clone();
+        rows.push(row);
     }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(prev_hash)
-        .execute(&mut *tx)
-        .await?;
+    write_tail(&mut tx, backend, &new_nonces, &rows, seq, &prev_hash).await?;
     tx.commit().await?;
-    Ok(results)
+    Ok(results.into_iter().map(|r| r.expect("every job has a result")).collect())
 }
 
-async fn consume_nonce(conn: &mut AnyConnection, nonce: &NonceRecord) -> Result<Result<(), ApiError>, sqlx::Error> {
-    let inserted =
-        sqlx::query("INSERT INTO nonces (session_id, nonce, expires_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&nonce.session_id)
-            .bind(&nonce.nonce)
-            .bind(nonce.expires_at_ms)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    Ok(if inserted == 1 {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::ReplayedNonce,
-            "this request's nonce was already used: the request is a replay",
-            "send a freshly signed request; the AgentKeys clients do this on every call",
-        ))
-    })
+/// The newest live version of each requested credential, in one statement; `None` where there
+/// is none or it was removed.
+async fn read_credentials<'a>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    reads: impl Iterator<Item = &'a Result<&'a Operation, ApiError>>,
+) -> Result<Vec<Option<CredentialRow>>, sqlx::Error> {
+    let keys: Vec<(&str, &str, &str)> = reads
+        .map(|d| match d {
+            Ok(Operation::ReadCredential { account_id, namespace, service }) => {
+                (account_id.as_str(), namespace.as_str(), service.as_str())
+            }
+            _ => unreachable!("only reads are passed"),
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tuples: Vec<String> = (0..keys.len()).map(|i| backend.row_placeholders(3 * i + 1, 3)).collect();
+    let sql = format!(
+        "SELECT c.account_id, c.namespace, c.service, c.version, c.ciphertext, c.data_key_wrap, c.created_at_ms, \
+                c.created_by FROM credential_versions c \
+         WHERE (c.account_id, c.namespace, c.service) IN ({}) AND c.version = ( \
+             SELECT MAX(m.version) FROM credential_versions m \
+             WHERE m.account_id = c.account_id AND m.namespace = c.namespace AND m.service = c.service)",
+        tuples.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for (account, namespace, service) in &keys {
+        query = query.bind(*account).bind(*namespace).bind(*service);
+    }
+    let mut found = std::collections::HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        let key: (String, String, String) =
+            (row.try_get("account_id")?, row.try_get("namespace")?, row.try_get("service")?);
+        found.insert(key, CredentialRow::from_row(&row)?);
+    }
+    Ok(keys
+        .iter()
+        .map(|(a, n, s)| {
+            found
+                .get(&((*a).to_owned(), (*n).to_owned(), (*s).to_owned()))
+                .filter(|row| row.ciphertext.is_some())
+                .cloned()
+        })
+        .collect())
 }
 
-async fn insert_audit_row(conn: &mut AnyConnection, row: &AuditRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_log (seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+fn replayed() -> ApiError {
+    ApiError::new(
+        ErrorCode::ReplayedNonce,
+        "this request's nonce was already used: the request is a replay",
+        "send a freshly signed request; the AgentKeys clients do this on every call",
     )
-    .bind(row.seq)
-    .bind(row.ts_ms)
-    .bind(&row.account_id)
-    .bind(&row.actor)
-    .bind(&row.session_id)
-    .bind(&row.action)
-    .bind(&row.namespace)
-    .bind(&row.service)
-    .bind(&row.outcome)
-    .bind(&row.code)
-    .bind(&row.prev_hash)
-    .bind(&row.hash)
-    .execute(&mut *conn)
-    .await?;
+}
+
+/// Which of the batch's sessions are live (exist, not revoked), and which of its nonces were
+/// used before — one query for both.
+async fn sessions_and_used_nonces(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &[Job],
+) -> Result<(HashSet<String>, HashSet<(String, String)>), sqlx::Error> {
+    let nonces: Vec<&NonceRecord> = batch.iter().filter_map(|job| job.nonce.as_ref()).collect();
+    if nonces.is_empty() {
+        return Ok(Default::default());
+    }
+    let sessions: Vec<&str> =
+        nonces.iter().map(|n| n.session_id.as_str()).collect::<HashSet<_>>().into_iter().collect();
+    let pairs: Vec<String> =
+        (0..nonces.len()).map(|i| backend.row_placeholders(sessions.len() + 2 * i + 1, 2)).collect();
+    let sql = format!(
+        "SELECT 'live' AS kind, id AS session_id, '' AS nonce FROM sessions WHERE revoked_at_ms IS NULL AND id IN {} \
+         UNION ALL SELECT 'used' AS kind, session_id, nonce FROM nonces WHERE (session_id, nonce) IN ({})",
+        backend.row_placeholders(1, sessions.len()),
+        pairs.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for id in &sessions {
+        query = query.bind(*id);
+    }
+    for nonce in &nonces {
+        query = query.bind(&nonce.session_id).bind(&nonce.nonce);
+    }
+    let (mut live, mut used) = (HashSet::new(), HashSet::new());
+    for row in query.fetch_all(&mut *conn).await? {
+        let session: String = row.try_get("session_id")?;
+        if row.try_get::<String, _>("kind")? == "live" {
+            live.insert(session);
+        } else {
+            used.insert((session, row.try_get("nonce")?));
+        }
+    }
+    Ok((live, used))
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// The end of every batch: insert its fresh nonces, append its audit rows, move the chain head.
+/// On SQLite the three go down as one multi-statement call, since each call costs two thread
+/// hand-offs in sqlx's SQLite driver; PostgreSQL takes prepared statements one at a time.
+async fn write_tail(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    nonces: &[&NonceRecord],
+    rows: &[AuditRow],
+    seq: i64,
+    head_hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    let nonce_sql = (!nonces.is_empty()).then(|| {
+        let values: Vec<String> = (0..nonces.len()).map(|i| backend.row_placeholders(3 * i + 1, 3)).collect();
+        format!("INSERT INTO nonces (session_id, nonce, expires_at_ms) VALUES {}", values.join(", "))
+    });
+    let audit_sql = (!rows.is_empty()).then(|| {
+        let values: Vec<String> = (0..rows.len()).map(|i| backend.row_placeholders(12 * i + 1, 12)).collect();
+        format!(
+            "INSERT INTO audit_log (seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, \
+             code, prev_hash, hash) VALUES {}",
+            values.join(", ")
+        )
+    });
+    let head_sql = format!(
+        "UPDATE audit_head SET seq = {}, hash = {} WHERE id = 1",
+        backend.placeholder(1),
+        backend.placeholder(2)
+    );
+    let bind_head = |query: AnyQuery<'static>| query.bind(seq).bind(head_hash.to_vec());
+    match backend {
+        Backend::Sqlite => {
+            let sql: Vec<&str> =
+                [nonce_sql.as_deref(), audit_sql.as_deref(), Some(head_sql.as_str())].into_iter().flatten().collect();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.join(";\n"))).persistent(false);
+            if nonce_sql.is_some() {
+                query = bind_nonces(query, nonces);
+            }
+            bind_head(bind_rows(query, rows)).execute(&mut *conn).await?;
+        }
+        Backend::Postgres => {
+            if let Some(sql) = nonce_sql {
+                bind_nonces(sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false), nonces)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if let Some(sql) = audit_sql {
+                bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false), rows).execute(&mut *conn).await?;
+            }
+            bind_head(sqlx::query(sqlx::AssertSqlSafe(head_sql))).execute(&mut *conn).await?;
+        }
+    }
     Ok(())
+}
+
+fn bind_nonces(mut query: AnyQuery<'static>, nonces: &[&NonceRecord]) -> AnyQuery<'static> {
+    for nonce in nonces {
+        query = query.bind(nonce.session_id.clone()).bind(nonce.nonce.clone()).bind(nonce.expires_at_ms);
+    }
+    query
+}
+
+fn bind_rows(mut query: AnyQuery<'static>, rows: &[AuditRow]) -> AnyQuery<'static> {
+    for row in rows {
+        query = query
+            .bind(row.seq)
+            .bind(row.ts_ms)
+            .bind(row.account_id.clone())
+            .bind(row.actor.clone())
+            .bind(row.session_id.clone())
+            .bind(row.action.clone())
+            .bind(row.namespace.clone())
+            .bind(row.service.clone())
+            .bind(row.outcome.clone())
+            .bind(row.code.clone())
+            .bind(row.prev_hash.clone())
+            .bind(row.hash.clone());
+    }
+    query
 }
 
 async fn current_version(
@@ -272,15 +492,16 @@ async fn current_version(
     }
 }
 
-async fn apply_mutation(
+async fn apply_operation(
     conn: &mut AnyConnection,
-    mutation: &Mutation,
+    mutation: &Operation,
     now: i64,
 ) -> Result<Result<Applied, ApiError>, sqlx::Error> {
     match mutation {
-        Mutation::None => Ok(Ok(Applied::Nothing)),
-        Mutation::CreateAccount(account) => create_account(conn, account, now).await,
-        Mutation::PutCredential(new) => {
+        Operation::None => Ok(Ok(Applied::Nothing)),
+        Operation::ReadCredential { .. } => unreachable!("reads are batched in apply_batch"),
+        Operation::CreateAccount(account) => create_account(conn, account, now).await,
+        Operation::PutCredential(new) => {
             let (current, _) = current_version(conn, &new.account_id, &new.namespace, &new.service).await?;
             if new.version != current + 1 {
                 let mut error = ApiError::new(
@@ -310,7 +531,7 @@ async fn apply_mutation(
             .await?;
             Ok(Ok(Applied::Version { version: new.version, created_at_ms: now }))
         }
-        Mutation::RemoveCredential { account_id, namespace, service, removed_by } => {
+        Operation::RemoveCredential { account_id, namespace, service, removed_by } => {
             let (current, removed) = current_version(conn, account_id, namespace, service).await?;
             if removed {
                 return Ok(Err(crate::api::credential_not_found(service)));
