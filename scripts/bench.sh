@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-apt_install hyperfine
+apt_install hyperfine curl
 
 log "building (release)"
 cargo build --release --workspace --bins --locked
@@ -21,12 +21,27 @@ trap 'stop_server; rm -rf "$AGENTKEYS_HOME"' EXIT
 printf 'sk-bench-0123456789abcdef0123456789' | "$BIN/agentkeys" -q store openai
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 
+# hyperfine prints means; the targets are medians, so print those from its JSON export.
+medians() {
+    python3 - "$1" <<'PY'
+import json, sys
+for result in json.load(open(sys.argv[1]))["results"]:
+    print("  median %.2f ms  %s" % (result["median"] * 1000, result["command"]))
+PY
+}
+
 log "1. agentkeys read, whole process"
-hyperfine -N --warmup 20 --runs "${RUNS:-300}" "$BIN/agentkeys read openai"
+hyperfine -N --warmup 20 --runs "${RUNS:-300}" --export-json "$AGENTKEYS_HOME/read.json" "$BIN/agentkeys read openai"
+medians "$AGENTKEYS_HOME/read.json"
 
 log "2. agentkeys run -- true vs true"
-hyperfine -N --warmup 20 --runs "${RUNS:-300}" "true" "$BIN/agentkeys run -- true" "$BIN/agentkeys run --env K=openai -- true"
+hyperfine -N --warmup 20 --runs "${RUNS:-300}" --export-json "$AGENTKEYS_HOME/run.json" \
+    "true" "$BIN/agentkeys run -- true" "$BIN/agentkeys run --env K=openai -- true"
+medians "$AGENTKEYS_HOME/run.json"
 
-log "3. server reads at 64 concurrent clients"
-"$BIN/agentkeys-loadgen" --server "$AGENTKEYS_SERVER" --service openai --concurrency 64 --seconds "${SECONDS_PER_LOAD:-10}" --threads 1
-"$BIN/agentkeys-loadgen" --server "$AGENTKEYS_SERVER" --service openai --concurrency 64 --seconds "${SECONDS_PER_LOAD:-10}" --threads 2
+log "3. server reads with signature checks (SQLite), by concurrency; the target is at 64"
+for concurrency in 1 16 64 128; do
+    "$BIN/agentkeys-loadgen" --server "$AGENTKEYS_SERVER" --service openai --concurrency "$concurrency" \
+        --seconds "${SECONDS_PER_LOAD:-10}" --threads 1
+done
+curl -s "$AGENTKEYS_SERVER/metrics" | grep -E '^agentkeys_writer_batch_(size|seconds)_(sum|count)'

@@ -42,7 +42,7 @@ fn crypto_paths(c: &mut Criterion) {
     });
     let sig = sign_request(&keys, "GET", "/v1/credentials/openai", b"", 1_800_000_000, &mut rng);
     let signature: [u8; 64] = b64::decode_array(&sig.signature).unwrap();
-    c.bench_function("verify request signature (server)", |b| {
+    c.bench_function("verify request signature, key decompressed each time", |b| {
         b.iter(|| {
             let payload = signing::signing_payload(
                 "GET",
@@ -52,6 +52,21 @@ fn crypto_paths(c: &mut Criterion) {
                 &signing::body_digest(b""),
             );
             crypto::verify(&keys.public().sign, black_box(&payload), &signature).unwrap()
+        })
+    });
+    // What the server does: the session cache holds the decompressed key.
+    let device_key = ed25519_dalek::VerifyingKey::from_bytes(&keys.public().sign).unwrap();
+    let signature = ed25519_dalek::Signature::from_bytes(&signature);
+    c.bench_function("verify request signature, cached key (server)", |b| {
+        b.iter(|| {
+            let payload = signing::signing_payload(
+                "GET",
+                "/v1/credentials/openai",
+                sig.timestamp,
+                &sig.nonce,
+                &signing::body_digest(b""),
+            );
+            device_key.verify_strict(black_box(&payload), &signature).unwrap()
         })
     });
 }
