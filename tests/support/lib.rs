@@ -9,7 +9,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentkeys_core::session::{EncryptedFileStore, Session, SessionId, SessionStore as _};
 
@@ -305,15 +305,5 @@ impl Master {
 
     pub fn session_dir(&self) -> PathBuf {
         self.home.path().join("master")
-    }
-}
-
-/// Waits until `condition` holds, polling; panics after `timeout`. For conditions with no
-/// readiness signal of their own (a child's output appearing in a pipe we do not own).
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < timeout, "condition not met within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -42,8 +42,8 @@ pub struct CreateAccountRequest {
     pub account_key_wrap_recovery: String,
 }
 
-/// Answer to [`CreateAccountRequest`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Answer to [`CreateAccountRequest`]. `Debug` leaves the token out.
+#[derive(Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountResponse {
@@ -52,6 +52,16 @@ pub struct CreateAccountResponse {
     pub session_id: String,
     /// The bearer token. Shown once; the server keeps only its SHA-256.
     pub session_token: String,
+}
+
+impl std::fmt::Debug for CreateAccountResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateAccountResponse")
+            .field("account_id", &self.account_id)
+            .field("device_id", &self.device_id)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `GET /v1/session`: who the caller is. Never contains a token.
@@ -206,6 +216,17 @@ use crate::ErrorCode;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_leaves_the_session_token_out() {
+        let response = CreateAccountResponse {
+            account_id: "acct_x".into(),
+            device_id: "dev_x".into(),
+            session_id: "ses_x".into(),
+            session_token: "akt_secret_token".into(),
+        };
+        assert!(!format!("{response:?}").contains("akt_secret_token"));
+    }
 
     #[test]
     fn unknown_fields_are_refused() {

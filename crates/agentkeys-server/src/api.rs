@@ -192,21 +192,18 @@ pub async fn get_credential(
     signed: Signed,
 ) -> Result<Json<SealedCredentialResponse>, ApiError> {
     let caller = &signed.caller;
-    let service = match service_from(path) {
-        Ok(service) => service,
-        Err(error) => {
-            return Err(caller.refuse(&state, "credential.read", error).await);
-        }
-    };
-    let read = Operation::ReadCredential {
+    let service = service_from(path);
+    let target = service.as_ref().ok().map(|s| (VAULT_NAMESPACE, s.as_str()));
+    let read = service.as_ref().map_err(Clone::clone).map(|s| Operation::ReadCredential {
         account_id: caller.account_id.clone(),
         namespace: VAULT_NAMESPACE.to_owned(),
-        service: service.clone(),
-    };
-    let row = match caller.commit(&state, "credential.read", Some((VAULT_NAMESPACE, &service)), Ok(read)).await? {
+        service: s.clone(),
+    });
+    let row = match caller.commit(&state, "credential.read", target, read).await? {
         Applied::Credential(row) => row,
         other => return Err(ApiError::internal(format!("writer returned {other:?} for a read"))),
     };
+    let service = service?;
     let (Some(ciphertext), Some(wrap)) = (row.ciphertext, row.data_key_wrap) else {
         return Err(ApiError::internal("the writer returned a removed version for a read"));
     };
