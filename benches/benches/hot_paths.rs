@@ -38,15 +38,16 @@ fn crypto_paths(c: &mut Criterion) {
     });
     c.bench_function("unwrap data key", |b| b.iter(|| keys.unwrap(black_box(&wrap), WrapLabel::DataKey).unwrap()));
     c.bench_function("sign request (client)", |b| {
-        b.iter(|| sign_request(&keys, "GET", "/v1/credentials/openai", b"", 1_800_000_000, &mut rng))
+        b.iter(|| sign_request(&keys, "ses_bench", "GET", "/v1/credentials/openai", b"", 1_800_000_000, &mut rng))
     });
-    let sig = sign_request(&keys, "GET", "/v1/credentials/openai", b"", 1_800_000_000, &mut rng);
+    let sig = sign_request(&keys, "ses_bench", "GET", "/v1/credentials/openai", b"", 1_800_000_000, &mut rng);
     let signature: [u8; 64] = b64::decode_array(&sig.signature).unwrap();
     c.bench_function("verify request signature, key decompressed each time", |b| {
         b.iter(|| {
             let payload = signing::signing_payload(
                 "GET",
                 "/v1/credentials/openai",
+                "ses_bench",
                 sig.timestamp,
                 &sig.nonce,
                 &signing::body_digest(b""),
@@ -62,6 +63,7 @@ fn crypto_paths(c: &mut Criterion) {
             let payload = signing::signing_payload(
                 "GET",
                 "/v1/credentials/openai",
+                "ses_bench",
                 sig.timestamp,
                 &sig.nonce,
                 &signing::body_digest(b""),

@@ -70,6 +70,29 @@ async fn values_are_injected_and_masked_in_both_streams() {
     assert_eq!(unmasked, SECRET, "--no-mask shows the value and injects it byte-exact");
 }
 
+#[tokio::test]
+async fn masked_output_never_keeps_run_alive() {
+    let (_db, _server, master) = master_with_secret().await;
+
+    // `agentkeys run … -- yes | head -1`: when our reader goes, the child gets SIGPIPE, as unmasked.
+    let mut command = master.command(&["run", "--env", "KEY=openai", "--", "yes"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "y\n");
+    drop(stdout);
+    assert_eq!(child.wait().unwrap().code(), Some(128 + 13), "the child ended by SIGPIPE, and run with it");
+
+    // A daemonized grandchild holding the pipes open does not hold `run` past its grace period.
+    let started = std::time::Instant::now();
+    let out = master.run(&["run", "--env", "KEY=openai", "--", "sh", "-c", "sleep 20 & echo started"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"started\n");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "run returned after {:?}", started.elapsed());
+}
+
 /// Starts `run` with a child that reports each forwarded signal, and waits until it is ready.
 fn start_trapping_child(master: &Master, trap: &str) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let script = format!("{trap} echo ready; while true; do sleep 0.05; done");

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use agentkeys_core::account::create_account;
 use agentkeys_core::client::unix_now_s;
-use agentkeys_core::crypto::KeyPair;
+use agentkeys_core::crypto::{self, KeyPair, WrapLabel};
 use agentkeys_core::session::Session;
 use agentkeys_core::{ApiClient, ClientError, OsRandom, vault};
 use agentkeys_proto::ErrorCode;
-use agentkeys_proto::types::AuditQuery;
+use agentkeys_proto::b64;
+use agentkeys_proto::types::{AuditQuery, CreateAccountRequest};
 use agentkeys_server::audit::{ChainError, verify_chain};
 use agentkeys_tests::{Backend, InProcessServer, TestDb, contains_any_window};
 use reqwest::Method;
@@ -197,6 +198,26 @@ async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
         .unwrap();
     assert_eq!(verify_chain(pool).await.unwrap(), intact, "restoring the row restores the chain");
 
+    // A row slipped in outside the chain.
+    sqlx::query(
+        "INSERT INTO audit_log SELECT 0, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, \
+         code, prev_hash, hash FROM audit_log WHERE seq = 1",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    assert!(matches!(verify_chain(pool).await.unwrap_err(), ChainError::Broken { seq: 0, .. }));
+    sqlx::query("DELETE FROM audit_log WHERE seq = 0").execute(pool).await.unwrap();
+
+    // The newest row cut off.
+    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM audit_log WHERE seq = {}", intact.rows)))
+        .execute(pool)
+        .await
+        .unwrap();
+    let error = verify_chain(pool).await.unwrap_err();
+    assert!(matches!(&error, ChainError::Broken { reason, .. } if reason.contains("cut off")), "{error}");
+
+    // A row in the middle removed.
     sqlx::query("DELETE FROM audit_log WHERE seq = 2").execute(pool).await.unwrap();
     match verify_chain(pool).await.unwrap_err() {
         ChainError::Broken { seq, .. } => assert_eq!(seq, 2),
@@ -255,6 +276,39 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
         vault::store(&f.client, &f.session, "x", b"", &mut OsRandom).await,
         Err(vault::VaultError::EmptyValue)
     ));
+
+    // A second account reusing a device key is refused on its own; the server keeps serving.
+    let device = KeyPair::generate(&mut OsRandom);
+    for expected in [201, 409] {
+        let account = KeyPair::generate(&mut OsRandom);
+        let account_id = crypto::account_id(&account.public().sign);
+        let certificate = account.sign(&crypto::device_certificate_payload(&account_id, &device.public(), "dup"));
+        let wrap = b64::encode(
+            crypto::wrap_to(&device.public().kx, account.secret_blob().as_ref(), WrapLabel::AccountKey, &mut OsRandom)
+                .unwrap(),
+        );
+        let request = CreateAccountRequest {
+            device_label: "dup".into(),
+            account_sign_public: b64::encode(account.public().sign),
+            account_kx_public: b64::encode(account.public().kx),
+            device_sign_public: b64::encode(device.public().sign),
+            device_kx_public: b64::encode(device.public().kx),
+            device_certificate: b64::encode(certificate),
+            account_key_wrap_device: wrap.clone(),
+            account_key_wrap_recovery: wrap,
+        };
+        let response = http
+            .post(format!("{}/v1/accounts", f.server.url))
+            .body(serde_json::to_vec(&request).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+        if expected == 409 {
+            assert_eq!(code_of(response.text().await.unwrap()), "ALREADY_EXISTS");
+        }
+    }
+    vault::store(&f.client, &f.session, "still-serving", b"v", &mut OsRandom).await.unwrap();
 
     let garbage = http.post(format!("{}/v1/accounts", f.server.url)).body("not json").send().await.unwrap();
     assert_eq!(garbage.status(), 400);

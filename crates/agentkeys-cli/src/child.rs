@@ -2,12 +2,13 @@
 //! forwarded, output masked, and its exit status passed through (128+N when killed by signal N).
 
 use std::ffi::{OsStr, OsString};
+use std::io::IsTerminal as _;
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::process::ExitStatusExt as _;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::{Command, Stdio};
 use std::thread;
 
-use rustix::process::{Pid, kill_process};
+use rustix::process::{Pid, WaitIdOptions, kill_process};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
@@ -16,6 +17,9 @@ use zeroize::Zeroizing;
 
 use crate::error::{CliError, exit};
 use crate::mask::Masker;
+
+/// How long `run` waits, after its child exits, for output still in the pipes.
+const PUMP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The signals `run` forwards to its child.
 pub const FORWARDED_SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
@@ -63,8 +67,9 @@ fn pump(mut source: impl std::io::Read, mut sink: impl std::io::Write, mut maske
         out.clear();
         masker.push(&buf[..n], &mut out);
         if sink.write_all(&out).and_then(|()| sink.flush()).is_err() {
-            // The reader went away; keep draining so the child is not blocked on a full pipe.
-            continue;
+            // Our reader went away (`… | head -1`). Close our end so the child gets EPIPE/SIGPIPE,
+            // as it would have without masking, instead of writing on forever.
+            return;
         }
     }
     out.clear();
@@ -91,8 +96,15 @@ pub fn run(spec: ChildSpec) -> Result<u8, CliError> {
         .map_err(|e| CliError::new(exit::ERROR, format!("cannot install signal handlers: {e}"), "retry"))?;
     let signal_handle = signals.handle();
 
+    // At a terminal the child shares our process group, so it keeps the terminal (job control,
+    // prompts) and receives Ctrl-C from it directly. Elsewhere it gets a group of its own, so a
+    // signal sent to our whole group (`timeout`, a supervisor) reaches it once, through us.
+    let interactive = std::io::stdin().is_terminal();
     let mut command = Command::new(program);
     command.args(args);
+    if !interactive {
+        command.process_group(0);
+    }
     for (var, value) in &spec.env {
         command.env(var, OsStr::from_bytes(value));
     }
@@ -106,9 +118,9 @@ pub fn run(spec: ChildSpec) -> Result<u8, CliError> {
 
     let forwarder = thread::spawn(move || {
         for origin in signals.forever() {
-            // A terminal's Ctrl-C, Ctrl-\ or hang-up already reached the child: it is in our
-            // foreground process group. Forward only what was sent to us alone.
-            if matches!(origin.cause, Cause::Kernel) {
+            // A terminal's Ctrl-C, Ctrl-\ or hang-up already reached an interactive child: it is
+            // in our foreground process group. Forward only what was sent to us alone.
+            if interactive && matches!(origin.cause, Cause::Kernel) {
                 continue;
             }
             if let Some(signal) = rustix::process::Signal::from_named_raw(origin.signal) {
@@ -120,20 +132,36 @@ pub fn run(spec: ChildSpec) -> Result<u8, CliError> {
     let mut pumps = Vec::new();
     if spec.mask {
         let values: Vec<&[u8]> = spec.env.iter().map(|(_, v)| v.as_slice()).collect();
-        if let Some(stdout) = child.stdout.take() {
+        let mut start_pump = |source: Box<dyn std::io::Read + Send>, sink: Box<dyn std::io::Write + Send>| {
             let masker = Masker::new(values.iter().copied());
-            pumps.push(thread::spawn(move || pump(stdout, std::io::stdout(), masker)));
+            let (done, finished) = std::sync::mpsc::channel::<()>();
+            let handle = thread::spawn(move || {
+                pump(source, sink, masker);
+                let _ = done.send(());
+            });
+            pumps.push((handle, finished));
+        };
+        if let Some(stdout) = child.stdout.take() {
+            start_pump(Box::new(stdout), Box::new(std::io::stdout()));
         }
         if let Some(stderr) = child.stderr.take() {
-            let masker = Masker::new(values.iter().copied());
-            pumps.push(thread::spawn(move || pump(stderr, std::io::stderr(), masker)));
+            start_pump(Box::new(stderr), Box::new(std::io::stderr()));
         }
     }
-    let status = child.wait();
+    // Wait for the exit without reaping, stop forwarding, and only then reap: the child's pid
+    // stays ours until no signal can be sent to it, so none can reach a recycled pid.
+    let exited =
+        rustix::process::waitid(rustix::process::WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT);
     signal_handle.close();
     let _ = forwarder.join();
-    for pump in pumps {
-        let _ = pump.join();
+    let status = exited.map_err(std::io::Error::from).and_then(|_| child.wait());
+    // Output still in the pipes is flushed; pipes a daemonized grandchild keeps open are not
+    // waited on past a short grace period.
+    let deadline = std::time::Instant::now() + PUMP_GRACE;
+    for (pump, done) in pumps {
+        if done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_ok() {
+            let _ = pump.join();
+        }
     }
     let status =
         status.map_err(|e| CliError::new(exit::ERROR, format!("lost track of the child process: {e}"), "retry"))?;

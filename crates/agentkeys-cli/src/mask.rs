@@ -1,7 +1,7 @@
 //! Streaming masking of credential values in a child's output. Output arrives in arbitrary
-//! chunks, so a value can be split across reads: the masker holds back only the shortest tail that
-//! could still grow into a value (usually nothing), so ordinary output flows through at once while
-//! no split value slips out.
+//! chunks, so a value can be split across reads: the masker holds back only from the earliest
+//! position that could still grow into a value (usually nothing), so ordinary output flows through
+//! at once while no split value slips out. Overlapping values are masked as one run.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use zeroize::Zeroizing;
@@ -27,7 +27,7 @@ impl Masker {
         let secrets: Vec<Zeroizing<Vec<u8>>> =
             values.into_iter().filter(|v| !v.is_empty()).map(|v| Zeroizing::new(v.to_vec())).collect();
         let finder = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
+            .match_kind(MatchKind::Standard)
             .build(secrets.iter().map(|s| s.as_slice()))
             .expect("a literal pattern set always builds");
         Self { finder, secrets, pending: Zeroizing::new(Vec::new()) }
@@ -52,27 +52,45 @@ impl Masker {
     }
 
     /// Emits masked output for the decided prefix of `pending`; returns how many bytes it consumed.
+    ///
+    /// Undecided is everything from the earliest position whose tail could still grow into a
+    /// value, and any occurrence that reaches past it. What is decided is emitted with the union
+    /// of all occurrences masked, so values that overlap or contain one another leak nothing.
     fn scan(&self, out: &mut Vec<u8>, at_end: bool) -> usize {
         let buf = self.pending.as_slice();
-        let mut pos = 0;
-        for found in self.finder.find_iter(buf) {
-            // A match that a longer value could still extend is undecided until more bytes come.
-            if !at_end && self.could_grow(&buf[found.start()..]) {
-                out.extend_from_slice(&buf[pos..found.start()]);
-                return found.start();
-            }
-            out.extend_from_slice(&buf[pos..found.start()]);
-            out.extend_from_slice(MASK);
-            pos = found.end();
-        }
-        let mut keep = 0;
+        let mut end = buf.len();
         if !at_end {
-            // The longest suffix that is a proper prefix of some value.
-            let longest = self.secrets.iter().map(|s| s.len() - 1).max().unwrap_or(0).min(buf.len() - pos);
-            keep = (1..=longest).rev().find(|&k| self.could_grow(&buf[buf.len() - k..])).unwrap_or(0);
+            let longest = self.secrets.iter().map(|s| s.len() - 1).max().unwrap_or(0).min(buf.len());
+            if let Some(start) = (buf.len() - longest..buf.len()).find(|&i| self.could_grow(&buf[i..])) {
+                end = start;
+            }
         }
-        out.extend_from_slice(&buf[pos..buf.len() - keep]);
-        buf.len() - keep
+        let mut spans: Vec<(usize, usize)> =
+            self.finder.find_overlapping_iter(buf).map(|m| (m.start(), m.end())).collect();
+        // Hold back whole any occurrence that the undecided part cuts through.
+        while let Some(&(start, _)) = spans.iter().find(|&&(start, stop)| start < end && stop > end) {
+            end = start;
+        }
+        spans.retain(|&(_, stop)| stop <= end);
+        spans.sort_unstable();
+        let mut pos = 0;
+        let mut spans = spans.into_iter().peekable();
+        while let Some((start, mut stop)) = spans.next() {
+            while let Some(&(next_start, next_stop)) = spans.peek() {
+                if next_start > stop {
+                    break;
+                }
+                stop = stop.max(next_stop);
+                spans.next();
+            }
+            if start >= pos {
+                out.extend_from_slice(&buf[pos..start]);
+                out.extend_from_slice(MASK);
+            }
+            pos = pos.max(stop);
+        }
+        out.extend_from_slice(&buf[pos..end]);
+        end
     }
 }
 
@@ -122,6 +140,15 @@ mod tests {
                 b"x ******** y ******** z",
                 "chunk {chunk}"
             );
+        }
+    }
+
+    #[test]
+    fn values_that_overlap_or_contain_each_other_leak_nothing() {
+        for chunk in 1..10 {
+            assert_eq!(mask_in_chunks(&[b"xyz123", b"z1"], b"<xyz123>", chunk), b"<********>", "chunk {chunk}");
+            assert_eq!(mask_in_chunks(&[b"abcd", b"cdef"], b"<abcdef>", chunk), b"<********>", "chunk {chunk}");
+            assert_eq!(mask_in_chunks(&[b"abcd", b"cdef"], b"abcd cdef", chunk), b"******** ********", "chunk {chunk}");
         }
     }
 

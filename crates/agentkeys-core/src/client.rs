@@ -138,8 +138,15 @@ impl ApiClient {
             .request(method.clone(), format!("{}{path_and_query}", self.base_url))
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(session) = &self.session {
-            let sig =
-                sign_request(&session.device, method.as_str(), path_and_query, &body, (self.clock)(), &mut OsRandom);
+            let sig = sign_request(
+                &session.device,
+                &session.session_id,
+                method.as_str(),
+                path_and_query,
+                &body,
+                (self.clock)(),
+                &mut OsRandom,
+            );
             request = request
                 .bearer_auth(session.token.expose_secret())
                 .header(HEADER_TIMESTAMP, sig.timestamp.to_string())
@@ -160,6 +167,11 @@ impl ApiClient {
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api { status: status.as_u16(), detail: body.error }),
+            // A gateway answering for a server it cannot reach.
+            Err(_) if matches!(status.as_u16(), 502..=504) => Err(ClientError::Unreachable {
+                url: self.base_url.clone(),
+                reason: format!("a proxy answered HTTP {status}"),
+            }),
             Err(_) => Err(ClientError::Protocol {
                 url: self.base_url.clone(),
                 reason: format!("HTTP {status} without an AgentKeys error body"),

@@ -139,8 +139,9 @@ pub enum SessionError {
     #[error("{path} is accessible by other users (mode {mode:o}); fix it with: chmod 600 {path}")]
     LoosePermissions { path: String, mode: u32 },
     #[error(
-        "{path} cannot be opened ({reason}): it was changed, truncated or belongs to another key; \
-         move it aside and run `agentkeys init --force` to start a new session"
+        "{path} cannot be opened ({reason}): it was changed, truncated or belongs to another key; restore it \
+         from a backup, or move it aside and run `agentkeys init --force` (a new, empty account: the old one \
+         stays reachable only with its recovery key)"
     )]
     Corrupt { path: String, reason: String },
     #[error("{action} {path}: {source}")]

@@ -14,9 +14,11 @@ pub struct RequestSignature {
     pub signature: String,
 }
 
-/// Signs `method path_and_query body` at `timestamp` (Unix seconds) with a fresh nonce.
+/// Signs `method path_and_query body` for `session_id` at `timestamp` (Unix seconds) with a
+/// fresh nonce.
 pub fn sign_request(
     device: &KeyPair,
+    session_id: &str,
     method: &str,
     path_and_query: &str,
     body: &[u8],
@@ -24,7 +26,8 @@ pub fn sign_request(
     rng: &mut impl RandomSource,
 ) -> RequestSignature {
     let nonce = b64::encode(rng.array::<16>());
-    let payload = signing::signing_payload(method, path_and_query, timestamp, &nonce, &signing::body_digest(body));
+    let payload =
+        signing::signing_payload(method, path_and_query, session_id, timestamp, &nonce, &signing::body_digest(body));
     RequestSignature { timestamp, nonce, signature: b64::encode(device.sign(&payload)) }
 }
 
@@ -38,11 +41,12 @@ mod tests {
     fn signature_verifies_over_the_canonical_payload() {
         let mut rng = SeededRandom::new(b"signing");
         let device = KeyPair::generate(&mut rng);
-        let sig = sign_request(&device, "PUT", "/v1/credentials/openai", b"{}", 1_700_000_000, &mut rng);
+        let sig = sign_request(&device, "ses_1", "PUT", "/v1/credentials/openai", b"{}", 1_700_000_000, &mut rng);
         assert!(signing::nonce_is_well_formed(&sig.nonce));
         let payload = signing::signing_payload(
             "PUT",
             "/v1/credentials/openai",
+            "ses_1",
             sig.timestamp,
             &sig.nonce,
             &signing::body_digest(b"{}"),
@@ -52,10 +56,20 @@ mod tests {
         let other_body = signing::signing_payload(
             "PUT",
             "/v1/credentials/openai",
+            "ses_1",
             sig.timestamp,
             &sig.nonce,
             &signing::body_digest(b"{ }"),
         );
         assert!(verify(&device.public().sign, &other_body, &raw).is_err());
+        let other_session = signing::signing_payload(
+            "PUT",
+            "/v1/credentials/openai",
+            "ses_2",
+            sig.timestamp,
+            &sig.nonce,
+            &signing::body_digest(b"{}"),
+        );
+        assert!(verify(&device.public().sign, &other_session, &raw).is_err(), "the session id is bound");
     }
 }

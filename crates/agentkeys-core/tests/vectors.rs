@@ -48,8 +48,10 @@ fn compute() -> Value {
 
     let request_nonce = bytes(&mut seed, 16);
     let body = br#"{"version":7}"#;
+    let session_id = "ses_0123456789abcdef01234567";
     let sig = sign_request(
         &keys,
+        session_id,
         "PUT",
         "/v1/credentials/openai",
         body,
@@ -59,6 +61,7 @@ fn compute() -> Value {
     let payload = signing::signing_payload(
         "PUT",
         "/v1/credentials/openai",
+        session_id,
         1_800_000_000,
         &sig.nonce,
         &signing::body_digest(body),
@@ -100,6 +103,7 @@ fn compute() -> Value {
             "signer_secret_blob": h(&keys_secret),
             "method": "PUT",
             "path_and_query": "/v1/credentials/openai",
+            "session_id": session_id,
             "timestamp": 1_800_000_000,
             "nonce": sig.nonce,
             "body": String::from_utf8_lossy(body),

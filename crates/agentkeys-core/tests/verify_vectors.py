@@ -72,8 +72,8 @@ def main(path):
     assert ChaCha20Poly1305(wrap_key).decrypt(b"\0" * 12, wrap[33:], None).hex() == w["wrapped_key"]
 
     r = v["request_signature"]
-    payload = "\n".join(["agentkeys-request-v1", r["method"], r["path_and_query"], str(r["timestamp"]),
-                         r["nonce"], hashlib.sha256(r["body"].encode()).hexdigest()])
+    payload = "\n".join(["agentkeys-request-v1", r["method"], r["path_and_query"], r["session_id"],
+                         str(r["timestamp"]), r["nonce"], hashlib.sha256(r["body"].encode()).hexdigest()])
     assert payload == r["payload"]
     assert sign_key.sign(payload.encode()).hex() == r["signature"]
     c = v["device_certificate"]

@@ -105,11 +105,10 @@ impl ErrorCode {
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidServiceName | ErrorCode::PayloadTooLarge => 2,
-            ErrorCode::Unauthenticated
-            | ErrorCode::SignatureInvalid
-            | ErrorCode::StaleTimestamp
-            | ErrorCode::ReplayedNonce
-            | ErrorCode::SessionInvalid => 3,
+            // A bad clock or a replay says nothing about the session itself: exit 3 would invite
+            // scripts to re-initialize, which abandons the account.
+            ErrorCode::Unauthenticated | ErrorCode::SignatureInvalid | ErrorCode::SessionInvalid => 3,
+            ErrorCode::StaleTimestamp | ErrorCode::ReplayedNonce => 1,
             ErrorCode::Denied => 4,
             ErrorCode::NotFound => 5,
             ErrorCode::RateLimited => 7,

@@ -17,9 +17,6 @@ pub const SIGNATURE_DOMAIN: &str = "agentkeys-request-v1";
 /// A timestamp further than this from the server's clock is refused as stale.
 pub const MAX_CLOCK_SKEW_S: i64 = 60;
 
-/// Nonces are remembered at least this long, which covers every timestamp still accepted.
-pub const NONCE_RETENTION_S: i64 = 2 * MAX_CLOCK_SKEW_S + 1;
-
 /// Nonces are 16 random bytes; as base64url that is 22 characters.
 pub const NONCE_LEN_CHARS: usize = 22;
 
@@ -28,18 +25,20 @@ pub fn body_digest(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }
 
-/// The bytes that are signed:
-/// `agentkeys-request-v1 \n METHOD \n path?query \n timestamp \n nonce \n hex(sha256(body))`.
+/// The bytes that are signed: `agentkeys-request-v1 \n METHOD \n path?query \n session id \n
+/// timestamp \n nonce \n hex(sha256(body))`. The session id binds the request to the one session
+/// it was made for, so a device with two sessions cannot have a request replayed across them.
 pub fn signing_payload(
     method: &str,
     path_and_query: &str,
+    session_id: &str,
     timestamp: i64,
     nonce: &str,
     body_digest: &[u8; 32],
 ) -> Vec<u8> {
-    let mut out = String::with_capacity(160 + path_and_query.len());
+    let mut out = String::with_capacity(192 + path_and_query.len());
     out.push_str(SIGNATURE_DOMAIN);
-    for part in [&method.to_ascii_uppercase(), path_and_query, &timestamp.to_string(), nonce] {
+    for part in [&method.to_ascii_uppercase(), path_and_query, session_id, &timestamp.to_string(), nonce] {
         out.push('\n');
         out.push_str(part);
     }
@@ -64,13 +63,14 @@ mod tests {
         let payload = signing_payload(
             "get",
             "/v1/credentials/openai",
+            "ses_1",
             1_700_000_000,
             "AAAAAAAAAAAAAAAAAAAAAA",
             &body_digest(b""),
         );
         assert_eq!(
             String::from_utf8(payload).unwrap(),
-            "agentkeys-request-v1\nGET\n/v1/credentials/openai\n1700000000\nAAAAAAAAAAAAAAAAAAAAAA\n\
+            "agentkeys-request-v1\nGET\n/v1/credentials/openai\nses_1\n1700000000\nAAAAAAAAAAAAAAAAAAAAAA\n\
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }

@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use agentkeys_proto::signing::{
-    self, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_CLOCK_SKEW_S, NONCE_RETENTION_S,
-};
+use agentkeys_proto::signing::{self, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_CLOCK_SKEW_S};
 use agentkeys_proto::types::MAX_BODY_BYTES;
 use agentkeys_proto::{ErrorCode, b64};
 use axum::body::Bytes;
@@ -95,8 +93,8 @@ fn signature_invalid(message: &str) -> ApiError {
     ApiError::new(
         ErrorCode::SignatureInvalid,
         message,
-        "requests must be signed by the session's device key; use an AgentKeys client, and if this persists the \
-         session file may be damaged: run `agentkeys init --force`",
+        "requests must be signed by this session's device key: use an AgentKeys client, and check that nothing \
+         between it and the server (a proxy) rewrites the path, query or body",
     )
 }
 
@@ -114,7 +112,8 @@ pub fn session_revoked() -> ApiError {
     ApiError::new(
         ErrorCode::SessionInvalid,
         "this session was revoked",
-        "start a new session with `agentkeys init --force`",
+        "this device no longer has access; ask the account owner. (`agentkeys init --force` starts a new, empty \
+         account: the old one stays reachable only with its recovery key)",
     )
 }
 
@@ -174,8 +173,14 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         return Err(fail(signature_invalid("the request nonce is malformed"), &session));
     }
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let payload =
-        signing::signing_payload(parts.method.as_str(), path_and_query, timestamp, nonce, &signing::body_digest(body));
+    let payload = signing::signing_payload(
+        parts.method.as_str(),
+        path_and_query,
+        &session.row.session_id,
+        timestamp,
+        nonce,
+        &signing::body_digest(body),
+    );
     let verified = (|| {
         let signature: [u8; 64] = b64::decode_array(signature)?;
         session.device_key?.verify_strict(&payload, &Signature::from_bytes(&signature)).ok()
@@ -190,7 +195,9 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         nonce: NonceRecord {
             session_id: session.row.session_id.clone(),
             nonce: nonce.to_owned(),
-            expires_at_ms: state.clock.now_ms() + NONCE_RETENTION_S * 1000,
+            // From the signed timestamp, not this replica's clock: the last moment any replica
+            // with a correct clock could still accept this request.
+            expires_at_ms: (timestamp + MAX_CLOCK_SKEW_S) * 1000,
         },
         session_id: session.row.session_id.clone(),
         account_id: session.row.account_id.clone(),

@@ -24,6 +24,9 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 512;
 /// How often expired nonces are deleted.
 const PRUNE_EVERY_MS: i64 = 30_000;
+/// Nonces are kept this long past their expiry, so replicas whose clocks disagree by up to this
+/// much never prune a nonce another replica would still accept.
+const PRUNE_MARGIN_MS: i64 = 300_000;
 
 /// A nonce to consume: refused if this session used it before.
 #[derive(Debug, Clone)]
@@ -199,7 +202,10 @@ async fn apply_batch(
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev_hash: Vec<u8> = head.try_get("hash")?;
     if prune {
-        sqlx::query("DELETE FROM nonces WHERE expires_at_ms < $1").bind(now).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM nonces WHERE expires_at_ms < $1")
+            .bind(now - PRUNE_MARGIN_MS)
+            .execute(&mut *tx)
+            .await?;
     }
     // Revocation is checked here, in the transaction that answers, never from a cache; a nonce
     // is fresh when its session is live, it was never used, and it is not repeated in the batch.
@@ -239,10 +245,11 @@ async fn apply_batch(
         }
         results[i] = Some(match decision {
             Ok(Operation::None) => Ok(Applied::Nothing),
-            // A write runs in a savepoint, so a refused one leaves the rest of the batch alone.
+            // A write runs in a savepoint, so a refused one — or one the database rejects —
+            // fails alone and leaves the rest of the batch to commit.
             Ok(operation) => {
                 let mut savepoint = tx.begin().await?;
-                let outcome = apply_operation(&mut savepoint, operation, now).await?;
+                let outcome = apply_operation(&mut savepoint, operation, now).await.unwrap_or_else(|e| Err(e.into()));
                 if outcome.is_ok() {
                     savepoint.commit().await?;
                 } else {
@@ -573,9 +580,9 @@ async fn create_account(
             "generate a new account key; a client never reuses one",
         )));
     }
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO devices (id, account_id, kind, label, sign_public, kx_public, certificate, created_at_ms) \
-         VALUES ($1, $2, 'master', $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, 'master', $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
     )
     .bind(&a.device_id)
     .bind(&a.account_id)
@@ -585,7 +592,16 @@ async fn create_account(
     .bind(&a.device_certificate)
     .bind(now)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // The savepoint is rolled back, so the account row above goes too.
+        return Ok(Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            format!("device {} is already registered", a.device_id),
+            "generate a new device key; a client never reuses one",
+        )));
+    }
     for (recipient, wrap) in
         [(format!("device:{}", a.device_id), &a.wrap_device), ("recovery".to_owned(), &a.wrap_recovery)]
     {

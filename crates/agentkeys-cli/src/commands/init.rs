@@ -103,7 +103,8 @@ async fn already_initialized(ctx: &Context, session: Arc<Session>) -> Result<u8,
         Some(ErrorCode::Unauthenticated | ErrorCode::SessionInvalid) => CliError::new(
             exit::SESSION,
             format!("the saved session for {} is not valid on {}", session.account_id, client.base_url()),
-            "if the server's database was reset or the session revoked, run `agentkeys init --force`",
+            "check --server; if this server's database was reset, `agentkeys init --force` starts a new, empty \
+                 account (the old one stays reachable only with its recovery key)",
         ),
         _ => error.into(),
     })?;
