@@ -247,3 +247,51 @@ fn completions_are_generated() {
     let bash = String::from_utf8(master.ok(&["completions", "bash"], None)).unwrap();
     assert!(bash.contains("agentkeys") && bash.contains("usage"), "{bash}");
 }
+
+#[tokio::test]
+async fn the_prompt_hides_what_is_typed() {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let (_db, server) = start_server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    // `script` gives the CLI a real terminal and transcribes what that terminal shows.
+    let mut terminal = std::process::Command::new("script")
+        .args(["-qec", &format!("{} store typed", agentkeys_tests::bin("agentkeys").display()), "/dev/null"])
+        .env("AGENTKEYS_HOME", master.home.path())
+        .env("AGENTKEYS_SERVER", &master.server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the CLI on a pty");
+    let mut shown = std::io::BufReader::new(terminal.stdout.take().unwrap());
+    let mut prompt = Vec::new();
+    shown.read_until(b':', &mut prompt).unwrap();
+    assert!(String::from_utf8_lossy(&prompt).contains("Value for typed (input hidden)"), "{prompt:?}");
+    terminal.stdin.take().unwrap().write_all(b"typed-secret-4711\n").unwrap();
+    let mut rest = String::new();
+    shown.read_to_string(&mut rest).unwrap();
+    assert!(terminal.wait().unwrap().success(), "{rest}");
+    assert!(!rest.contains("typed-secret-4711"), "the terminal never shows the value: {rest:?}");
+    assert_eq!(master.ok(&["read", "typed"], None), b"typed-secret-4711");
+}
+
+#[tokio::test]
+async fn session_slots_are_separate() {
+    let (_db, server) = start_server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["--session-id", "work", "init", "--label", "work"], None);
+    let account = |slot: &str| -> String {
+        let who: serde_json::Value =
+            serde_json::from_slice(&master.ok(&["--session-id", slot, "whoami", "--json"], None)).unwrap();
+        who["account_id"].as_str().unwrap().to_owned()
+    };
+    assert_ne!(account("master"), account("work"), "two slots, two sessions");
+    assert!(master.home.path().join("work/session.enc").exists());
+    master.ok(&["--session-id", "work", "store", "only-in-work"], Some(b"w"));
+    assert_eq!(master.run(&["read", "only-in-work"], None).status.code(), Some(5), "the master slot does not see it");
+    let bad = master.run(&["--session-id", "../escape", "list"], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("invalid session id"), "{}", stderr(&bad));
+}
