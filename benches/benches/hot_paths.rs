@@ -4,8 +4,8 @@
 
 use std::hint::black_box;
 
-use agentkeys_cli::mask::Masker;
 use agentkeys_core::crypto::{self, CredentialContext, KeyPair, SymmetricKey, WrapLabel};
+use agentkeys_core::mask::Masker;
 use agentkeys_core::random::SeededRandom;
 use agentkeys_core::signing::sign_request;
 use agentkeys_proto::{b64, signing};

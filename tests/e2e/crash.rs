@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use agentkeys_core::vault::Namespace;
 use agentkeys_core::{ApiClient, OsRandom, account::create_account, vault};
 use agentkeys_tests::{Backend, ServerProcess, TestDb, bin};
 
@@ -22,7 +23,8 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
         tokio::spawn(async move {
             let service = format!("burst-{i}");
             let value = format!("value-{i}-{}", i * 7919);
-            let result = vault::store(&client, &session, &service, value.as_bytes(), &mut OsRandom).await;
+            let result =
+                vault::store(&client, &session, Namespace::Vault, &service, value.as_bytes(), &mut OsRandom).await;
             let _ = acks.send((service, value, result.is_ok()));
         });
     }
@@ -45,8 +47,9 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
     let mut restarted = ServerProcess::start(&db.url);
     let client = ApiClient::for_session(&restarted.url, account.session.clone()).unwrap();
     for (service, value) in &acknowledged {
-        let read =
-            vault::read(&client, &account.session, service).await.unwrap_or_else(|e| panic!("{service} lost: {e}"));
+        let read = vault::read(&client, &account.session, Namespace::Vault, service)
+            .await
+            .unwrap_or_else(|e| panic!("{service} lost: {e}"));
         assert_eq!(read.as_slice(), value.as_bytes(), "{service}");
     }
     assert!(restarted.terminate(), "SIGTERM shuts the server down cleanly (exit 0)");

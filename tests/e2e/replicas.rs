@@ -1,6 +1,7 @@
 //! Several `agentkeys-server` processes on one database behave as one: what one stores the other
 //! serves, a nonce one has seen the other refuses, and a revocation holds at both at once.
 
+use agentkeys_core::vault::Namespace;
 use agentkeys_core::{ApiClient, ClientError, OsRandom, account::create_account, vault};
 use agentkeys_proto::ErrorCode;
 use agentkeys_tests::{Backend, ServerProcess, TestDb};
@@ -16,8 +17,11 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
     let via_a = ApiClient::for_session(&replica_a.url, account.session.clone()).unwrap();
     let via_b = ApiClient::for_session(&replica_b.url, account.session.clone()).unwrap();
 
-    vault::store(&via_a, &account.session, "github", b"ghp_shared", &mut OsRandom).await.unwrap();
-    assert_eq!(vault::read(&via_b, &account.session, "github").await.unwrap().as_slice(), b"ghp_shared");
+    vault::store(&via_a, &account.session, Namespace::Vault, "github", b"ghp_shared", &mut OsRandom).await.unwrap();
+    assert_eq!(
+        vault::read(&via_b, &account.session, Namespace::Vault, "github").await.unwrap().as_slice(),
+        b"ghp_shared"
+    );
 
     // Capture a request signed for replica A and replay it, byte for byte, at replica B.
     let captured = via_a.build_signed(Method::GET, "/v1/credentials/github", Vec::new()).build().unwrap();
@@ -34,13 +38,13 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
     // Concurrent stores through both replicas still get one version each.
     let (mut rng_a, mut rng_b) = (OsRandom, OsRandom);
     let (a, b) = tokio::join!(
-        vault::store(&via_a, &account.session, "shared", b"from-a", &mut rng_a),
-        vault::store(&via_b, &account.session, "shared", b"from-b", &mut rng_b),
+        vault::store(&via_a, &account.session, Namespace::Vault, "shared", b"from-a", &mut rng_a),
+        vault::store(&via_b, &account.session, Namespace::Vault, "shared", b"from-b", &mut rng_b),
     );
     let mut versions = [a.unwrap().version, b.unwrap().version];
     versions.sort();
     assert_eq!(versions, [1, 2]);
-    assert!(matches!(via_b.get_credential("nope").await, Err(ClientError::Api { .. })));
+    assert!(matches!(via_b.get_credential("nope", None).await, Err(ClientError::Api { .. })));
 
     // Both replicas have served (and cached) this session. Revoked in the database, it is refused
     // on the very next request at either replica.
@@ -53,8 +57,8 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
         .await
         .unwrap();
     for client in [&via_a, &via_b] {
-        match client.get_credential("github").await {
-            Err(ClientError::Api { detail, .. }) => assert_eq!(detail.code, ErrorCode::SessionInvalid),
+        match client.get_credential("github", None).await {
+            Err(ClientError::Api { detail, .. }) => assert_eq!(detail.code, ErrorCode::Revoked),
             other => panic!("a revoked session was served: {other:?}"),
         }
     }

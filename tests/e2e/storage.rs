@@ -9,6 +9,7 @@ use agentkeys_core::account::create_account;
 use agentkeys_core::client::unix_now_s;
 use agentkeys_core::crypto::{self, KeyPair, WrapLabel};
 use agentkeys_core::session::Session;
+use agentkeys_core::vault::Namespace;
 use agentkeys_core::{ApiClient, ClientError, OsRandom, vault};
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::b64;
@@ -59,25 +60,37 @@ fn vault_code<T: std::fmt::Debug>(result: Result<T, vault::VaultError>) -> Error
 async fn vault_round_trip_keeps_history(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
     let (client, session) = (&f.client, &f.session);
-    assert_eq!(vault::store(client, session, "openai", b"sk-one", &mut OsRandom).await.unwrap().version, 1);
-    assert_eq!(vault::read(client, session, "openai").await.unwrap().as_slice(), b"sk-one");
-    assert_eq!(vault::store(client, session, "openai", b"sk-two", &mut OsRandom).await.unwrap().version, 2);
-    assert_eq!(vault::read(client, session, "openai").await.unwrap().as_slice(), b"sk-two");
+    assert_eq!(
+        vault::store(client, session, Namespace::Vault, "openai", b"sk-one", &mut OsRandom).await.unwrap().version,
+        1
+    );
+    assert_eq!(vault::read(client, session, Namespace::Vault, "openai").await.unwrap().as_slice(), b"sk-one");
+    assert_eq!(
+        vault::store(client, session, Namespace::Vault, "openai", b"sk-two", &mut OsRandom).await.unwrap().version,
+        2
+    );
+    assert_eq!(vault::read(client, session, Namespace::Vault, "openai").await.unwrap().as_slice(), b"sk-two");
 
     let all_bytes: Vec<u8> = (0..=255u8).rev().collect();
-    vault::store(client, session, "binary.key", &all_bytes, &mut OsRandom).await.unwrap();
-    assert_eq!(vault::read(client, session, "binary.key").await.unwrap().as_slice(), all_bytes.as_slice());
+    vault::store(client, session, Namespace::Vault, "binary.key", &all_bytes, &mut OsRandom).await.unwrap();
+    assert_eq!(
+        vault::read(client, session, Namespace::Vault, "binary.key").await.unwrap().as_slice(),
+        all_bytes.as_slice()
+    );
 
     let listed = client.list_credentials().await.unwrap();
     let names: Vec<(&str, u64)> = listed.credentials.iter().map(|c| (c.service.as_str(), c.version)).collect();
     assert_eq!(names, [("binary.key", 1), ("openai", 2)]);
 
-    assert_eq!(client.delete_credential("openai").await.unwrap().version, 3);
-    assert_eq!(vault_code(vault::read(client, session, "openai").await), ErrorCode::NotFound);
-    assert_eq!(api_code(client.delete_credential("openai").await), ErrorCode::NotFound);
+    assert_eq!(client.delete_credential("openai", None).await.unwrap().version, 3);
+    assert_eq!(vault_code(vault::read(client, session, Namespace::Vault, "openai").await), ErrorCode::NotFound);
+    assert_eq!(api_code(client.delete_credential("openai", None).await), ErrorCode::NotFound);
     assert_eq!(client.list_credentials().await.unwrap().credentials.len(), 1);
-    assert_eq!(vault::store(client, session, "openai", b"sk-three", &mut OsRandom).await.unwrap().version, 4);
-    assert_eq!(vault::read(client, session, "openai").await.unwrap().as_slice(), b"sk-three");
+    assert_eq!(
+        vault::store(client, session, Namespace::Vault, "openai", b"sk-three", &mut OsRandom).await.unwrap().version,
+        4
+    );
+    assert_eq!(vault::read(client, session, Namespace::Vault, "openai").await.unwrap().as_slice(), b"sk-three");
 }
 
 async fn concurrent_stores_keep_every_version(backend: Backend) {
@@ -87,7 +100,9 @@ async fn concurrent_stores_keep_every_version(backend: Backend) {
         let (client, session) = (f.client.clone(), f.session.clone());
         tasks.push(tokio::spawn(async move {
             let value = format!("value-{i}");
-            let stored = vault::store(&client, &session, "shared", value.as_bytes(), &mut OsRandom).await.unwrap();
+            let stored = vault::store(&client, &session, Namespace::Vault, "shared", value.as_bytes(), &mut OsRandom)
+                .await
+                .unwrap();
             (stored.version, value)
         }));
     }
@@ -99,7 +114,7 @@ async fn concurrent_stores_keep_every_version(backend: Backend) {
     assert_eq!(versions, (1..=8).collect(), "every store got its own version: no write was lost");
     let last = &results.iter().find(|(v, _)| *v == 8).unwrap().1;
     assert_eq!(
-        vault::read(&f.client, &f.session, "shared").await.unwrap().as_slice(),
+        vault::read(&f.client, &f.session, Namespace::Vault, "shared").await.unwrap().as_slice(),
         last.as_bytes(),
         "last write wins"
     );
@@ -109,7 +124,7 @@ async fn concurrent_stores_keep_every_version(backend: Backend) {
 
 async fn replayed_and_forged_requests_are_rejected_and_audited(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
-    vault::store(&f.client, &f.session, "github", b"ghp_x", &mut OsRandom).await.unwrap();
+    vault::store(&f.client, &f.session, Namespace::Vault, "github", b"ghp_x", &mut OsRandom).await.unwrap();
 
     // A captured request sent again is refused, even though its signature is valid.
     let captured = f.client.build_signed(Method::GET, "/v1/credentials/github", Vec::new());
@@ -126,10 +141,11 @@ async fn replayed_and_forged_requests_are_rejected_and_audited(backend: Backend)
         session_id: f.session.session_id.clone(),
         token: SecretString::from(f.session.token.expose_secret().to_owned()),
         device: KeyPair::generate(&mut OsRandom),
-        account: KeyPair::generate(&mut OsRandom),
+        account: Some(KeyPair::generate(&mut OsRandom)),
+        agent_id: None,
     };
     let thief_client = ApiClient::for_session(&f.server.url, Arc::new(thief)).unwrap();
-    assert_eq!(api_code(thief_client.get_credential("github").await), ErrorCode::SignatureInvalid);
+    assert_eq!(api_code(thief_client.get_credential("github", None).await), ErrorCode::SignatureInvalid);
 
     // The token without any signature.
     let http = reqwest::Client::new();
@@ -167,9 +183,9 @@ async fn replayed_and_forged_requests_are_rejected_and_audited(backend: Backend)
 
 async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
-    vault::store(&f.client, &f.session, "aws", b"AKIA", &mut OsRandom).await.unwrap();
-    let _ = vault::read(&f.client, &f.session, "missing").await;
-    vault::read(&f.client, &f.session, "aws").await.unwrap();
+    vault::store(&f.client, &f.session, Namespace::Vault, "aws", b"AKIA", &mut OsRandom).await.unwrap();
+    let _ = vault::read(&f.client, &f.session, Namespace::Vault, "missing").await;
+    vault::read(&f.client, &f.session, Namespace::Vault, "aws").await.unwrap();
     let pool = &f.server.state.db.reads;
     let intact = verify_chain(pool).await.unwrap();
     assert!(intact.rows >= 4, "{intact:?}");
@@ -230,13 +246,18 @@ async fn server_never_holds_plaintext(backend: Backend) {
     let mut random = [0u8; 24];
     getrandom::fill(&mut random).unwrap();
     let secret = format!("zk-{}", hex::encode(random));
-    vault::store(&f.client, &f.session, "zero-knowledge-probe", secret.as_bytes(), &mut OsRandom).await.unwrap();
-    assert_eq!(vault::read(&f.client, &f.session, "zero-knowledge-probe").await.unwrap().as_slice(), secret.as_bytes());
+    vault::store(&f.client, &f.session, Namespace::Vault, "zero-knowledge-probe", secret.as_bytes(), &mut OsRandom)
+        .await
+        .unwrap();
+    assert_eq!(
+        vault::read(&f.client, &f.session, Namespace::Vault, "zero-knowledge-probe").await.unwrap().as_slice(),
+        secret.as_bytes()
+    );
     let raw = f.db.raw_contents();
     assert!(contains_any_window(&raw, b"zero-knowledge-probe"), "the scan sees what the server does store");
     assert!(!contains_any_window(&raw, secret.as_bytes()), "no 16-byte window of the value is in the database");
     assert!(!contains_any_window(&raw, f.session.token.expose_secret().as_bytes()), "nor the session token");
-    let account_secret = f.session.account.secret_blob();
+    let account_secret = f.session.account.as_ref().expect("a master session").secret_blob();
     assert!(!contains_any_window(&raw, account_secret.as_ref()), "nor the account private key");
 }
 
@@ -273,7 +294,7 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
         assert_eq!(api_code(response), ErrorCode::InvalidServiceName, "{bad}");
     }
     assert!(matches!(
-        vault::store(&f.client, &f.session, "x", b"", &mut OsRandom).await,
+        vault::store(&f.client, &f.session, Namespace::Vault, "x", b"", &mut OsRandom).await,
         Err(vault::VaultError::EmptyValue)
     ));
 
@@ -308,7 +329,7 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
             assert_eq!(code_of(response.text().await.unwrap()), "ALREADY_EXISTS");
         }
     }
-    vault::store(&f.client, &f.session, "still-serving", b"v", &mut OsRandom).await.unwrap();
+    vault::store(&f.client, &f.session, Namespace::Vault, "still-serving", b"v", &mut OsRandom).await.unwrap();
 
     let garbage = http.post(format!("{}/v1/accounts", f.server.url)).body("not json").send().await.unwrap();
     assert_eq!(garbage.status(), 400);
@@ -330,7 +351,7 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_writer_reconnects_after_the_database_drops_it() {
     let Some(f) = fixture(Backend::Postgres).await else { return };
-    vault::store(&f.client, &f.session, "before", b"v1", &mut OsRandom).await.unwrap();
+    vault::store(&f.client, &f.session, Namespace::Vault, "before", b"v1", &mut OsRandom).await.unwrap();
     let admin_url = agentkeys_tests::pg_admin_url().unwrap();
     let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
     let database = f.db.pg_name.clone().unwrap();
@@ -343,7 +364,7 @@ async fn postgres_writer_reconnects_after_the_database_drops_it() {
 
     let mut outcome = Err(vault::VaultError::EmptyValue);
     for _ in 0..3 {
-        outcome = vault::store(&f.client, &f.session, "after", b"v2", &mut OsRandom).await;
+        outcome = vault::store(&f.client, &f.session, Namespace::Vault, "after", b"v2", &mut OsRandom).await;
         match &outcome {
             Err(vault::VaultError::Client(ClientError::Api { detail, .. }))
                 if detail.code == ErrorCode::Unavailable =>
@@ -354,6 +375,6 @@ async fn postgres_writer_reconnects_after_the_database_drops_it() {
         }
     }
     outcome.expect("the server reconnected within three attempts");
-    assert_eq!(vault::read(&f.client, &f.session, "before").await.unwrap().as_slice(), b"v1");
-    assert_eq!(vault::read(&f.client, &f.session, "after").await.unwrap().as_slice(), b"v2");
+    assert_eq!(vault::read(&f.client, &f.session, Namespace::Vault, "before").await.unwrap().as_slice(), b"v1");
+    assert_eq!(vault::read(&f.client, &f.session, Namespace::Vault, "after").await.unwrap().as_slice(), b"v2");
 }

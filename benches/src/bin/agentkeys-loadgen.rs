@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         let store = EncryptedFileStore::from_env()?;
         let session = Arc::new(store.load(&SessionId::master())?.context("no master session: run agentkeys init")?);
         let client = ApiClient::for_session(&args.server, session)?;
-        client.get_credential(&args.service).await.context("warm-up read")?;
+        client.get_credential(&args.service, None).await.context("warm-up read")?;
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
                 let mut errors = 0u64;
                 while Instant::now() < deadline {
                     let start = Instant::now();
-                    match client.get_credential(&service).await {
+                    match client.get_credential(&service, None).await {
                         Ok(_) => latencies_us.push(start.elapsed().as_micros() as u32),
                         Err(_) => errors += 1,
                     }

@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use agentkeys_proto::agents::Tier;
 use clap::{Args, Parser, Subcommand};
 
 /// agentkeys: hand credentials to AI agents without handing over control.
@@ -47,13 +48,32 @@ pub enum Command {
     /// Print a credential's value.
     Read(ServiceArg),
     /// List stored credentials (names and versions, never values).
-    List,
+    List(ListArgs),
     /// Remove a credential (its history stays in the audit log).
     Rm(ServiceArg),
     /// Run a command with credentials injected as environment variables.
     Run(RunArgs),
     /// Show who fetched what, when, and with what result.
     Usage(UsageArgs),
+    /// List agents: id, label, aliases, tier, scope, last seen, status.
+    Agents,
+    /// Create or upgrade an agent.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Give an agent another name: `link build-bot --alias ci`.
+    Link(LinkArgs),
+    /// Show or change the services an agent may read.
+    Scope(ScopeArgs),
+    /// List pending requests (pairings you looked up, agents' access and tier requests).
+    Requests,
+    /// Approve a request by its code, after comparing what it shows.
+    Approve(ApproveArgs),
+    /// Deny a request by its code.
+    Deny(CodeArg),
+    /// End every session of an agent at once (its next request fails).
+    Revoke(AgentArg),
+    /// Revoke an agent and delete its private credentials and every key wrapped to it.
+    Teardown(AgentArg),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -72,12 +92,110 @@ pub struct InitArgs {
 pub struct ServiceArg {
     /// Service name, e.g. openai or github.com.
     pub service: String,
+    /// Use this agent's private namespace instead of the vault (id, label or alias).
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this agent's private credentials (id, label or alias).
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent and print a single-use link code for `agentkeys-daemon link`.
+    Create(AgentCreateArgs),
+    /// Change an agent's tier: safe (names only), standard (read its scope), admin.
+    Upgrade(AgentUpgradeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentCreateArgs {
+    /// A name for the agent, e.g. build-bot (letters, digits, . _ -).
+    pub label: String,
+    /// Services it may read, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES")]
+    pub scope: Vec<String>,
+    /// Its tier.
+    #[arg(long, default_value = "standard", value_parser = parse_tier)]
+    pub tier: Tier,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentUpgradeArgs {
+    /// The agent: id, label or alias.
+    pub agent: String,
+    /// The new tier.
+    #[arg(long, value_parser = parse_tier)]
+    pub tier: Tier,
+}
+
+fn parse_tier(text: &str) -> Result<Tier, String> {
+    Tier::parse(text).ok_or_else(|| format!("{text:?} is not a tier: use safe, standard or admin"))
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArg {
+    /// The agent: id, label or alias.
+    pub agent: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The agent: id, label or alias.
+    pub agent: String,
+    /// The new name.
+    #[arg(long)]
+    pub alias: String,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "change", required = true, multiple = false)]
+pub struct ScopeArgs {
+    /// The agent: id, label or alias.
+    pub agent: String,
+    /// Services to grant, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES", group = "change")]
+    pub add: Vec<String>,
+    /// Services to take away, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES", group = "change")]
+    pub remove: Vec<String>,
+    /// Exactly these services, comma-separated (an empty value removes all).
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES", num_args = 0..=1, group = "change")]
+    pub set: Option<Vec<String>>,
+    /// Show the scope.
+    #[arg(long, group = "change")]
+    pub list: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CodeArg {
+    /// The request code, e.g. 7K3D-QX2M.
+    pub code: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The request code, e.g. 7K3D-QX2M.
+    pub code: String,
+    /// Grant these services instead of the ones asked for, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES")]
+    pub scope: Option<Vec<String>>,
+    /// The OTP the daemon shows; the approval is refused if it differs from this request's.
+    #[arg(long, value_name = "NNNNNN")]
+    pub otp: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// Service name, e.g. openai or github.com.
     pub service: String,
+    /// Store it privately for this agent (id, label or alias): an override of the vault's.
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<String>,
     /// The value. Avoid: it lands in shell history and is visible to other users in `ps`.
     pub value: Option<String>,
     /// Read the value from this file, byte for byte.
@@ -93,6 +211,9 @@ pub struct RunArgs {
     /// Inject a credential: VAR=service (repeatable).
     #[arg(long = "env", short = 'e', value_name = "VAR=SERVICE")]
     pub env: Vec<String>,
+    /// Read from this agent's private namespace (id, label or alias).
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<String>,
     /// Do not mask credential values in the command's output.
     #[arg(long)]
     pub no_mask: bool,
@@ -103,6 +224,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct UsageArgs {
+    /// Only this agent's activity (id, label or alias).
+    pub agent: Option<String>,
     /// How far back to look, e.g. 30m, 24h, 7d.
     #[arg(long, default_value = "24h")]
     pub since: String,

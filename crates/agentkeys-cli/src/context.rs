@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use agentkeys_core::ApiClient;
 use agentkeys_core::session::{EncryptedFileStore, Session, SessionId, SessionStore};
+use agentkeys_proto::agents::AgentSummary;
 
 use crate::cli::GlobalArgs;
 use crate::error::{CliError, exit};
@@ -54,6 +55,25 @@ impl Context {
                 "run `agentkeys init` to create an account and this master device",
             )),
         }
+    }
+
+    /// Finds `<agent>` by id, label or alias, or exits 5 listing what exists.
+    pub async fn resolve_agent(&self, client: &ApiClient, name: &str) -> Result<AgentSummary, CliError> {
+        let agents = client.list_agents().await?.agents;
+        if let Some(agent) = agentkeys_core::agents::resolve(&agents, name) {
+            return Ok(agent.clone());
+        }
+        let known: Vec<&str> = agents.iter().map(|a| a.label.as_str()).collect();
+        Err(CliError::new(
+            5,
+            format!("no agent named '{name}' (by id, label or alias)"),
+            if known.is_empty() {
+                "there are no agents yet: pair one with `agentkeys-daemon pair` or `agentkeys agent create LABEL`"
+                    .to_owned()
+            } else {
+                format!("known agents: {}; see `agentkeys agents`", known.join(", "))
+            },
+        ))
     }
 
     /// A signing client for the saved session.

@@ -3,6 +3,7 @@
 
 use agentkeys_core::ClientError;
 use agentkeys_core::account::CreateAccountError;
+use agentkeys_core::child::ChildError;
 use agentkeys_core::session::SessionError;
 use agentkeys_core::vault::VaultError;
 use agentkeys_proto::ErrorCode;
@@ -43,6 +44,12 @@ impl From<ClientError> for CliError {
                 other => other.to_string(),
             },
         }
+    }
+}
+
+impl From<ChildError> for CliError {
+    fn from(error: ChildError) -> Self {
+        Self { code: None, message: error.message, hint: Some(error.hint), exit_code: error.exit_code }
     }
 }
 

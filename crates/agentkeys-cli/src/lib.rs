@@ -1,13 +1,12 @@
 //! `agentkeys`, the master CLI, as a library: [`main`] parses the command line, builds the
 //! context and dispatches to [`commands`]. The binary's `main.rs` only calls it.
 
-pub mod child;
 pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod error;
-pub mod mask;
 pub mod output;
+pub mod prompt;
 
 use clap::Parser as _;
 

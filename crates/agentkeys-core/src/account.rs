@@ -83,7 +83,8 @@ pub async fn create_account(
         session_id: response.session_id,
         token: SecretString::from(response.session_token),
         device,
-        account,
+        account: Some(account),
+        agent_id: None,
     };
     Ok(NewAccount { session: Arc::new(session), recovery_key })
 }

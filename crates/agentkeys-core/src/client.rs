@@ -4,6 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentkeys_proto::agents::{
+    AgentAskRequest, AgentAskResponse, AgentListResponse, AgentSessionResponse, AliasRequest, ApproveRequest,
+    CreateAgentRequest, CreateAgentResponse, DecisionResponse, LinkInfoResponse, OpenPairingRequest,
+    OpenPairingResponse, PairingStatusResponse, PendingRequest, RecipientsResponse, RedeemLinkRequest,
+    RequestListResponse, ScopeChangeRequest, TierChangeRequest,
+};
 use agentkeys_proto::signing::{HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use agentkeys_proto::types::{
     AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse,
@@ -156,13 +162,14 @@ impl ApiClient {
         request.body(body)
     }
 
-    /// Sends a built request and decodes the answer.
+    /// Sends a built request and decodes the answer; an empty success body decodes as `()`.
     pub async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(bytes)
                 .map_err(|e| ClientError::Protocol { url: self.base_url.clone(), reason: e.to_string() });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
@@ -214,20 +221,130 @@ impl ApiClient {
         self.call(Method::GET, "/v1/session", None).await
     }
 
+    /// `/v1/credentials/{service}`, with `?agent=` for an agent's private namespace. Service
+    /// names and agent ids are validated to `[A-Za-z0-9._-]`, which needs no escaping.
+    fn credential_path(service: &str, agent: Option<&str>) -> String {
+        match agent {
+            Some(agent) => format!("/v1/credentials/{service}?agent={agent}"),
+            None => format!("/v1/credentials/{service}"),
+        }
+    }
+
     pub async fn put_credential(
         &self,
         service: &str,
+        agent: Option<&str>,
         request: &PutCredentialRequest,
     ) -> Result<CredentialVersionResponse, ClientError> {
-        self.call(Method::PUT, &format!("/v1/credentials/{service}"), Self::json(request)).await
+        self.call(Method::PUT, &Self::credential_path(service, agent), Self::json(request)).await
     }
 
-    pub async fn get_credential(&self, service: &str) -> Result<SealedCredentialResponse, ClientError> {
-        self.call(Method::GET, &format!("/v1/credentials/{service}"), None).await
+    pub async fn get_credential(
+        &self,
+        service: &str,
+        agent: Option<&str>,
+    ) -> Result<SealedCredentialResponse, ClientError> {
+        self.call(Method::GET, &Self::credential_path(service, agent), None).await
     }
 
-    pub async fn delete_credential(&self, service: &str) -> Result<CredentialVersionResponse, ClientError> {
-        self.call(Method::DELETE, &format!("/v1/credentials/{service}"), None).await
+    pub async fn delete_credential(
+        &self,
+        service: &str,
+        agent: Option<&str>,
+    ) -> Result<CredentialVersionResponse, ClientError> {
+        self.call(Method::DELETE, &Self::credential_path(service, agent), None).await
+    }
+
+    pub async fn recipients(&self, service: &str, agent: Option<&str>) -> Result<RecipientsResponse, ClientError> {
+        let path = match agent {
+            Some(agent) => format!("/v1/recipients?service={service}&agent={agent}"),
+            None => format!("/v1/recipients?service={service}"),
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    pub async fn list_agents(&self) -> Result<AgentListResponse, ClientError> {
+        self.call(Method::GET, "/v1/agents", None).await
+    }
+
+    pub async fn create_agent(&self, request: &CreateAgentRequest) -> Result<CreateAgentResponse, ClientError> {
+        self.call(Method::POST, "/v1/agents", Self::json(request)).await
+    }
+
+    pub async fn change_scope(&self, agent_id: &str, request: &ScopeChangeRequest) -> Result<(), ClientError> {
+        self.call(Method::POST, &format!("/v1/agents/{agent_id}/scope"), Self::json(request)).await
+    }
+
+    pub async fn change_tier(&self, agent_id: &str, request: &TierChangeRequest) -> Result<(), ClientError> {
+        self.call(Method::POST, &format!("/v1/agents/{agent_id}/tier"), Self::json(request)).await
+    }
+
+    pub async fn add_alias(&self, agent_id: &str, request: &AliasRequest) -> Result<(), ClientError> {
+        self.call(Method::POST, &format!("/v1/agents/{agent_id}/aliases"), Self::json(request)).await
+    }
+
+    pub async fn revoke_agent(&self, agent_id: &str) -> Result<(), ClientError> {
+        self.call(Method::POST, &format!("/v1/agents/{agent_id}/revoke"), Some(Vec::new())).await
+    }
+
+    pub async fn teardown_agent(&self, agent_id: &str) -> Result<(), ClientError> {
+        self.call(Method::POST, &format!("/v1/agents/{agent_id}/teardown"), Some(Vec::new())).await
+    }
+
+    pub async fn list_requests(&self) -> Result<RequestListResponse, ClientError> {
+        self.call(Method::GET, "/v1/requests", None).await
+    }
+
+    pub async fn lookup_request(&self, code: &str) -> Result<PendingRequest, ClientError> {
+        self.call(Method::GET, &format!("/v1/requests/{code}"), None).await
+    }
+
+    pub async fn approve_request(&self, code: &str, request: &ApproveRequest) -> Result<DecisionResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/requests/{code}/approve"), Self::json(request)).await
+    }
+
+    pub async fn deny_request(&self, code: &str) -> Result<DecisionResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/requests/{code}/deny"), Some(Vec::new())).await
+    }
+
+    /// An agent asks the account owner for a service or a tier.
+    pub async fn ask(&self, request: &AgentAskRequest) -> Result<AgentAskResponse, ClientError> {
+        self.call(Method::POST, "/v1/requests", Self::json(request)).await
+    }
+
+    /// Unauthenticated: a daemon opens a pairing request.
+    pub async fn open_pairing(&self, request: &OpenPairingRequest) -> Result<OpenPairingResponse, ClientError> {
+        self.call(Method::POST, "/v1/pairings", Self::json(request)).await
+    }
+
+    /// Unauthenticated but for the poll secret: where a pairing stands.
+    pub async fn pairing_status(
+        &self,
+        pairing_id: &str,
+        poll_secret: &str,
+    ) -> Result<PairingStatusResponse, ClientError> {
+        let request = self.http.get(format!("{}/v1/pairings/{pairing_id}", self.base_url)).bearer_auth(poll_secret);
+        self.send(request).await
+    }
+
+    /// Unauthenticated: what a link code leads to.
+    pub async fn link_info(&self, link_id: &str) -> Result<LinkInfoResponse, ClientError> {
+        self.send(self.http.get(format!("{}/v1/links/{link_id}", self.base_url))).await
+    }
+
+    /// Signed by the link key inside the request: bind this device with a link code.
+    pub async fn redeem_link(
+        &self,
+        link_id: &str,
+        request: &RedeemLinkRequest,
+    ) -> Result<AgentSessionResponse, ClientError> {
+        let body = serde_json::to_vec(request).expect("request types serialize");
+        let request = self
+            .http
+            .post(format!("{}/v1/links/{link_id}/redeem", self.base_url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(request).await
     }
 
     pub async fn list_credentials(&self) -> Result<CredentialListResponse, ClientError> {
@@ -253,6 +370,9 @@ impl ApiClient {
         }
         if let Some(limit) = query.limit {
             push("limit", limit.to_string());
+        }
+        if let Some(agent) = &query.agent {
+            push("agent", agent.clone());
         }
         self.call(Method::GET, &path, None).await
     }

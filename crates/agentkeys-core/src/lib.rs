@@ -6,8 +6,11 @@
 //! prints one.
 
 pub mod account;
+pub mod agents;
+pub mod child;
 pub mod client;
 pub mod crypto;
+pub mod mask;
 pub mod paths;
 pub mod random;
 pub mod session;

@@ -61,8 +61,11 @@ pub struct Session {
     pub session_id: String,
     pub token: SecretString,
     pub device: KeyPair,
-    /// The account key, unwrapped once at init so reads need no extra round trip.
-    pub account: KeyPair,
+    /// The account key, for a master device: unwrapped once at init so reads need no extra
+    /// round trip. Agents never hold it; they open what is wrapped to their device key.
+    pub account: Option<KeyPair>,
+    /// For an agent device (`daemon-<agent id>` slots): the agent it acts for.
+    pub agent_id: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -72,6 +75,7 @@ impl std::fmt::Debug for Session {
             .field("account_id", &self.account_id)
             .field("device_id", &self.device_id)
             .field("session_id", &self.session_id)
+            .field("agent_id", &self.agent_id)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +92,12 @@ struct SessionRecord {
     session_id: String,
     token: String,
     device_secret: String,
+    /// Empty for an agent session.
+    #[serde(default)]
     account_secret: String,
+    /// Empty for a master session.
+    #[serde(default)]
+    agent_id: String,
 }
 
 const RECORD_FORMAT: u32 = 1;
@@ -104,7 +113,8 @@ impl Session {
             session_id: self.session_id.clone(),
             token: self.token.expose_secret().to_owned(),
             device_secret: b64::encode(self.device.secret_blob().as_ref()),
-            account_secret: b64::encode(self.account.secret_blob().as_ref()),
+            account_secret: self.account.as_ref().map(|a| b64::encode(a.secret_blob().as_ref())).unwrap_or_default(),
+            agent_id: self.agent_id.clone().unwrap_or_default(),
         }
     }
 
@@ -124,7 +134,8 @@ impl Session {
             session_id: record.session_id.clone(),
             token: SecretString::from(record.token.clone()),
             device: key(&record.device_secret)?,
-            account: key(&record.account_secret)?,
+            account: (!record.account_secret.is_empty()).then(|| key(&record.account_secret)).transpose()?,
+            agent_id: (!record.agent_id.is_empty()).then(|| record.agent_id.clone()),
         })
     }
 }
@@ -313,7 +324,8 @@ mod tests {
             session_id: "ses_x".into(),
             token: SecretString::from("akt_token_value_for_tests".to_owned()),
             device: KeyPair::generate(rng),
-            account: KeyPair::generate(rng),
+            account: Some(KeyPair::generate(rng)),
+            agent_id: None,
         }
     }
 
@@ -326,7 +338,7 @@ mod tests {
         assert!(store.load(&id).unwrap().is_none());
         store.save(&id, &session).unwrap();
         let loaded = store.load(&id).unwrap().unwrap();
-        assert_eq!(loaded.account.public(), session.account.public());
+        assert_eq!(loaded.account.as_ref().map(KeyPair::public), session.account.as_ref().map(KeyPair::public));
         assert_eq!(loaded.token.expose_secret(), "akt_token_value_for_tests");
         let file = store.dir(&id).join(SESSION_FILE);
         assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);

@@ -1,13 +1,17 @@
 //! Vault operations that combine the client and the key hierarchy: storing seals locally and
 //! uploads ciphertext; reading downloads and opens locally. The server never sees a value.
 
+use agentkeys_proto::agents::agent_namespace;
 use agentkeys_proto::names::{InvalidServiceName, validate_service_name};
-use agentkeys_proto::types::{CredentialVersionResponse, MAX_VALUE_BYTES, PutCredentialRequest, VAULT_NAMESPACE};
+use agentkeys_proto::types::{
+    CredentialVersionResponse, MAX_VALUE_BYTES, PutCredentialRequest, RecipientWrap, SealedCredentialResponse,
+    VAULT_NAMESPACE,
+};
 use agentkeys_proto::{ErrorCode, b64};
 use zeroize::Zeroizing;
 
 use crate::client::{ApiClient, ClientError};
-use crate::crypto::{self, CredentialContext, CryptoError, SymmetricKey, WrapLabel};
+use crate::crypto::{self, CredentialContext, CryptoError, KeyPair, SymmetricKey, WrapLabel};
 use crate::random::RandomSource;
 use crate::session::Session;
 
@@ -31,6 +35,12 @@ pub enum VaultError {
     Mismatch { wanted: String, got: String },
     #[error("gave up storing '{service}' after {MAX_STORE_ATTEMPTS} concurrent writes raced it")]
     TooManyConflicts { service: String },
+    #[error("this is an agent session; only the account owner's session holds the account key")]
+    NotMaster,
+    #[error(
+        "device {device_id} of agent {agent_id} has no valid certificate from this account: refusing to wrap a key to it"
+    )]
+    Uncertified { agent_id: String, device_id: String },
 }
 
 impl VaultError {
@@ -39,6 +49,8 @@ impl VaultError {
             VaultError::Client(e) => e.exit_code(),
             VaultError::InvalidName { .. } | VaultError::EmptyValue | VaultError::ValueTooLarge { .. } => 2,
             VaultError::Open { .. } | VaultError::Mismatch { .. } | VaultError::TooManyConflicts { .. } => 1,
+            VaultError::NotMaster => 4,
+            VaultError::Uncertified { .. } => 1,
         }
     }
 
@@ -54,6 +66,11 @@ impl VaultError {
             VaultError::TooManyConflicts { .. } => {
                 "retry; another process is storing the same service in a loop".into()
             }
+            VaultError::NotMaster => "run this on the master with `agentkeys`, not with an agent session".into(),
+            VaultError::Uncertified { agent_id, .. } => format!(
+                "the server offered a key the account never approved; revoke the agent (`agentkeys revoke {agent_id}`), \
+                 check who administers the server, and pair it again"
+            ),
         }
     }
 }
@@ -64,10 +81,41 @@ pub fn check_service(name: &str) -> Result<(), VaultError> {
         .map_err(|source| VaultError::InvalidName { name: name.escape_debug().to_string(), source })
 }
 
-/// Seals `value` under a fresh data key and uploads it as the next version of `service`.
+/// Where a credential lives: the account's vault, or one agent's private namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace<'a> {
+    Vault,
+    Agent(&'a str),
+}
+
+impl Namespace<'_> {
+    pub fn name(&self) -> String {
+        match self {
+            Namespace::Vault => VAULT_NAMESPACE.to_owned(),
+            Namespace::Agent(agent_id) => agent_namespace(agent_id),
+        }
+    }
+
+    fn agent(&self) -> Option<&str> {
+        match self {
+            Namespace::Vault => None,
+            Namespace::Agent(agent_id) => Some(agent_id),
+        }
+    }
+}
+
+/// The account key, or an error saying this session is an agent's.
+pub fn account_key(session: &Session) -> Result<&KeyPair, VaultError> {
+    session.account.as_ref().ok_or(VaultError::NotMaster)
+}
+
+/// Seals `value` under a fresh data key and uploads it as the next version of `service`, with
+/// the data key wrapped to the account key and to every agent device that may read it — each
+/// of whose certificates is checked first, so a key the server slipped in gets nothing.
 pub async fn store(
     client: &ApiClient,
     session: &Session,
+    namespace: Namespace<'_>,
     service: &str,
     value: &[u8],
     rng: &mut impl RandomSource,
@@ -79,21 +127,34 @@ pub async fn store(
     if value.len() > MAX_VALUE_BYTES {
         return Err(VaultError::ValueTooLarge { len: value.len() });
     }
-    let account_kx = session.account.public().kx;
+    let account = account_key(session)?;
+    let account_kx = account.public().kx;
+    let ns = namespace.name();
     let mut version = 1;
     for _ in 0..MAX_STORE_ATTEMPTS {
+        let recipients = client.recipients(service, namespace.agent()).await?.devices;
         let data_key = SymmetricKey::generate(rng);
-        let context =
-            CredentialContext { account_id: &session.account_id, namespace: VAULT_NAMESPACE, service, version };
+        let context = CredentialContext { account_id: &session.account_id, namespace: &ns, service, version };
+        let wrap_err = |source| VaultError::Open { service: service.into(), source };
+        let mut agent_wraps = Vec::with_capacity(recipients.len());
+        for device in &recipients {
+            let kx = crate::agents::certified_kx(session, device)?;
+            agent_wraps.push(RecipientWrap {
+                device_id: device.device_id.clone(),
+                wrap: b64::encode(crypto::wrap_to(&kx, data_key.expose(), WrapLabel::DataKey, rng).map_err(wrap_err)?),
+            });
+        }
         let request = PutCredentialRequest {
             version,
             ciphertext: b64::encode(crypto::seal_credential(&data_key, &context, value, rng)),
             data_key_wrap: b64::encode(
-                crypto::wrap_to(&account_kx, data_key.expose(), WrapLabel::DataKey, rng)
-                    .map_err(|source| VaultError::Open { service: service.into(), source })?,
+                crypto::wrap_to(&account_kx, data_key.expose(), WrapLabel::DataKey, rng).map_err(wrap_err)?,
             ),
+            agent_wraps,
         };
-        match client.put_credential(service, &request).await {
+        match client.put_credential(service, namespace.agent(), &request).await {
+            // Another store took the version, or the set of agents that may read it changed:
+            // seal again for what the server holds now.
             Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::VersionConflict => {
                 version = detail.current_version.unwrap_or(version) + 1;
             }
@@ -103,26 +164,83 @@ pub async fn store(
     Err(VaultError::TooManyConflicts { service: service.into() })
 }
 
-/// Downloads the newest version of `service` and opens it with the account key.
-pub async fn read(client: &ApiClient, session: &Session, service: &str) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-    check_service(service)?;
-    let sealed = client.get_credential(service).await?;
-    let wanted = format!("{}/{VAULT_NAMESPACE}/{service}", session.account_id);
-    let got = format!("{}/{}/{}", sealed.account_id, sealed.namespace, sealed.service);
-    if wanted != got {
-        return Err(VaultError::Mismatch { wanted, got });
+/// Checks that a sealed response is the one asked for: this account, an expected namespace,
+/// this service.
+fn check_origin(
+    session: &Session,
+    sealed: &SealedCredentialResponse,
+    namespaces: &[String],
+    service: &str,
+) -> Result<(), VaultError> {
+    if sealed.account_id == session.account_id && namespaces.contains(&sealed.namespace) && sealed.service == service {
+        return Ok(());
     }
-    let open_err = |source| VaultError::Open { service: service.into(), source };
-    let malformed = || open_err(CryptoError::Malformed("base64 field"));
-    let wrap = b64::decode(&sealed.data_key_wrap).ok_or_else(malformed)?;
-    let ciphertext = b64::decode(&sealed.ciphertext).ok_or_else(malformed)?;
-    let data_key_bytes = session.account.unwrap(&wrap, WrapLabel::DataKey).map_err(open_err)?;
-    let data_key = SymmetricKey::from_bytes(&data_key_bytes).map_err(open_err)?;
+    Err(VaultError::Mismatch {
+        wanted: format!("{}/{}/{service}", session.account_id, namespaces.join("|")),
+        got: format!("{}/{}/{}", sealed.account_id, sealed.namespace, sealed.service),
+    })
+}
+
+/// Opens a sealed response's data key with the account key (master) or the device key (agent).
+fn open_data_key(session: &Session, sealed: &SealedCredentialResponse) -> Result<SymmetricKey, VaultError> {
+    let open_err = |source| VaultError::Open { service: sealed.service.clone(), source };
+    let wrap = b64::decode(&sealed.data_key_wrap).ok_or_else(|| open_err(CryptoError::Malformed("base64 field")))?;
+    let key = match &session.account {
+        Some(account) => account.unwrap(&wrap, WrapLabel::DataKey),
+        None => session.device.unwrap(&wrap, WrapLabel::DataKey),
+    }
+    .map_err(open_err)?;
+    SymmetricKey::from_bytes(&key).map_err(open_err)
+}
+
+fn open_sealed(session: &Session, sealed: &SealedCredentialResponse) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    let data_key = open_data_key(session, sealed)?;
+    let open_err = |source| VaultError::Open { service: sealed.service.clone(), source };
+    let ciphertext = b64::decode(&sealed.ciphertext).ok_or_else(|| open_err(CryptoError::Malformed("base64 field")))?;
     let context = CredentialContext {
         account_id: &session.account_id,
-        namespace: VAULT_NAMESPACE,
-        service,
+        namespace: &sealed.namespace,
+        service: &sealed.service,
         version: sealed.version,
     };
     crypto::open_credential(&data_key, &context, &ciphertext).map_err(open_err)
+}
+
+/// Downloads the newest version of `service` and opens it locally. A master reads the vault (or,
+/// with [`Namespace::Agent`], an agent's private namespace); an agent gets its private version or
+/// the vault's, as the server resolves it, and opens it with its own device key.
+pub async fn read(
+    client: &ApiClient,
+    session: &Session,
+    namespace: Namespace<'_>,
+    service: &str,
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    check_service(service)?;
+    let sealed = client.get_credential(service, namespace.agent()).await?;
+    let expected = match &session.agent_id {
+        Some(agent_id) => vec![VAULT_NAMESPACE.to_owned(), agent_namespace(agent_id)],
+        None => vec![namespace.name()],
+    };
+    check_origin(session, &sealed, &expected, service)?;
+    open_sealed(session, &sealed)
+}
+
+/// The current version of a credential and its data key, for the master to wrap it to an agent;
+/// `None` when the credential does not exist.
+pub async fn current_data_key(
+    client: &ApiClient,
+    session: &Session,
+    namespace: Namespace<'_>,
+    service: &str,
+) -> Result<Option<(u64, SymmetricKey)>, VaultError> {
+    account_key(session)?;
+    let sealed = match client.get_credential(service, namespace.agent()).await {
+        Ok(sealed) => sealed,
+        Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    check_origin(session, &sealed, &[namespace.name()], service)?;
+    // Opening the value too proves the key is the one that sealed it, not one the server made up.
+    open_sealed(session, &sealed)?;
+    Ok(Some((sealed.version, open_data_key(session, &sealed)?)))
 }

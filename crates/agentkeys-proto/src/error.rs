@@ -23,12 +23,18 @@ pub enum ErrorCode {
     StaleTimestamp,
     /// The nonce was already used by this session: a replayed request.
     ReplayedNonce,
-    /// The session was revoked or has expired.
+    /// The session has expired or is otherwise unusable.
     SessionInvalid,
+    /// The session (or the whole agent) was revoked by the account owner.
+    Revoked,
     /// Authenticated, but not allowed (scope, policy, tier).
     Denied,
     /// No such credential (or it was removed).
     NotFound,
+    /// Allowed only after the account owner approves a pending request (the message names its code).
+    ApprovalRequired,
+    /// A pairing or approval request was denied by the account owner, or expired.
+    Declined,
     /// A concurrent write took the version this write proposed; retry with `current_version + 1`.
     VersionConflict,
     /// The thing being created exists already.
@@ -43,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidServiceName,
         ErrorCode::PayloadTooLarge,
@@ -52,8 +58,11 @@ impl ErrorCode {
         ErrorCode::StaleTimestamp,
         ErrorCode::ReplayedNonce,
         ErrorCode::SessionInvalid,
+        ErrorCode::Revoked,
         ErrorCode::Denied,
         ErrorCode::NotFound,
+        ErrorCode::ApprovalRequired,
+        ErrorCode::Declined,
         ErrorCode::VersionConflict,
         ErrorCode::AlreadyExists,
         ErrorCode::RateLimited,
@@ -72,8 +81,11 @@ impl ErrorCode {
             ErrorCode::StaleTimestamp => "STALE_TIMESTAMP",
             ErrorCode::ReplayedNonce => "REPLAYED_NONCE",
             ErrorCode::SessionInvalid => "SESSION_INVALID",
+            ErrorCode::Revoked => "REVOKED",
             ErrorCode::Denied => "DENIED",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::ApprovalRequired => "APPROVAL_REQUIRED",
+            ErrorCode::Declined => "DECLINED",
             ErrorCode::VersionConflict => "VERSION_CONFLICT",
             ErrorCode::AlreadyExists => "ALREADY_EXISTS",
             ErrorCode::RateLimited => "RATE_LIMITED",
@@ -91,8 +103,9 @@ impl ErrorCode {
             | ErrorCode::SignatureInvalid
             | ErrorCode::StaleTimestamp
             | ErrorCode::ReplayedNonce
-            | ErrorCode::SessionInvalid => 401,
-            ErrorCode::Denied => 403,
+            | ErrorCode::SessionInvalid
+            | ErrorCode::Revoked => 401,
+            ErrorCode::Denied | ErrorCode::ApprovalRequired | ErrorCode::Declined => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::VersionConflict | ErrorCode::AlreadyExists => 409,
             ErrorCode::RateLimited => 429,
@@ -109,8 +122,10 @@ impl ErrorCode {
             // scripts to re-initialize, which abandons the account.
             ErrorCode::Unauthenticated | ErrorCode::SignatureInvalid | ErrorCode::SessionInvalid => 3,
             ErrorCode::StaleTimestamp | ErrorCode::ReplayedNonce => 1,
-            ErrorCode::Denied => 4,
+            // PRODUCT.md §4: "4 denied (scope, policy, tier, revoked)".
+            ErrorCode::Denied | ErrorCode::Revoked => 4,
             ErrorCode::NotFound => 5,
+            ErrorCode::ApprovalRequired | ErrorCode::Declined => 6,
             ErrorCode::RateLimited => 7,
             ErrorCode::Unavailable => 8,
             ErrorCode::VersionConflict | ErrorCode::AlreadyExists | ErrorCode::Internal => 1,
@@ -163,6 +178,8 @@ mod tests {
     fn exit_codes_follow_the_contract() {
         assert_eq!(ErrorCode::SessionInvalid.exit_code(), 3);
         assert_eq!(ErrorCode::Denied.exit_code(), 4);
+        assert_eq!(ErrorCode::Revoked.exit_code(), 4);
+        assert_eq!(ErrorCode::Declined.exit_code(), 6);
         assert_eq!(ErrorCode::NotFound.exit_code(), 5);
         assert_eq!(ErrorCode::RateLimited.exit_code(), 7);
         assert_eq!(ErrorCode::InvalidServiceName.exit_code(), 2);

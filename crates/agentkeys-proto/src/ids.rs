@@ -40,8 +40,119 @@ pub fn device_certificate_payload(
         .into_bytes()
 }
 
+/// Longest agent label, in bytes. Labels follow the service-name rule, so they are safe in ids,
+/// paths and tables: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`.
+pub const AGENT_LABEL_MAX: usize = 64;
+
+/// `ag_` + 20 hex digits of `SHA-256("agentkeys-agent-id-v1" || 0 || account id || "//" || label)`.
+///
+/// Derived, not assigned, so an agent keeps its id across re-pairing and recovery, and the
+/// hierarchical form (`account//label`) leaves room for sub-agents (`account//parent/child`).
+pub fn agent_id(account_id: &str, label: &str) -> String {
+    format!("ag_{}", short_hash("agentkeys-agent-id-v1", format!("{account_id}//{label}").as_bytes()))
+}
+
+/// What certifies an agent's device key, directly by the account key or by a link key:
+/// `agentkeys-agent-device-v1 \n account id \n agent id \n hex(sign key) \n hex(kx key)`.
+pub fn agent_device_payload(
+    account_id: &str,
+    agent_id: &str,
+    device_sign_public: &[u8; 32],
+    device_kx_public: &[u8; 32],
+) -> Vec<u8> {
+    format!(
+        "agentkeys-agent-device-v1\n{account_id}\n{agent_id}\n{}\n{}",
+        hex(device_sign_public),
+        hex(device_kx_public)
+    )
+    .into_bytes()
+}
+
+/// What the account key signs to let a link key certify one device of an agent:
+/// `agentkeys-link-key-v1 \n account id \n agent id \n hex(link sign key) \n hex(link kx key)`.
+pub fn link_key_payload(
+    account_id: &str,
+    agent_id: &str,
+    link_sign_public: &[u8; 32],
+    link_kx_public: &[u8; 32],
+) -> Vec<u8> {
+    format!("agentkeys-link-key-v1\n{account_id}\n{agent_id}\n{}\n{}", hex(link_sign_public), hex(link_kx_public))
+        .into_bytes()
+}
+
+/// `lnk_` + 20 hex digits of `SHA-256("agentkeys-link-id-v1" || 0 || link sign key)`: the link
+/// code carries only its secret, and both sides derive the id from the key the secret makes.
+pub fn link_id(link_sign_public: &[u8; 32]) -> String {
+    format!("lnk_{}", short_hash("agentkeys-link-id-v1", link_sign_public))
+}
+
+/// The Crockford base32 alphabet of pair and request codes: no I, L, O or U to misread.
+pub const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A request code from 40 random bits: `XXXX-XXXX`.
+pub fn format_request_code(random: [u8; 5]) -> String {
+    let bits = random.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let chars: String = (0..8).rev().map(|i| CODE_ALPHABET[((bits >> (5 * i)) & 31) as usize] as char).collect();
+    format!("{}-{}", &chars[..4], &chars[4..])
+}
+
+/// Normalizes a typed request code (case, spaces, dashes, and the letters people confuse with
+/// digits) to `XXXX-XXXX`; `None` when it cannot be one.
+pub fn normalize_request_code(text: &str) -> Option<String> {
+    let mut chars = String::with_capacity(8);
+    for c in text.chars() {
+        let c = match c.to_ascii_uppercase() {
+            '-' | ' ' => continue,
+            'O' => '0',
+            'I' | 'L' => '1',
+            c if c.is_ascii() && CODE_ALPHABET.contains(&(c as u8)) => c,
+            _ => return None,
+        };
+        chars.push(c);
+    }
+    (chars.len() == 8).then(|| format!("{}-{}", &chars[..4], &chars[4..]))
+}
+
+/// The six-digit number the daemon and the master both show for a pairing, derived from the pair
+/// code and everything the master will certify. A server that swapped the device key (or the
+/// label or scope) between the two makes the numbers differ.
+///
+/// `SHA-256("agentkeys-pair-otp-v1" || 0 || code || 0 || label || 0 || scope joined by "," || 0 ||
+/// sign key || kx key)`, first 8 bytes big-endian, modulo 10^6, zero-padded.
+pub fn pairing_otp(code: &str, label: &str, scope: &[String], sign_public: &[u8; 32], kx_public: &[u8; 32]) -> String {
+    let mut hasher = Sha256::new();
+    for part in [b"agentkeys-pair-otp-v1".as_slice(), code.as_bytes(), label.as_bytes(), scope.join(",").as_bytes()] {
+        hasher.update(part);
+        hasher.update([0]);
+    }
+    hasher.update(sign_public);
+    hasher.update(kx_public);
+    let digest = hasher.finalize();
+    let number = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % 1_000_000;
+    format!("{number:06}")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_codes_round_trip_and_forgive_typos() {
+        let code = super::format_request_code([0xff, 0x00, 0x12, 0x34, 0x56]);
+        assert_eq!(code.len(), 9);
+        assert_eq!(super::normalize_request_code(&code.to_lowercase()).as_deref(), Some(code.as_str()));
+        assert_eq!(super::normalize_request_code("oilo-0000").as_deref(), Some("0110-0000"));
+        assert_eq!(super::normalize_request_code("ABCD-EFG"), None);
+        assert_eq!(super::normalize_request_code("ABCD-EFGU"), None);
+    }
+
+    #[test]
+    fn otp_changes_with_the_device_key() {
+        let scope = vec!["openai".to_owned()];
+        let a = super::pairing_otp("7K3D-QX2M", "bot", &scope, &[1; 32], &[2; 32]);
+        let b = super::pairing_otp("7K3D-QX2M", "bot", &scope, &[3; 32], &[2; 32]);
+        assert_eq!(a.len(), 6);
+        assert_ne!(a, b);
+    }
+
     #[test]
     fn ids_have_their_prefix_and_length() {
         let id = super::account_id(&[7; 32]);

@@ -5,7 +5,9 @@
 //! Both sides depend on this crate and nothing else for the contract, so a change here is a
 //! protocol change: keep it additive, and update `docs/protocol.md` with it.
 
+pub mod agents;
 pub mod b64;
+pub mod certificate;
 pub mod error;
 pub mod ids;
 pub mod names;

@@ -72,10 +72,24 @@ pub struct WhoAmIResponse {
     pub account_id: String,
     pub device_id: String,
     pub device_label: String,
-    /// `master` for this devices; agents come later.
+    /// `master` or `agent`.
     pub actor_kind: String,
     pub session_id: String,
     pub session_created_at_ms: i64,
+    /// For agents: which agent, its tier and scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentIdentity>,
+}
+
+/// Who an agent session acts for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentIdentity {
+    pub agent_id: String,
+    pub label: String,
+    pub tier: crate::agents::Tier,
+    pub scope: Vec<String>,
 }
 
 /// `PUT /v1/credentials/{service}`: store a new version of a sealed credential.
@@ -89,6 +103,39 @@ pub struct PutCredentialRequest {
     pub ciphertext: String,
     /// The data key wrapped to the account key (base64url).
     pub data_key_wrap: String,
+    /// The data key wrapped to every agent device that may read this service (from
+    /// `GET /v1/recipients`); the server refuses a set that is not exactly those devices.
+    #[serde(default)]
+    pub agent_wraps: Vec<RecipientWrap>,
+}
+
+/// A data key wrapped to one agent device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecipientWrap {
+    pub device_id: String,
+    pub wrap: String,
+}
+
+/// Query of the credential routes: the account owner addresses an agent's private namespace
+/// with `?agent=ag_…`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// Query of `GET /v1/recipients`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct RecipientsQuery {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// Answer to [`PutCredentialRequest`] and `DELETE /v1/credentials/{service}`.
@@ -150,6 +197,9 @@ pub struct AuditQuery {
     /// At most this many rows, newest last (default and maximum 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only rows of this agent (`ag_…`). Agents always see only their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// How the server decided a request.

@@ -2,11 +2,12 @@
 //! [`Caller::commit`], answering only once the decision, the nonce and the audit row are durable.
 //! The `#[utoipa::path]` attributes are the OpenAPI document: it is generated from these.
 
+use agentkeys_proto::agents::agent_namespace;
 use agentkeys_proto::names::validate_service_name;
 use agentkeys_proto::types::{
-    AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse, CredentialSummary,
-    CredentialVersionResponse, MAX_VALUE_BYTES, PutCredentialRequest, SealedCredentialResponse, VAULT_NAMESPACE,
-    WhoAmIResponse,
+    AgentIdentity, AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse,
+    CredentialSummary, CredentialVersionResponse, MAX_VALUE_BYTES, NamespaceQuery, PutCredentialRequest,
+    SealedCredentialResponse, VAULT_NAMESPACE, WhoAmIResponse,
 };
 use agentkeys_proto::{ErrorBody, ErrorCode, b64, ids};
 use axum::Json;
@@ -17,9 +18,10 @@ use axum::http::{Method, StatusCode};
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use crate::agents::{AgentOp, Wrap};
 use crate::app::AppState;
 use crate::audit::AuditDraft;
-use crate::auth::Signed;
+use crate::auth::{Caller, Signed};
 use crate::error::ApiError;
 use crate::writer::{Applied, NewAccount, NewVersion, Operation};
 
@@ -171,6 +173,10 @@ pub async fn create_account(
 #[utoipa::path(get, path = "/v1/session", tag = "session", responses((status = 200, body = WhoAmIResponse), (status = 401, body = ErrorBody)))]
 pub async fn whoami(State(state): State<AppState>, signed: Signed) -> Result<Json<WhoAmIResponse>, ApiError> {
     let caller = &signed.caller;
+    let agent = match &caller.agent_id {
+        Some(agent_id) => crate::agents::identity(&state.db.reads, agent_id).await?,
+        None => None,
+    };
     caller.commit(&state, "session.whoami", None, Ok(Operation::None)).await?;
     Ok(Json(WhoAmIResponse {
         account_id: caller.account_id.clone(),
@@ -179,28 +185,77 @@ pub async fn whoami(State(state): State<AppState>, signed: Signed) -> Result<Jso
         actor_kind: caller.device_kind.clone(),
         session_id: caller.session_id.clone(),
         session_created_at_ms: caller.session_created_at_ms,
+        agent: agent.map(|(label, tier, scope)| AgentIdentity {
+            agent_id: caller.agent_id.clone().unwrap_or_default(),
+            label,
+            tier,
+            scope,
+        }),
     }))
 }
 
+/// The namespace a master request addresses: the vault, or `?agent=` an agent's private one.
+/// Agents never choose: their reads resolve in the writer, their writes are refused.
+fn namespace_for(caller: &Caller, query: Result<Query<NamespaceQuery>, QueryRejection>) -> Result<String, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    match query.agent {
+        None => Ok(VAULT_NAMESPACE.to_owned()),
+        Some(agent) => {
+            caller.require_master()?;
+            if !agent.starts_with("ag_") || crate::agents::validate_agent_name("agent id", &agent).is_err() {
+                return Err(ApiError::bad_request("agent must be an agent id (ag_…); the CLI resolves labels"));
+            }
+            Ok(agent_namespace(&agent))
+        }
+    }
+}
+
 /// The newest sealed version of a credential. The server cannot open it.
+///
+/// For the account owner: the vault's (or, with `?agent=`, an agent's private) version with the
+/// data key wrapped to the account key. For an agent: its private version if it has one, else the
+/// vault's when the service is in its scope and its tier allows values — with the data key
+/// wrapped to its own device key.
 #[utoipa::path(get, path = "/v1/credentials/{service}", tag = "credentials",
-    params(("service" = String, Path, description = "Service name")),
-    responses((status = 200, body = SealedCredentialResponse), (status = 404, body = ErrorBody)))]
+    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
+    responses((status = 200, body = SealedCredentialResponse), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn get_credential(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
     signed: Signed,
 ) -> Result<Json<SealedCredentialResponse>, ApiError> {
     let caller = &signed.caller;
     let service = service_from(path);
-    let target = service.as_ref().ok().map(|s| (VAULT_NAMESPACE, s.as_str()));
-    let read = service.as_ref().map_err(Clone::clone).map(|s| Operation::ReadCredential {
-        account_id: caller.account_id.clone(),
-        namespace: VAULT_NAMESPACE.to_owned(),
-        service: s.clone(),
-    });
-    let row = match caller.commit(&state, "credential.read", target, read).await? {
-        Applied::Credential(row) => row,
+    let namespace = namespace_for(caller, query);
+    let (namespace, read) = match (&caller.agent_id, &namespace) {
+        (Some(agent_id), _) => (
+            VAULT_NAMESPACE.to_owned(),
+            service.as_ref().map_err(Clone::clone).map(|s| {
+                Operation::Agent(Box::new(AgentOp::Read {
+                    account_id: caller.account_id.clone(),
+                    agent_id: agent_id.clone(),
+                    device_id: caller.device_id.clone(),
+                    service: s.clone(),
+                    limit: state.read_limit,
+                }))
+            }),
+        ),
+        (None, Ok(namespace)) => (
+            namespace.clone(),
+            service.as_ref().map_err(Clone::clone).map(|s| Operation::ReadCredential {
+                account_id: caller.account_id.clone(),
+                namespace: namespace.clone(),
+                service: s.clone(),
+            }),
+        ),
+        (None, Err(error)) => (VAULT_NAMESPACE.to_owned(), Err(error.clone())),
+    };
+    let target = service.as_ref().ok().map(|s| (namespace.as_str(), s.as_str()));
+    let (namespace, row) = match caller.commit(&state, "credential.read", target, read).await? {
+        Applied::Credential(row) => (namespace, row),
+        Applied::AgentCredential { namespace, row } => (namespace, row),
         other => return Err(ApiError::internal(format!("writer returned {other:?} for a read"))),
     };
     let service = service?;
@@ -209,7 +264,7 @@ pub async fn get_credential(
     };
     Ok(Json(SealedCredentialResponse {
         account_id: caller.account_id.clone(),
-        namespace: VAULT_NAMESPACE.to_owned(),
+        namespace,
         service,
         version: row.version as u64,
         ciphertext: b64::encode(ciphertext),
@@ -219,15 +274,30 @@ pub async fn get_credential(
     }))
 }
 
-fn validate_put(service: &str, signed: &Signed) -> Result<NewVersion, ApiError> {
+fn validate_put(namespace: &str, service: &str, signed: &Signed) -> Result<NewVersion, ApiError> {
+    signed.caller.require_master()?;
     let request: PutCredentialRequest = signed.json()?;
     let version = i64::try_from(request.version)
         .ok()
         .filter(|v| *v >= 1)
         .ok_or_else(|| ApiError::bad_request("version must be at least 1"))?;
+    let wraps = request
+        .agent_wraps
+        .iter()
+        .map(|w| {
+            Ok(Wrap {
+                namespace: namespace.to_owned(),
+                service: service.to_owned(),
+                version,
+                recipient: w.device_id.clone(),
+                wrap: decode_bounded("agent_wraps.wrap", &w.wrap, DATA_KEY_WRAP_LEN, DATA_KEY_WRAP_LEN)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(NewVersion {
+        wraps,
         account_id: signed.caller.account_id.clone(),
-        namespace: VAULT_NAMESPACE.to_owned(),
+        namespace: namespace.to_owned(),
         service: service.to_owned(),
         version,
         ciphertext: decode_bounded(
@@ -241,56 +311,68 @@ fn validate_put(service: &str, signed: &Signed) -> Result<NewVersion, ApiError> 
     })
 }
 
-fn version_response(service: String, applied: Applied) -> Result<Json<CredentialVersionResponse>, ApiError> {
+fn version_response(
+    namespace: String,
+    service: String,
+    applied: Applied,
+) -> Result<Json<CredentialVersionResponse>, ApiError> {
     match applied {
-        Applied::Version { version, created_at_ms } => Ok(Json(CredentialVersionResponse {
-            namespace: VAULT_NAMESPACE.to_owned(),
-            service,
-            version: version as u64,
-            created_at_ms,
-        })),
+        Applied::Version { version, created_at_ms } => {
+            Ok(Json(CredentialVersionResponse { namespace, service, version: version as u64, created_at_ms }))
+        }
         other => Err(ApiError::internal(format!("writer returned {other:?} for a version write"))),
     }
 }
 
 /// Stores a new sealed version. `version` must be the current version plus one.
 #[utoipa::path(put, path = "/v1/credentials/{service}", tag = "credentials", request_body = PutCredentialRequest,
-    params(("service" = String, Path, description = "Service name")),
+    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
     responses((status = 200, body = CredentialVersionResponse), (status = 409, body = ErrorBody), (status = 400, body = ErrorBody)))]
 pub async fn put_credential(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
     signed: Signed,
 ) -> Result<Json<CredentialVersionResponse>, ApiError> {
     let caller = &signed.caller;
     let service = service_from(path);
-    let target = service.as_ref().ok().map(|s| (VAULT_NAMESPACE, s.as_str()));
-    let decision =
-        service.as_ref().map_err(Clone::clone).and_then(|s| validate_put(s, &signed)).map(Operation::PutCredential);
+    let namespace = namespace_for(caller, query);
+    let ns = namespace.as_deref().unwrap_or(VAULT_NAMESPACE).to_owned();
+    let target = service.as_ref().ok().map(|s| (ns.as_str(), s.as_str()));
+    let decision = service
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|s| validate_put(namespace.as_ref().map_err(Clone::clone)?, s, &signed))
+        .map(Operation::PutCredential);
     let applied = caller.commit(&state, "credential.store", target, decision).await?;
-    version_response(service?, applied)
+    version_response(ns, service?, applied)
 }
 
 /// Removes a credential (a removal marker becomes its newest version; history is kept).
 #[utoipa::path(delete, path = "/v1/credentials/{service}", tag = "credentials",
-    params(("service" = String, Path, description = "Service name")),
+    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
     responses((status = 200, body = CredentialVersionResponse), (status = 404, body = ErrorBody)))]
 pub async fn delete_credential(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
     signed: Signed,
 ) -> Result<Json<CredentialVersionResponse>, ApiError> {
     let caller = &signed.caller;
     let service = service_from(path);
-    let target = service.as_ref().ok().map(|s| (VAULT_NAMESPACE, s.as_str()));
-    let decision = service.as_ref().map_err(Clone::clone).map(|s| Operation::RemoveCredential {
-        account_id: caller.account_id.clone(),
-        namespace: VAULT_NAMESPACE.to_owned(),
-        service: s.clone(),
-        removed_by: caller.device_id.clone(),
+    let namespace = namespace_for(caller, query);
+    let ns = namespace.as_deref().unwrap_or(VAULT_NAMESPACE).to_owned();
+    let target = service.as_ref().ok().map(|s| (ns.as_str(), s.as_str()));
+    let decision = caller.require_master().and(namespace).and_then(|namespace| {
+        service.as_ref().map_err(Clone::clone).map(|s| Operation::RemoveCredential {
+            account_id: caller.account_id.clone(),
+            namespace,
+            service: s.clone(),
+            removed_by: caller.device_id.clone(),
+        })
     });
     let applied = caller.commit(&state, "credential.remove", target, decision).await?;
-    version_response(service?, applied)
+    version_response(ns, service?, applied)
 }
 
 /// Names and versions of the account's credentials. Never values.
@@ -300,7 +382,10 @@ pub async fn list_credentials(
     signed: Signed,
 ) -> Result<Json<CredentialListResponse>, ApiError> {
     let caller = &signed.caller;
-    let rows = state.db.list_credentials(&caller.account_id).await?;
+    let rows = match &caller.agent_id {
+        Some(agent_id) => crate::agents::credentials_visible_to(&state.db.reads, &caller.account_id, agent_id).await?,
+        None => state.db.list_credentials(&caller.account_id).await?,
+    };
     caller.commit(&state, "credential.list", None, Ok(Operation::None)).await?;
     Ok(Json(CredentialListResponse {
         credentials: rows
@@ -334,9 +419,11 @@ pub async fn audit(
         }
     };
     let limit = i64::from(query.limit.unwrap_or(1000).clamp(1, 1000));
+    // An agent sees its own rows only, whatever it asks for.
+    let agent = caller.agent_id.as_deref().or(query.agent.as_deref());
     let rows = state
         .db
-        .audit_for_account(&caller.account_id, query.since_ms.unwrap_or(0), query.service.as_deref(), limit)
+        .audit_for_account(&caller.account_id, query.since_ms.unwrap_or(0), query.service.as_deref(), agent, limit)
         .await?;
     caller.commit(&state, "audit.read", None, Ok(Operation::None)).await?;
     Ok(Json(AuditResponse { entries: rows.iter().map(|row| row.to_entry()).collect() }))

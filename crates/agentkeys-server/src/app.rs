@@ -15,13 +15,14 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api;
+use crate::agents::RateLimit;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::sessions::SessionCache;
 use crate::writer::Writer;
+use crate::{agents_api, api};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct AppState {
     pub clock: Clock,
     pub metrics: Metrics,
     pub sessions: SessionCache,
+    /// Per-agent credential reads.
+    pub read_limit: RateLimit,
 }
 
 #[derive(OpenApi)]
@@ -53,6 +56,21 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api::list_credentials))
         .routes(routes!(api::get_credential, api::put_credential, api::delete_credential))
         .routes(routes!(api::audit))
+        .routes(routes!(agents_api::list_agents, agents_api::create_agent))
+        .routes(routes!(agents_api::change_scope))
+        .routes(routes!(agents_api::change_tier))
+        .routes(routes!(agents_api::add_alias))
+        .routes(routes!(agents_api::revoke_agent))
+        .routes(routes!(agents_api::teardown_agent))
+        .routes(routes!(agents_api::recipients))
+        .routes(routes!(agents_api::link_info))
+        .routes(routes!(agents_api::redeem_link))
+        .routes(routes!(agents_api::open_pairing))
+        .routes(routes!(agents_api::pairing_status))
+        .routes(routes!(agents_api::list_requests, agents_api::ask))
+        .routes(routes!(agents_api::lookup_request))
+        .routes(routes!(agents_api::approve_request))
+        .routes(routes!(agents_api::deny_request))
         .split_for_parts()
 }
 

@@ -31,7 +31,10 @@ pub fn outcome_for(code: Option<ErrorCode>) -> Outcome {
             | ErrorCode::SignatureInvalid
             | ErrorCode::StaleTimestamp
             | ErrorCode::ReplayedNonce
-            | ErrorCode::SessionInvalid,
+            | ErrorCode::SessionInvalid
+            | ErrorCode::Revoked
+            | ErrorCode::ApprovalRequired
+            | ErrorCode::Declined,
         ) => Outcome::Denied,
         Some(_) => Outcome::Failed,
     }

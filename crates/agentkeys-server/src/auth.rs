@@ -32,6 +32,8 @@ pub struct Caller {
     pub device_label: String,
     pub device_kind: String,
     pub session_created_at_ms: i64,
+    /// The agent this device belongs to; `None` for a master device.
+    pub agent_id: Option<String>,
     pub nonce: NonceRecord,
 }
 
@@ -44,19 +46,45 @@ impl Caller {
         target: Option<(&str, &str)>,
         decision: Result<Operation, ApiError>,
     ) -> Result<Applied, ApiError> {
+        let (namespace, service) = target.map(|(ns, service)| (ns.to_owned(), service.to_owned())).unzip();
+        self.commit_about(state, action, namespace, service, decision).await
+    }
+
+    /// [`Caller::commit`] with the audit row's subject given field by field: an agent operation
+    /// names the agent's namespace and no service.
+    pub async fn commit_about(
+        &self,
+        state: &AppState,
+        action: &'static str,
+        namespace: Option<String>,
+        service: Option<String>,
+        decision: Result<Operation, ApiError>,
+    ) -> Result<Applied, ApiError> {
         let audit = AuditDraft {
             account_id: Some(self.account_id.clone()),
             actor: Some(self.device_id.clone()),
             session_id: Some(self.session_id.clone()),
             action,
-            namespace: target.map(|(ns, _)| ns.to_owned()),
-            service: target.map(|(_, service)| service.to_owned()),
+            namespace,
+            service,
         };
         state.writer.submit(Some(self.nonce.clone()), decision, audit).await
     }
 }
 
 impl Caller {
+    /// Refuses agents: for what only the account owner may do.
+    pub fn require_master(&self) -> Result<(), ApiError> {
+        match &self.agent_id {
+            None => Ok(()),
+            Some(agent_id) => Err(ApiError::new(
+                ErrorCode::Denied,
+                format!("agent {agent_id} cannot do this: only the account owner can"),
+                "ask the account owner; an agent may ask for access with the request_access tool",
+            )),
+        }
+    }
+
     /// Audits a refused request (consuming its nonce) and returns the error to answer with:
     /// the refusal itself, or `REPLAYED_NONCE` when the request was a replay.
     pub async fn refuse(&self, state: &AppState, action: &'static str, error: ApiError) -> ApiError {
@@ -110,10 +138,10 @@ struct AuthFailure {
 /// The answer for a session that was revoked (or deleted); the writer gives it too.
 pub fn session_revoked() -> ApiError {
     ApiError::new(
-        ErrorCode::SessionInvalid,
-        "this session was revoked",
-        "this device no longer has access; ask the account owner. (`agentkeys init --force` starts a new, empty \
-         account: the old one stays reachable only with its recovery key)",
+        ErrorCode::Revoked,
+        "this session was revoked by the account owner",
+        "this device no longer has access; an agent must be paired again (`agentkeys-daemon pair`), a master \
+         device re-initialized by its owner",
     )
 }
 
@@ -205,6 +233,7 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         device_label: session.row.device_label.clone(),
         device_kind: session.row.device_kind.clone(),
         session_created_at_ms: session.row.created_at_ms,
+        agent_id: session.row.agent_id.clone(),
     })
 }
 

@@ -20,6 +20,14 @@ pub struct ServerArgs {
     #[arg(long, env = "AGENTKEYS_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
+    /// Credential reads each agent may burst to, shared by every replica.
+    #[arg(long, env = "AGENTKEYS_AGENT_READ_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub agent_read_burst: u32,
+
+    /// Credential reads per second each agent earns back (the sustained rate).
+    #[arg(long, env = "AGENTKEYS_AGENT_READ_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub agent_read_rate: u32,
+
     #[command(subcommand)]
     pub command: Option<ServerCommand>,
 }

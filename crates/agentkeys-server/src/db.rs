@@ -147,7 +147,7 @@ impl Db {
     pub async fn find_session(&self, token_hash: &[u8]) -> Result<Option<SessionRow>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT s.id, s.account_id, s.device_id, s.token_hash, s.created_at_ms, s.revoked_at_ms, \
-                    d.label, d.kind, d.sign_public \
+                    d.label, d.kind, d.sign_public, d.agent_id \
              FROM sessions s JOIN devices d ON d.id = s.device_id WHERE s.token_hash = $1",
         )
         .bind(token_hash.to_vec())
@@ -164,6 +164,7 @@ impl Db {
                 device_label: r.try_get("label")?,
                 device_kind: r.try_get("kind")?,
                 device_sign_public: r.try_get("sign_public")?,
+                agent_id: r.try_get("agent_id")?,
             })
         })
         .transpose()
@@ -207,6 +208,7 @@ impl Db {
         account_id: &str,
         since_ms: i64,
         service: Option<&str>,
+        agent: Option<&str>,
         limit: i64,
     ) -> Result<Vec<crate::audit::AuditRow>, sqlx::Error> {
         // Newest `limit` rows, returned oldest first.
@@ -214,12 +216,15 @@ impl Db {
             "SELECT * FROM (SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, \
                     prev_hash, hash FROM audit_log \
                     WHERE account_id = $1 AND ts_ms >= $2 AND ($3 = '' OR service = $4) \
-                    ORDER BY seq DESC LIMIT $5) recent ORDER BY seq ASC",
+                    AND ($5 = '' OR actor IN (SELECT id FROM devices WHERE agent_id = $6)) \
+                    ORDER BY seq DESC LIMIT $7) recent ORDER BY seq ASC",
         )
         .bind(account_id)
         .bind(since_ms)
         .bind(service.unwrap_or(""))
         .bind(service.unwrap_or(""))
+        .bind(agent.unwrap_or(""))
+        .bind(agent.unwrap_or(""))
         .bind(limit)
         .fetch_all(&self.reads)
         .await?;
@@ -239,6 +244,8 @@ pub struct SessionRow {
     pub device_label: String,
     pub device_kind: String,
     pub device_sign_public: Vec<u8>,
+    /// Set for agent devices.
+    pub agent_id: Option<String>,
 }
 
 /// One stored version of a credential (`ciphertext` is `None` for a removal).

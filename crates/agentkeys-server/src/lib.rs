@@ -4,6 +4,8 @@
 //! [`api`] that decides → [`writer`] that commits the decision, the nonce and the [`audit`] row in
 //! one batched transaction → the answer. [`db`] is the storage layer over SQLite and PostgreSQL.
 
+pub mod agents;
+pub mod agents_api;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -13,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod requests;
 pub mod sessions;
 pub mod writer;
 
@@ -57,7 +60,15 @@ pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(A
     let db = db::Db::connect(database_url).await?;
     let metrics = metrics::Metrics::default();
     let (writer, writer_task) = writer::Writer::spawn(db.clone(), clock.clone(), metrics.clone())?;
-    Ok((AppState { db, writer, clock, metrics, sessions: sessions::SessionCache::default() }, writer_task))
+    let state = AppState {
+        db,
+        writer,
+        clock,
+        metrics,
+        sessions: sessions::SessionCache::default(),
+        read_limit: agents::RateLimit::default(),
+    };
+    Ok((state, writer_task))
 }
 
 async fn shutdown_signal() {
@@ -99,7 +110,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         ServerCommand::Serve => {
             let url = database_url(&args)?;
-            let (state, writer_task) = start(&url, clock::Clock::system()).await?;
+            let (mut state, writer_task) = start(&url, clock::Clock::system()).await?;
+            state.read_limit = agents::RateLimit { burst: args.agent_read_burst, per_second: args.agent_read_rate };
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}: pass another --listen address", args.listen))?;

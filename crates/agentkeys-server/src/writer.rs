@@ -8,17 +8,19 @@
 //! one failing job (a version conflict) never takes the rest of its batch down. Every batch first
 //! locks the `audit_head` row, which serializes writers across replicas on one PostgreSQL.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use agentkeys_proto::ErrorCode;
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::agents::{AgentApplied, AgentOp, Wrap};
 use crate::audit::{AuditDraft, AuditRow, outcome_for};
 use crate::clock::Clock;
 use crate::db::{Backend, CredentialRow, Db};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::requests::{RequestOp, RequestRow};
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -54,6 +56,8 @@ pub enum Operation {
         service: String,
         removed_by: String,
     },
+    Agent(Box<AgentOp>),
+    Request(Box<RequestOp>),
 }
 
 /// The rows of a new account.
@@ -83,6 +87,9 @@ pub struct NewVersion {
     pub ciphertext: Vec<u8>,
     pub data_key_wrap: Vec<u8>,
     pub created_by: String,
+    /// The data key wrapped to every agent device that may read the service; the set must be
+    /// exactly [`crate::agents::recipients`] at commit time.
+    pub wraps: Vec<Wrap>,
 }
 
 /// What a committed job did.
@@ -90,8 +97,21 @@ pub struct NewVersion {
 pub enum Applied {
     Nothing,
     Credential(CredentialRow),
+    /// What an agent read, with the data key wrapped to its device.
+    AgentCredential {
+        namespace: String,
+        row: CredentialRow,
+    },
     Account,
-    Version { version: i64, created_at_ms: i64 },
+    Version {
+        version: i64,
+        created_at_ms: i64,
+    },
+    Agent(AgentApplied),
+    Request(Box<RequestRow>),
+    /// Refused, but what the operation wrote stays (a spent rate-limit token, a counted miss):
+    /// the savepoint commits and the job answers with the error.
+    Refused(ApiError),
 }
 
 struct Job {
@@ -249,13 +269,20 @@ async fn apply_batch(
             // fails alone and leaves the rest of the batch to commit.
             Ok(operation) => {
                 let mut savepoint = tx.begin().await?;
-                let outcome = apply_operation(&mut savepoint, operation, now).await.unwrap_or_else(|e| Err(e.into()));
-                if outcome.is_ok() {
-                    savepoint.commit().await?;
-                } else {
-                    savepoint.rollback().await?;
+                match apply_operation(&mut savepoint, operation, now).await.unwrap_or_else(|e| Err(e.into())) {
+                    Ok(Applied::Refused(error)) => {
+                        savepoint.commit().await?;
+                        Err(error)
+                    }
+                    Ok(applied) => {
+                        savepoint.commit().await?;
+                        Ok(applied)
+                    }
+                    Err(error) => {
+                        savepoint.rollback().await?;
+                        Err(error)
+                    }
                 }
-                outcome
             }
             Err(error) => Err(error.clone()),
         });
@@ -508,7 +535,12 @@ async fn apply_operation(
         Operation::None => Ok(Ok(Applied::Nothing)),
         Operation::ReadCredential { .. } => unreachable!("reads are batched in apply_batch"),
         Operation::CreateAccount(account) => create_account(conn, account, now).await,
+        Operation::Agent(op) => crate::agents::apply(conn, op, now).await,
+        Operation::Request(op) => crate::requests::apply(conn, op, now).await,
         Operation::PutCredential(new) => {
+            if let Some(error) = unknown_owner(conn, &new.account_id, &new.namespace).await? {
+                return Ok(Err(error));
+            }
             let (current, _) = current_version(conn, &new.account_id, &new.namespace, &new.service).await?;
             if new.version != current + 1 {
                 let mut error = ApiError::new(
@@ -536,6 +568,38 @@ async fn apply_operation(
             .bind(&new.created_by)
             .execute(&mut *conn)
             .await?;
+            // Every agent that may read the service gets the new data key, or the write fails:
+            // a version some reader cannot open would silently cut that agent off.
+            let required: BTreeSet<String> =
+                crate::agents::recipients(conn, &new.account_id, &new.namespace, &new.service)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.device_id)
+                    .collect();
+            let given: BTreeSet<String> = new.wraps.iter().map(|w| w.recipient.clone()).collect();
+            if required != given || given.len() != new.wraps.len() {
+                let mut error = ApiError::new(
+                    ErrorCode::VersionConflict,
+                    format!("the agents that may read '{}' changed while it was being stored", new.service),
+                    "retry; the client re-reads the recipients and wraps again",
+                );
+                error.current_version = Some(current as u64);
+                return Ok(Err(error));
+            }
+            for wrap in &new.wraps {
+                sqlx::query(
+                    "INSERT INTO credential_wraps (account_id, namespace, service, version, device_id, wrap) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&new.account_id)
+                .bind(&new.namespace)
+                .bind(&new.service)
+                .bind(new.version)
+                .bind(&wrap.recipient)
+                .bind(&wrap.wrap)
+                .execute(&mut *conn)
+                .await?;
+            }
             Ok(Ok(Applied::Version { version: new.version, created_at_ms: now }))
         }
         Operation::RemoveCredential { account_id, namespace, service, removed_by } => {
@@ -558,6 +622,22 @@ async fn apply_operation(
             Ok(Ok(Applied::Version { version: current + 1, created_at_ms: now }))
         }
     }
+}
+
+/// A write to an agent's namespace needs that agent, in this account, not torn down.
+async fn unknown_owner(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    namespace: &str,
+) -> Result<Option<ApiError>, sqlx::Error> {
+    let Some(agent_id) = namespace.strip_prefix("agent:") else { return Ok(None) };
+    let known = sqlx::query("SELECT 1 AS yes FROM agents WHERE id = $1 AND account_id = $2 AND status <> 'torn_down'")
+        .bind(agent_id)
+        .bind(account_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    Ok((!known).then(|| crate::agents::no_such_agent(agent_id)))
 }
 
 async fn create_account(

@@ -1,7 +1,6 @@
 //! `agentkeys init`: create the account and this master device, save the session, show the
 //! recovery key once. Idempotent without `--force`.
 
-use std::io::BufRead as _;
 use std::sync::Arc;
 
 use agentkeys_core::account::create_account;
@@ -12,7 +11,6 @@ use agentkeys_proto::{ErrorCode, ids};
 use crate::cli::InitArgs;
 use crate::context::Context;
 use crate::error::{CliError, exit};
-use crate::output::stdin_is_terminal;
 
 fn default_label() -> String {
     let uname = rustix::system::uname();
@@ -22,28 +20,16 @@ fn default_label() -> String {
 
 /// `--force` replaces a session: ask first (a typed confirmation arrives with presence gating).
 fn confirm_replacement(ctx: &Context, existing: Option<&Session>) -> Result<(), CliError> {
-    if ctx.global.yes {
-        return Ok(());
-    }
-    if !stdin_is_terminal() {
-        return Err(CliError::usage(
-            "`init --force` replaces the session and needs confirmation, but stdin is not a terminal",
-            "run it in a terminal, or add --yes",
-        ));
-    }
     let what = existing.map(|s| format!(" for {}", s.account_id)).unwrap_or_default();
-    eprint!(
-        "Replace the '{}' session{what} with a new account? The old account's credentials stay on its server, \
-         reachable only with its recovery key. [y/N] ",
-        ctx.session_id
-    );
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        Err(CliError::new(6, "declined: nothing was changed", "answer y to replace the session"))
-    }
+    crate::prompt::confirm(
+        ctx,
+        "`init --force`",
+        &format!(
+            "Replace the '{}' session{what} with a new account? The old account's credentials stay on its server, \
+             reachable only with its recovery key.",
+            ctx.session_id
+        ),
+    )
 }
 
 pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {

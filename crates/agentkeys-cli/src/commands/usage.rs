@@ -17,11 +17,13 @@ pub async fn usage(ctx: &Context, args: UsageArgs) -> Result<u8, CliError> {
         vault::check_service(service)?;
     }
     let (client, session) = ctx.client()?;
+    let agent = super::vault::agent_id(ctx, &client, args.agent.as_deref()).await?;
     let now_ms = agentkeys_core::client::unix_now_s() * 1000;
     let query = AuditQuery {
         since_ms: Some(now_ms.saturating_sub(since.as_millis().min(i64::MAX as u128) as i64)),
         service: args.service.clone(),
         limit: None,
+        agent,
     };
     let audit = client.audit(&query).await?;
     ctx.out.json(&audit)?;

@@ -3,7 +3,8 @@
 
 use std::io::Read as _;
 
-use agentkeys_core::{OsRandom, vault};
+use agentkeys_core::vault::Namespace;
+use agentkeys_core::{ApiClient, OsRandom, vault};
 use zeroize::Zeroizing;
 
 use crate::cli::StoreArgs;
@@ -61,20 +62,35 @@ fn value_to_store(ctx: &Context, args: &StoreArgs) -> Result<Zeroizing<Vec<u8>>,
     Ok(bytes)
 }
 
+/// The namespace `--agent` selects: the agent's id once resolved, or the vault.
+pub async fn agent_id(ctx: &Context, client: &ApiClient, agent: Option<&str>) -> Result<Option<String>, CliError> {
+    match agent {
+        Some(name) => Ok(Some(ctx.resolve_agent(client, name).await?.agent_id)),
+        None => Ok(None),
+    }
+}
+
+fn namespace(agent_id: Option<&str>) -> Namespace<'_> {
+    agent_id.map_or(Namespace::Vault, Namespace::Agent)
+}
+
 pub async fn store(ctx: &Context, args: StoreArgs) -> Result<u8, CliError> {
     vault::check_service(&args.service)?;
     let (client, session) = ctx.client()?;
+    let agent = agent_id(ctx, &client, args.agent.as_deref()).await?;
     let value = value_to_store(ctx, &args)?;
-    let stored = vault::store(&client, &session, &args.service, &value, &mut OsRandom).await?;
+    let stored =
+        vault::store(&client, &session, namespace(agent.as_deref()), &args.service, &value, &mut OsRandom).await?;
     ctx.out.json(&stored)?;
     ctx.out.note(format!("Stored {} (version {})", stored.service, stored.version));
     Ok(0)
 }
 
-pub async fn read(ctx: &Context, service: &str) -> Result<u8, CliError> {
+pub async fn read(ctx: &Context, service: &str, agent: Option<&str>) -> Result<u8, CliError> {
     vault::check_service(service)?;
     let (client, session) = ctx.client()?;
-    let value = vault::read(&client, &session, service).await?;
+    let agent = agent_id(ctx, &client, agent).await?;
+    let value = vault::read(&client, &session, namespace(agent.as_deref()), service).await?;
     if ctx.out.json {
         let text = std::str::from_utf8(&value).ok();
         let encoded = Zeroizing::new(agentkeys_proto::b64::encode(value.as_slice()));
@@ -98,9 +114,15 @@ pub async fn read(ctx: &Context, service: &str) -> Result<u8, CliError> {
     Ok(0)
 }
 
-pub async fn list(ctx: &Context) -> Result<u8, CliError> {
-    let (client, _) = ctx.client()?;
-    let listed = client.list_credentials().await?;
+pub async fn list(ctx: &Context, agent: Option<&str>) -> Result<u8, CliError> {
+    let (client, session) = ctx.client()?;
+    let agent = agent_id(ctx, &client, agent).await?;
+    let mut listed = client.list_credentials().await?;
+    // The master sees every namespace; it lists the vault, or one agent's with --agent.
+    if session.agent_id.is_none() {
+        let wanted = namespace(agent.as_deref()).name();
+        listed.credentials.retain(|c| c.namespace == wanted);
+    }
     ctx.out.json(&listed)?;
     if listed.credentials.is_empty() {
         ctx.out.note("No credentials stored yet. Add one with `agentkeys store <service>`.");
@@ -115,10 +137,11 @@ pub async fn list(ctx: &Context) -> Result<u8, CliError> {
     Ok(0)
 }
 
-pub async fn remove(ctx: &Context, service: &str) -> Result<u8, CliError> {
+pub async fn remove(ctx: &Context, service: &str, agent: Option<&str>) -> Result<u8, CliError> {
     vault::check_service(service)?;
     let (client, _) = ctx.client()?;
-    let removed = client.delete_credential(service).await?;
+    let agent = agent_id(ctx, &client, agent).await?;
+    let removed = client.delete_credential(service, agent.as_deref()).await?;
     ctx.out.json(&removed)?;
     ctx.out.note(format!("Removed {service}"));
     Ok(0)

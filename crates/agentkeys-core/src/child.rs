@@ -1,5 +1,6 @@
-//! Runs `agentkeys run`'s child: argv only (no shell), credentials in its environment, signals
-//! forwarded, output masked, and its exit status passed through (128+N when killed by signal N).
+//! Runs the child of `agentkeys run` and `agentkeys-daemon run`: argv only (no shell),
+//! credentials in its environment, signals forwarded, output masked, and its exit status passed
+//! through (128+N when killed by signal N).
 
 use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal as _;
@@ -15,8 +16,27 @@ use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::Cause;
 use zeroize::Zeroizing;
 
-use crate::error::{CliError, exit};
 use crate::mask::Masker;
+
+/// Why the child could not be run: an exit code (127 not found, 126 not executable, 2 usage,
+/// 1 otherwise), what went wrong, and the fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ChildError {
+    pub exit_code: u8,
+    pub message: String,
+    pub hint: String,
+}
+
+impl ChildError {
+    fn new(exit_code: u8, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { exit_code, message: message.into(), hint: hint.into() }
+    }
+
+    fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::new(2, message, hint)
+    }
+}
 
 /// How long `run` waits, after its child exits, for output still in the pipes.
 const PUMP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -38,18 +58,18 @@ impl std::fmt::Debug for ChildSpec {
     }
 }
 
-fn spawn_error(program: &OsStr, error: std::io::Error) -> CliError {
+fn spawn_error(program: &OsStr, error: std::io::Error) -> ChildError {
     let name = program.to_string_lossy();
     match error.kind() {
         std::io::ErrorKind::NotFound => {
-            CliError::new(127, format!("command not found: {name}"), "check the spelling and your PATH")
+            ChildError::new(127, format!("command not found: {name}"), "check the spelling and your PATH")
         }
-        std::io::ErrorKind::PermissionDenied => CliError::new(
+        std::io::ErrorKind::PermissionDenied => ChildError::new(
             126,
             format!("permission denied running {name}"),
             format!("make it executable: chmod +x {name}"),
         ),
-        _ => CliError::new(exit::ERROR, format!("cannot start {name}: {error}"), "check the command"),
+        _ => ChildError::new(1, format!("cannot start {name}: {error}"), "check the command"),
     }
 }
 
@@ -77,15 +97,42 @@ fn pump(mut source: impl std::io::Read, mut sink: impl std::io::Write, mut maske
     let _ = sink.write_all(&out).and_then(|()| sink.flush());
 }
 
+/// Parses `--env VAR=service` bindings, checking both halves and refusing a variable bound twice.
+pub fn parse_bindings(specs: &[String]) -> Result<Vec<(String, String)>, ChildError> {
+    let mut bindings: Vec<(String, String)> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let bad = |why: &str| {
+            ChildError::usage(
+                format!("invalid --env {spec:?}: {why}"),
+                "write --env VAR=service, e.g. --env OPENAI_API_KEY=openai",
+            )
+        };
+        let (var, service) = spec.split_once('=').ok_or_else(|| bad("expected VAR=service"))?;
+        let var_ok = var.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !var_ok {
+            return Err(bad("the variable name must match [A-Za-z_][A-Za-z0-9_]*"));
+        }
+        if let Err(e) = agentkeys_proto::names::validate_service_name(service) {
+            return Err(bad(&format!("invalid service name: {e}")));
+        }
+        if bindings.iter().any(|(v, _)| v == var) {
+            return Err(ChildError::usage(format!("--env {var} is given twice"), "bind each variable once"));
+        }
+        bindings.push((var.to_owned(), service.to_owned()));
+    }
+    Ok(bindings)
+}
+
 /// Runs the child to completion and returns the exit code `agentkeys run` should exit with.
-pub fn run(spec: ChildSpec) -> Result<u8, CliError> {
+pub fn run(spec: ChildSpec) -> Result<u8, ChildError> {
     let (program, args) = spec
         .argv
         .split_first()
-        .ok_or_else(|| CliError::usage("no command given", "agentkeys run --env VAR=service -- COMMAND ARGS…"))?;
+        .ok_or_else(|| ChildError::usage("no command given", "run --env VAR=service -- COMMAND ARGS…"))?;
     for (var, value) in &spec.env {
         if value.contains(&0) {
-            return Err(CliError::usage(
+            return Err(ChildError::usage(
                 format!("the credential for {var} contains a NUL byte, which an environment variable cannot hold"),
                 "read binary credentials with `agentkeys read` into a file instead",
             ));
@@ -93,7 +140,7 @@ pub fn run(spec: ChildSpec) -> Result<u8, CliError> {
     }
     // Installed before the child exists, so no signal falls between spawn and forwarding.
     let mut signals = SignalsInfo::<WithOrigin>::new(FORWARDED_SIGNALS)
-        .map_err(|e| CliError::new(exit::ERROR, format!("cannot install signal handlers: {e}"), "retry"))?;
+        .map_err(|e| ChildError::new(1, format!("cannot install signal handlers: {e}"), "retry"))?;
     let signal_handle = signals.handle();
 
     // At a terminal the child shares our process group, so it keeps the terminal (job control,
@@ -163,11 +210,10 @@ pub fn run(spec: ChildSpec) -> Result<u8, CliError> {
             let _ = pump.join();
         }
     }
-    let status =
-        status.map_err(|e| CliError::new(exit::ERROR, format!("lost track of the child process: {e}"), "retry"))?;
+    let status = status.map_err(|e| ChildError::new(1, format!("lost track of the child process: {e}"), "retry"))?;
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => code as u8,
         (None, Some(signal)) => 128u8.saturating_add(signal as u8),
-        (None, None) => exit::ERROR,
+        (None, None) => 1,
     })
 }

@@ -1,0 +1,312 @@
+//! The master's side of agents: checking an agent device's certificate before wrapping anything
+//! to it, wrapping the current data keys of a scope, link codes, and the approval of requests.
+//! The server only stores and forwards what these produce.
+
+use agentkeys_proto::agents::{
+    AgentDevice, AgentSummary, ApproveRequest, CreateAgentRequest, CreateAgentResponse, DecisionResponse, DeviceWrap,
+    PendingRequest, RequestKind, ScopeChangeRequest, Tier, agent_namespace,
+};
+use agentkeys_proto::certificate::DeviceCertificate;
+use agentkeys_proto::{ErrorCode, b64, ids};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::client::{ApiClient, ClientError};
+use crate::crypto::{self, KeyPair, WrapLabel};
+use crate::random::RandomSource;
+use crate::session::Session;
+use crate::vault::{self, Namespace, VaultError, account_key};
+
+/// How often a grant is retried when a store races it.
+const MAX_GRANT_ATTEMPTS: usize = 8;
+
+fn verify_ed25519(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    crypto::verify(public, message, signature).is_ok()
+}
+
+/// The X25519 key of an agent device, once its id derives from its key and its certificate
+/// chain ties it to this account's key. Anything else is refused: the server may have made it up.
+pub fn certified_kx(session: &Session, device: &AgentDevice) -> Result<[u8; 32], VaultError> {
+    let account = account_key(session)?;
+    let uncertified =
+        || VaultError::Uncertified { agent_id: device.agent_id.clone(), device_id: device.device_id.clone() };
+    let sign = b64::decode_array::<32>(&device.sign_public).ok_or_else(uncertified)?;
+    let kx = b64::decode_array::<32>(&device.kx_public).ok_or_else(uncertified)?;
+    let certificate =
+        b64::decode(&device.certificate).and_then(|c| DeviceCertificate::decode(&c)).ok_or_else(uncertified)?;
+    let valid = ids::device_id(&sign) == device.device_id
+        && certificate.verifies(
+            &account.public().sign,
+            &session.account_id,
+            &device.agent_id,
+            &sign,
+            &kx,
+            &verify_ed25519,
+        );
+    if valid { Ok(kx) } else { Err(uncertified()) }
+}
+
+/// The current data key of each service that exists, wrapped to `recipient_kx` and addressed to
+/// `recipient_id`. Services not stored yet are skipped: their first version will be wrapped to
+/// the agent when it is stored.
+pub async fn wrap_current(
+    client: &ApiClient,
+    session: &Session,
+    namespace: Namespace<'_>,
+    services: &[String],
+    recipient_id: &str,
+    recipient_kx: &[u8; 32],
+    rng: &mut impl RandomSource,
+) -> Result<Vec<DeviceWrap>, VaultError> {
+    let mut wraps = Vec::new();
+    for service in services {
+        let Some((version, data_key)) = vault::current_data_key(client, session, namespace, service).await? else {
+            continue;
+        };
+        let wrap = crypto::wrap_to(recipient_kx, data_key.expose(), WrapLabel::DataKey, rng)
+            .map_err(|source| VaultError::Open { service: service.clone(), source })?;
+        wraps.push(DeviceWrap {
+            namespace: namespace.name(),
+            service: service.clone(),
+            version,
+            device_id: recipient_id.to_owned(),
+            wrap: b64::encode(wrap),
+        });
+    }
+    Ok(wraps)
+}
+
+/// The agent's private credentials, by name.
+async fn private_services(client: &ApiClient, agent_id: &str) -> Result<Vec<String>, ClientError> {
+    let namespace = agent_namespace(agent_id);
+    Ok(client
+        .list_credentials()
+        .await?
+        .credentials
+        .into_iter()
+        .filter(|c| c.namespace == namespace)
+        .map(|c| c.service)
+        .collect())
+}
+
+/// Finds an agent by id, label or alias (PRODUCT.md §3: `<agent>` accepts all three).
+pub fn resolve<'a>(agents: &'a [AgentSummary], name: &str) -> Option<&'a AgentSummary> {
+    agents
+        .iter()
+        .find(|a| a.agent_id == name)
+        .or_else(|| agents.iter().find(|a| a.label == name))
+        .or_else(|| agents.iter().find(|a| a.aliases.iter().any(|alias| alias == name)))
+}
+
+/// A link code: 32 random bytes that derive a one-use key pair. Text form `AKL1-` + base32
+/// (no padding) of `secret || SHA-256(secret)[..2]`, so a truncated paste is caught locally.
+pub struct LinkCode(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for LinkCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkCode(..)")
+    }
+}
+
+const LINK_PREFIX: &str = "AKL1-";
+
+impl LinkCode {
+    pub fn generate(rng: &mut impl RandomSource) -> Self {
+        Self(Zeroizing::new(rng.array::<32>()))
+    }
+
+    /// The link key pair: HKDF-SHA256 (no salt, info `agentkeys-link-key-v1`) of the secret, 64
+    /// bytes, as an Ed25519 seed and an X25519 secret.
+    pub fn key_pair(&self) -> KeyPair {
+        let mut blob = Zeroizing::new([0u8; 64]);
+        Hkdf::<Sha256>::new(None, self.0.as_ref())
+            .expand(b"agentkeys-link-key-v1", blob.as_mut())
+            .expect("64 bytes is a valid HKDF length");
+        KeyPair::from_secret_blob(blob.as_ref()).expect("64 bytes is a valid blob")
+    }
+
+    pub fn link_id(&self) -> String {
+        ids::link_id(&self.key_pair().public().sign)
+    }
+
+    pub fn to_text(&self) -> Zeroizing<String> {
+        let mut raw = Zeroizing::new(Vec::with_capacity(34));
+        raw.extend_from_slice(self.0.as_ref());
+        raw.extend_from_slice(&<Sha256 as sha2::Digest>::digest(self.0.as_ref())[..2]);
+        Zeroizing::new(format!("{LINK_PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&raw)))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, crypto::CryptoError> {
+        let upper = Zeroizing::new(text.trim().to_ascii_uppercase());
+        let body =
+            upper.strip_prefix(LINK_PREFIX).ok_or(crypto::CryptoError::Malformed("link code (expected AKL1-…)"))?;
+        let raw = Zeroizing::new(
+            data_encoding::BASE32_NOPAD
+                .decode(body.as_bytes())
+                .map_err(|_| crypto::CryptoError::Malformed("link code (not base32)"))?,
+        );
+        if raw.len() != 34 || <Sha256 as sha2::Digest>::digest(&raw[..32])[..2] != raw[32..] {
+            return Err(crypto::CryptoError::Malformed("link code (checksum mismatch: was it copied whole?)"));
+        }
+        let mut secret = Zeroizing::new([0u8; 32]);
+        secret.copy_from_slice(&raw[..32]);
+        Ok(Self(secret))
+    }
+}
+
+/// Creates an agent and mints its link code: the link key is certified by the account key, and
+/// the scope's current data keys are wrapped to it. Only the code opens them.
+pub async fn create_agent(
+    client: &ApiClient,
+    session: &Session,
+    label: &str,
+    scope: &[String],
+    tier: Tier,
+    rng: &mut impl RandomSource,
+) -> Result<(CreateAgentResponse, LinkCode), VaultError> {
+    let account = account_key(session)?;
+    let agent_id = ids::agent_id(&session.account_id, label);
+    let code = LinkCode::generate(rng);
+    let link = code.key_pair().public();
+    let link_id = ids::link_id(&link.sign);
+    let certificate = account.sign(&ids::link_key_payload(&session.account_id, &agent_id, &link.sign, &link.kx));
+    let mut attempts = 0;
+    loop {
+        let wraps = wrap_current(client, session, Namespace::Vault, scope, &link_id, &link.kx, rng).await?;
+        let request = CreateAgentRequest {
+            label: label.to_owned(),
+            scope: scope.to_vec(),
+            tier,
+            link_sign_public: b64::encode(link.sign),
+            link_kx_public: b64::encode(link.kx),
+            link_certificate: b64::encode(certificate),
+            wraps,
+        };
+        match client.create_agent(&request).await {
+            Err(ClientError::Api { detail, .. })
+                if detail.code == ErrorCode::VersionConflict && attempts < MAX_GRANT_ATTEMPTS =>
+            {
+                attempts += 1;
+            }
+            other => return Ok((other?, code)),
+        }
+    }
+}
+
+/// The OTP the master shows for a pairing request: the daemon shows the same number only if the
+/// keys the server relayed are the daemon's.
+pub fn pairing_otp(request: &PendingRequest) -> Option<String> {
+    let sign = b64::decode_array::<32>(request.device_sign_public.as_deref()?)?;
+    let kx = b64::decode_array::<32>(request.device_kx_public.as_deref()?)?;
+    Some(ids::pairing_otp(&request.code, &request.label, &request.scope, &sign, &kx))
+}
+
+/// The device fingerprint shown at approval: the device id.
+pub fn device_fingerprint(request: &PendingRequest) -> Option<String> {
+    Some(ids::device_id(&b64::decode_array::<32>(request.device_sign_public.as_deref()?)?))
+}
+
+/// Approves a request as it was reviewed. A pairing: certify the device key and wrap the granted
+/// scope's data keys (and, when the label names an existing agent, its private credentials) to
+/// it. An access request: wrap the service to every device of the agent. A tier: nothing to wrap.
+pub async fn approve(
+    client: &ApiClient,
+    session: &Session,
+    request: &PendingRequest,
+    scope: &[String],
+    rng: &mut impl RandomSource,
+) -> Result<DecisionResponse, VaultError> {
+    let account = account_key(session)?;
+    let mut attempts = 0;
+    loop {
+        let approval = match request.kind {
+            RequestKind::Pairing => {
+                let bad = || VaultError::Mismatch {
+                    wanted: "a pairing request with device keys".into(),
+                    got: request.code.clone(),
+                };
+                let sign =
+                    b64::decode_array::<32>(request.device_sign_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
+                let kx =
+                    b64::decode_array::<32>(request.device_kx_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
+                let agent_id = ids::agent_id(&session.account_id, &request.label);
+                let device_id = ids::device_id(&sign);
+                let certificate = account.sign(&ids::agent_device_payload(&session.account_id, &agent_id, &sign, &kx));
+                let mut wraps = wrap_current(client, session, Namespace::Vault, scope, &device_id, &kx, rng).await?;
+                let private = private_services(client, &agent_id).await?;
+                wraps.extend(
+                    wrap_current(client, session, Namespace::Agent(&agent_id), &private, &device_id, &kx, rng).await?,
+                );
+                ApproveRequest {
+                    scope: scope.to_vec(),
+                    // The bare signature: the server stores it as a paired certificate chain.
+                    device_certificate: Some(b64::encode(certificate)),
+                    wraps,
+                }
+            }
+            RequestKind::Access => {
+                let agent_id = request.agent_id.clone().unwrap_or_default();
+                let agents = client.list_agents().await?.agents;
+                let agent = agents.iter().find(|a| a.agent_id == agent_id);
+                let wraps = match agent {
+                    Some(agent) => wraps_for_devices(client, session, agent, scope, rng).await?,
+                    None => Vec::new(),
+                };
+                ApproveRequest { scope: scope.to_vec(), device_certificate: None, wraps }
+            }
+            RequestKind::Tier => ApproveRequest::default(),
+        };
+        match client.approve_request(&request.code, &approval).await {
+            Err(ClientError::Api { detail, .. })
+                if detail.code == ErrorCode::VersionConflict && attempts < MAX_GRANT_ATTEMPTS =>
+            {
+                attempts += 1;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// The current data keys of `services` wrapped to every active device of `agent`.
+async fn wraps_for_devices(
+    client: &ApiClient,
+    session: &Session,
+    agent: &AgentSummary,
+    services: &[String],
+    rng: &mut impl RandomSource,
+) -> Result<Vec<DeviceWrap>, VaultError> {
+    let mut wraps = Vec::new();
+    for device in agent.devices.iter().filter(|d| !d.revoked) {
+        let kx = certified_kx(session, device)?;
+        wraps.extend(wrap_current(client, session, Namespace::Vault, services, &device.device_id, &kx, rng).await?);
+    }
+    Ok(wraps)
+}
+
+/// Adds and removes services of an agent's scope; added services are wrapped to every device.
+pub async fn change_scope(
+    client: &ApiClient,
+    session: &Session,
+    agent: &AgentSummary,
+    add: &[String],
+    remove: &[String],
+    rng: &mut impl RandomSource,
+) -> Result<(), VaultError> {
+    let mut attempts = 0;
+    loop {
+        let request = ScopeChangeRequest {
+            add: add.to_vec(),
+            remove: remove.to_vec(),
+            wraps: wraps_for_devices(client, session, agent, add, rng).await?,
+        };
+        match client.change_scope(&agent.agent_id, &request).await {
+            Err(ClientError::Api { detail, .. })
+                if detail.code == ErrorCode::VersionConflict && attempts < MAX_GRANT_ATTEMPTS =>
+            {
+                attempts += 1;
+            }
+            other => return Ok(other?),
+        }
+    }
+}

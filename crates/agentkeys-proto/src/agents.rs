@@ -1,0 +1,390 @@
+//! Wire types of the agent side: agents and their devices, scope and tiers, pairing and link
+//! codes, and the one approval queue (PRODUCT.md §3). Keys and wraps are base64url strings; the
+//! server stores and forwards them but can open none of them.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// How long a pair code, link code or agent request stays open.
+pub const REQUEST_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// What an agent may do (PRODUCT.md §3). Ordered: each tier includes the ones before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Metadata only: whoami, names of credentials, its own usage.
+    Safe,
+    /// Also reads the credentials in its scope, and runs commands with them.
+    Standard,
+    /// Also stores into its own namespace (sub-agents come later).
+    Admin,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Safe, Tier::Standard, Tier::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Safe => "safe",
+            Tier::Standard => "standard",
+            Tier::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The namespace of an agent's private credentials (overrides of the vault, or its own).
+pub fn agent_namespace(agent_id: &str) -> String {
+    format!("agent:{agent_id}")
+}
+
+/// A data key wrapped to one device, for one credential version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeviceWrap {
+    pub namespace: String,
+    pub service: String,
+    pub version: u64,
+    pub device_id: String,
+    pub wrap: String,
+}
+
+/// One device of an agent, with what proves the account owner approved its key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentDevice {
+    pub device_id: String,
+    pub agent_id: String,
+    pub sign_public: String,
+    pub kx_public: String,
+    /// The certificate chain (docs/protocol.md, "Agent devices"), checked by the master before
+    /// it wraps anything to this key.
+    pub certificate: String,
+    pub created_at_ms: i64,
+    pub revoked: bool,
+}
+
+/// One line of `GET /v1/agents`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentSummary {
+    pub agent_id: String,
+    pub label: String,
+    pub aliases: Vec<String>,
+    pub tier: Tier,
+    /// `active`, `pending` (link code not yet redeemed), `revoked` or `torn_down`.
+    pub status: String,
+    pub scope: Vec<String>,
+    pub devices: Vec<AgentDevice>,
+    pub created_at_ms: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// `GET /v1/agents`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentListResponse {
+    pub agents: Vec<AgentSummary>,
+}
+
+/// `POST /v1/agents`: create an agent and mint a link code for it. The link key's private half
+/// is in the code only; the server gets its public half, certified by the account key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgentRequest {
+    pub label: String,
+    pub scope: Vec<String>,
+    pub tier: Tier,
+    pub link_sign_public: String,
+    pub link_kx_public: String,
+    /// Account signature over [`crate::ids::link_key_payload`].
+    pub link_certificate: String,
+    /// The scope's current data keys, wrapped to the link key.
+    pub wraps: Vec<DeviceWrap>,
+}
+
+/// Answer to [`CreateAgentRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgentResponse {
+    pub agent_id: String,
+    pub link_id: String,
+    pub expires_at_ms: i64,
+}
+
+/// `POST /v1/links/{link_id}/redeem`, signed by the link key (not a session): binds a fresh
+/// device key to the agent and opens its session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RedeemLinkRequest {
+    pub device_sign_public: String,
+    pub device_kx_public: String,
+    /// SHA-256 of the session token the daemon generated; the token itself never leaves it.
+    pub token_hash: String,
+    /// Link-key signature over [`crate::ids::agent_device_payload`] for the new device.
+    pub device_certificate: String,
+    /// The data keys, re-wrapped from the link key to the new device key.
+    pub wraps: Vec<DeviceWrap>,
+    /// Link-key signature over [`redeem_payload`]: proves the caller holds the code's secret.
+    pub proof: String,
+}
+
+/// What the link key signs to redeem: `agentkeys-link-redeem-v1 \n link id \n hex(token hash)`.
+pub fn redeem_payload(link_id: &str, token_hash: &[u8; 32], device_certificate: &[u8; 64]) -> Vec<u8> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("agentkeys-link-redeem-v1\n{link_id}\n{}\n{}", hex(token_hash), hex(device_certificate)).into_bytes()
+}
+
+/// `GET /v1/links/{link_id}`: who the daemon is about to become, and the wraps it must re-wrap
+/// to its own key before redeeming. The link id is derived from the code's secret, so only a
+/// holder of the code knows where to look; the wraps open only with that secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LinkInfoResponse {
+    pub account_id: String,
+    /// Lets the daemon check that `account_id` derives from the key that signed the link.
+    pub account_sign_public: String,
+    pub agent_id: String,
+    pub label: String,
+    pub scope: Vec<String>,
+    pub tier: Tier,
+    pub link_certificate: String,
+    pub wraps: Vec<DeviceWrap>,
+    pub expires_at_ms: i64,
+}
+
+/// Answer to a redeemed link or an approved pairing: the new agent session. The token is the
+/// daemon's own; it is not in here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentSessionResponse {
+    pub account_id: String,
+    pub agent_id: String,
+    pub label: String,
+    pub device_id: String,
+    pub session_id: String,
+    pub tier: Tier,
+    pub scope: Vec<String>,
+}
+
+/// `POST /v1/pairings` (no session yet): a daemon asks to join some account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OpenPairingRequest {
+    pub label: String,
+    pub scope: Vec<String>,
+    pub device_sign_public: String,
+    pub device_kx_public: String,
+    /// SHA-256 of the session token the daemon generated.
+    pub token_hash: String,
+    /// SHA-256 of the secret the daemon polls with.
+    pub poll_hash: String,
+}
+
+/// Answer to [`OpenPairingRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OpenPairingResponse {
+    pub pairing_id: String,
+    pub code: String,
+    pub expires_at_ms: i64,
+}
+
+/// `GET /v1/pairings/{pairing_id}` with the poll secret as bearer: where the pairing stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PairingStatusResponse {
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<AgentSessionResponse>,
+}
+
+/// The kinds of request in the approval queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// A daemon asking to pair (`agentkeys-daemon pair`).
+    Pairing,
+    /// An agent asking for a service (MCP `request_access`).
+    Access,
+    /// An agent asking for a higher tier (MCP `request_tier`).
+    Tier,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Pairing => "pairing",
+            RequestKind::Access => "access",
+            RequestKind::Tier => "tier",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [RequestKind::Pairing, RequestKind::Access, RequestKind::Tier].into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// One request of the approval queue, as the master sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PendingRequest {
+    pub code: String,
+    pub kind: RequestKind,
+    /// The agent the request is about: for pairing, the label it asks for.
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Services asked for (pairing, access).
+    pub scope: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The pairing daemon's keys, to compute the OTP and to certify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_sign_public: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_kx_public: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// `GET /v1/requests`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RequestListResponse {
+    pub requests: Vec<PendingRequest>,
+}
+
+/// `POST /v1/requests/{code}/approve`. What it carries depends on the kind: a pairing needs the
+/// certificate and the wraps for the granted scope; an access request needs the wraps; a tier
+/// request needs nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// The scope granted (pairing, access): may differ from what was asked.
+    #[serde(default)]
+    pub scope: Vec<String>,
+    /// Pairing: account signature over [`crate::ids::agent_device_payload`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_certificate: Option<String>,
+    #[serde(default)]
+    pub wraps: Vec<DeviceWrap>,
+}
+
+/// Answer to an approval or a denial.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DecisionResponse {
+    pub code: String,
+    pub kind: RequestKind,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /v1/requests` by an agent: ask the master for a service or a tier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentAskRequest {
+    pub kind: RequestKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    pub reason: String,
+}
+
+/// Answer to [`AgentAskRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentAskResponse {
+    pub code: String,
+    pub expires_at_ms: i64,
+}
+
+/// `POST /v1/agents/{agent_id}/scope`: add and remove services. Adding carries the current data
+/// key of each added service wrapped to each of the agent's devices.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScopeChangeRequest {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+    #[serde(default)]
+    pub wraps: Vec<DeviceWrap>,
+}
+
+/// `POST /v1/agents/{agent_id}/tier`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TierChangeRequest {
+    pub tier: Tier,
+}
+
+/// `POST /v1/agents/{agent_id}/aliases`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AliasRequest {
+    pub alias: String,
+}
+
+/// `GET /v1/recipients?namespace=…&service=…`: the agent devices a new version of that
+/// credential must be wrapped to. The master checks each certificate before wrapping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecipientsResponse {
+    pub devices: Vec<AgentDevice>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_are_ordered_and_round_trip() {
+        assert!(Tier::Safe < Tier::Standard && Tier::Standard < Tier::Admin);
+        for tier in Tier::ALL {
+            assert_eq!(Tier::parse(tier.as_str()), Some(tier));
+            assert_eq!(serde_json::to_string(&tier).unwrap(), format!("\"{tier}\""));
+        }
+    }
+}
