@@ -3,6 +3,8 @@
 //! * `storage` — the server's storage and auth behaviour through the real client, on SQLite and
 //!   on PostgreSQL.
 //! * `cli` — the `agentkeys` binary end to end against a spawned server.
+//! * `agents` — `agentkeys-daemon` and the master's agent commands: pairing, link codes, scope,
+//!   revoke and teardown, and MCP through the official Python SDK.
 //! * `run` — `agentkeys run`: exit codes, signals, masking.
 //! * `replicas` — several server processes on one database behaving as one.
 //! * `crash` — SIGKILL during a burst of stores loses nothing acknowledged.
@@ -29,6 +31,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod agents;
 mod cli;
 mod crash;
 mod replicas;

@@ -145,8 +145,13 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server on `127.0.0.1:0` and waits for its "listening on" line.
     pub fn start(database_url: &str) -> Self {
+        Self::spawn(database_url, &[])
+    }
+
+    fn spawn(database_url: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("agentkeys-server"))
             .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
+            .args(extra)
             .env("AGENTKEYS_LOG", "info,sqlx=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -305,5 +310,150 @@ impl Master {
 
     pub fn session_dir(&self) -> PathBuf {
         self.home.path().join("master")
+    }
+}
+
+impl ServerProcess {
+    /// [`ServerProcess::start`] with extra server flags (e.g. rate limits).
+    pub fn start_with(database_url: &str, extra: &[&str]) -> Self {
+        Self::spawn(database_url, extra)
+    }
+}
+
+/// A daemon host: its own `AGENTKEYS_HOME`, and the real `agentkeys-daemon` binary pointed at a
+/// server. Several agents can share one host (one home, one `daemon-*` slot each).
+#[derive(Debug)]
+pub struct DaemonHost {
+    pub home: tempfile::TempDir,
+    pub server: String,
+}
+
+/// What a pairing printed: the code and the OTP, read from the daemon's stderr.
+#[derive(Debug, Clone)]
+pub struct PairPrompt {
+    pub code: String,
+    pub otp: String,
+}
+
+/// A `pair` in progress.
+#[derive(Debug)]
+pub struct Pairing {
+    pub child: Child,
+    pub prompt: PairPrompt,
+    pub stderr: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Pairing {
+    /// Waits for the daemon to exit; returns its exit code and everything it printed on stderr.
+    pub fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().expect("wait for agentkeys-daemon pair");
+        // The reader ends when the pipe closes, so after joining it the log is complete.
+        self.reader.join().expect("stderr reader");
+        (status.code().unwrap_or(-1), self.stderr.lock().unwrap().clone())
+    }
+}
+
+impl DaemonHost {
+    pub fn new(server: &str) -> Self {
+        Self { home: tempfile::tempdir().expect("temp home"), server: server.to_owned() }
+    }
+
+    /// `agentkeys-daemon ARGS` with this host's environment, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin("agentkeys-daemon"));
+        command
+            .args(args)
+            .env("AGENTKEYS_HOME", self.home.path())
+            .env("AGENTKEYS_SERVER", &self.server)
+            .env_remove("AGENTKEYS_SESSION_ID")
+            .env_remove("AGENTKEYS_DAEMON_SOCKET")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect("run agentkeys-daemon")
+    }
+
+    /// Starts `pair` and waits for its "Pair code: … OTP: …" line (its readiness signal).
+    pub fn start_pair(&self, label: &str, scope: &str) -> Pairing {
+        let mut args = vec!["pair", "--label", label, "--timeout", "60"];
+        if !scope.is_empty() {
+            args.extend(["--scope", scope]);
+        }
+        let mut child = self.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pair");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("Pair code: ")
+                    && let Some(tx) = tx.take()
+                {
+                    let mut words = rest.split_whitespace();
+                    let code = words.next().unwrap_or_default().to_owned();
+                    let otp = words.nth(1).unwrap_or_default().to_owned();
+                    let _ = tx.send(PairPrompt { code, otp });
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let prompt = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(prompt) => prompt,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("agentkeys-daemon pair printed no code:\n{}", log.lock().unwrap());
+            }
+        };
+        Pairing { child, prompt, stderr: log, reader }
+    }
+
+    /// Pairs `label` end to end: the daemon's code and OTP read from its stderr, `approve`
+    /// answered with the OTP on stdin. Returns the agent id.
+    pub fn pair(&self, master: &Master, label: &str, scope: &str) -> String {
+        let pairing = self.start_pair(label, scope);
+        let otp = format!("{}\n", pairing.prompt.otp);
+        master.ok(&["approve", &pairing.prompt.code], Some(otp.as_bytes()));
+        let (code, stderr) = pairing.finish();
+        assert_eq!(code, 0, "pair failed:\n{stderr}");
+        stderr
+            .split("Session saved as daemon-")
+            .nth(1)
+            .and_then(|rest| rest.split('.').next())
+            .expect("the saved session in pair's output")
+            .to_owned()
+    }
+
+    /// The agent session slot for `agent_id` on this host.
+    pub fn session_arg(agent_id: &str) -> String {
+        format!("daemon-{agent_id}")
+    }
+
+    /// The saved agent session, loaded the way the daemon loads it.
+    pub fn session(&self, agent_id: &str) -> Arc<Session> {
+        let id = SessionId::daemon(agent_id).expect("session id");
+        Arc::new(EncryptedFileStore::new(self.home.path()).load(&id).expect("load").expect("a session"))
+    }
+}
+
+/// The Python of the venv with the MCP SDK (`AGENTKEYS_TEST_PYTHON`, set by scripts/test.sh);
+/// `None` skips, except under `CI=true` where a missing one fails.
+pub fn test_python() -> Option<PathBuf> {
+    match std::env::var_os("AGENTKEYS_TEST_PYTHON").filter(|v| !v.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but AGENTKEYS_TEST_PYTHON is not set: run the suite with scripts/test.sh")
+        }
+        None => {
+            eprintln!("skipping: AGENTKEYS_TEST_PYTHON is not set (scripts/test.sh sets it)");
+            None
+        }
     }
 }

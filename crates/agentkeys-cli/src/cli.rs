@@ -153,21 +153,21 @@ pub struct LinkArgs {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "change", required = true, multiple = false)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(false).args(["add", "remove", "set", "list"])))]
 pub struct ScopeArgs {
     /// The agent: id, label or alias.
     pub agent: String,
     /// Services to grant, comma-separated.
-    #[arg(long, value_delimiter = ',', value_name = "SERVICES", group = "change")]
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES")]
     pub add: Vec<String>,
     /// Services to take away, comma-separated.
-    #[arg(long, value_delimiter = ',', value_name = "SERVICES", group = "change")]
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES")]
     pub remove: Vec<String>,
     /// Exactly these services, comma-separated (an empty value removes all).
-    #[arg(long, value_delimiter = ',', value_name = "SERVICES", num_args = 0..=1, group = "change")]
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES", num_args = 0..=1)]
     pub set: Option<Vec<String>>,
     /// Show the scope.
-    #[arg(long, group = "change")]
+    #[arg(long)]
     pub list: bool,
 }
 

@@ -10,6 +10,7 @@ pub mod agents;
 pub mod child;
 pub mod client;
 pub mod crypto;
+pub mod error;
 pub mod mask;
 pub mod paths;
 pub mod random;

@@ -24,6 +24,9 @@ use crate::random::{OsRandom, RandomSource};
 /// The id of the master's session slot.
 pub const MASTER_SESSION_ID: &str = "master";
 
+/// Agent session slots are `daemon-<agent id>`.
+pub const DAEMON_SESSION_PREFIX: &str = "daemon-";
+
 /// A validated session id: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`, so it is always a safe single path
 /// component and a safe keychain account name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,11 @@ impl SessionId {
 
     pub fn master() -> Self {
         Self(MASTER_SESSION_ID.to_owned())
+    }
+
+    /// The slot of an agent's daemon session.
+    pub fn daemon(agent_id: &str) -> Result<Self, SessionError> {
+        Self::parse(&format!("{DAEMON_SESSION_PREFIX}{agent_id}"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -168,6 +176,8 @@ pub trait SessionStore {
     fn clear(&self, id: &SessionId) -> Result<bool, SessionError>;
     /// Where the session lives, for `whoami` (never the secret itself).
     fn describe(&self, id: &SessionId) -> String;
+    /// The ids of stored sessions that start with `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<SessionId>, SessionError>;
 }
 
 /// The encrypted-file store.
@@ -307,6 +317,21 @@ impl SessionStore for EncryptedFileStore {
 
     fn describe(&self, id: &SessionId) -> String {
         format!("file ({})", self.dir(id).join(SESSION_FILE).display())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<SessionId>, SessionError> {
+        let entries = match fs::read_dir(&self.home) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &self.home)(e)),
+        };
+        let mut ids: Vec<SessionId> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str().and_then(|name| SessionId::parse(name).ok()))
+            .filter(|id| id.as_str().starts_with(prefix) && self.dir(id).join(SESSION_FILE).is_file())
+            .collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(ids)
     }
 }
 

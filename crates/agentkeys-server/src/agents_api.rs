@@ -740,11 +740,17 @@ pub async fn approve_request(
             Some(row) => Some(Box::new(prepare_grant(&state, caller, row, request).await?)),
             None => None,
         };
-        Ok::<_, ApiError>(RequestOp::Approve { account_id: caller.account_id.clone(), code, grant })
+        // The audit row names the agent the approval is about.
+        let subject = match grant.as_deref() {
+            Some(Grant::Pairing { agent_id, .. }) => Some(agent_id.clone()),
+            _ => row.and_then(|row| row.agent_id),
+        };
+        Ok::<_, ApiError>((RequestOp::Approve { account_id: caller.account_id.clone(), code, grant }, subject))
     }
     .await;
-    let decision = prepared.map(|op| Operation::Request(Box::new(op)));
-    match caller.commit(&state, "request.approve", None, decision).await? {
+    let namespace = prepared.as_ref().ok().and_then(|(_, subject)| subject.as_deref().map(agent_namespace));
+    let decision = prepared.map(|(op, _)| Operation::Request(Box::new(op)));
+    match caller.commit_about(&state, "request.approve", namespace, None, decision).await? {
         Applied::Request(row) => Ok(Json(DecisionResponse {
             code: row.code.clone(),
             kind: row.kind,

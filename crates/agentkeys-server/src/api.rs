@@ -230,9 +230,10 @@ pub async fn get_credential(
     let service = service_from(path);
     let namespace = namespace_for(caller, query);
     let (namespace, read) = match (&caller.agent_id, &namespace) {
+        // An agent names no namespace (`?agent=` is refused): the writer resolves its own.
         (Some(agent_id), _) => (
             VAULT_NAMESPACE.to_owned(),
-            service.as_ref().map_err(Clone::clone).map(|s| {
+            namespace.as_ref().map_err(Clone::clone).and(service.as_ref().map_err(Clone::clone)).map(|s| {
                 Operation::Agent(Box::new(AgentOp::Read {
                     account_id: caller.account_id.clone(),
                     agent_id: agent_id.clone(),

@@ -1,7 +1,8 @@
 //! The approval queue at the master: `requests`, `approve <code>`, `deny <code>`. Approving a
-//! pairing shows what the daemon asked for and the OTP derived from the keys the server relayed;
-//! the human compares it with the daemon's screen (or passes it with `--otp`) before the device
-//! key is certified.
+//! pairing shows what the daemon asked for and its device fingerprint, then asks the human to
+//! type the OTP the daemon shows (or pass it with `--otp`): the master derives the same number
+//! from the keys the server relayed, and only a match certifies the device key. The master does
+//! not print its own number, so the check cannot be passed by copying from the wrong screen.
 
 use agentkeys_core::{OsRandom, agents, vault};
 use agentkeys_proto::agents::{PendingRequest, RequestKind};
@@ -73,22 +74,14 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     if let Some(reason) = &request.reason {
         shown.push(format!("  reason:   {reason}"));
     }
-    if request.kind == RequestKind::Pairing {
-        let otp = agents::pairing_otp(&request).ok_or_else(|| {
+    let otp = match request.kind {
+        RequestKind::Pairing => Some(agents::pairing_otp(&request).ok_or_else(|| {
             CliError::new(1, "the pairing request carries no device key", "ask the daemon to pair again")
-        })?;
+        })?),
+        _ => None,
+    };
+    if otp.is_some() {
         shown.push(format!("  device:   {}", agents::device_fingerprint(&request).unwrap_or_default()));
-        shown.push(format!("  OTP:      {otp}   (must match the daemon's screen)"));
-        if let Some(given) = &args.otp
-            && given.trim() != otp
-        {
-            return Err(CliError::new(
-                6,
-                format!("the OTP {} does not match this request's {otp}: refusing to approve", given.trim()),
-                "the daemon's key did not reach this machine intact (a wrong code, or a server swapping keys); \
-                 deny it with `agentkeys deny` and pair again",
-            ));
-        }
     }
     if scope != request.scope {
         shown.push(format!("  granting: {} (instead of what was asked)", scope.join(",")));
@@ -96,11 +89,26 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     if !ctx.out.json {
         eprintln!("{}", shown.join("\n"));
     }
-    let question = match (request.kind, &args.otp) {
-        (RequestKind::Pairing, None) => "Does the daemon show the same OTP, and do you approve?".to_owned(),
-        _ => "Approve?".to_owned(),
-    };
-    confirm(ctx, "`approve`", &question)?;
+    match &otp {
+        // A pairing is approved by typing the daemon's OTP (or passing it with --otp), never by a
+        // bare yes: the comparison is what catches a key swapped on the way. `--yes` does not
+        // answer it.
+        Some(otp) => {
+            let typed = match &args.otp {
+                Some(given) => given.trim().to_owned(),
+                None => read_otp()?,
+            };
+            if typed != *otp {
+                return Err(CliError::new(
+                    6,
+                    format!("the OTP {typed} does not match this request's: refusing to approve"),
+                    "the daemon's key did not reach this machine intact (a wrong code, or a server swapping keys); \
+                     deny it with `agentkeys deny` and pair again",
+                ));
+            }
+        }
+        None => confirm(ctx, "`approve`", "Approve?")?,
+    }
     let decided = agents::approve(&client, &session, &request, &scope, &mut OsRandom).await?;
     ctx.out.json(&decided)?;
     ctx.out.note(match (&decided.agent_id, request.kind) {
@@ -108,6 +116,21 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
         _ => format!("Approved {code}"),
     });
     Ok(0)
+}
+
+/// Reads the OTP the human types (from the terminal, or a line on stdin).
+fn read_otp() -> Result<String, CliError> {
+    use std::io::BufRead as _;
+    eprint!("Type the 6-digit OTP the daemon shows to approve (anything else refuses): ");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::new(6, format!("cannot read the OTP: {e}"), "type it, or pass --otp NNNNNN"))?;
+    if line.trim().is_empty() {
+        return Err(CliError::new(6, "no OTP was typed: nothing was approved", "type the OTP, or pass --otp NNNNNN"));
+    }
+    Ok(line.trim().to_owned())
 }
 
 pub async fn deny(ctx: &Context, code: &str) -> Result<u8, CliError> {

@@ -31,25 +31,43 @@ pub async fn usage(ctx: &Context, args: UsageArgs) -> Result<u8, CliError> {
         ctx.out.note(format!("No activity in the last {}.", args.since));
         return Ok(0);
     }
+    // Agent devices are shown by their agent's label.
+    let labels: std::collections::HashMap<String, String> = match client.list_agents().await {
+        Ok(listed) => listed
+            .agents
+            .into_iter()
+            .flat_map(|a| a.devices.into_iter().map(move |d| (d.device_id, a.label.clone())))
+            .collect(),
+        Err(_) => Default::default(),
+    };
     let rows: Vec<Vec<String>> = audit
         .entries
         .iter()
         .map(|e| {
             let actor = match &e.actor {
                 Some(actor) if *actor == session.device_id => format!("{actor} (this device)"),
-                Some(actor) => actor.clone(),
+                Some(actor) => match labels.get(actor) {
+                    Some(label) => format!("{actor} ({label})"),
+                    None => actor.clone(),
+                },
                 None => "-".into(),
+            };
+            let subject = match (e.namespace.as_deref(), e.service.as_deref()) {
+                (Some("vault") | None, Some(service)) => service.to_owned(),
+                (Some(namespace), Some(service)) => format!("{namespace}/{service}"),
+                (Some(namespace), None) => namespace.to_owned(),
+                (None, None) => "-".into(),
             };
             vec![
                 timestamp(e.ts_ms),
                 actor,
                 e.action.clone(),
-                e.service.clone().unwrap_or_else(|| "-".into()),
+                subject,
                 e.outcome_str().into(),
                 e.code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
             ]
         })
         .collect();
-    ctx.out.line(table(&["TIME", "ACTOR", "ACTION", "SERVICE", "OUTCOME", "CODE"], &rows))?;
+    ctx.out.line(table(&["TIME", "ACTOR", "ACTION", "SUBJECT", "OUTCOME", "CODE"], &rows))?;
     Ok(0)
 }

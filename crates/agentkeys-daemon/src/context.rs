@@ -1,0 +1,105 @@
+//! What every daemon command needs: which session slot to act as (the one `daemon-*` slot, or
+//! `--session-id` when there are several), the session, a client, and the socket path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agentkeys_core::error::{CommandError, exit};
+use agentkeys_core::session::{DAEMON_SESSION_PREFIX, EncryptedFileStore, Session, SessionId, SessionStore};
+use agentkeys_core::{ApiClient, paths};
+
+use crate::cli::GlobalArgs;
+
+/// Where a server is expected when nothing else says.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8090";
+
+pub struct Context {
+    pub global: GlobalArgs,
+    pub store: EncryptedFileStore,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("session_id", &self.global.session_id).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(global: GlobalArgs) -> Result<Self, CommandError> {
+        Ok(Self { global, store: EncryptedFileStore::from_env()? })
+    }
+
+    pub fn server_url(&self, session: Option<&Session>) -> String {
+        self.global
+            .server
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| session.map(|s| s.server_url.clone()))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+    }
+
+    /// The slot to act as: `--session-id`, else the only `daemon-*` slot on this host.
+    pub fn session_id(&self) -> Result<SessionId, CommandError> {
+        if let Some(id) = &self.global.session_id {
+            return Ok(SessionId::parse(id)?);
+        }
+        let mut ids = self.store.list(DAEMON_SESSION_PREFIX)?;
+        match ids.len() {
+            0 => Err(CommandError::new(
+                exit::SESSION,
+                "this machine has no agent session",
+                "pair it with `agentkeys-daemon pair --label NAME`, or bind it with `agentkeys-daemon link CODE`",
+            )),
+            1 => Ok(ids.remove(0)),
+            _ => Err(CommandError::usage(
+                format!(
+                    "several agent sessions on this machine: {}",
+                    ids.iter().map(SessionId::as_str).collect::<Vec<_>>().join(", ")
+                ),
+                "pick one with --session-id (or AGENTKEYS_SESSION_ID)",
+            )),
+        }
+    }
+
+    /// The agent session to act as, or exit 3 with the fix.
+    pub fn session(&self) -> Result<(SessionId, Arc<Session>), CommandError> {
+        let id = self.session_id()?;
+        let session = self.store.load(&id)?.ok_or_else(|| {
+            CommandError::new(
+                exit::SESSION,
+                format!("there is no '{id}' session"),
+                "pair this machine with `agentkeys-daemon pair --label NAME`",
+            )
+        })?;
+        if session.agent_id.is_none() {
+            return Err(CommandError::usage(
+                format!("'{id}' is a master session, not an agent's"),
+                "the daemon acts for agents; pass --session-id daemon-<agent id>",
+            ));
+        }
+        Ok((id, Arc::new(session)))
+    }
+
+    pub fn client(&self) -> Result<(SessionId, ApiClient, Arc<Session>), CommandError> {
+        let (id, session) = self.session()?;
+        let client = ApiClient::for_session(&self.server_url(Some(&session)), session.clone())?;
+        Ok((id, client, session))
+    }
+}
+
+/// The default socket of a session: `$XDG_RUNTIME_DIR/agentkeys/<id>.sock` (a per-user tmpfs),
+/// else `<AGENTKEYS_HOME>/run/<id>.sock`. `AGENTKEYS_DAEMON_SOCKET` overrides both.
+pub fn socket_path(id: &SessionId, explicit: Option<PathBuf>) -> Result<PathBuf, CommandError> {
+    if let Some(path) =
+        explicit.or_else(|| std::env::var_os("AGENTKEYS_DAEMON_SOCKET").filter(|v| !v.is_empty()).map(PathBuf::from))
+    {
+        return Ok(path);
+    }
+    let file = format!("{id}.sock");
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(runtime).join("agentkeys").join(file));
+    }
+    let home = paths::agentkeys_home()
+        .ok_or_else(|| CommandError::new(exit::ERROR, "cannot find a home directory", "set AGENTKEYS_HOME"))?;
+    Ok(home.join("run").join(file))
+}

@@ -1,0 +1,254 @@
+//! Joining an agent: `pair` (a pair code the master approves, comparing an OTP) and `link` (a
+//! link code the master minted). Either way the device key is born here and never leaves, the
+//! session token is generated here and only its hash is sent, and the session is saved as
+//! `daemon-<agent id>`.
+
+use std::io::BufRead as _;
+use std::time::{Duration, Instant};
+
+use agentkeys_core::crypto::{self, KeyPair, WrapLabel};
+use agentkeys_core::error::{CommandError, exit};
+use agentkeys_core::session::{Session, SessionId, SessionStore as _};
+use agentkeys_core::{ApiClient, ClientError, OsRandom, RandomSource as _, agents::LinkCode, vault};
+use agentkeys_proto::agents::{
+    AgentSessionResponse, DeviceWrap, OpenPairingRequest, RedeemLinkRequest, redeem_payload,
+};
+use agentkeys_proto::{b64, ids};
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
+
+use crate::cli::{LinkArgs, PairArgs};
+use crate::context::Context;
+
+/// How often a waiting `pair` asks whether it was decided.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+fn new_secret(prefix: &str) -> SecretString {
+    SecretString::from(format!("{prefix}{}", b64::encode(Zeroizing::new(OsRandom.array::<32>()).as_ref())))
+}
+
+fn hash_b64(secret: &SecretString) -> String {
+    b64::encode(Sha256::digest(secret.expose_secret().as_bytes()))
+}
+
+fn check_label(label: &str) -> Result<(), CommandError> {
+    vault::check_service(label).map_err(|_| {
+        CommandError::usage(
+            format!("invalid agent label {label:?}"),
+            "use letters, digits, '.', '_' and '-', e.g. build-bot",
+        )
+    })
+}
+
+/// Saves the new agent session and says where.
+fn save(
+    ctx: &Context,
+    server_url: &str,
+    device: KeyPair,
+    token: SecretString,
+    joined: &AgentSessionResponse,
+) -> Result<SessionId, CommandError> {
+    if joined.device_id != ids::device_id(&device.public().sign) {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("the server answered for device {}, which is not this machine's key", joined.device_id),
+            "check that --server points at a genuine agentkeys-server",
+        ));
+    }
+    let id = SessionId::daemon(&joined.agent_id)?;
+    let session = Session {
+        server_url: server_url.to_owned(),
+        account_id: joined.account_id.clone(),
+        device_id: joined.device_id.clone(),
+        device_label: joined.label.clone(),
+        session_id: joined.session_id.clone(),
+        token,
+        device,
+        account: None,
+        agent_id: Some(joined.agent_id.clone()),
+    };
+    ctx.store.save(&id, &session)?;
+    Ok(id)
+}
+
+fn report(ctx: &Context, id: &SessionId, joined: &AgentSessionResponse) -> Result<(), CommandError> {
+    if ctx.global.json {
+        crate::print_json(&serde_json::json!({
+            "session_id": id.as_str(),
+            "agent_id": joined.agent_id,
+            "label": joined.label,
+            "account_id": joined.account_id,
+            "device_id": joined.device_id,
+            "tier": joined.tier,
+            "scope": joined.scope,
+        }))
+    } else {
+        eprintln!(
+            "Joined as agent {} ({}), tier {}, scope {}. Session saved as {id}.\nNext: agentkeys-daemon serve, or \
+             configure your MCP client to run `agentkeys-daemon mcp`.",
+            joined.label,
+            joined.agent_id,
+            joined.tier,
+            if joined.scope.is_empty() { "(none)".to_owned() } else { joined.scope.join(",") },
+        );
+        Ok(())
+    }
+}
+
+pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
+    check_label(&args.label)?;
+    let mut scope: Vec<String> = Vec::new();
+    for service in args.scope.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        vault::check_service(service)?;
+        scope.push(service.to_owned());
+    }
+    // The server keeps the scope sorted and unique; the OTP is computed over that same form.
+    scope.sort();
+    scope.dedup();
+    let server_url = ctx.server_url(None);
+    let client = ApiClient::anonymous(&server_url)?;
+    let device = KeyPair::generate(&mut OsRandom);
+    let keys = device.public();
+    let token = new_secret("akt_");
+    let poll = new_secret("akp_");
+    let opened = client
+        .open_pairing(&OpenPairingRequest {
+            label: args.label.clone(),
+            scope: scope.clone(),
+            device_sign_public: b64::encode(keys.sign),
+            device_kx_public: b64::encode(keys.kx),
+            token_hash: hash_b64(&token),
+            poll_hash: hash_b64(&poll),
+        })
+        .await?;
+    let otp = ids::pairing_otp(&opened.code, &args.label, &scope, &keys.sign, &keys.kx);
+    eprintln!("Pair code: {}  OTP: {otp}", opened.code);
+    eprintln!(
+        "On the master, run `agentkeys approve {}` and check that it shows OTP {otp}. Waiting (up to {}s)…",
+        opened.code,
+        args.timeout.min(600)
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        tokio::time::sleep(POLL_EVERY).await;
+        let status = match client.pairing_status(&opened.pairing_id, poll.expose_secret()).await {
+            Ok(status) => status,
+            // A server restart or a network blip must not lose a pairing the human may be approving.
+            Err(ClientError::Unreachable { .. }) if Instant::now() < deadline => continue,
+            Err(error) => return Err(error.into()),
+        };
+        match (status.status.as_str(), status.session) {
+            ("approved", Some(joined)) => {
+                let id = save(ctx, client.base_url(), device, token, &joined)?;
+                report(ctx, &id, &joined)?;
+                return Ok(0);
+            }
+            ("denied", _) => {
+                return Err(CommandError::new(
+                    6,
+                    "the master denied this pairing",
+                    "ask the account owner, then pair again",
+                ));
+            }
+            ("expired", _) => {
+                return Err(CommandError::new(6, "the pair code expired before the master approved it", "pair again"));
+            }
+            _ if Instant::now() >= deadline => {
+                return Err(CommandError::new(
+                    6,
+                    format!("no decision within {}s", args.timeout),
+                    "pair again, and approve it on the master while the daemon waits",
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn read_code(args: &LinkArgs) -> Result<Zeroizing<String>, CommandError> {
+    if args.code != "-" {
+        return Ok(Zeroizing::new(args.code.clone()));
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+        CommandError::new(exit::ERROR, format!("cannot read the link code from stdin: {e}"), "pipe it in")
+    })?;
+    Ok(line)
+}
+
+pub async fn link(ctx: &Context, args: LinkArgs) -> Result<u8, CommandError> {
+    let code = LinkCode::parse(&read_code(&args)?).map_err(|e| {
+        CommandError::usage(
+            format!("invalid link code: {e}"),
+            "copy the whole AKL1-… code printed by `agentkeys agent create`",
+        )
+    })?;
+    let link = code.key_pair();
+    let link_keys = link.public();
+    let link_id = ids::link_id(&link_keys.sign);
+    let server_url = ctx.server_url(None);
+    let client = ApiClient::anonymous(&server_url)?;
+    let info = client.link_info(&link_id).await?;
+    // The server relays who we become; check it against the code's own key before trusting it.
+    let account_sign = b64::decode_array::<32>(&info.account_sign_public);
+    let certificate = b64::decode_array::<64>(&info.link_certificate);
+    let consistent = match (account_sign, certificate) {
+        (Some(account_sign), Some(certificate)) => {
+            ids::account_id(&account_sign) == info.account_id
+                && ids::agent_id(&info.account_id, &info.label) == info.agent_id
+                && crypto::verify(
+                    &account_sign,
+                    &ids::link_key_payload(&info.account_id, &info.agent_id, &link_keys.sign, &link_keys.kx),
+                    &certificate,
+                )
+                .is_ok()
+        }
+        _ => false,
+    };
+    if !consistent {
+        return Err(CommandError::new(
+            exit::ERROR,
+            "the server's answer for this link code is not signed by the account that minted it",
+            "check --server; if it is right, the server is not trustworthy: tell the account owner",
+        ));
+    }
+    let device = KeyPair::generate(&mut OsRandom);
+    let keys = device.public();
+    let device_id = ids::device_id(&keys.sign);
+    let mut wraps = Vec::with_capacity(info.wraps.len());
+    for wrap in &info.wraps {
+        let sealed = b64::decode(&wrap.wrap).unwrap_or_default();
+        let data_key = link.unwrap(&sealed, WrapLabel::DataKey).map_err(|e| {
+            CommandError::new(
+                exit::ERROR,
+                format!("cannot open the key of '{}': {e}", wrap.service),
+                "ask for a new link code",
+            )
+        })?;
+        let rewrapped = crypto::wrap_to(&keys.kx, &data_key, WrapLabel::DataKey, &mut OsRandom)
+            .map_err(|e| CommandError::new(exit::ERROR, format!("cannot wrap a key: {e}"), "retry"))?;
+        wraps.push(DeviceWrap { device_id: device_id.clone(), wrap: b64::encode(rewrapped), ..wrap.clone() });
+    }
+    let token = new_secret("akt_");
+    let token_hash: [u8; 32] = Sha256::digest(token.expose_secret().as_bytes()).into();
+    let device_certificate =
+        link.sign(&ids::agent_device_payload(&info.account_id, &info.agent_id, &keys.sign, &keys.kx));
+    let proof = link.sign(&redeem_payload(&link_id, &token_hash, &device_certificate));
+    let joined = client
+        .redeem_link(
+            &link_id,
+            &RedeemLinkRequest {
+                device_sign_public: b64::encode(keys.sign),
+                device_kx_public: b64::encode(keys.kx),
+                token_hash: b64::encode(token_hash),
+                device_certificate: b64::encode(device_certificate),
+                wraps,
+                proof: b64::encode(proof),
+            },
+        )
+        .await?;
+    let id = save(ctx, client.base_url(), device, token, &joined)?;
+    report(ctx, &id, &joined)?;
+    Ok(0)
+}

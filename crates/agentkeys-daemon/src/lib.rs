@@ -1,0 +1,185 @@
+//! `agentkeys-daemon` as a library: [`main`] parses the command line and dispatches. The daemon
+//! sits beside an agent, holds its session (`daemon-<agent id>`), and serves its credentials
+//! over MCP and `run` without ever prompting. Logs go to stderr (`AGENTKEYS_LOG` sets the
+//! filter); stdout carries only results and, for `mcp`, only protocol.
+
+pub mod cli;
+pub mod context;
+pub mod enroll;
+pub mod mcp;
+pub mod serve;
+
+use agentkeys_core::child::{self, ChildSpec};
+use agentkeys_core::error::CommandError;
+use agentkeys_core::vault::{self, Namespace};
+use clap::Parser as _;
+use zeroize::Zeroizing;
+
+use crate::cli::{Cli, Command, RunArgs};
+use crate::context::{Context, socket_path};
+
+/// Prints a JSON result on stdout.
+#[allow(clippy::print_stdout, reason = "results go to stdout")]
+pub fn print_json(value: &serde_json::Value) -> Result<(), CommandError> {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON serializes"));
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTKEYS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the daemon and returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let json = cli.global.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: cannot start: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let ctx = Context::new(cli.global)?;
+        dispatch(&ctx, cli.command).await
+    });
+    // A `run` child or an MCP client may have left blocking reads behind; do not wait for them.
+    runtime.shutdown_background();
+    std::process::ExitCode::from(match result {
+        Ok(code) => code,
+        Err(error) => {
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({ "error": {
+                        "code": error.code.map(|c| c.as_str()),
+                        "message": error.message,
+                        "hint": error.hint,
+                        "exit_code": error.exit_code,
+                    }})
+                );
+            } else {
+                eprintln!("Error: {error}");
+            }
+            error.exit_code
+        }
+    })
+}
+
+async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CommandError> {
+    match command {
+        Command::Pair(args) => enroll::pair(ctx, args).await,
+        Command::Link(args) => enroll::link(ctx, args).await,
+        Command::Serve(args) => {
+            let (id, client, session) = ctx.client()?;
+            serve::serve(&id, socket_path(&id, args.socket)?, client, session).await
+        }
+        Command::Mcp => {
+            let (id, client, session) = ctx.client()?;
+            serve::stdio(socket_path(&id, None)?, client, session).await
+        }
+        Command::Run(args) => run(ctx, args).await,
+        Command::Whoami => whoami(ctx).await,
+        Command::Status => status(ctx).await,
+    }
+}
+
+/// The agent-side `run`: same semantics as the master's (exit status, signals, masking).
+async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
+    let bindings = child::parse_bindings(&args.env)?;
+    let mut env: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::with_capacity(bindings.len());
+    if !bindings.is_empty() {
+        let (_, client, session) = ctx.client()?;
+        for (var, service) in bindings {
+            env.push((var, vault::read(&client, &session, Namespace::Vault, &service).await?));
+        }
+    }
+    let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };
+    Ok(tokio::task::spawn_blocking(move || child::run(spec))
+        .await
+        .map_err(|e| CommandError::new(1, format!("the run task failed: {e}"), "retry"))??)
+}
+
+async fn whoami(ctx: &Context) -> Result<u8, CommandError> {
+    let (id, client, _) = ctx.client()?;
+    let who = client.whoami().await?;
+    let agent = who.agent.clone();
+    let value = serde_json::json!({
+        "session": id.as_str(),
+        "account_id": who.account_id,
+        "agent_id": agent.as_ref().map(|a| a.agent_id.clone()),
+        "label": agent.as_ref().map(|a| a.label.clone()),
+        "tier": agent.as_ref().map(|a| a.tier),
+        "scope": agent.as_ref().map(|a| a.scope.clone()).unwrap_or_default(),
+        "device_id": who.device_id,
+        "server": client.base_url(),
+    });
+    if ctx.global.json {
+        return print_json(&value).map(|()| 0);
+    }
+    let line = |k: &str, v: String| format!("{k:<9} {v}\n");
+    let mut text = String::new();
+    if let Some(agent) = &agent {
+        text.push_str(&line("Agent:", format!("{} ({})", agent.label, agent.agent_id)));
+        text.push_str(&line("Tier:", agent.tier.to_string()));
+        text.push_str(&line("Scope:", if agent.scope.is_empty() { "(none)".into() } else { agent.scope.join(",") }));
+    }
+    text.push_str(&line("Account:", who.account_id));
+    text.push_str(&line("Device:", who.device_id));
+    text.push_str(&line("Session:", id.to_string()));
+    text.push_str(&line("Server:", client.base_url().to_owned()));
+    print_text(&text);
+    Ok(0)
+}
+
+#[allow(clippy::print_stdout, reason = "results go to stdout")]
+fn print_text(text: &str) {
+    print!("{text}");
+}
+
+/// Session, server reachability, socket and cache; exits 0 even when the server is down (that is
+/// what it reports), 3 without a session.
+async fn status(ctx: &Context) -> Result<u8, CommandError> {
+    use agentkeys_core::session::SessionStore as _;
+    let (id, client, session) = ctx.client()?;
+    let socket = socket_path(&id, None)?;
+    let listening = tokio::net::UnixStream::connect(&socket).await.is_ok();
+    let server = match client.whoami().await {
+        Ok(_) => "reachable, session valid".to_owned(),
+        Err(error) => match error.code() {
+            Some(code) => format!("reachable, session refused ({code})"),
+            None => format!("unreachable ({error})"),
+        },
+    };
+    let value = serde_json::json!({
+        "session": id.as_str(),
+        "agent_id": session.agent_id,
+        "stored": ctx.store.describe(&id),
+        "server_url": client.base_url(),
+        "server": server,
+        "socket": socket.display().to_string(),
+        "serving": listening,
+        "cache": "none: each credential is fetched when asked for and dropped after delivery",
+    });
+    if ctx.global.json {
+        return print_json(&value).map(|()| 0);
+    }
+    print_text(&format!(
+        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\n",
+        session.agent_id.as_deref().unwrap_or("-"),
+        ctx.store.describe(&id),
+        client.base_url(),
+        socket.display(),
+        if listening { "a daemon is serving" } else { "no daemon serving" },
+    ));
+    Ok(0)
+}

@@ -1,0 +1,522 @@
+//! The agent side end to end: `agentkeys-daemon` and the master's agent commands against a real
+//! server — pairing through both binaries, link codes, the OTP that catches a swapped key, code
+//! guessing, the access matrix, certificates, revoke and teardown, several daemons on one host,
+//! and the MCP server driven by the official Python SDK.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
+
+use agentkeys_core::vault::{self, Namespace};
+use agentkeys_core::{ApiClient, ClientError, OsRandom, RandomSource as _};
+use agentkeys_proto::{ErrorCode, ids};
+use agentkeys_tests::{DaemonHost, Master, ServerProcess, TestDb, contains_any_window, test_python};
+use sqlx::{Connection as _, Row as _};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn server() -> (TestDb, ServerProcess) {
+    let db = TestDb::new(agentkeys_tests::Backend::Sqlite).await.expect("sqlite");
+    let server = ServerProcess::start(&db.url);
+    (db, server)
+}
+
+async fn db_conn(db: &TestDb) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(&db.url).await.expect("connect to the test database")
+}
+
+fn api_code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
+    match result {
+        Err(ClientError::Api { detail, .. }) => detail.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn vault_code<T: std::fmt::Debug>(result: Result<T, vault::VaultError>) -> ErrorCode {
+    match result {
+        Err(vault::VaultError::Client(ClientError::Api { detail, .. })) => detail.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pairing_through_both_binaries_then_read_run_and_revoke() {
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-openai-pairing"));
+    master.ok(&["store", "github"], Some(b"ghp-not-for-bots"));
+    let host = DaemonHost::new(&server.url);
+    let agent_id = host.pair(&master, "build-bot", "openai");
+    assert_eq!(agent_id, ids::agent_id(&master.session().account_id, "build-bot"), "ids derive from the label");
+
+    let agents: serde_json::Value = serde_json::from_slice(&master.ok(&["agents", "--json"], None)).unwrap();
+    let agent = &agents["agents"][0];
+    assert_eq!((agent["label"].as_str(), agent["tier"].as_str()), (Some("build-bot"), Some("standard")));
+    assert_eq!(agent["scope"], serde_json::json!(["openai"]));
+
+    let who = text(&host.run(&["whoami"]).stdout);
+    assert!(who.contains("build-bot") && who.contains("standard") && !who.contains("akt_"), "{who}");
+
+    let ran = host.run(&["run", "--env", "KEY=openai", "--", "sh", "-c", "echo got:$KEY; exit 7"]);
+    assert_eq!(ran.status.code(), Some(7), "the child's status passes through");
+    assert_eq!(text(&ran.stdout), "got:********\n", "the value is masked");
+    let outside = host.run(&["run", "--env", "KEY=github", "--", "true"]);
+    assert_eq!(outside.status.code(), Some(4), "{}", text(&outside.stderr));
+    assert!(text(&outside.stderr).contains("Fix: agentkeys scope build-bot --add github"), "{}", text(&outside.stderr));
+
+    // An alias works wherever <agent> is taken; revoke ends the session on the next request.
+    master.ok(&["link", "build-bot", "--alias", "ci"], None);
+    master.ok(&["revoke", "ci", "--yes"], None);
+    let revoked = host.run(&["run", "--env", "KEY=openai", "--", "true"]);
+    assert_eq!(revoked.status.code(), Some(4), "{}", text(&revoked.stderr));
+    assert!(text(&revoked.stderr).contains("REVOKED"), "{}", text(&revoked.stderr));
+    let usage = text(&master.ok(&["usage", "build-bot", "--since", "1h"], None));
+    assert!(usage.contains("credential.read") && !usage.contains("session.whoami\n"), "{usage}");
+    assert!(!usage.contains("sk-openai-pairing"));
+    let all = text(&master.ok(&["usage", "--since", "1h"], None));
+    for action in ["request.lookup", "request.approve", "agent:", "agent.revoke", "REVOKED", "DENIED"] {
+        assert!(all.contains(action), "the audit shows {action}:\n{all}");
+    }
+}
+
+#[tokio::test]
+async fn a_denied_pairing_exits_6_and_a_code_is_single_use() {
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    let host = DaemonHost::new(&server.url);
+    let pairing = host.start_pair("denied-bot", "");
+    let code = pairing.prompt.code.clone();
+    master.ok(&["deny", &code], None);
+    let (exit, stderr) = pairing.finish();
+    assert_eq!(exit, 6, "{stderr}");
+    assert!(stderr.contains("denied"), "{stderr}");
+    let again = master.run(&["approve", &code, "--otp", "000000"], None);
+    assert_eq!(again.status.code(), Some(5), "a decided code is gone: {}", text(&again.stderr));
+
+    // A wrong OTP typed at approve refuses, and leaves the request to deny.
+    let pairing = host.start_pair("typo-bot", "");
+    let wrong = if pairing.prompt.otp == "123456" { "654321" } else { "123456" };
+    let refused = master.run(&["approve", &pairing.prompt.code], Some(format!("{wrong}\n").as_bytes()));
+    assert_eq!(refused.status.code(), Some(6), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("does not match"), "{}", text(&refused.stderr));
+    let empty = master.run(&["approve", &pairing.prompt.code, "--yes"], None);
+    assert_eq!(empty.status.code(), Some(6), "--yes does not stand in for the OTP: {}", text(&empty.stderr));
+    master.ok(&["deny", &pairing.prompt.code], None);
+    assert_eq!(pairing.finish().0, 6);
+}
+
+#[tokio::test]
+async fn the_master_refuses_a_key_the_otp_does_not_match() {
+    let (db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-swap-target"));
+    let host = DaemonHost::new(&server.url);
+    let pairing = host.start_pair("swap-bot", "openai");
+    // A malicious server swaps the daemon's key for one of its own before the master looks.
+    let mut conn = db_conn(&db).await;
+    let swapped = agentkeys_core::crypto::KeyPair::generate(&mut OsRandom).public();
+    sqlx::query("UPDATE requests SET device_kx_public = $1 WHERE code = $2")
+        .bind(swapped.kx.to_vec())
+        .bind(&pairing.prompt.code)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = master.run(&["approve", &pairing.prompt.code, "--otp", &pairing.prompt.otp], None);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("does not match"), "{}", text(&out.stderr));
+    let wraps: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM credential_wraps").fetch_one(&mut conn).await.unwrap().get("n");
+    assert_eq!(wraps, 0, "nothing was wrapped to the swapped key");
+    master.ok(&["deny", &pairing.prompt.code], None);
+    assert_eq!(pairing.finish().0, 6);
+}
+
+#[tokio::test]
+async fn guessing_pair_codes_is_slowed_then_locked() {
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    let host = DaemonHost::new(&server.url);
+    let pairing = host.start_pair("target-bot", "");
+    let client = ApiClient::for_session(&server.url, master.session()).unwrap();
+    let (mut found, mut not_found, mut limited) = (0, 0, 0);
+    let guesses: Vec<String> = (0..10_000)
+        .map(|_| ids::format_request_code(OsRandom.array::<5>()))
+        .filter(|code| *code != pairing.prompt.code)
+        .collect();
+    for chunk in guesses.chunks(50) {
+        let answers = futures_join(chunk.iter().map(|code| client.lookup_request(code))).await;
+        for answer in answers {
+            match answer {
+                Ok(_) => found += 1,
+                Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => not_found += 1,
+                Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::RateLimited => {
+                    assert!(detail.retry_after_s.is_some_and(|s| s > 0));
+                    limited += 1;
+                }
+                Err(other) => panic!("unexpected answer to a guess: {other}"),
+            }
+        }
+    }
+    assert_eq!(found, 0, "no guess finds a request");
+    assert!(not_found <= 10, "at most 10 misses are answered before the lock ({not_found})");
+    assert_eq!(found + not_found + limited, guesses.len());
+    // Locked means locked: the right code is refused too, so a guesser learns nothing.
+    assert_eq!(api_code(client.lookup_request(&pairing.prompt.code).await), ErrorCode::RateLimited);
+    drop(pairing);
+}
+
+/// Runs the futures concurrently on this task and collects their outputs in order.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await);
+    }
+    outputs
+}
+
+#[tokio::test]
+async fn link_codes_bind_end_to_end_and_work_once() {
+    let (db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-linked-value-0001"));
+    let code = text(&master.ok(&["agent", "create", "linker", "--scope", "openai", "--yes"], None)).trim().to_owned();
+    assert!(code.starts_with("AKL1-"), "{code}");
+    let host = DaemonHost::new(&server.url);
+    // From the environment, not argv.
+    let linked = host.command(&["link"]).env("AGENTKEYS_LINK_CODE", &code).output().unwrap();
+    assert!(linked.status.success(), "{}", text(&linked.stderr));
+    let ran = host.run(&["run", "--no-mask", "--env", "K=openai", "--", "sh", "-c", "printf %s \"$K\""]);
+    assert_eq!(text(&ran.stdout), "sk-linked-value-0001", "{}", text(&ran.stderr));
+
+    let again = DaemonHost::new(&server.url).command(&["link", &code]).output().unwrap();
+    assert_eq!(again.status.code(), Some(6), "a link code works once: {}", text(&again.stderr));
+    let typo = DaemonHost::new(&server.url).command(&["link", &code[..code.len() - 2]]).output().unwrap();
+    assert_eq!(typo.status.code(), Some(2), "a cut code is caught locally: {}", text(&typo.stderr));
+
+    // The server never saw the code's secret: no 16-byte window of it is in the database.
+    let secret = agentkeys_core::agents::LinkCode::parse(&code).unwrap();
+    let _ = secret.key_pair();
+    let raw = db.raw_contents();
+    assert!(!contains_any_window(&raw, code.as_bytes()));
+    assert!(!contains_any_window(&raw, b"sk-linked-value-0001"), "nor any value");
+    let mut conn = db_conn(&db).await;
+    let links: i64 = sqlx::query("SELECT COUNT(*) AS n FROM link_wraps").fetch_one(&mut conn).await.unwrap().get("n");
+    assert_eq!(links, 0, "the link's wraps are deleted once redeemed");
+}
+
+/// Agent A can never read B's private credentials or anything outside its scope or tier; a safe
+/// agent sees names, never values; no agent manages agents or writes. Each path is the real API.
+#[tokio::test]
+async fn the_access_matrix_holds_on_every_endpoint() {
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    for (service, value) in [("openai", "sk-shared-openai"), ("github", "ghp-shared-github"), ("stripe", "sk-stripe")] {
+        master.ok(&["store", service], Some(value.as_bytes()));
+    }
+    let host = DaemonHost::new(&server.url);
+    let a = host.pair(&master, "agent-a", "openai");
+    let b = host.pair(&master, "agent-b", "github");
+    let c = host.pair(&master, "agent-c", "openai");
+    master.ok(&["agent", "upgrade", "agent-c", "--tier", "safe", "--yes"], None);
+    master.ok(&["store", "openai", "--agent", "agent-a"], Some(b"sk-private-for-a"));
+    master.ok(&["store", "b-only", "--agent", "agent-b"], Some(b"private-for-b"));
+
+    let client_of = |agent: &str| {
+        let session = host.session(agent);
+        (ApiClient::for_session(&server.url, session.clone()).unwrap(), session)
+    };
+    let (ca, sa) = client_of(&a);
+    let (cb, sb) = client_of(&b);
+    let (cc, sc) = client_of(&c);
+
+    // Reads: a private override wins; scope and tier hold; B's private name means nothing to A.
+    assert_eq!(vault::read(&ca, &sa, Namespace::Vault, "openai").await.unwrap().as_slice(), b"sk-private-for-a");
+    assert_eq!(vault::read(&cb, &sb, Namespace::Vault, "github").await.unwrap().as_slice(), b"ghp-shared-github");
+    assert_eq!(vault::read(&cb, &sb, Namespace::Vault, "b-only").await.unwrap().as_slice(), b"private-for-b");
+    for (client, session, service) in
+        [(&ca, &sa, "github"), (&ca, &sa, "b-only"), (&ca, &sa, "stripe"), (&cb, &sb, "openai")]
+    {
+        assert_eq!(vault_code(vault::read(client, session, Namespace::Vault, service).await), ErrorCode::Denied);
+    }
+    assert_eq!(
+        vault_code(vault::read(&cc, &sc, Namespace::Vault, "openai").await),
+        ErrorCode::Denied,
+        "safe: no values"
+    );
+    // Addressing another namespace, writing, or managing agents is the account owner's alone.
+    assert_eq!(api_code(ca.get_credential("b-only", Some(&b)).await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.get_credential("openai", Some(&a)).await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.delete_credential("openai", None).await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.list_agents().await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.revoke_agent(&b).await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.teardown_agent(&b).await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.list_requests().await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.recipients("openai", None).await), ErrorCode::Denied);
+    let upgrade = agentkeys_proto::agents::TierChangeRequest { tier: agentkeys_proto::agents::Tier::Admin };
+    assert_eq!(api_code(cc.change_tier(&c, &upgrade).await), ErrorCode::Denied, "no agent changes its own tier");
+    let widen = agentkeys_proto::agents::ScopeChangeRequest { add: vec!["stripe".into()], ..Default::default() };
+    assert_eq!(api_code(ca.change_scope(&a, &widen).await), ErrorCode::Denied, "nor its scope");
+    let store = vault::store(&ca, &sa, Namespace::Vault, "openai", b"overwrite", &mut OsRandom).await;
+    assert!(matches!(store, Err(vault::VaultError::NotMaster)), "{store:?}");
+
+    // Names: each sees its own private ones and its scope; the safe agent sees names too.
+    let names = |listed: agentkeys_proto::types::CredentialListResponse| {
+        let mut names: Vec<String> = listed.credentials.into_iter().map(|c| c.service).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(ca.list_credentials().await.unwrap()), ["openai", "openai"]);
+    assert_eq!(names(cb.list_credentials().await.unwrap()), ["b-only", "github"]);
+    assert_eq!(names(cc.list_credentials().await.unwrap()), ["openai"]);
+    // Usage: an agent's audit rows are its own, whatever it asks for.
+    let rows = ca.audit(&agentkeys_proto::types::AuditQuery { agent: Some(b.clone()), ..Default::default() }).await;
+    let own_device = sa.device_id.clone();
+    assert!(rows.unwrap().entries.iter().all(|e| e.actor.as_deref() == Some(own_device.as_str())));
+
+    // Scope changes hold on the next read: removing deletes the wraps, adding re-wraps.
+    master.ok(&["scope", "agent-b", "--remove", "github"], None);
+    assert_eq!(vault_code(vault::read(&cb, &sb, Namespace::Vault, "github").await), ErrorCode::Denied);
+    master.ok(&["scope", "agent-b", "--set", "github,stripe", "--yes"], None);
+    assert_eq!(vault::read(&cb, &sb, Namespace::Vault, "stripe").await.unwrap().as_slice(), b"sk-stripe");
+    // A new version is wrapped to every agent that may read it.
+    master.ok(&["store", "github"], Some(b"ghp-rotated"));
+    assert_eq!(vault::read(&cb, &sb, Namespace::Vault, "github").await.unwrap().as_slice(), b"ghp-rotated");
+    let scope = text(&master.ok(&["scope", "agent-b", "--list"], None));
+    assert_eq!(scope, "github\nstripe\n");
+}
+
+#[tokio::test]
+async fn a_device_the_account_never_certified_gets_no_key() {
+    let (db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-v1"));
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "real-bot", "openai");
+    // The server slips in a device of its own for the agent.
+    let mut conn = db_conn(&db).await;
+    let rogue = agentkeys_core::crypto::KeyPair::generate(&mut OsRandom).public();
+    sqlx::query(
+        "INSERT INTO devices (id, account_id, kind, label, sign_public, kx_public, certificate, created_at_ms, agent_id) \
+         VALUES ($1, $2, 'agent', 'real-bot', $3, $4, $5, 0, $6)",
+    )
+    .bind(ids::device_id(&rogue.sign))
+    .bind(&master.session().account_id)
+    .bind(rogue.sign.to_vec())
+    .bind(rogue.kx.to_vec())
+    .bind([1u8; 65].to_vec())
+    .bind(&agent)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let out = master.run(&["store", "openai"], Some(b"sk-v2"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("has no valid certificate"), "{}", text(&out.stderr));
+    let rogue_wraps: i64 = sqlx::query("SELECT COUNT(*) AS n FROM credential_wraps WHERE device_id = $1")
+        .bind(ids::device_id(&rogue.sign))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(rogue_wraps, 0);
+    assert_eq!(master.ok(&["read", "openai"], None), b"sk-v1", "nothing was stored");
+}
+
+#[tokio::test]
+async fn teardown_deletes_private_credentials_and_wraps() {
+    let (db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-shared"));
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "doomed", "openai");
+    master.ok(&["store", "own", "--agent", "doomed"], Some(b"private-doomed"));
+    master.ok(&["teardown", "doomed", "--yes"], None);
+    let after = host.run(&["run", "--env", "K=own", "--", "true"]);
+    assert_eq!(after.status.code(), Some(4), "{}", text(&after.stderr));
+    let mut conn = db_conn(&db).await;
+    for sql in [
+        "SELECT COUNT(*) AS n FROM credential_versions WHERE namespace = 'agent:' || $1",
+        "SELECT COUNT(*) AS n FROM credential_wraps WHERE device_id IN (SELECT id FROM devices WHERE agent_id = $1)",
+        "SELECT COUNT(*) AS n FROM agent_scope WHERE agent_id = $1",
+    ] {
+        let left: i64 = sqlx::query(sql).bind(&agent).fetch_one(&mut conn).await.unwrap().get("n");
+        assert_eq!(left, 0, "{sql}");
+    }
+    let listed = text(&master.ok(&["agents"], None));
+    assert!(listed.contains("torn_down"), "{listed}");
+    // The master's own credential is untouched.
+    assert_eq!(master.ok(&["read", "openai"], None), b"sk-shared");
+}
+
+/// Waits for `serve`'s readiness line on stderr and returns the child.
+fn start_serve(host: &DaemonHost, session: &str, socket: &std::path::Path) -> std::process::Child {
+    let mut child = host
+        .command(&["--session-id", session, "serve", "--socket", socket.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("serve exited before it was ready").unwrap();
+        if line.contains("agentkeys-daemon serving") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+#[tokio::test]
+async fn two_daemons_on_one_host_keep_their_own_sessions() {
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-one"));
+    master.ok(&["store", "github"], Some(b"ghp-two"));
+    let host = DaemonHost::new(&server.url);
+    let first = host.pair(&master, "first", "openai");
+    let second = host.pair(&master, "second", "github");
+    let ambiguous = host.run(&["whoami"]);
+    assert_eq!(ambiguous.status.code(), Some(2), "{}", text(&ambiguous.stderr));
+    assert!(text(&ambiguous.stderr).contains(&first) && text(&ambiguous.stderr).contains("--session-id"));
+
+    let sockets = tempfile::tempdir().unwrap();
+    let mut daemons = Vec::new();
+    for (agent, service) in [(&first, "openai"), (&second, "github")] {
+        let session = DaemonHost::session_arg(agent);
+        let socket = sockets.path().join(format!("{agent}.sock"));
+        let serving = start_serve(&host, &session, &socket);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "the socket is private");
+        let again = host.run(&["--session-id", &session, "serve", "--socket", socket.to_str().unwrap()]);
+        assert_eq!(again.status.code(), Some(1), "a second serve on the same socket is refused");
+        let ran = host
+            .command(&[
+                "--session-id",
+                &session,
+                "run",
+                "--env",
+                &format!("V={service}"),
+                "--",
+                "sh",
+                "-c",
+                "echo ${#V}",
+            ])
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "{}", text(&ran.stderr));
+        let status = host
+            .command(&["--session-id", &session, "status", "--json"])
+            .env("AGENTKEYS_DAEMON_SOCKET", &socket)
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(status["serving"], true, "{status}");
+        assert_eq!(status["server"], "reachable, session valid");
+        daemons.push((socket, serving));
+    }
+    master.ok(&["revoke", "first", "--yes"], None);
+    let revoked =
+        host.run(&["--session-id", &DaemonHost::session_arg(&first), "run", "--env", "V=openai", "--", "true"]);
+    assert_eq!(revoked.status.code(), Some(4));
+    let alive =
+        host.run(&["--session-id", &DaemonHost::session_arg(&second), "run", "--env", "V=github", "--", "true"]);
+    assert!(alive.status.success(), "revoking one leaves the other working: {}", text(&alive.stderr));
+    for (socket, mut serving) in daemons {
+        let pid = rustix::process::Pid::from_raw(serving.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        assert!(serving.wait().unwrap().success(), "serve exits 0 on SIGTERM");
+        assert!(!socket.exists(), "serve removes its socket on the way out");
+    }
+}
+
+/// The suite's real third-party client: the official MCP Python SDK against `agentkeys-daemon mcp`.
+fn python_client(
+    host: &DaemonHost,
+    python: &std::path::Path,
+    phase: &str,
+    expect: &serde_json::Value,
+) -> serde_json::Value {
+    let out = std::process::Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/mcp/mcp_client.py"))
+        .args([phase, &expect.to_string()])
+        .env("AGENTKEYS_DAEMON_BIN", agentkeys_tests::bin("agentkeys-daemon"))
+        .env("AGENTKEYS_HOME", host.home.path())
+        .env("AGENTKEYS_SERVER", &host.server)
+        .env("AGENTKEYS_LOG", "debug")
+        .env_remove("AGENTKEYS_SESSION_ID")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("run the Python MCP client");
+    assert!(out.status.success(), "the MCP client failed:\n{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+#[tokio::test]
+async fn mcp_tools_through_the_official_python_sdk() {
+    let Some(python) = test_python() else { return };
+    let db = TestDb::new(agentkeys_tests::Backend::Sqlite).await.expect("sqlite");
+    let server = ServerProcess::start_with(&db.url, &["--agent-read-burst", "40", "--agent-read-rate", "1"]);
+    let master = Master::new(&server.url);
+    master.init();
+    let value = format!("sk-mcp-{}", hex::encode(OsRandom.array::<12>()));
+    master.ok(&["store", "openai"], Some(value.as_bytes()));
+    master.ok(&["store", "stripe"], Some(b"sk-stripe-secret"));
+    let host = DaemonHost::new(&server.url);
+    host.pair(&master, "mcp-bot", "openai,not-stored-yet");
+    let expect = serde_json::json!({"in_scope": "openai", "out_of_scope": "stripe", "scope_missing": "not-stored-yet"});
+
+    let full = python_client(&host, &python, "full", &expect);
+    assert!(full["protocol_version"].as_str().unwrap() >= "2025-11-25", "{}", full["protocol_version"]);
+    assert_eq!(full["server_name"], "agentkeys-daemon");
+    assert_eq!(full["whoami"]["label"], "mcp-bot");
+    assert_eq!(full["listed"], serde_json::json!(["openai"]));
+    assert_eq!(full["value"], value.as_str());
+    let codes = &full["codes"];
+    assert_eq!(codes["out_of_scope"], "DENIED");
+    assert_eq!(codes["missing"], "NOT_FOUND");
+    assert_eq!(codes["bad_name"], "INVALID_INPUT");
+    assert_eq!(codes["run_out_of_scope"], "DENIED");
+    assert_eq!(codes["after_request"], "APPROVAL_REQUIRED");
+    assert_eq!(full["run"]["exit_code"], 3);
+    assert_eq!(full["run"]["stdout"], "out:********\n");
+    assert_eq!(full["run"]["stderr"], "err:********\n");
+    let usage = full["usage"].to_string();
+    assert!(usage.contains("credential.read") && !usage.contains(&value), "usage has no values: {usage}");
+
+    // The agent's asks reach the master's queue; approving access wraps the key and works at once.
+    let requests = text(&master.ok(&["requests"], None));
+    let access_code = full["access_code"].as_str().unwrap();
+    assert!(requests.contains(access_code) && requests.contains("the nightly sync needs it"), "{requests}");
+    master.ok(&["approve", access_code, "--yes"], None);
+    master.ok(&["approve", full["tier_code"].as_str().unwrap(), "--yes"], None);
+    let agents = text(&master.ok(&["agents"], None));
+    assert!(agents.contains("admin") && agents.contains("stripe"), "{agents}");
+    let stripe = python_client(&host, &python, "call", &serde_json::json!({"in_scope": "stripe"}));
+    assert_eq!(stripe["code"], serde_json::Value::Null, "{stripe}");
+
+    let hammered = python_client(&host, &python, "hammer", &expect);
+    assert_eq!(hammered["code"], "RATE_LIMITED");
+    assert!(hammered["text"].as_str().unwrap().contains("retry after"), "{hammered}");
+
+    master.ok(&["revoke", "mcp-bot", "--yes"], None);
+    let revoked = python_client(&host, &python, "call", &expect);
+    assert_eq!(revoked["code"], "REVOKED", "{revoked}");
+
+    // No value in the server's log or the master's usage output.
+    let log = server.log.lock().unwrap().clone();
+    assert!(!log.contains(&value) && !log.contains("sk-stripe-secret"), "the server log holds a value");
+    let usage = text(&master.ok(&["usage", "--since", "1h", "--json"], None));
+    assert!(!usage.contains(&value) && usage.contains("RATE_LIMITED"), "{usage}");
+}
