@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job, end to end: build, start agentkeys-server on embedded SQLite in a temp dir, then
-# init, store, read, run (with masking), list and usage as the master, check the audit chain, and
-# stop the server.
+# The main job, end to end: build, start agentkeys-server on embedded SQLite in a temp dir; as the
+# master init, store, read, run (with masking) and list; pair an agent daemon (its pair code and OTP
+# read from its screen, the OTP typed into `approve`), let the agent read in scope, be denied out of
+# scope and call an MCP tool; revoke it and watch the next request fail; show usage, check the
+# audit chain, and stop the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -22,6 +24,35 @@ printf 'sk-demo-%s' "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" | ak store o
 ak read openai; echo
 ak run --env OPENAI_API_KEY=openai -- sh -c 'echo "the child sees OPENAI_API_KEY=$OPENAI_API_KEY (masked in its output)"'
 ak list
+printf 'ghp-demo-%s' "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" | ak store github
+
+# An agent machine: its own home, the daemon, silent.
+DAEMON_HOME="$(mktemp -d /tmp/agentkeys-demo-agent.XXXXXX)"
+trap 'stop_server; rm -rf "$AGENTKEYS_HOME" "$DAEMON_HOME"' EXIT
+akd() { printf '\n$ agentkeys-daemon %s\n' "$*" >&2; AGENTKEYS_HOME="$DAEMON_HOME" "$BIN/agentkeys-daemon" "$@"; }
+log "pairing an agent: the daemon prints a pair code and an OTP, the master types the OTP to approve"
+AGENTKEYS_HOME="$DAEMON_HOME" "$BIN/agentkeys-daemon" pair --label build-bot --scope openai 2>"$DAEMON_HOME/pair.log" &
+PAIR_PID=$!
+for _ in $(seq 1 100); do grep -q '^Pair code:' "$DAEMON_HOME/pair.log" && break; sleep 0.1; done
+grep -q '^Pair code:' "$DAEMON_HOME/pair.log" || { cat "$DAEMON_HOME/pair.log" >&2; die "the daemon printed no pair code"; }
+cat "$DAEMON_HOME/pair.log" >&2
+CODE="$(awk '/^Pair code:/ {print $3}' "$DAEMON_HOME/pair.log")"
+OTP="$(awk '/^Pair code:/ {print $5}' "$DAEMON_HOME/pair.log")"
+echo "$OTP" | ak approve "$CODE"
+wait "$PAIR_PID" || { cat "$DAEMON_HOME/pair.log" >&2; die "pairing failed"; }
+tail -n +3 "$DAEMON_HOME/pair.log" >&2
+ak agents
+akd whoami
+akd run --env OPENAI_API_KEY=openai -- sh -c 'echo "the agent child sees OPENAI_API_KEY=$OPENAI_API_KEY (masked)"'
+if akd run --env GITHUB_TOKEN=github -- true; then die "github is out of the agent's scope but was served"; fi
+log "MCP: an MCP client runs \`agentkeys-daemon mcp\` and calls list_credentials"
+printf '%s\n' \
+    '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"demo","version":"1"}}}' \
+    '{"jsonrpc":"2.0","method":"notifications/initialized"}' \
+    '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_credentials","arguments":{}}}' \
+    | akd mcp
+ak revoke build-bot --yes
+if akd run --env OPENAI_API_KEY=openai -- true; then die "a revoked agent was served"; fi
 ak usage --since 1h
 stop_server
 "$BIN/agentkeys-server" verify-audit --data-dir "$AGENTKEYS_HOME/server"

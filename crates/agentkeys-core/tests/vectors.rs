@@ -3,11 +3,13 @@
 //! Regenerate after a deliberate format change with `AGENTKEYS_WRITE_VECTORS=1 cargo test -p
 //! agentkeys-core --test vectors` (and say so in docs/protocol.md: it is a protocol change).
 
+use agentkeys_core::agents::LinkCode;
 use agentkeys_core::crypto::{self, CredentialContext, KeyPair, RecoveryKey, SymmetricKey, WrapLabel};
 use agentkeys_core::random::{FixedRandom, RandomSource as _, SeededRandom};
 use agentkeys_core::signing::sign_request;
-use agentkeys_proto::{b64, signing};
+use agentkeys_proto::{b64, ids, signing};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 fn bytes(rng: &mut SeededRandom, n: usize) -> Vec<u8> {
     let mut out = vec![0; n];
@@ -121,6 +123,50 @@ fn compute() -> Value {
             "kx_public": h(recovery.kx_public()),
             "text": recovery.to_text().as_str(),
         },
+        "agent": agent_vectors(&keys_secret),
+    })
+}
+
+/// Agent identity, device certificates, link codes and the pairing OTP, from their own seed so
+/// the vectors above stay as they were. The account key is the key pair above.
+fn agent_vectors(account_secret: &[u8]) -> Value {
+    let mut seed = SeededRandom::new(b"agentkeys agent vectors v1");
+    let account = KeyPair::from_secret_blob(account_secret).unwrap();
+    let account_id = ids::account_id(&account.public().sign);
+    let agent_id = ids::agent_id(&account_id, "build-bot");
+    let device_secret = bytes(&mut seed, 64);
+    let device = KeyPair::from_secret_blob(&device_secret).unwrap().public();
+    let device_payload = ids::agent_device_payload(&account_id, &agent_id, &device.sign, &device.kx);
+    let link_secret = bytes(&mut seed, 32);
+    let link_code = LinkCode::parse(&format!(
+        "AKL1-{}",
+        data_encoding::BASE32_NOPAD.encode(&[&link_secret[..], &sha2::Sha256::digest(&link_secret)[..2]].concat())
+    ))
+    .unwrap();
+    let link = link_code.key_pair();
+    let link_public = link.public();
+    let link_payload = ids::link_key_payload(&account_id, &agent_id, &link_public.sign, &link_public.kx);
+    let scope = vec!["github".to_owned(), "openai".to_owned()];
+    json!({
+        "account_secret_blob": h(account_secret),
+        "account_id": account_id,
+        "label": "build-bot",
+        "agent_id": agent_id,
+        "device_secret_blob": h(&device_secret),
+        "device_id": ids::device_id(&device.sign),
+        "device_payload": String::from_utf8(device_payload.clone()).unwrap(),
+        "paired_certificate": h(account.sign(&device_payload)),
+        "link_secret": h(&link_secret),
+        "link_code": link_code.to_text().as_str(),
+        "link_sign_public": h(link_public.sign),
+        "link_kx_public": h(link_public.kx),
+        "link_id": ids::link_id(&link_public.sign),
+        "link_payload": String::from_utf8(link_payload.clone()).unwrap(),
+        "link_certificate": h(account.sign(&link_payload)),
+        "linked_device_signature": h(link.sign(&device_payload)),
+        "pair_code": "7K3D-QX2M",
+        "pair_scope": scope.join(","),
+        "pair_otp": ids::pairing_otp("7K3D-QX2M", "build-bot", &scope, &device.sign, &device.kx),
     })
 }
 

@@ -84,7 +84,37 @@ def main(path):
     assert raw(X25519PrivateKey.from_private_bytes(secret).public_key()).hex() == rk["kx_public"]
     text = base64.b32encode(secret + hashlib.sha256(secret).digest()[:3]).decode().rstrip("=")
     assert "AKRK-" + "-".join(text[i:i + 5] for i in range(0, len(text), 5)) == rk["text"]
-    print("test vectors: 7 constructions verified with pyca/cryptography")
+
+    a = v["agent"]
+    account_blob = h(a["account_secret_blob"])
+    account = Ed25519PrivateKey.from_private_bytes(account_blob[:32])
+    assert "acct_" + hashlib.sha256(b"agentkeys-account-id-v1\0" + raw(account.public_key())).hexdigest()[:20] == a["account_id"]
+    agent_id = "ag_" + hashlib.sha256(b"agentkeys-agent-id-v1\0" + f"{a['account_id']}//{a['label']}".encode()).hexdigest()[:20]
+    assert agent_id == a["agent_id"]
+    device_blob = h(a["device_secret_blob"])
+    device_sign = raw(Ed25519PrivateKey.from_private_bytes(device_blob[:32]).public_key())
+    device_kx = raw(X25519PrivateKey.from_private_bytes(device_blob[32:]).public_key())
+    assert "dev_" + hashlib.sha256(b"agentkeys-device-id-v1\0" + device_sign).hexdigest()[:20] == a["device_id"]
+    device_payload = f"agentkeys-agent-device-v1\n{a['account_id']}\n{agent_id}\n{device_sign.hex()}\n{device_kx.hex()}"
+    assert device_payload == a["device_payload"]
+    assert account.sign(device_payload.encode()).hex() == a["paired_certificate"]
+    link_secret = h(a["link_secret"])
+    code = base64.b32encode(link_secret + hashlib.sha256(link_secret).digest()[:2]).decode().rstrip("=")
+    assert "AKL1-" + code == a["link_code"]
+    link_blob = HKDF(hashes.SHA256(), 64, salt=None, info=b"agentkeys-link-key-v1").derive(link_secret)
+    link_key = Ed25519PrivateKey.from_private_bytes(link_blob[:32])
+    link_sign = raw(link_key.public_key())
+    link_kx = raw(X25519PrivateKey.from_private_bytes(link_blob[32:]).public_key())
+    assert (link_sign.hex(), link_kx.hex()) == (a["link_sign_public"], a["link_kx_public"])
+    assert "lnk_" + hashlib.sha256(b"agentkeys-link-id-v1\0" + link_sign).hexdigest()[:20] == a["link_id"]
+    link_payload = f"agentkeys-link-key-v1\n{a['account_id']}\n{agent_id}\n{link_sign.hex()}\n{link_kx.hex()}"
+    assert link_payload == a["link_payload"]
+    assert account.sign(link_payload.encode()).hex() == a["link_certificate"]
+    assert link_key.sign(device_payload.encode()).hex() == a["linked_device_signature"]
+    otp_input = b"".join(part + b"\0" for part in (b"agentkeys-pair-otp-v1", a["pair_code"].encode(), a["label"].encode(), a["pair_scope"].encode()))
+    digest = hashlib.sha256(otp_input + device_sign + device_kx).digest()
+    assert f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}" == a["pair_otp"]
+    print("test vectors: 8 constructions verified with pyca/cryptography")
 
 
 if __name__ == "__main__":
