@@ -448,6 +448,16 @@ fn python_client(
     phase: &str,
     expect: &serde_json::Value,
 ) -> serde_json::Value {
+    python_client_with_log(host, python, phase, expect).0
+}
+
+/// [`python_client`], also returning what the client and the daemon logged on stderr.
+fn python_client_with_log(
+    host: &DaemonHost,
+    python: &std::path::Path,
+    phase: &str,
+    expect: &serde_json::Value,
+) -> (serde_json::Value, String) {
     let out = std::process::Command::new(python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/mcp/mcp_client.py"))
         .args([phase, &expect.to_string()])
@@ -460,7 +470,8 @@ fn python_client(
         .output()
         .expect("run the Python MCP client");
     assert!(out.status.success(), "the MCP client failed:\n{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+    let result = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    (result, text(&out.stderr))
 }
 
 #[tokio::test]
@@ -519,4 +530,161 @@ async fn mcp_tools_through_the_official_python_sdk() {
     assert!(!log.contains(&value) && !log.contains("sk-stripe-secret"), "the server log holds a value");
     let usage = text(&master.ok(&["usage", "--since", "1h", "--json"], None));
     assert!(!usage.contains(&value) && usage.contains("RATE_LIMITED"), "{usage}");
+}
+
+#[tokio::test]
+async fn mcp_clients_share_a_running_serve_daemon() {
+    let Some(python) = test_python() else { return };
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-through-the-socket"));
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "served", "openai");
+    // The default socket: XDG_RUNTIME_DIR is cleared for the host, so it lives under its home.
+    let socket = host.home.path().join("run").join(format!("daemon-{agent}.sock"));
+    let mut serving = start_serve(&host, &DaemonHost::session_arg(&agent), &socket);
+    let expect = serde_json::json!({"in_scope": "openai"});
+    let (answer, log) = python_client_with_log(&host, &python, "call", &expect);
+    assert_eq!(answer["code"], serde_json::Value::Null, "{answer}");
+    assert!(answer["text"].as_str().unwrap().contains("sk-through-the-socket"));
+    assert!(log.contains("bridging MCP on stdio to the daemon"), "mcp used the running daemon:\n{log}");
+    let status: serde_json::Value = serde_json::from_slice(&host.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["serving"], true, "{status}");
+    let pid = rustix::process::Pid::from_raw(serving.id() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    assert!(serving.wait().unwrap().success());
+    let (answer, log) = python_client_with_log(&host, &python, "call", &expect);
+    assert_eq!(answer["code"], serde_json::Value::Null, "without a daemon, mcp serves in-process: {answer}");
+    assert!(!log.contains("bridging"), "{log}");
+}
+
+/// Connects to the socket as `uid`, sends an MCP initialize and returns what came back, or `EOF`
+/// when the daemon closed the connection (a close with our line unread arrives as a reset).
+fn probe_socket_as(uid: Option<u32>, socket: &std::path::Path) -> String {
+    use std::os::unix::process::CommandExt as _;
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}\n')
+try:
+    data = s.recv(65536)
+except ConnectionResetError:
+    data = b""
+print(data.decode() if data else "EOF")
+"#;
+    let mut command = std::process::Command::new("python3");
+    command.args(["-c", script, socket.to_str().unwrap()]);
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    let out = command.output().expect("run python3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[tokio::test]
+async fn the_socket_refuses_peers_of_another_user() {
+    if !rustix::process::getuid().is_root() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI runs as root, which this test needs");
+        eprintln!("skipping: switching to another uid needs root");
+        return;
+    }
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "guarded", "");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("open").join("d.sock");
+    let mut serving = start_serve(&host, &DaemonHost::session_arg(&agent), &socket);
+    assert!(probe_socket_as(None, &socket).contains("agentkeys-daemon"), "our own uid is served");
+    // Loosen the file modes, as a careless admin might: the uid check still refuses the stranger.
+    use std::os::unix::fs::PermissionsExt as _;
+    for path in [dir.path(), socket.parent().unwrap(), socket.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    assert_eq!(probe_socket_as(Some(65534), &socket).trim(), "EOF", "a peer of another uid gets nothing");
+    let pid = rustix::process::Pid::from_raw(serving.id() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    assert!(serving.wait().unwrap().success());
+}
+
+/// A clock the test moves: the in-process server and the client's signatures both read it.
+static CLOCK_OFFSET_S: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn shifted_now_s() -> i64 {
+    agentkeys_core::client::unix_now_s() + CLOCK_OFFSET_S.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn pair_codes_expire_after_ten_minutes() {
+    use agentkeys_core::crypto::KeyPair;
+    use agentkeys_proto::agents::OpenPairingRequest;
+    let db = TestDb::new(agentkeys_tests::Backend::Sqlite).await.expect("sqlite");
+    let clock = agentkeys_server::clock::Clock::from_fn(|| shifted_now_s() * 1000);
+    let server = agentkeys_tests::InProcessServer::start_with_clock(&db.url, clock).await;
+    let account = agentkeys_core::account::create_account(&server.url, "clock-master", &mut OsRandom).await.unwrap();
+    let master = ApiClient::for_session(&server.url, account.session.clone()).unwrap().with_clock(shifted_now_s);
+    let device = KeyPair::generate(&mut OsRandom).public();
+    let b64 = agentkeys_proto::b64::encode;
+    let anonymous = ApiClient::anonymous(&server.url).unwrap();
+    let opened = anonymous
+        .open_pairing(&OpenPairingRequest {
+            label: "late-bot".into(),
+            scope: vec![],
+            device_sign_public: b64(device.sign),
+            device_kx_public: b64(device.kx),
+            token_hash: b64([1u8; 32]),
+            poll_hash: b64(sha256(b"poll-secret")),
+        })
+        .await
+        .unwrap();
+    CLOCK_OFFSET_S.store(9 * 60, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(anonymous.pairing_status(&opened.pairing_id, "poll-secret").await.unwrap().status, "pending");
+    assert!(master.lookup_request(&opened.code).await.is_ok(), "alive at 9 minutes");
+    CLOCK_OFFSET_S.store(10 * 60 + 5, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(api_code(master.lookup_request(&opened.code).await), ErrorCode::NotFound, "gone after 10");
+    assert_eq!(anonymous.pairing_status(&opened.pairing_id, "poll-secret").await.unwrap().status, "expired");
+    assert_eq!(api_code(anonymous.pairing_status(&opened.pairing_id, "wrong-secret").await), ErrorCode::NotFound);
+    CLOCK_OFFSET_S.store(0, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// The read limit is one bucket per agent in the database: two replicas share it.
+#[tokio::test]
+async fn replicas_share_an_agents_read_limit() {
+    let Some(db) = TestDb::new(agentkeys_tests::Backend::Postgres).await else { return };
+    let limits = ["--agent-read-burst", "6", "--agent-read-rate", "1"];
+    let a = ServerProcess::start_with(&db.url, &limits);
+    let b = ServerProcess::start_with(&db.url, &limits);
+    let master = Master::new(&a.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-limited"));
+    let host = DaemonHost::new(&a.url);
+    let agent = host.pair(&master, "limited", "openai");
+    let session = host.session(&agent);
+    let via = [
+        ApiClient::for_session(&a.url, session.clone()).unwrap(),
+        ApiClient::for_session(&b.url, session.clone()).unwrap(),
+    ];
+    let (mut allowed, mut limited) = (0, 0);
+    for i in 0..20 {
+        match via[i % 2].get_credential("openai", None).await {
+            Ok(_) => allowed += 1,
+            Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::RateLimited => {
+                assert!(detail.retry_after_s.is_some());
+                limited += 1;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    // Six at once, plus at most what a second or two of refill adds: never six per replica.
+    assert!((6..=8).contains(&allowed), "allowed {allowed}, limited {limited}");
 }
