@@ -9,7 +9,7 @@ use std::process::Stdio;
 use agentkeys_core::vault::{self, Namespace};
 use agentkeys_core::{ApiClient, ClientError, OsRandom, RandomSource as _};
 use agentkeys_proto::{ErrorCode, ids};
-use agentkeys_tests::{DaemonHost, Master, ServerProcess, TestDb, contains_any_window, test_python};
+use agentkeys_tests::{Backend, DaemonHost, Master, ServerProcess, TestDb, contains_any_window, test_python};
 use sqlx::{Connection as _, Row as _};
 
 fn text(bytes: &[u8]) -> String {
@@ -17,10 +17,24 @@ fn text(bytes: &[u8]) -> String {
 }
 
 async fn server() -> (TestDb, ServerProcess) {
-    let db = TestDb::new(agentkeys_tests::Backend::Sqlite).await.expect("sqlite");
-    let server = ServerProcess::start(&db.url);
-    (db, server)
+    server_on(Backend::Sqlite).await.expect("sqlite")
 }
+
+/// A server process on `backend`; `None` when PostgreSQL is unavailable outside CI (skipped).
+async fn server_on(backend: Backend) -> Option<(TestDb, ServerProcess)> {
+    let db = TestDb::new(backend).await?;
+    let server = ServerProcess::start(&db.url);
+    Some((db, server))
+}
+
+// The tests whose SQL differs most between the backends run on both.
+on_both_backends!(
+    the_access_matrix_holds_on_every_endpoint,
+    link_codes_bind_end_to_end_and_work_once,
+    teardown_deletes_private_credentials_and_wraps,
+    the_master_refuses_a_key_the_otp_does_not_match,
+    a_device_the_account_never_certified_gets_no_key,
+);
 
 async fn db_conn(db: &TestDb) -> sqlx::AnyConnection {
     sqlx::any::install_default_drivers();
@@ -109,9 +123,8 @@ async fn a_denied_pairing_exits_6_and_a_code_is_single_use() {
     assert_eq!(pairing.finish().0, 6);
 }
 
-#[tokio::test]
-async fn the_master_refuses_a_key_the_otp_does_not_match() {
-    let (db, server) = server().await;
+async fn the_master_refuses_a_key_the_otp_does_not_match(backend: Backend) {
+    let Some((db, server)) = server_on(backend).await else { return };
     let master = Master::new(&server.url);
     master.init();
     master.ok(&["store", "openai"], Some(b"sk-swap-target"));
@@ -134,6 +147,23 @@ async fn the_master_refuses_a_key_the_otp_does_not_match() {
     assert_eq!(wraps, 0, "nothing was wrapped to the swapped key");
     master.ok(&["deny", &pairing.prompt.code], None);
     assert_eq!(pairing.finish().0, 6);
+
+    // The nonce behind the OTP must open the daemon's commitment: a server that changes it after
+    // the reveal (to make its own key's number match) is caught too.
+    let pairing = host.start_pair("nonce-bot", "openai");
+    let looked = master.run(&["approve", &pairing.prompt.code], None);
+    assert_eq!(looked.status.code(), Some(6), "no OTP typed: {}", text(&looked.stderr));
+    sqlx::query("UPDATE requests SET reveal = $1 WHERE code = $2")
+        .bind([9u8; 32].to_vec())
+        .bind(&pairing.prompt.code)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = master.run(&["approve", &pairing.prompt.code, "--otp", &pairing.prompt.otp], None);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("does not open the daemon's commitment"), "{}", text(&out.stderr));
+    master.ok(&["deny", &pairing.prompt.code], None);
+    assert_eq!(pairing.finish().0, 6);
 }
 
 #[tokio::test]
@@ -145,14 +175,17 @@ async fn guessing_pair_codes_is_slowed_then_locked() {
     let pairing = host.start_pair("target-bot", "");
     let client = ApiClient::for_session(&server.url, master.session()).unwrap();
     let (mut found, mut not_found, mut limited) = (0, 0, 0);
-    let guesses: Vec<String> = (0..10_000)
-        .map(|_| ids::format_request_code(OsRandom.array::<5>()))
-        .filter(|code| *code != pairing.prompt.code)
-        .collect();
+    let mut guesses: Vec<String> = (0..10_000).map(|_| ids::format_request_code(OsRandom.array::<5>())).collect();
+    // The right code is among the guesses, after the lock has set in.
+    guesses[5_000] = pairing.prompt.code.clone();
     for chunk in guesses.chunks(50) {
-        let answers = futures_join(chunk.iter().map(|code| client.lookup_request(code))).await;
-        for answer in answers {
-            match answer {
+        let mut tasks = tokio::task::JoinSet::new();
+        for code in chunk {
+            let (client, code) = (client.clone(), code.clone());
+            tasks.spawn(async move { client.lookup_request(&code).await });
+        }
+        while let Some(answer) = tasks.join_next().await {
+            match answer.unwrap() {
                 Ok(_) => found += 1,
                 Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => not_found += 1,
                 Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::RateLimited => {
@@ -163,27 +196,27 @@ async fn guessing_pair_codes_is_slowed_then_locked() {
             }
         }
     }
-    assert_eq!(found, 0, "no guess finds a request");
+    assert_eq!(found, 0, "no guess finds a request, the right one included");
     assert!(not_found <= 10, "at most 10 misses are answered before the lock ({not_found})");
     assert_eq!(found + not_found + limited, guesses.len());
-    // Locked means locked: the right code is refused too, so a guesser learns nothing.
-    assert_eq!(api_code(client.lookup_request(&pairing.prompt.code).await), ErrorCode::RateLimited);
+    // Locked means locked on every route that takes a code: the right code gets the same answer
+    // as any other, so neither approve nor deny tells a guesser anything.
+    let empty = agentkeys_proto::agents::ApproveRequest::default();
+    for code in [pairing.prompt.code.clone(), ids::format_request_code(OsRandom.array::<5>())] {
+        assert_eq!(api_code(client.lookup_request(&code).await), ErrorCode::RateLimited);
+        assert_eq!(api_code(client.approve_request(&code, &empty).await), ErrorCode::RateLimited);
+        assert_eq!(api_code(client.deny_request(&code).await), ErrorCode::RateLimited);
+    }
+    // Another account that never looked the code up cannot approve it, even with a well-formed body.
+    let other = Master::new(&server.url);
+    other.init();
+    let other_client = ApiClient::for_session(&server.url, other.session()).unwrap();
+    assert_eq!(api_code(other_client.approve_request(&pairing.prompt.code, &empty).await), ErrorCode::NotFound);
     drop(pairing);
 }
 
-/// Runs the futures concurrently on this task and collects their outputs in order.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.map(Box::pin).collect();
-    let mut outputs = Vec::with_capacity(handles.len());
-    for handle in handles {
-        outputs.push(handle.await);
-    }
-    outputs
-}
-
-#[tokio::test]
-async fn link_codes_bind_end_to_end_and_work_once() {
-    let (db, server) = server().await;
+async fn link_codes_bind_end_to_end_and_work_once(backend: Backend) {
+    let Some((db, server)) = server_on(backend).await else { return };
     let master = Master::new(&server.url);
     master.init();
     master.ok(&["store", "openai"], Some(b"sk-linked-value-0001"));
@@ -214,9 +247,8 @@ async fn link_codes_bind_end_to_end_and_work_once() {
 
 /// Agent A can never read B's private credentials or anything outside its scope or tier; a safe
 /// agent sees names, never values; no agent manages agents or writes. Each path is the real API.
-#[tokio::test]
-async fn the_access_matrix_holds_on_every_endpoint() {
-    let (_db, server) = server().await;
+async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
+    let Some((_db, server)) = server_on(backend).await else { return };
     let master = Master::new(&server.url);
     master.init();
     for (service, value) in [("openai", "sk-shared-openai"), ("github", "ghp-shared-github"), ("stripe", "sk-stripe")] {
@@ -267,6 +299,30 @@ async fn the_access_matrix_holds_on_every_endpoint() {
     assert_eq!(api_code(ca.change_scope(&a, &widen).await), ErrorCode::Denied, "nor its scope");
     let store = vault::store(&ca, &sa, Namespace::Vault, "openai", b"overwrite", &mut OsRandom).await;
     assert!(matches!(store, Err(vault::VaultError::NotMaster)), "{store:?}");
+    // The server refuses on its own, whatever a modified client sends.
+    let raw_put = agentkeys_proto::types::PutCredentialRequest {
+        version: 2,
+        ciphertext: agentkeys_proto::b64::encode([0u8; 64]),
+        data_key_wrap: agentkeys_proto::b64::encode([0u8; 81]),
+        agent_wraps: vec![],
+    };
+    assert_eq!(api_code(ca.put_credential("openai", None, &raw_put).await), ErrorCode::Denied);
+    let create = agentkeys_proto::agents::CreateAgentRequest {
+        label: "sub".into(),
+        scope: vec![],
+        tier: agentkeys_proto::agents::Tier::Admin,
+        link_sign_public: agentkeys_proto::b64::encode([1u8; 32]),
+        link_kx_public: agentkeys_proto::b64::encode([1u8; 32]),
+        link_certificate: agentkeys_proto::b64::encode([1u8; 64]),
+        wraps: vec![],
+    };
+    assert_eq!(api_code(ca.create_agent(&create).await), ErrorCode::Denied);
+    let alias = agentkeys_proto::agents::AliasRequest { alias: "boss".into() };
+    assert_eq!(api_code(ca.add_alias(&a, &alias).await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.lookup_request("7K3D-QX2M").await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.deny_request("7K3D-QX2M").await), ErrorCode::Denied);
+    let approve = agentkeys_proto::agents::ApproveRequest::default();
+    assert_eq!(api_code(ca.approve_request("7K3D-QX2M", &approve).await), ErrorCode::Denied);
 
     // Names: each sees its own private ones and its scope; the safe agent sees names too.
     let names = |listed: agentkeys_proto::types::CredentialListResponse| {
@@ -294,9 +350,8 @@ async fn the_access_matrix_holds_on_every_endpoint() {
     assert_eq!(scope, "github\nstripe\n");
 }
 
-#[tokio::test]
-async fn a_device_the_account_never_certified_gets_no_key() {
-    let (db, server) = server().await;
+async fn a_device_the_account_never_certified_gets_no_key(backend: Backend) {
+    let Some((db, server)) = server_on(backend).await else { return };
     let master = Master::new(&server.url);
     master.init();
     master.ok(&["store", "openai"], Some(b"sk-v1"));
@@ -331,9 +386,8 @@ async fn a_device_the_account_never_certified_gets_no_key() {
     assert_eq!(master.ok(&["read", "openai"], None), b"sk-v1", "nothing was stored");
 }
 
-#[tokio::test]
-async fn teardown_deletes_private_credentials_and_wraps() {
-    let (db, server) = server().await;
+async fn teardown_deletes_private_credentials_and_wraps(backend: Backend) {
+    let Some((db, server)) = server_on(backend).await else { return };
     let master = Master::new(&server.url);
     master.init();
     master.ok(&["store", "openai"], Some(b"sk-shared"));
@@ -488,7 +542,9 @@ async fn mcp_tools_through_the_official_python_sdk() {
     host.pair(&master, "mcp-bot", "openai,not-stored-yet");
     let expect = serde_json::json!({"in_scope": "openai", "out_of_scope": "stripe", "scope_missing": "not-stored-yet"});
 
-    let full = python_client(&host, &python, "full", &expect);
+    let (full, daemon_log) = python_client_with_log(&host, &python, "full", &expect);
+    assert!(daemon_log.contains("DEBUG"), "the daemon ran with debug logs on: {daemon_log}");
+    assert!(!daemon_log.contains(&value), "no value in the daemon's logs, even at debug");
     assert!(full["protocol_version"].as_str().unwrap() >= "2025-11-25", "{}", full["protocol_version"]);
     assert_eq!(full["server_name"], "agentkeys-daemon");
     assert_eq!(full["whoami"]["label"], "mcp-bot");
@@ -503,6 +559,11 @@ async fn mcp_tools_through_the_official_python_sdk() {
     assert_eq!(full["run"]["exit_code"], 3);
     assert_eq!(full["run"]["stdout"], "out:********\n");
     assert_eq!(full["run"]["stderr"], "err:********\n");
+    assert_eq!(full["run_timeout"]["timed_out"], true, "{}", full["run_timeout"]);
+    assert_eq!(full["grandchild_left"], false, "a timeout ends the whole process group");
+    assert_eq!(full["run_flood"]["truncated"], true);
+    let flood = full["run_flood"]["length"].as_u64().unwrap();
+    assert!((200_000..=256 * 1024).contains(&flood), "output capped at 256 KiB: {flood}");
     let usage = full["usage"].to_string();
     assert!(usage.contains("credential.read") && !usage.contains(&value), "usage has no values: {usage}");
 
@@ -549,6 +610,7 @@ async fn mcp_clients_share_a_running_serve_daemon() {
     assert_eq!(answer["code"], serde_json::Value::Null, "{answer}");
     assert!(answer["text"].as_str().unwrap().contains("sk-through-the-socket"));
     assert!(log.contains("bridging MCP on stdio to the daemon"), "mcp used the running daemon:\n{log}");
+    assert!(!log.contains("sk-through-the-socket"), "no value in the logs");
     let status: serde_json::Value = serde_json::from_slice(&host.run(&["status", "--json"]).stdout).unwrap();
     assert_eq!(status["serving"], true, "{status}");
     let pid = rustix::process::Pid::from_raw(serving.id() as i32).unwrap();
@@ -639,6 +701,7 @@ async fn pair_codes_expire_after_ten_minutes() {
             device_kx_public: b64(device.kx),
             token_hash: b64([1u8; 32]),
             poll_hash: b64(sha256(b"poll-secret")),
+            commitment: b64(ids::pairing_commitment(&[7; 32])),
         })
         .await
         .unwrap();

@@ -87,6 +87,12 @@ async def full(session, expect):
         )
     )
     out["run"] = ran
+    timed = structured(await session.call_tool("run", {"argv": ["sh", "-c", "sleep 60 & echo $!; wait"], "timeout_s": 1}))
+    out["run_timeout"] = timed
+    grandchild = timed["stdout"].strip()
+    out["grandchild_left"] = grandchild.isdigit() and process_running(int(grandchild))
+    flood = structured(await session.call_tool("run", {"argv": ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' a"]}))
+    out["run_flood"] = {"truncated": flood["truncated"], "stdout": flood["stdout"][:10] + "…", "length": len(flood["stdout"])}
     ran_denied = await session.call_tool("run", {"argv": ["true"], "env": {"K": expect["out_of_scope"]}})
     codes["run_out_of_scope"] = error_code(ran_denied)
 
@@ -100,6 +106,15 @@ async def full(session, expect):
     out["usage"] = usage
     out["codes"] = codes
     return out
+
+
+def process_running(pid):
+    """True while `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return False
 
 
 async def call(session, expect):

@@ -194,12 +194,26 @@ pub async fn create_agent(
     }
 }
 
-/// The OTP the master shows for a pairing request: the daemon shows the same number only if the
-/// keys the server relayed are the daemon's.
-pub fn pairing_otp(request: &PendingRequest) -> Option<String> {
-    let sign = b64::decode_array::<32>(request.device_sign_public.as_deref()?)?;
-    let kx = b64::decode_array::<32>(request.device_kx_public.as_deref()?)?;
-    Some(ids::pairing_otp(&request.code, &request.label, &request.scope, &sign, &kx))
+/// The OTP of a pairing request as the master computes it, from the keys the server relayed and
+/// the nonce the daemon revealed after this master's look-up. `None` until the nonce is revealed;
+/// an error when the nonce does not open the daemon's commitment.
+pub fn pairing_otp(request: &PendingRequest) -> Result<Option<String>, VaultError> {
+    let bad = |what: &str| VaultError::Mismatch {
+        wanted: format!("a pairing request with {what}"),
+        got: request.code.clone(),
+    };
+    let sign = b64::decode_array::<32>(request.device_sign_public.as_deref().unwrap_or(""))
+        .ok_or_else(|| bad("a device key"))?;
+    let kx = b64::decode_array::<32>(request.device_kx_public.as_deref().unwrap_or(""))
+        .ok_or_else(|| bad("a device key"))?;
+    let commitment = b64::decode_array::<32>(request.commitment.as_deref().unwrap_or(""))
+        .ok_or_else(|| bad("a nonce commitment"))?;
+    let Some(reveal) = request.reveal.as_deref() else { return Ok(None) };
+    let nonce = b64::decode_array::<32>(reveal).ok_or_else(|| bad("a well-formed nonce"))?;
+    if ids::pairing_commitment(&nonce) != commitment {
+        return Err(bad("a nonce that opens its commitment"));
+    }
+    Ok(Some(ids::pairing_otp(&nonce, &request.code, &request.label, &request.scope, &sign, &kx)))
 }
 
 /// The device fingerprint shown at approval: the device id.

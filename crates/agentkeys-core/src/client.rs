@@ -8,7 +8,7 @@ use agentkeys_proto::agents::{
     AgentAskRequest, AgentAskResponse, AgentListResponse, AgentSessionResponse, AliasRequest, ApproveRequest,
     CreateAgentRequest, CreateAgentResponse, DecisionResponse, LinkInfoResponse, OpenPairingRequest,
     OpenPairingResponse, PairingStatusResponse, PendingRequest, RecipientsResponse, RedeemLinkRequest,
-    RequestListResponse, ScopeChangeRequest, TierChangeRequest,
+    RequestListResponse, RevealPairingRequest, ScopeChangeRequest, TierChangeRequest,
 };
 use agentkeys_proto::signing::{HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use agentkeys_proto::types::{
@@ -324,6 +324,24 @@ impl ApiClient {
         poll_secret: &str,
     ) -> Result<PairingStatusResponse, ClientError> {
         let request = self.http.get(format!("{}/v1/pairings/{pairing_id}", self.base_url)).bearer_auth(poll_secret);
+        self.send(request).await
+    }
+
+    /// Unauthenticated but for the poll secret: reveal the OTP nonce of a claimed pairing.
+    pub async fn reveal_pairing(
+        &self,
+        pairing_id: &str,
+        poll_secret: &str,
+        nonce: &[u8; 32],
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&RevealPairingRequest { nonce: agentkeys_proto::b64::encode(nonce) })
+            .expect("request types serialize");
+        let request = self
+            .http
+            .post(format!("{}/v1/pairings/{pairing_id}/reveal", self.base_url))
+            .bearer_auth(poll_secret)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
         self.send(request).await
     }
 

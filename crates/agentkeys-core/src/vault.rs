@@ -138,6 +138,14 @@ pub async fn store(
         let wrap_err = |source| VaultError::Open { service: service.into(), source };
         let mut agent_wraps = Vec::with_capacity(recipients.len());
         for device in &recipients {
+            // A private credential goes to its own agent's devices and no one else's, whatever
+            // the server lists.
+            if namespace.agent().is_some_and(|owner| owner != device.agent_id) {
+                return Err(VaultError::Uncertified {
+                    agent_id: device.agent_id.clone(),
+                    device_id: device.device_id.clone(),
+                });
+            }
             let kx = crate::agents::certified_kx(session, device)?;
             agent_wraps.push(RecipientWrap {
                 device_id: device.device_id.clone(),

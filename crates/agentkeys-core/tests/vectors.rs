@@ -147,6 +147,7 @@ fn agent_vectors(account_secret: &[u8]) -> Value {
     let link_public = link.public();
     let link_payload = ids::link_key_payload(&account_id, &agent_id, &link_public.sign, &link_public.kx);
     let scope = vec!["github".to_owned(), "openai".to_owned()];
+    let pair_nonce: [u8; 32] = bytes(&mut seed, 32).try_into().unwrap();
     json!({
         "account_secret_blob": h(account_secret),
         "account_id": account_id,
@@ -166,7 +167,9 @@ fn agent_vectors(account_secret: &[u8]) -> Value {
         "linked_device_signature": h(link.sign(&device_payload)),
         "pair_code": "7K3D-QX2M",
         "pair_scope": scope.join(","),
-        "pair_otp": ids::pairing_otp("7K3D-QX2M", "build-bot", &scope, &device.sign, &device.kx),
+        "pair_nonce": h(pair_nonce),
+        "pair_commitment": h(ids::pairing_commitment(&pair_nonce)),
+        "pair_otp": ids::pairing_otp(&pair_nonce, "7K3D-QX2M", "build-bot", &scope, &device.sign, &device.kx),
     })
 }
 

@@ -111,7 +111,10 @@ def main(path):
     assert link_payload == a["link_payload"]
     assert account.sign(link_payload.encode()).hex() == a["link_certificate"]
     assert link_key.sign(device_payload.encode()).hex() == a["linked_device_signature"]
-    otp_input = b"".join(part + b"\0" for part in (b"agentkeys-pair-otp-v1", a["pair_code"].encode(), a["label"].encode(), a["pair_scope"].encode()))
+    nonce = h(a["pair_nonce"])
+    assert hashlib.sha256(b"agentkeys-pair-commit-v1\0" + nonce).hexdigest() == a["pair_commitment"]
+    otp_input = b"agentkeys-pair-otp-v1\0" + nonce + b"".join(
+        part + b"\0" for part in (a["pair_code"].encode(), a["label"].encode(), a["pair_scope"].encode()))
     digest = hashlib.sha256(otp_input + device_sign + device_kx).digest()
     assert f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}" == a["pair_otp"]
     print("test vectors: 8 constructions verified with pyca/cryptography")

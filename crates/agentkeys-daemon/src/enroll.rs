@@ -112,6 +112,9 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
     let keys = device.public();
     let token = new_secret("akt_");
     let poll = new_secret("akp_");
+    // The OTP's nonce: committed now, revealed only once a master has claimed the code, so the
+    // server cannot search for a key of its own that shows the same number.
+    let nonce = Zeroizing::new(OsRandom.array::<32>());
     let opened = client
         .open_pairing(&OpenPairingRequest {
             label: args.label.clone(),
@@ -120,9 +123,10 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
             device_kx_public: b64::encode(keys.kx),
             token_hash: hash_b64(&token),
             poll_hash: hash_b64(&poll),
+            commitment: b64::encode(ids::pairing_commitment(&nonce)),
         })
         .await?;
-    let otp = ids::pairing_otp(&opened.code, &args.label, &scope, &keys.sign, &keys.kx);
+    let otp = ids::pairing_otp(&nonce, &opened.code, &args.label, &scope, &keys.sign, &keys.kx);
     eprintln!("Pair code: {}  OTP: {otp}", opened.code);
     eprintln!(
         "On the master, run `agentkeys approve {}` and check that it shows OTP {otp}. Waiting (up to {}s)…",
@@ -138,6 +142,12 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
             Err(ClientError::Unreachable { .. }) if Instant::now() < deadline => continue,
             Err(error) => return Err(error.into()),
         };
+        if status.status == "pending" && status.claimed && !status.revealed {
+            match client.reveal_pairing(&opened.pairing_id, poll.expose_secret(), &nonce).await {
+                Ok(()) | Err(ClientError::Unreachable { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
         match (status.status.as_str(), status.session) {
             ("approved", Some(joined)) => {
                 let id = save(ctx, client.base_url(), device, token, &joined)?;

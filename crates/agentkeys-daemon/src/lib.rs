@@ -27,7 +27,10 @@ pub fn print_json(value: &serde_json::Value) -> Result<(), CommandError> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTKEYS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // rmcp logs whole responses at debug, and a get_credential response holds the value:
+        // whatever AGENTKEYS_LOG asks for, the SDK never logs below info.
+        .add_directive("rmcp=info".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

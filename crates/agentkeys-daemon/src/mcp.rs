@@ -378,7 +378,15 @@ impl AgentKeysMcp {
         }
         let timeout = Duration::from_secs(args.timeout_s.unwrap_or(DEFAULT_RUN_TIMEOUT_S).clamp(1, MAX_RUN_TIMEOUT_S));
         let mut command = tokio::process::Command::new(program);
-        command.args(rest).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        command
+            .args(rest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout ends the program and everything it started
+            // (each holds the credentials in its environment).
+            .process_group(0)
+            .kill_on_drop(true);
         for (var, value) in &values {
             command.env(var, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(value));
         }
@@ -386,39 +394,40 @@ impl AgentKeysMcp {
             ToolFailure::new("INVALID_INPUT", format!("cannot start {program}: {e}"), "check the program name and PATH")
         })?;
         drop(command);
+        let group = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
         let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
-        let collect = async {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let read_out = async {
-                if let Some(s) = stdout.as_mut() {
-                    let _ = s.read_to_end(&mut out).await;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let finished = tokio::time::timeout(timeout, async {
+            tokio::join!(read_capped(stdout.as_mut(), &mut out), read_capped(stderr.as_mut(), &mut err));
+            child.wait().await.ok()
+        })
+        .await;
+        let (status, timed_out) = match finished {
+            Ok(status) => (status, false),
+            Err(_) => {
+                if let Some(group) = group {
+                    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
                 }
-            };
-            let read_err = async {
-                if let Some(s) = stderr.as_mut() {
-                    let _ = s.read_to_end(&mut err).await;
-                }
-            };
-            tokio::join!(read_out, read_err);
-            let status = child.wait().await;
-            (out, err, status)
-        };
-        let (out, err, status, timed_out) = match tokio::time::timeout(timeout, collect).await {
-            Ok((out, err, status)) => (out, err, status.ok(), false),
-            Err(_) => (Vec::new(), Vec::new(), None, true),
+                (child.wait().await.ok(), true)
+            }
         };
         let masker_values: Vec<&[u8]> = values.iter().map(|(_, v)| v.as_slice()).collect();
-        let masked = |bytes: Vec<u8>| {
+        let longest = masker_values.iter().map(|v| v.len()).max().unwrap_or(0);
+        let masked = |mut bytes: Vec<u8>| {
+            // Cut output is cut a value's length early, so no value is left half-printed (and so
+            // unmasked) at the cut.
+            let truncated = bytes.len() > MAX_RUN_OUTPUT;
+            if truncated {
+                bytes.truncate(MAX_RUN_OUTPUT.saturating_sub(longest));
+            }
             let mut masker = Masker::new(masker_values.iter().copied());
             let mut masked = Vec::with_capacity(bytes.len());
             masker.push(&bytes, &mut masked);
             masker.finish(&mut masked);
-            let truncated = masked.len() > MAX_RUN_OUTPUT;
-            masked.truncate(MAX_RUN_OUTPUT);
             (String::from_utf8_lossy(&masked).into_owned(), truncated)
         };
-        let (stdout, stdout_truncated) = masked(out);
-        let (stderr, stderr_truncated) = masked(err);
+        let (stdout_text, stdout_truncated) = masked(std::mem::take(&mut out));
+        let (stderr_text, stderr_truncated) = masked(std::mem::take(&mut err));
         let exit_code = status.map(|s| {
             use std::os::unix::process::ExitStatusExt as _;
             s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
@@ -426,10 +435,27 @@ impl AgentKeysMcp {
         Ok(json!({
             "exit_code": exit_code,
             "timed_out": timed_out,
-            "stdout": stdout,
-            "stderr": stderr,
+            "stdout": stdout_text,
+            "stderr": stderr_text,
             "truncated": stdout_truncated || stderr_truncated,
         }))
+    }
+}
+
+/// Reads a child's stream, keeping at most [`MAX_RUN_OUTPUT`] bytes (plus one, to tell that it
+/// was cut) and draining the rest, so a chatty program neither fills the daemon's memory nor
+/// blocks on a full pipe.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(stream: Option<&mut R>, into: &mut Vec<u8>) {
+    let Some(stream) = stream else { return };
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let room = (MAX_RUN_OUTPUT + 1).saturating_sub(into.len());
+                into.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
     }
 }
 

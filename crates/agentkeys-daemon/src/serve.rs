@@ -30,8 +30,13 @@ async fn bind(path: &Path) -> Result<UnixListener, CommandError> {
     let dir = path
         .parent()
         .ok_or_else(|| CommandError::usage("the socket path has no directory", "pass --socket DIR/NAME.sock"))?;
-    std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_error("protect", dir, e))?;
+    // A directory made here is private; one that exists (say `/tmp` for `--socket /tmp/x.sock`)
+    // is left as it is: the socket's own mode and the peer-uid check guard it.
+    if !dir.as_os_str().is_empty() && !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_error("protect", dir, e))?;
+    }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(CommandError::new(

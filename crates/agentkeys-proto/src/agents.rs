@@ -201,6 +201,17 @@ pub struct OpenPairingRequest {
     pub token_hash: String,
     /// SHA-256 of the secret the daemon polls with.
     pub poll_hash: String,
+    /// [`crate::ids::pairing_commitment`] of the daemon's OTP nonce (revealed later).
+    pub commitment: String,
+}
+
+/// `POST /v1/pairings/{pairing_id}/reveal` with the poll secret as bearer: the daemon reveals its
+/// OTP nonce once a master has claimed the code (the status says `claimed`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RevealPairingRequest {
+    pub nonce: String,
 }
 
 /// Answer to [`OpenPairingRequest`].
@@ -220,6 +231,12 @@ pub struct OpenPairingResponse {
 pub struct PairingStatusResponse {
     /// `pending`, `approved`, `denied` or `expired`.
     pub status: String,
+    /// A master has looked the code up: the keys it will certify are fixed; time to reveal.
+    #[serde(default)]
+    pub claimed: bool,
+    /// The nonce was revealed.
+    #[serde(default)]
+    pub revealed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<AgentSessionResponse>,
 }
@@ -273,6 +290,11 @@ pub struct PendingRequest {
     pub device_sign_public: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_kx_public: Option<String>,
+    /// The daemon's commitment to its OTP nonce, and the nonce once revealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reveal: Option<String>,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
 }

@@ -113,15 +113,40 @@ pub fn normalize_request_code(text: &str) -> Option<String> {
     (chars.len() == 8).then(|| format!("{}-{}", &chars[..4], &chars[4..]))
 }
 
-/// The six-digit number the daemon and the master both show for a pairing, derived from the pair
-/// code and everything the master will certify. A server that swapped the device key (or the
-/// label or scope) between the two makes the numbers differ.
-///
-/// `SHA-256("agentkeys-pair-otp-v1" || 0 || code || 0 || label || 0 || scope joined by "," || 0 ||
-/// sign key || kx key)`, first 8 bytes big-endian, modulo 10^6, zero-padded.
-pub fn pairing_otp(code: &str, label: &str, scope: &[String], sign_public: &[u8; 32], kx_public: &[u8; 32]) -> String {
+/// What the daemon commits to when it opens a pairing: `SHA-256("agentkeys-pair-commit-v1" || 0 ||
+/// nonce)`. The nonce itself is revealed only after a master has looked the code up, which fixes
+/// the keys that master certifies; see [`pairing_otp`].
+pub fn pairing_commitment(nonce: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    for part in [b"agentkeys-pair-otp-v1".as_slice(), code.as_bytes(), label.as_bytes(), scope.join(",").as_bytes()] {
+    hasher.update(b"agentkeys-pair-commit-v1");
+    hasher.update([0]);
+    hasher.update(nonce);
+    hasher.finalize().into()
+}
+
+/// The six-digit number the daemon shows and the human types at the master, derived from the
+/// daemon's secret nonce, the pair code and everything the master will certify.
+///
+/// `SHA-256("agentkeys-pair-otp-v1" || 0 || nonce || code || 0 || label || 0 || scope joined by ","
+/// || 0 || sign key || kx key)`, first 8 bytes big-endian, modulo 10^6, zero-padded.
+///
+/// Six digits resist a key swap only because the server cannot search for a matching key: the
+/// nonce is committed at open and revealed after the master's look-up has fixed the keys it will
+/// see, so a server choosing keys does not know the number they must match (commit-then-reveal,
+/// as in ZRTP's short authentication string).
+pub fn pairing_otp(
+    nonce: &[u8; 32],
+    code: &str,
+    label: &str,
+    scope: &[String],
+    sign_public: &[u8; 32],
+    kx_public: &[u8; 32],
+) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"agentkeys-pair-otp-v1");
+    hasher.update([0]);
+    hasher.update(nonce);
+    for part in [code.as_bytes(), label.as_bytes(), scope.join(",").as_bytes()] {
         hasher.update(part);
         hasher.update([0]);
     }
@@ -147,10 +172,11 @@ mod tests {
     #[test]
     fn otp_changes_with_the_device_key() {
         let scope = vec!["openai".to_owned()];
-        let a = super::pairing_otp("7K3D-QX2M", "bot", &scope, &[1; 32], &[2; 32]);
-        let b = super::pairing_otp("7K3D-QX2M", "bot", &scope, &[3; 32], &[2; 32]);
+        let a = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, &[1; 32], &[2; 32]);
+        let b = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, &[3; 32], &[2; 32]);
+        let c = super::pairing_otp(&[8; 32], "7K3D-QX2M", "bot", &scope, &[1; 32], &[2; 32]);
         assert_eq!(a.len(), 6);
-        assert_ne!(a, b);
+        assert!(a != b && a != c);
     }
 
     #[test]

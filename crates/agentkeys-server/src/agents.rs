@@ -149,7 +149,7 @@ fn torn_down(agent_id: &str) -> ApiError {
     )
 }
 
-async fn agent_status(
+pub async fn agent_status(
     conn: &mut AnyConnection,
     account_id: &str,
     agent_id: &str,
@@ -174,6 +174,19 @@ pub async fn upsert_agent(
     status: &str,
     now: i64,
 ) -> Result<Result<(), ApiError>, sqlx::Error> {
+    let alias_taken = sqlx::query("SELECT 1 AS taken FROM agent_aliases WHERE account_id = $1 AND alias = $2")
+        .bind(account_id)
+        .bind(label)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if alias_taken {
+        return Ok(Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            format!("'{label}' is already an alias of another agent"),
+            "pick another label: `<agent>` must name one agent everywhere",
+        )));
+    }
     match agent_status(conn, account_id, agent_id).await?.as_deref() {
         None => {
             sqlx::query(

@@ -7,7 +7,8 @@ use agentkeys_proto::agents::{
     AgentAskRequest, AgentAskResponse, AgentListResponse, AgentSessionResponse, AliasRequest, ApproveRequest,
     CreateAgentRequest, CreateAgentResponse, DecisionResponse, DeviceWrap, LinkInfoResponse, OpenPairingRequest,
     OpenPairingResponse, PairingStatusResponse, PendingRequest, REQUEST_TTL_MS, RecipientsResponse, RedeemLinkRequest,
-    RequestKind, RequestListResponse, ScopeChangeRequest, Tier, TierChangeRequest, agent_namespace, redeem_payload,
+    RequestKind, RequestListResponse, RevealPairingRequest, ScopeChangeRequest, Tier, TierChangeRequest,
+    agent_namespace, redeem_payload,
 };
 use agentkeys_proto::certificate::DeviceCertificate;
 use agentkeys_proto::names::validate_service_name;
@@ -539,6 +540,7 @@ pub async fn open_pairing(
             device_kx_public: Some(key32("device_kx_public", &request.device_kx_public)?.to_vec()),
             token_hash: Some(key32("token_hash", &request.token_hash)?.to_vec()),
             poll_hash: Some(key32("poll_hash", &request.poll_hash)?.to_vec()),
+            commitment: Some(key32("commitment", &request.commitment)?.to_vec()),
             expires_at_ms: now + REQUEST_TTL_MS,
         })
     })();
@@ -553,15 +555,7 @@ pub async fn open_pairing(
     Ok((StatusCode::CREATED, Json(reply.expect("a committed pairing has a reply"))))
 }
 
-/// Where a pairing stands, for the daemon that opened it (its poll secret as bearer).
-#[utoipa::path(get, path = "/v1/pairings/{pairing_id}", tag = "pairing", params(("pairing_id" = String, Path)),
-    responses((status = 200, body = PairingStatusResponse), (status = 404, body = ErrorBody)))]
-pub async fn pairing_status(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Result<Json<PairingStatusResponse>, ApiError> {
-    let Path(pairing_id) = path.map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))?;
+fn poll_secret(headers: &HeaderMap) -> Result<[u8; 32], ApiError> {
     let secret =
         headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(
             || {
@@ -572,11 +566,61 @@ pub async fn pairing_status(
                 )
             },
         )?;
-    let poll_hash = Sha256::digest(secret.as_bytes());
+    Ok(Sha256::digest(secret.as_bytes()).into())
+}
+
+fn no_such_pairing() -> ApiError {
+    ApiError::not_found("no such pairing request", "open a new one with `agentkeys-daemon pair`")
+}
+
+/// Where a pairing stands, for the daemon that opened it (its poll secret as bearer).
+#[utoipa::path(get, path = "/v1/pairings/{pairing_id}", tag = "pairing", params(("pairing_id" = String, Path)),
+    responses((status = 200, body = PairingStatusResponse), (status = 404, body = ErrorBody)))]
+pub async fn pairing_status(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Json<PairingStatusResponse>, ApiError> {
+    let Path(pairing_id) = path.map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))?;
+    let poll_hash = poll_secret(&headers)?;
     match crate::requests::pairing_status(&state.db.reads, &pairing_id, &poll_hash, state.clock.now_ms()).await? {
-        Some((status, session)) => Ok(Json(PairingStatusResponse { status, session })),
-        None => Err(ApiError::not_found("no such pairing request", "open a new one with `agentkeys-daemon pair`")),
+        Some(found) => Ok(Json(PairingStatusResponse {
+            status: found.status,
+            claimed: found.claimed,
+            revealed: found.revealed,
+            session: found.session,
+        })),
+        None => Err(no_such_pairing()),
     }
+}
+
+/// The daemon reveals the nonce behind its OTP, once a master has claimed the code (so the keys
+/// that master will certify are fixed before the number they must match becomes computable).
+#[utoipa::path(post, path = "/v1/pairings/{pairing_id}/reveal", tag = "pairing", request_body = RevealPairingRequest,
+    params(("pairing_id" = String, Path)), responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn reveal_pairing(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(pairing_id) = path.map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))?;
+    let poll_hash = poll_secret(&headers)?;
+    let body = body.map_err(|_| ApiError::payload_too_large())?;
+    let request: RevealPairingRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let nonce = key32("nonce", &request.nonce)?;
+    let now = state.clock.now_ms();
+    let Some(found) = crate::requests::pairing_status(&state.db.reads, &pairing_id, &poll_hash, now).await? else {
+        return Err(no_such_pairing());
+    };
+    if found.commitment.as_deref() != Some(ids::pairing_commitment(&nonce).as_slice()) {
+        return Err(ApiError::bad_request("the nonce does not match the pairing's commitment"));
+    }
+    let audit = AuditDraft { action: "pairing.reveal", ..AuditDraft::default() };
+    let decision = Ok(Operation::Request(Box::new(RequestOp::Reveal { pairing_id, nonce: nonce.to_vec() })));
+    state.writer.submit(None, decision, audit).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The account's pending requests: its agents' asks and the pairings it has looked up.
@@ -638,6 +682,7 @@ pub async fn ask(
             device_kx_public: None,
             token_hash: None,
             poll_hash: None,
+            commitment: None,
             expires_at_ms: now + REQUEST_TTL_MS,
         })
     }
@@ -729,12 +774,11 @@ pub async fn approve_request(
         let code = code_path(path)?;
         let request: ApproveRequest = signed.json()?;
         let now = state.clock.now_ms();
-        // Read without the guard only to prepare; the writer finds it again, guarded, and a
-        // request this account may not see is left for the writer to count as a miss.
+        // Only a request this account already holds: its own agents' asks, or a pairing it claimed
+        // through a guarded look-up. Anything else goes to the writer unprepared and counts as a
+        // miss, so nothing here tells a guesser that a code exists.
         let row = crate::requests::find_by_code(&state.db.reads, &code).await?.filter(|row| {
-            row.status_at(now) == "pending"
-                && (row.account_id.as_deref() == Some(caller.account_id.as_str())
-                    || (row.account_id.is_none() && row.kind == RequestKind::Pairing))
+            row.status_at(now) == "pending" && row.account_id.as_deref() == Some(caller.account_id.as_str())
         });
         let grant = match &row {
             Some(row) => Some(Box::new(prepare_grant(&state, caller, row, request).await?)),

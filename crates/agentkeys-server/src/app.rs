@@ -67,6 +67,7 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents_api::redeem_link))
         .routes(routes!(agents_api::open_pairing))
         .routes(routes!(agents_api::pairing_status))
+        .routes(routes!(agents_api::reveal_pairing))
         .routes(routes!(agents_api::list_requests, agents_api::ask))
         .routes(routes!(agents_api::lookup_request))
         .routes(routes!(agents_api::approve_request))

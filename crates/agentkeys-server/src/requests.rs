@@ -36,6 +36,8 @@ pub struct RequestRow {
     pub device_sign_public: Option<Vec<u8>>,
     pub device_kx_public: Option<Vec<u8>>,
     pub token_hash: Option<Vec<u8>>,
+    pub commitment: Option<Vec<u8>>,
+    pub reveal: Option<Vec<u8>>,
     pub status: String,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
@@ -44,7 +46,8 @@ pub struct RequestRow {
 }
 
 const COLUMNS: &str = "id, code, kind, account_id, agent_id, label, scope, tier, reason, device_sign_public, \
-                       device_kx_public, token_hash, status, created_at_ms, expires_at_ms, device_id, session_id";
+                       device_kx_public, token_hash, commitment, reveal, status, created_at_ms, expires_at_ms, \
+                       device_id, session_id";
 
 impl RequestRow {
     fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
@@ -62,6 +65,8 @@ impl RequestRow {
             device_sign_public: row.try_get("device_sign_public")?,
             device_kx_public: row.try_get("device_kx_public")?,
             token_hash: row.try_get("token_hash")?,
+            commitment: row.try_get("commitment")?,
+            reveal: row.try_get("reveal")?,
             status: row.try_get("status")?,
             created_at_ms: row.try_get("created_at_ms")?,
             expires_at_ms: row.try_get("expires_at_ms")?,
@@ -86,6 +91,8 @@ impl RequestRow {
             reason: self.reason.clone(),
             device_sign_public: self.device_sign_public.as_ref().map(b64::encode),
             device_kx_public: self.device_kx_public.as_ref().map(b64::encode),
+            commitment: self.commitment.as_ref().map(b64::encode),
+            reveal: self.reveal.as_ref().map(b64::encode),
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
         }
@@ -108,6 +115,7 @@ pub struct NewRequest {
     pub device_kx_public: Option<Vec<u8>>,
     pub token_hash: Option<Vec<u8>>,
     pub poll_hash: Option<Vec<u8>>,
+    pub commitment: Option<Vec<u8>>,
     pub expires_at_ms: i64,
 }
 
@@ -132,9 +140,24 @@ pub enum Grant {
 #[derive(Debug, Clone)]
 pub enum RequestOp {
     Open(Box<NewRequest>),
-    Lookup { account_id: String, code: String },
-    Approve { account_id: String, code: String, grant: Option<Box<Grant>> },
-    Deny { account_id: String, code: String },
+    Lookup {
+        account_id: String,
+        code: String,
+    },
+    Approve {
+        account_id: String,
+        code: String,
+        grant: Option<Box<Grant>>,
+    },
+    Deny {
+        account_id: String,
+        code: String,
+    },
+    /// The daemon reveals its OTP nonce; only once, only after a master claimed the code.
+    Reveal {
+        pairing_id: String,
+        nonce: Vec<u8>,
+    },
 }
 
 type OpResult = Result<Result<Applied, ApiError>, sqlx::Error>;
@@ -142,23 +165,25 @@ type OpResult = Result<Result<Applied, ApiError>, sqlx::Error>;
 pub async fn apply(conn: &mut AnyConnection, op: &RequestOp, now: i64) -> OpResult {
     match op {
         RequestOp::Open(new) => open(conn, new, now).await,
-        RequestOp::Lookup { account_id, code } => match guarded_find(conn, account_id, code, now).await? {
-            Ok(row) => {
-                if row.account_id.is_none() {
-                    // The first account to look a pairing up claims it: it then shows in that
-                    // account's `requests`, and no other account can approve it.
-                    sqlx::query("UPDATE requests SET account_id = $1 WHERE id = $2 AND account_id IS NULL")
-                        .bind(account_id)
-                        .bind(&row.id)
-                        .execute(&mut *conn)
-                        .await?;
+        RequestOp::Lookup { account_id, code } => {
+            match guarded_find(conn, account_id, code, Find::OrUnclaimed, now).await? {
+                Ok(row) => {
+                    if row.account_id.is_none() {
+                        // The first account to look a pairing up claims it: it then shows in that
+                        // account's `requests`, and no other account can approve it.
+                        sqlx::query("UPDATE requests SET account_id = $1 WHERE id = $2 AND account_id IS NULL")
+                            .bind(account_id)
+                            .bind(&row.id)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(Ok(Applied::Request(Box::new(row))))
                 }
-                Ok(Ok(Applied::Request(Box::new(row))))
+                Err(error) => Ok(Ok(Applied::Refused(error))),
             }
-            Err(error) => Ok(Ok(Applied::Refused(error))),
-        },
+        }
         RequestOp::Approve { account_id, code, grant } => {
-            let row = match guarded_find(conn, account_id, code, now).await? {
+            let row = match guarded_find(conn, account_id, code, Find::Claimed, now).await? {
                 Ok(row) => row,
                 Err(error) => return Ok(Ok(Applied::Refused(error))),
             };
@@ -167,8 +192,28 @@ pub async fn apply(conn: &mut AnyConnection, op: &RequestOp, now: i64) -> OpResu
             };
             approve(conn, account_id, row, grant, now).await
         }
+        RequestOp::Reveal { pairing_id, nonce } => {
+            let done = sqlx::query(
+                "UPDATE requests SET reveal = $1 WHERE id = $2 AND kind = 'pairing' AND status = 'pending' \
+                 AND account_id IS NOT NULL AND reveal IS NULL",
+            )
+            .bind(nonce)
+            .bind(pairing_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(if done == 1 {
+                Ok(Applied::Nothing)
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::Declined,
+                    "this pairing cannot take a reveal now: it is not claimed yet, was already revealed, or is over",
+                    "keep polling; reveal once the status says claimed",
+                ))
+            })
+        }
         RequestOp::Deny { account_id, code } => {
-            let row = match guarded_find(conn, account_id, code, now).await? {
+            let row = match guarded_find(conn, account_id, code, Find::OrUnclaimed, now).await? {
                 Ok(row) => row,
                 Err(error) => return Ok(Ok(Applied::Refused(error))),
             };
@@ -196,8 +241,9 @@ async fn open(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> OpResult 
     }
     let inserted = sqlx::query(
         "INSERT INTO requests (id, code, kind, account_id, agent_id, label, scope, tier, reason, device_sign_public, \
-         device_kx_public, token_hash, poll_hash, status, created_at_ms, expires_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', $14, $15) ON CONFLICT DO NOTHING",
+         device_kx_public, token_hash, poll_hash, commitment, status, created_at_ms, expires_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending', $15, $16) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(&new.id)
     .bind(&new.code)
@@ -212,6 +258,7 @@ async fn open(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> OpResult 
     .bind(&new.device_kx_public)
     .bind(&new.token_hash)
     .bind(&new.poll_hash)
+    .bind(&new.commitment)
     .bind(now)
     .bind(new.expires_at_ms)
     .execute(&mut *conn)
@@ -232,12 +279,22 @@ fn not_found(code: &str) -> ApiError {
     )
 }
 
-/// Finds a pending request by code for `account_id` (its own, or an unclaimed pairing), counting
-/// misses against the account. An `Err` must be committed (the miss is recorded).
+/// Which requests a code may find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Find {
+    /// Only the account's own (its agents' asks, pairings it claimed): approval needs a look-up first.
+    Claimed,
+    /// Also a pairing no account has claimed yet (look-up, deny).
+    OrUnclaimed,
+}
+
+/// Finds a pending request by code for `account_id`, counting misses against the account. An
+/// `Err` must be committed (the miss is recorded).
 async fn guarded_find(
     conn: &mut AnyConnection,
     account_id: &str,
     code: &str,
+    find: Find,
     now: i64,
 ) -> Result<Result<RequestRow, ApiError>, sqlx::Error> {
     let guard =
@@ -275,11 +332,12 @@ async fn guarded_find(
     }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM requests WHERE code = $1 AND status = 'pending' AND expires_at_ms >= $2 \
-         AND (account_id = $3 OR (account_id IS NULL AND kind = 'pairing'))"
+         AND (account_id = $3 OR (account_id IS NULL AND kind = 'pairing' AND $4 = 1))"
     )))
     .bind(code)
     .bind(now)
     .bind(account_id)
+    .bind(i64::from(find == Find::OrUnclaimed))
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {
@@ -340,10 +398,18 @@ async fn approve(conn: &mut AnyConnection, account_id: &str, row: RequestRow, gr
             if let Err(error) =
                 agents::upsert_agent(conn, account_id, agent_id, &row.label, Tier::Standard, "active", now).await?
             {
-                // An active agent of that label gains this device: re-pairing a new machine.
-                if error.code != ErrorCode::AlreadyExists {
+                // An existing agent of that label gains this device: re-pairing a new machine (the
+                // master was told so before approving). One still waiting for its link code is
+                // active from now on.
+                if error.code != ErrorCode::AlreadyExists
+                    || agents::agent_status(conn, account_id, agent_id).await?.is_none()
+                {
                     return Ok(Err(error));
                 }
+                sqlx::query("UPDATE agents SET status = 'active' WHERE id = $1 AND status = 'pending'")
+                    .bind(agent_id)
+                    .execute(&mut *conn)
+                    .await?;
             }
             if let Err(error) = agents::insert_device(conn, account_id, agent_id, &row.label, device, now).await? {
                 return Ok(Err(error));
@@ -440,13 +506,23 @@ pub async fn pending_for(pool: &AnyPool, account_id: &str, now: i64) -> Result<V
     .collect()
 }
 
+/// Where a pairing stands, for the daemon that opened it.
+#[derive(Debug)]
+pub struct PairingState {
+    pub status: String,
+    pub claimed: bool,
+    pub revealed: bool,
+    pub commitment: Option<Vec<u8>>,
+    pub session: Option<AgentSessionResponse>,
+}
+
 /// Where a pairing stands, for the daemon polling it with its poll secret.
 pub async fn pairing_status(
     pool: &AnyPool,
     pairing_id: &str,
     poll_hash: &[u8],
     now: i64,
-) -> Result<Option<(String, Option<AgentSessionResponse>)>, sqlx::Error> {
+) -> Result<Option<PairingState>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS}, poll_hash FROM requests WHERE id = $1 AND kind = 'pairing'"
     )))
@@ -477,5 +553,11 @@ pub async fn pairing_status(
         }
         _ => None,
     };
-    Ok(Some((status, session)))
+    Ok(Some(PairingState {
+        claimed: request.account_id.is_some(),
+        revealed: request.reveal.is_some(),
+        commitment: request.commitment.clone(),
+        status,
+        session,
+    }))
 }

@@ -311,7 +311,11 @@ async fn apply_batch(
             actor: job.audit.actor.clone(),
             session_id: job.audit.session_id.clone(),
             action: job.audit.action.to_owned(),
-            namespace: job.audit.namespace.clone(),
+            // An agent's read names the namespace it was actually served from.
+            namespace: match &results[i] {
+                Some(Ok(Applied::AgentCredential { namespace, .. })) => Some(namespace.clone()),
+                _ => job.audit.namespace.clone(),
+            },
             service: job.audit.service.clone(),
             outcome: outcome_for(code).as_str().to_owned(),
             code: code.map(|c| c.as_str().to_owned()),

@@ -74,14 +74,28 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     if let Some(reason) = &request.reason {
         shown.push(format!("  reason:   {reason}"));
     }
-    let otp = match request.kind {
-        RequestKind::Pairing => Some(agents::pairing_otp(&request).ok_or_else(|| {
-            CliError::new(1, "the pairing request carries no device key", "ask the daemon to pair again")
-        })?),
-        _ => None,
+    let (request, otp) = match request.kind {
+        RequestKind::Pairing => {
+            let (request, otp) = wait_for_reveal(&client, &code, request).await?;
+            (request, Some(otp))
+        }
+        _ => (request, None),
     };
     if otp.is_some() {
         shown.push(format!("  device:   {}", agents::device_fingerprint(&request).unwrap_or_default()));
+        // Pairing under an existing label adds this machine to that agent: say what it inherits.
+        let existing = client.list_agents().await?.agents.into_iter().find(|a| a.label == request.label);
+        if let Some(agent) = existing.filter(|a| a.status != "torn_down") {
+            let devices = agent.devices.iter().filter(|d| !d.revoked).count();
+            shown.push(format!(
+                "  note:     agent {} ({}) exists with {devices} device(s), tier {} and scope {}; this machine joins it \
+                 and also gets its private credentials",
+                agent.label,
+                agent.agent_id,
+                agent.tier,
+                if agent.scope.is_empty() { "(none)".to_owned() } else { agent.scope.join(",") },
+            ));
+        }
     }
     if scope != request.scope {
         shown.push(format!("  granting: {} (instead of what was asked)", scope.join(",")));
@@ -116,6 +130,40 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
         _ => format!("Approved {code}"),
     });
     Ok(0)
+}
+
+/// How long `approve` waits for the pairing daemon to reveal its OTP nonce after the look-up.
+const REVEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The daemon reveals its OTP nonce once it sees the code claimed (it polls every second); look
+/// the request up until it has, then compute the OTP from what this master saw.
+async fn wait_for_reveal(
+    client: &agentkeys_core::ApiClient,
+    code: &str,
+    mut request: PendingRequest,
+) -> Result<(PendingRequest, String), CliError> {
+    let deadline = std::time::Instant::now() + REVEAL_WAIT;
+    loop {
+        let computed = agents::pairing_otp(&request).map_err(|_| {
+            CliError::new(
+                6,
+                format!("pairing {code} does not hold together: the nonce it shows does not open the daemon's commitment"),
+                "something between the daemon and this machine altered it; deny it with `agentkeys deny` and pair again",
+            )
+        })?;
+        if let Some(otp) = computed {
+            return Ok((request, otp));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CliError::new(
+                6,
+                format!("the daemon of pairing {code} did not answer within {}s", REVEAL_WAIT.as_secs()),
+                "check that `agentkeys-daemon pair` is still waiting on the agent's machine, then approve again",
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        request = client.lookup_request(code).await?;
+    }
 }
 
 /// Reads the OTP the human types (from the terminal, or a line on stdin).

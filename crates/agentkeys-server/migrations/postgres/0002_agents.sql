@@ -81,6 +81,8 @@ CREATE TABLE requests (
     device_kx_public   BYTEA,
     token_hash         BYTEA,
     poll_hash          BYTEA,
+    commitment         BYTEA,
+    reveal             BYTEA,
     status             TEXT NOT NULL,
     created_at_ms      BIGINT NOT NULL,
     expires_at_ms      BIGINT NOT NULL,

@@ -81,6 +81,8 @@ CREATE TABLE requests (
     device_kx_public   BLOB,
     token_hash         BLOB,
     poll_hash          BLOB,
+    commitment         BLOB,
+    reveal             BLOB,
     status             TEXT NOT NULL,
     created_at_ms      INTEGER NOT NULL,
     expires_at_ms      INTEGER NOT NULL,
