@@ -27,17 +27,33 @@ pub const MASTER_SESSION_ID: &str = "master";
 /// Agent session slots are `daemon-<agent id>`.
 pub const DAEMON_SESSION_PREFIX: &str = "daemon-";
 
-/// A validated session id: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`, so it is always a safe single path
-/// component and a safe keychain account name.
+/// A session id that is always a safe single path component and keychain account name:
+/// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionId(String);
 
+/// Longest id kept as typed; longer ones are hashed.
+const SESSION_ID_MAX: usize = 64;
+
 impl SessionId {
+    /// Refuses what could only be a mistake or an attack on the path (`/`, `\`, `..`, control
+    /// characters, nothing at all); keeps a safe id as it is; maps any other (long, spaces,
+    /// non-ASCII, a leading dot) to `id-` + 32 hex digits of its SHA-256, stable for the same text.
     pub fn parse(text: &str) -> Result<Self, SessionError> {
-        let ok = text.len() <= 128
+        let dangerous =
+            text.is_empty() || text.contains(['/', '\\']) || text.contains("..") || text.chars().any(char::is_control);
+        if dangerous {
+            return Err(SessionError::InvalidId(text.escape_debug().to_string()));
+        }
+        let safe = text.len() <= SESSION_ID_MAX
             && text.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if ok { Ok(Self(text.to_owned())) } else { Err(SessionError::InvalidId(text.escape_debug().to_string())) }
+        if safe {
+            return Ok(Self(text.to_owned()));
+        }
+        let digest =
+            <sha2::Sha256 as sha2::Digest>::digest([b"agentkeys-session-id-v1\0".as_slice(), text.as_bytes()].concat());
+        Ok(Self(format!("id-{}", &hex::encode(digest)[..32])))
     }
 
     pub fn master() -> Self {
@@ -407,9 +423,15 @@ mod tests {
 
     #[test]
     fn session_ids_are_safe_path_components() {
-        for bad in ["", "..", "../x", "a/b", ".hidden", "a\nb", &"x".repeat(129)] {
+        for bad in ["", "..", "../x", "a/b", "a\\b", "a\nb", "x\u{7f}"] {
             assert!(SessionId::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(SessionId::parse("daemon-ag_3f2a9c1b").is_ok());
+        assert_eq!(SessionId::parse("daemon-ag_3f2a9c1b").unwrap().as_str(), "daemon-ag_3f2a9c1b");
+        for odd in [".hidden", "my laptop", "ünïcode", &"x".repeat(65)] {
+            let id = SessionId::parse(odd).unwrap();
+            assert!(id.as_str().starts_with("id-") && id.as_str().len() == 35, "{odd:?} -> {id}");
+            assert_eq!(SessionId::parse(odd).unwrap(), id, "the mapping is stable");
+        }
+        assert_ne!(SessionId::parse("a b").unwrap(), SessionId::parse("a  b").unwrap());
     }
 }
