@@ -69,8 +69,8 @@ impl From<VaultError> for CommandError {
 impl From<SessionError> for CommandError {
     fn from(error: SessionError) -> Self {
         let exit_code = match error {
-            SessionError::InvalidId(_) => exit::USAGE,
-            SessionError::Io { .. } | SessionError::NoHome => exit::ERROR,
+            SessionError::InvalidId(_) | SessionError::BadMode(_) => exit::USAGE,
+            SessionError::Io { .. } | SessionError::NoHome | SessionError::Keychain(_) => exit::ERROR,
             SessionError::LoosePermissions { .. } | SessionError::Corrupt { .. } => exit::SESSION,
         };
         // The session errors carry their fix in the message.

@@ -18,6 +18,10 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use std::sync::Arc;
+
+use agentkeys_keychain::{Keychain, SystemKeychain};
+
 use crate::crypto::{self, KeyPair, SymmetricKey};
 use crate::random::{OsRandom, RandomSource};
 
@@ -167,8 +171,14 @@ impl Session {
 /// Why a session could not be loaded or saved. Each message names the file and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("invalid session id {0:?}: use letters, digits, '.', '_' and '-' (at most 128)")]
+    #[error("invalid session id {0:?}: it must not be empty or contain '/', '\\', '..' or control characters")]
     InvalidId(String),
+    #[error(
+        "{0}; fix: unlock the keychain (or start its service), or set AGENTKEYS_SESSION_STORE=file to keep sessions in files"
+    )]
+    Keychain(agentkeys_keychain::KeychainError),
+    #[error("AGENTKEYS_SESSION_STORE={0:?} is not a storage mode: use auto, keychain or file")]
+    BadMode(String),
     #[error("cannot find the AgentKeys home directory: set AGENTKEYS_HOME or HOME")]
     NoHome,
     #[error("{path} is accessible by other users (mode {mode:o}); fix it with: chmod 600 {path}")]
@@ -196,10 +206,56 @@ pub trait SessionStore {
     fn list(&self, prefix: &str) -> Result<Vec<SessionId>, SessionError>;
 }
 
-/// The encrypted-file store.
+/// How sessions keep their data keys (`AGENTKEYS_SESSION_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    /// The OS keychain when it answers, else a key file (the default).
+    Auto,
+    /// The OS keychain or a loud failure, never a file.
+    Keychain,
+    /// Key files only; the keychain is never touched.
+    File,
+}
+
+impl StoreMode {
+    pub const ENV: &'static str = "AGENTKEYS_SESSION_STORE";
+
+    pub fn from_env() -> Result<Self, SessionError> {
+        match std::env::var(Self::ENV).ok().as_deref().map(str::trim) {
+            None | Some("" | "auto") => Ok(StoreMode::Auto),
+            Some("keychain") => Ok(StoreMode::Keychain),
+            Some("file") => Ok(StoreMode::File),
+            Some(other) => Err(SessionError::BadMode(other.to_owned())),
+        }
+    }
+}
+
+fn account_suffix(home: &Path) -> String {
+    let default = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".agentkeys"));
+    let canonical = fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    if default.is_some_and(|d| fs::canonicalize(&d).unwrap_or(d) == canonical) {
+        return String::new();
+    }
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(canonical.as_os_str().as_encoded_bytes());
+    format!("@{}", &hex::encode(digest)[..12])
+}
+
+/// How long any one keychain call may take before the store gives up on the keychain.
+pub const KEYCHAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The session store (PRODUCT.md §6): the session sealed in `<home>/<id>/session.enc`, its 32-byte
+/// data key in the OS keychain (`service=agentkeys, account=<id>`) when there is a usable one,
+/// else in `<home>/<id>/session.key`. A key file left by the file-only form is moved into the
+/// keychain on first use. Saves of one id are serialized across processes by a lock file.
 #[derive(Debug, Clone)]
 pub struct EncryptedFileStore {
     home: PathBuf,
+    /// Appended to keychain account names for a home other than `~/.agentkeys`, so two homes on
+    /// one machine (a test's, a second profile's) never share the keychain entry of one id.
+    account_suffix: String,
+    keychain: Option<Arc<dyn Keychain>>,
+    /// `AGENTKEYS_SESSION_STORE=keychain`: keychain failures are errors, never a fallback.
+    strict: bool,
 }
 
 const SESSION_FILE: &str = "session.enc";
@@ -216,13 +272,46 @@ fn session_aad(id: &SessionId) -> Vec<u8> {
 }
 
 impl EncryptedFileStore {
+    /// Key files only.
     pub fn new(home: impl Into<PathBuf>) -> Self {
-        Self { home: home.into() }
+        let home = home.into();
+        Self { account_suffix: account_suffix(&home), home, keychain: None, strict: false }
     }
 
-    /// The store under `$AGENTKEYS_HOME` (or `~/.agentkeys`).
+    /// Keys in `keychain`; with `strict`, a failing keychain is an error instead of a fallback.
+    pub fn with_keychain(home: impl Into<PathBuf>, keychain: Arc<dyn Keychain>, strict: bool) -> Self {
+        Self { keychain: Some(keychain), strict, ..Self::new(home) }
+    }
+
+    /// The keychain account of a session id: the id itself for `~/.agentkeys`, else the id and
+    /// `@` and 12 hex digits of the home's path hash.
+    pub fn keychain_account(&self, id: &SessionId) -> String {
+        format!("{id}{}", self.account_suffix)
+    }
+
+    /// The store under `home` in `mode`: connects to the OS keychain (within
+    /// [`KEYCHAIN_TIMEOUT`]) unless the mode is `file`.
+    pub fn open(home: impl Into<PathBuf>, mode: StoreMode) -> Result<Self, SessionError> {
+        let home = home.into();
+        if mode == StoreMode::File {
+            return Ok(Self::new(home));
+        }
+        match SystemKeychain::connect(KEYCHAIN_TIMEOUT) {
+            Ok(keychain) => Ok(Self::with_keychain(home, Arc::new(keychain), mode == StoreMode::Keychain)),
+            Err(error) if mode == StoreMode::Keychain => Err(SessionError::Keychain(error)),
+            Err(_) => Ok(Self::new(home)),
+        }
+    }
+
+    /// The store under `$AGENTKEYS_HOME` (or `~/.agentkeys`) in the mode `AGENTKEYS_SESSION_STORE` asks for.
     pub fn from_env() -> Result<Self, SessionError> {
-        crate::paths::agentkeys_home().map(Self::new).ok_or(SessionError::NoHome)
+        let home = crate::paths::agentkeys_home().ok_or(SessionError::NoHome)?;
+        Self::open(home, StoreMode::from_env()?)
+    }
+
+    /// The keychain in use, if any.
+    pub fn keychain_name(&self) -> Option<&'static str> {
+        self.keychain.as_ref().map(|k| k.name())
     }
 
     pub fn dir(&self, id: &SessionId) -> PathBuf {
@@ -286,32 +375,145 @@ fn ensure_private_dir(dir: &Path) -> Result<(), SessionError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("cannot set permissions on", dir))
 }
 
+/// Where a session's data key was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyHome {
+    Keychain,
+    File,
+}
+
+impl EncryptedFileStore {
+    /// The keychain's answer for `id`: `Ok(None)` when it has no key or (not strict) is unusable.
+    fn keychain_key(&self, id: &SessionId) -> Result<Option<SymmetricKey>, SessionError> {
+        let Some(keychain) = &self.keychain else { return Ok(None) };
+        match keychain.get(&self.keychain_account(id)) {
+            Ok(Some(bytes)) => SymmetricKey::from_bytes(&bytes).map(Some).map_err(|_| SessionError::Corrupt {
+                path: format!("the {} entry agentkeys/{}", keychain.name(), self.keychain_account(id)),
+                reason: "it is not a 32-byte key".into(),
+            }),
+            Ok(None) => Ok(None),
+            Err(error) if self.strict => Err(SessionError::Keychain(error)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The keys that may open the session, keychain first: both exist only when a save fell back
+    /// to a file while the keychain was away, and then the file's key is the newer one.
+    fn candidate_keys(&self, id: &SessionId) -> Result<Vec<(SymmetricKey, KeyHome)>, SessionError> {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(key) = self.keychain_key(id)? {
+            keys.push((key, KeyHome::Keychain));
+        }
+        if let Some(key) = self.read_key(id)? {
+            keys.push((key, KeyHome::File));
+        }
+        Ok(keys)
+    }
+
+    /// Moves a key file's key into the keychain: stored, read back, and only then the file
+    /// removed. Any failure leaves the key file, which still works.
+    fn migrate(&self, id: &SessionId, key: &SymmetricKey) -> bool {
+        let Some(keychain) = &self.keychain else { return false };
+        let stored = keychain.set(&self.keychain_account(id), key.expose()).is_ok()
+            && keychain
+                .get(&self.keychain_account(id))
+                .ok()
+                .flatten()
+                .is_some_and(|back| back.as_slice() == key.expose());
+        stored
+            && match fs::remove_file(self.dir(id).join(KEY_FILE)) {
+                Ok(()) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            }
+    }
+
+    /// Holds the id's lock file exclusively until dropped: saves of one id never interleave.
+    fn lock(&self, id: &SessionId) -> Result<File, SessionError> {
+        let path = self.dir(id).join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("cannot open", &path))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err("cannot lock", &path)(e.into()))?;
+        Ok(file)
+    }
+}
+
 impl SessionStore for EncryptedFileStore {
     fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
         let path = self.dir(id).join(SESSION_FILE);
         let Some(sealed) = Self::read_private(&path)? else { return Ok(None) };
         let corrupt =
             |reason: &str| SessionError::Corrupt { path: path.display().to_string(), reason: reason.to_owned() };
-        let key = self.read_key(id)?.ok_or_else(|| corrupt("its key file session.key is missing"))?;
-        let plain = crypto::aead_open(&key, &session_aad(id), &sealed).map_err(|e| corrupt(&e.to_string()))?;
-        let record: SessionRecord =
-            serde_json::from_slice(&plain).map_err(|_| corrupt("the decrypted record is not a session"))?;
-        Session::from_record(&record).map(Some).map_err(corrupt)
+        let candidates = self.candidate_keys(id)?;
+        if candidates.is_empty() {
+            return Err(corrupt(match &self.keychain {
+                Some(_) => {
+                    "its key is neither in the keychain nor in session.key (if the keychain was reset, the session is lost: pair or init again)"
+                }
+                None => {
+                    "its key file session.key is missing; if the session was saved while a keychain was usable, its key is there: start or unlock the keychain (check DBUS_SESSION_BUS_ADDRESS), then retry"
+                }
+            }));
+        }
+        let mut last_error = String::new();
+        for (key, home) in candidates {
+            let plain = match crypto::aead_open(&key, &session_aad(id), &sealed) {
+                Ok(plain) => plain,
+                Err(error) => {
+                    last_error = error.to_string();
+                    continue;
+                }
+            };
+            let record: SessionRecord =
+                serde_json::from_slice(&plain).map_err(|_| corrupt("the decrypted record is not a session"))?;
+            let session = Session::from_record(&record).map_err(corrupt)?;
+            if home == KeyHome::File && self.keychain.is_some() {
+                // A key file (the earlier file-only form, or a fallback save): move it into the
+                // keychain, quietly; a failure leaves the file, which still works.
+                if let Ok(_lock) = self.lock(id) {
+                    self.migrate(id, &key);
+                }
+            }
+            return Ok(Some(session));
+        }
+        Err(corrupt(&last_error))
     }
 
     fn save(&self, id: &SessionId, session: &Session) -> Result<(), SessionError> {
         let dir = self.dir(id);
         ensure_private_dir(&self.home)?;
         ensure_private_dir(&dir)?;
-        // Keep an existing valid key so a concurrent reader never pairs a new key with an old file.
-        let key = match self.read_key(id) {
-            Ok(Some(key)) => key,
-            _ => {
-                let key = SymmetricKey::generate(&mut OsRandom);
-                write_atomically(&dir.join(KEY_FILE), key.expose())?;
-                key
+        let _lock = self.lock(id)?;
+        // Keep the key that opens the current file, so a concurrent reader never pairs a new key
+        // with an old file; a fresh one only for a new slot (or one whose key is gone).
+        let current = self.candidate_keys(id)?;
+        let sealed_now = Self::read_private(&dir.join(SESSION_FILE)).ok().flatten();
+        let opener = current.into_iter().find(|(key, _)| {
+            sealed_now.as_ref().is_none_or(|sealed| crypto::aead_open(key, &session_aad(id), sealed).is_ok())
+        });
+        let (key, mut home) = opener.unwrap_or_else(|| (SymmetricKey::generate(&mut OsRandom), KeyHome::File));
+        if home == KeyHome::File && self.keychain.is_some() {
+            if self.migrate(id, &key) {
+                home = KeyHome::Keychain;
+            } else if self.strict {
+                return Err(SessionError::Keychain(agentkeys_keychain::KeychainError::Failed {
+                    name: self.keychain.as_ref().map_or("OS", |k| k.name()),
+                    reason: "the session key could not be stored and read back".into(),
+                }));
             }
-        };
+        }
+        // The key is durable before the file that needs it; a key file the keychain superseded goes.
+        match home {
+            KeyHome::File => write_atomically(&dir.join(KEY_FILE), key.expose())?,
+            KeyHome::Keychain => {
+                let _ = fs::remove_file(dir.join(KEY_FILE));
+            }
+        }
         let plain = Zeroizing::new(serde_json::to_vec(&session.to_record()).expect("a session record serializes"));
         let sealed = crypto::aead_seal(&key, &session_aad(id), &plain, &mut OsRandom);
         write_atomically(&dir.join(SESSION_FILE), &sealed)
@@ -320,19 +522,32 @@ impl SessionStore for EncryptedFileStore {
     fn clear(&self, id: &SessionId) -> Result<bool, SessionError> {
         let dir = self.dir(id);
         let mut removed = false;
-        for name in [SESSION_FILE, KEY_FILE] {
+        if let Some(keychain) = &self.keychain {
+            match keychain.delete(&self.keychain_account(id)) {
+                Ok(deleted) => removed |= deleted,
+                Err(error) if self.strict => return Err(SessionError::Keychain(error)),
+                Err(_) => {}
+            }
+        }
+        for name in [SESSION_FILE, KEY_FILE, ".lock"] {
             let path = dir.join(name);
             match fs::remove_file(&path) {
-                Ok(()) => removed = true,
+                Ok(()) => removed |= name != ".lock",
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("cannot remove", &path)(e)),
             }
         }
+        // The slot's directory goes too when nothing else is in it.
+        let _ = fs::remove_dir(&dir);
         Ok(removed)
     }
 
     fn describe(&self, id: &SessionId) -> String {
-        format!("file ({})", self.dir(id).join(SESSION_FILE).display())
+        let file = self.dir(id).join(SESSION_FILE);
+        match (&self.keychain, self.dir(id).join(KEY_FILE).exists()) {
+            (Some(keychain), false) => format!("keychain ({}), sealed in {}", keychain.name(), file.display()),
+            _ => format!("file ({})", file.display()),
+        }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<SessionId>, SessionError> {
