@@ -519,6 +519,7 @@ fn python_client_with_log(
         .env("AGENTKEYS_HOME", host.home.path())
         .env("AGENTKEYS_SERVER", &host.server)
         .env("AGENTKEYS_LOG", "debug")
+        .env("AGENTKEYS_SESSION_STORE", "file")
         .env_remove("AGENTKEYS_SESSION_ID")
         .env_remove("XDG_RUNTIME_DIR")
         .output()

@@ -259,6 +259,7 @@ async fn the_prompt_hides_what_is_typed() {
         .args(["-qec", &format!("{} store typed", agentkeys_tests::bin("agentkeys").display()), "/dev/null"])
         .env("AGENTKEYS_HOME", master.home.path())
         .env("AGENTKEYS_SERVER", &master.server)
+        .env("AGENTKEYS_SESSION_STORE", "file")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -261,6 +261,9 @@ impl Master {
             .env("AGENTKEYS_HOME", self.home.path())
             .env("AGENTKEYS_SERVER", &self.server)
             .env_remove("AGENTKEYS_SESSION_ID")
+            // Key files unless a test asks for the keychain: the suite must not depend on whether
+            // the machine running it has one.
+            .env("AGENTKEYS_SESSION_STORE", "file")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         command
@@ -367,6 +370,7 @@ impl DaemonHost {
             .env("AGENTKEYS_HOME", self.home.path())
             .env("AGENTKEYS_SERVER", &self.server)
             .env_remove("AGENTKEYS_SESSION_ID")
+            .env("AGENTKEYS_SESSION_STORE", "file")
             .env_remove("AGENTKEYS_DAEMON_SOCKET")
             .env_remove("XDG_RUNTIME_DIR")
             .env("NO_COLOR", "1")
