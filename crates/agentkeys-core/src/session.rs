@@ -636,6 +636,68 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
+    /// Two processes saving one id at once: each save is whole, and the survivor opens. Separate
+    /// store values on separate threads take the lock file as separate processes would.
+    #[test]
+    fn concurrent_saves_of_one_id_never_tear() {
+        let home = tempfile::tempdir().unwrap();
+        let id = SessionId::master();
+        let writers: Vec<_> = (0..6u8)
+            .map(|n| {
+                let store = EncryptedFileStore::new(home.path());
+                let id = id.clone();
+                std::thread::spawn(move || {
+                    let mut rng = SeededRandom::new(&[n]);
+                    for round in 0..15 {
+                        let mut session = sample(&mut rng);
+                        session.device_id = format!("dev_{n}_{round}");
+                        store.save(&id, &session).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let loaded = EncryptedFileStore::new(home.path()).load(&id).unwrap().expect("a session");
+        assert!(loaded.device_id.ends_with("_14"), "the last save of some writer won whole: {}", loaded.device_id);
+        let leftovers: Vec<_> = fs::read_dir(home.path().join("master"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "no temp files left behind: {leftovers:?}");
+    }
+
+    /// A key from another slot, or a replaced key file, opens nothing: a clear error, not garbage.
+    #[test]
+    fn a_wrong_key_is_refused_with_the_fix() {
+        let home = tempfile::tempdir().unwrap();
+        let store = EncryptedFileStore::new(home.path());
+        let id = SessionId::master();
+        store.save(&id, &sample(&mut SeededRandom::new(b"k"))).unwrap();
+        write_atomically(&home.path().join("master").join(KEY_FILE), &[7u8; 32]).unwrap();
+        let error = store.load(&id).unwrap_err();
+        assert!(matches!(error, SessionError::Corrupt { .. }), "{error}");
+        assert!(error.to_string().contains("restore it from a backup"), "{error}");
+    }
+
+    #[test]
+    fn clear_removes_the_files_and_nothing_else() {
+        let home = tempfile::tempdir().unwrap();
+        let store = EncryptedFileStore::new(home.path());
+        let (master, other) = (SessionId::master(), SessionId::parse("daemon-ag_x").unwrap());
+        let mut rng = SeededRandom::new(b"c");
+        store.save(&master, &sample(&mut rng)).unwrap();
+        store.save(&other, &sample(&mut rng)).unwrap();
+        assert!(store.clear(&other).unwrap());
+        assert!(!home.path().join("daemon-ag_x").exists(), "the slot's directory is gone");
+        assert!(store.load(&master).unwrap().is_some(), "the other slot is untouched");
+        assert!(!store.clear(&other).unwrap(), "clearing twice finds nothing");
+        assert_eq!(store.list("").unwrap(), vec![master]);
+    }
+
     #[test]
     fn session_ids_are_safe_path_components() {
         for bad in ["", "..", "../x", "a/b", "a\\b", "a\nb", "x\u{7f}"] {
