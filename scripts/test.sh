@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what the suite needs (PostgreSQL from Debian's packages, a Python
-# venv with the official MCP SDK from PyPI), starts a private PostgreSQL, builds every binary, and
+# The test command: installs what the suite needs (PostgreSQL, D-Bus and gnome-keyring from Debian's
+# packages, a Python venv with the official MCP SDK from PyPI), starts a private PostgreSQL and a
+# private Secret Service (scripts/with-keyring.sh), builds every binary, and
 # runs the whole suite — unit, storage on SQLite and PostgreSQL, and end to end through the real
 # binaries, MCP included. Under CI=true a missing service fails the
 # run instead of skipping tests. Extra arguments go to the test runner (e.g. a test-name filter).
@@ -22,10 +23,20 @@ python_venv
 # The official MCP Python SDK in this venv is the suite's third-party MCP client.
 export AGENTKEYS_TEST_PYTHON="$VENV_PY"
 
+# A real Secret Service for the keychain tests: a private session bus with gnome-keyring.
+KEYRING=()
+apt_install dbus gnome-keyring libsecret-tools libglib2.0-bin
+if command -v dbus-run-session >/dev/null && command -v gnome-keyring-daemon >/dev/null; then
+    KEYRING=(dbus-run-session -- scripts/with-keyring.sh)
+else
+    is_ci && die "a Secret Service (dbus, gnome-keyring) is required under CI=true"
+    log "no dbus-run-session or gnome-keyring: the keychain tests will be skipped"
+fi
+
 log "testing"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast "$@"
+    "${KEYRING[@]}" cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
     is_ci && log "cargo-nextest not found: falling back to cargo test"
-    cargo test --workspace --locked --no-fail-fast "$@"
+    "${KEYRING[@]}" cargo test --workspace --locked --no-fail-fast "$@"
 fi

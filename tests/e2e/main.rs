@@ -7,6 +7,7 @@
 //!   revoke and teardown, and MCP through the official Python SDK.
 //! * `run` — `agentkeys run`: exit codes, signals, masking.
 //! * `replicas` — several server processes on one database behaving as one.
+//! * `keychain` — session keys in the real Secret Service, fallbacks, migration.
 //! * `crash` — SIGKILL during a burst of stores loses nothing acknowledged.
 
 /// Declares each listed `async fn name(Backend)` as a test on SQLite and one on PostgreSQL.
@@ -34,6 +35,7 @@ macro_rules! on_both_backends {
 mod agents;
 mod cli;
 mod crash;
+mod keychain;
 mod replicas;
 mod run;
 mod storage;
