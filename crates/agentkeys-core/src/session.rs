@@ -509,7 +509,11 @@ impl SessionStore for EncryptedFileStore {
         }
         // The key is durable before the file that needs it; a key file the keychain superseded goes.
         match home {
-            KeyHome::File => write_atomically(&dir.join(KEY_FILE), key.expose())?,
+            KeyHome::File => {
+                if self.read_key(id).ok().flatten().is_none_or(|on_disk| on_disk.expose() != key.expose()) {
+                    write_atomically(&dir.join(KEY_FILE), key.expose())?;
+                }
+            }
             KeyHome::Keychain => {
                 let _ = fs::remove_file(dir.join(KEY_FILE));
             }
@@ -668,6 +672,57 @@ mod tests {
             .filter(|name| name.ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "no temp files left behind: {leftovers:?}");
+    }
+
+    /// A full disk during a save: the save fails with the path, and the old session still opens.
+    /// Needs root for a small tmpfs; CI runs as root.
+    #[test]
+    fn a_full_disk_leaves_the_old_session_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI runs as root and can mount a tmpfs");
+            eprintln!("skipping: cannot mount a tmpfs (not root)");
+            return;
+        }
+        let unmount = scopeguard(dir.path().to_path_buf());
+        let store = EncryptedFileStore::new(dir.path());
+        let id = SessionId::master();
+        let mut rng = SeededRandom::new(b"full");
+        let first = sample(&mut rng);
+        store.save(&id, &first).unwrap();
+        // Fill the disk, then try to save a new session.
+        let filler = dir.path().join("filler");
+        let mut file = File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 4096]).is_ok() {}
+        let _ = file.sync_all();
+        let mut second = sample(&mut rng);
+        second.device_id = "dev_second".into();
+        let error = store.save(&id, &second).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("session.enc") && message.contains("No space left"),
+            "names the file and why: {message}"
+        );
+        let loaded = store.load(&id).unwrap().expect("the old session");
+        assert_eq!(loaded.device_id, first.device_id, "the old session is intact");
+        drop(file);
+        drop(unmount);
+    }
+
+    /// Unmounts the tmpfs when the test ends, pass or fail.
+    fn scopeguard(path: PathBuf) -> impl Drop {
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        Unmount(path)
     }
 
     /// A key from another slot, or a replaced key file, opens nothing: a clear error, not garbage.
