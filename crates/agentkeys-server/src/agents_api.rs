@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row as _;
 
 use crate::agents::{AgentApplied, AgentOp, NewDevice, NewLink, Wrap, validate_agent_name};
+use crate::api::{DATA_KEY_WRAP_LEN, decode_bounded, decode_exact, new_session_id, random_bytes};
 use crate::app::AppState;
 use crate::audit::AuditDraft;
 use crate::auth::{Caller, Signed};
@@ -31,7 +32,6 @@ use crate::error::ApiError;
 use crate::requests::{Grant, NewRequest, RequestOp, RequestRow};
 use crate::writer::{Applied, Operation};
 
-const WRAP_LEN: usize = 1 + 32 + 32 + 16;
 /// Most services one request may name.
 const MAX_SCOPE: usize = 256;
 /// Longest reason an agent may give.
@@ -42,22 +42,8 @@ fn ed25519_ok(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
         .is_ok_and(|key| key.verify_strict(message, &Signature::from_bytes(signature)).is_ok())
 }
 
-fn key32(field: &str, text: &str) -> Result<[u8; 32], ApiError> {
-    b64::decode_array::<32>(text).ok_or_else(|| ApiError::bad_request(format!("{field} must be 32 bytes of base64url")))
-}
-
-fn sig64(field: &str, text: &str) -> Result<[u8; 64], ApiError> {
-    b64::decode_array::<64>(text).ok_or_else(|| ApiError::bad_request(format!("{field} must be 64 bytes of base64url")))
-}
-
 fn random_hex<const N: usize>() -> Result<String, ApiError> {
-    let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(ApiError::internal)?;
-    Ok(hex::encode(out))
-}
-
-fn new_session_id() -> Result<String, ApiError> {
-    Ok(format!("ses_{}", random_hex::<12>()?))
+    Ok(hex::encode(random_bytes::<N>()?))
 }
 
 fn check_scope(scope: &[String]) -> Result<Vec<String>, ApiError> {
@@ -98,9 +84,7 @@ fn decode_wraps(wraps: &[DeviceWrap], agent_id: &str, recipient: Option<&str>) -
                 return Err(ApiError::bad_request("a wrap is addressed to another device"));
             }
             validate_service_name(&w.service).map_err(|e| ApiError::bad_request(format!("wrap service: {e}")))?;
-            let wrap = b64::decode(&w.wrap)
-                .filter(|b| b.len() == WRAP_LEN)
-                .ok_or_else(|| ApiError::bad_request(format!("each wrap must be {WRAP_LEN} bytes of base64url")))?;
+            let wrap = decode_bounded("wrap", &w.wrap, DATA_KEY_WRAP_LEN, DATA_KEY_WRAP_LEN)?;
             let version = i64::try_from(w.version).map_err(|_| ApiError::bad_request("wrap version out of range"))?;
             Ok(Wrap {
                 namespace: w.namespace.clone(),
@@ -183,9 +167,9 @@ pub async fn create_agent(
         validate_agent_name("agent label", &request.label)?;
         let scope = check_scope(&request.scope)?;
         let agent_id = ids::agent_id(&caller.account_id, &request.label);
-        let link_sign = key32("link_sign_public", &request.link_sign_public)?;
-        let link_kx = key32("link_kx_public", &request.link_kx_public)?;
-        let certificate = sig64("link_certificate", &request.link_certificate)?;
+        let link_sign = decode_exact::<32>("link_sign_public", &request.link_sign_public)?;
+        let link_kx = decode_exact::<32>("link_kx_public", &request.link_kx_public)?;
+        let certificate = decode_exact::<64>("link_certificate", &request.link_certificate)?;
         let account_key = account_sign_public(&state, &caller.account_id).await?;
         let payload = ids::link_key_payload(&caller.account_id, &agent_id, &link_sign, &link_kx);
         if !ed25519_ok(&account_key, &payload, &certificate) {
@@ -442,11 +426,11 @@ pub async fn redeem_link(
             .try_get::<Vec<u8>, _>("certificate")?
             .try_into()
             .map_err(|_| ApiError::internal("bad link certificate"))?;
-        let device_sign = key32("device_sign_public", &request.device_sign_public)?;
-        let device_kx = key32("device_kx_public", &request.device_kx_public)?;
-        let token_hash = key32("token_hash", &request.token_hash)?;
-        let link_signature = sig64("device_certificate", &request.device_certificate)?;
-        let proof = sig64("proof", &request.proof)?;
+        let device_sign = decode_exact::<32>("device_sign_public", &request.device_sign_public)?;
+        let device_kx = decode_exact::<32>("device_kx_public", &request.device_kx_public)?;
+        let token_hash = decode_exact::<32>("token_hash", &request.token_hash)?;
+        let link_signature = decode_exact::<64>("device_certificate", &request.device_certificate)?;
+        let proof = decode_exact::<64>("proof", &request.proof)?;
         if !ed25519_ok(&link_sign, &redeem_payload(&link_id, &token_hash, &link_signature), &proof) {
             return Err(ApiError::new(
                 ErrorCode::SignatureInvalid,
@@ -524,11 +508,9 @@ pub async fn open_pairing(
         let request: OpenPairingRequest =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
         validate_agent_name("agent label", &request.label)?;
-        let mut code = [0u8; 5];
-        getrandom::fill(&mut code).map_err(ApiError::internal)?;
         Ok::<_, ApiError>(NewRequest {
             id: format!("pair_{}", random_hex::<16>()?),
-            code: ids::format_request_code(code),
+            code: ids::format_request_code(random_bytes::<5>()?),
             kind: RequestKind::Pairing,
             account_id: None,
             agent_id: None,
@@ -536,11 +518,11 @@ pub async fn open_pairing(
             label: request.label,
             tier: Some(Tier::Standard),
             reason: None,
-            device_sign_public: Some(key32("device_sign_public", &request.device_sign_public)?.to_vec()),
-            device_kx_public: Some(key32("device_kx_public", &request.device_kx_public)?.to_vec()),
-            token_hash: Some(key32("token_hash", &request.token_hash)?.to_vec()),
-            poll_hash: Some(key32("poll_hash", &request.poll_hash)?.to_vec()),
-            commitment: Some(key32("commitment", &request.commitment)?.to_vec()),
+            device_sign_public: Some(decode_exact::<32>("device_sign_public", &request.device_sign_public)?.to_vec()),
+            device_kx_public: Some(decode_exact::<32>("device_kx_public", &request.device_kx_public)?.to_vec()),
+            token_hash: Some(decode_exact::<32>("token_hash", &request.token_hash)?.to_vec()),
+            poll_hash: Some(decode_exact::<32>("poll_hash", &request.poll_hash)?.to_vec()),
+            commitment: Some(decode_exact::<32>("commitment", &request.commitment)?.to_vec()),
             expires_at_ms: now + REQUEST_TTL_MS,
         })
     })();
@@ -609,7 +591,7 @@ pub async fn reveal_pairing(
     let body = body.map_err(|_| ApiError::payload_too_large())?;
     let request: RevealPairingRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    let nonce = key32("nonce", &request.nonce)?;
+    let nonce = decode_exact::<32>("nonce", &request.nonce)?;
     let now = state.clock.now_ms();
     let Some(found) = crate::requests::pairing_status(&state.db.reads, &pairing_id, &poll_hash, now).await? else {
         return Err(no_such_pairing());
@@ -666,11 +648,9 @@ pub async fn ask(
         let (label, _, _) = crate::agents::identity(&state.db.reads, &agent_id)
             .await?
             .ok_or_else(|| crate::agents::no_such_agent(&agent_id))?;
-        let mut code = [0u8; 5];
-        getrandom::fill(&mut code).map_err(ApiError::internal)?;
         Ok(NewRequest {
             id: format!("req_{}", random_hex::<16>()?),
-            code: ids::format_request_code(code),
+            code: ids::format_request_code(random_bytes::<5>()?),
             kind: request.kind,
             account_id: Some(caller.account_id.clone()),
             agent_id: Some(agent_id),
@@ -734,7 +714,8 @@ async fn prepare_grant(
             let sign: [u8; 32] = sign.try_into().map_err(|_| ApiError::internal("bad stored key"))?;
             let kx: [u8; 32] = kx.try_into().map_err(|_| ApiError::internal("bad stored key"))?;
             let agent_id = ids::agent_id(&caller.account_id, &row.label);
-            let signature = sig64("device_certificate", request.device_certificate.as_deref().unwrap_or(""))?;
+            let signature =
+                decode_exact::<64>("device_certificate", request.device_certificate.as_deref().unwrap_or(""))?;
             let certificate = DeviceCertificate::Paired { account_signature: signature };
             let account_key = account_sign_public(state, &caller.account_id).await?;
             if !certificate.verifies(&account_key, &caller.account_id, &agent_id, &sign, &kx, &ed25519_ok) {

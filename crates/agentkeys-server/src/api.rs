@@ -72,28 +72,33 @@ fn service_from(path: Result<Path<String>, PathRejection>) -> Result<String, Api
     Ok(service)
 }
 
-fn decode_exact<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], ApiError> {
+pub(crate) fn decode_exact<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], ApiError> {
     b64::decode_array::<N>(text)
         .ok_or_else(|| ApiError::bad_request(format!("{field} must be {N} bytes of unpadded base64url")))
 }
 
-fn decode_bounded(field: &'static str, text: &str, min: usize, max: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decode_bounded(field: &'static str, text: &str, min: usize, max: usize) -> Result<Vec<u8>, ApiError> {
     b64::decode(text)
         .filter(|bytes| (min..=max).contains(&bytes.len()))
         .ok_or_else(|| ApiError::bad_request(format!("{field} must be {min} to {max} bytes of unpadded base64url")))
 }
 
 /// A wrapped 32-byte data key: format byte, ephemeral key, key, tag.
-const DATA_KEY_WRAP_LEN: usize = 1 + 32 + 32 + 16;
+pub(crate) const DATA_KEY_WRAP_LEN: usize = 1 + 32 + 32 + 16;
 /// A wrapped 64-byte account key.
 const ACCOUNT_KEY_WRAP_LEN: usize = 1 + 32 + 64 + 16;
 /// Sealed values carry a format byte, a 24-byte nonce and a 16-byte tag.
 const SEAL_OVERHEAD: usize = 1 + 24 + 16;
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
     let mut out = [0u8; N];
     getrandom::fill(&mut out).map_err(ApiError::internal)?;
     Ok(out)
+}
+
+/// A new session id: `ses_` + 24 random hex digits.
+pub(crate) fn new_session_id() -> Result<String, ApiError> {
+    Ok(format!("ses_{}", hex::encode(random_bytes::<12>()?)))
 }
 
 fn validate_new_account(request: &CreateAccountRequest) -> Result<(NewAccount, String), ApiError> {
@@ -129,7 +134,7 @@ fn validate_new_account(request: &CreateAccountRequest) -> Result<(NewAccount, S
         .and_then(|key| key.verify_strict(&payload, &Signature::from_bytes(&certificate)).ok())
         .ok_or_else(|| ApiError::bad_request("device_certificate does not verify with account_sign_public"))?;
     let token = format!("akt_{}", b64::encode(random_bytes::<32>()?));
-    let session_id = format!("ses_{}", hex::encode(random_bytes::<12>()?));
+    let session_id = new_session_id()?;
     let account = NewAccount {
         account_id,
         sign_public: account_sign.to_vec(),
