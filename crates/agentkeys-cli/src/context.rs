@@ -11,9 +11,6 @@ use crate::cli::GlobalArgs;
 use crate::error::{CliError, exit};
 use crate::output::Output;
 
-/// Where a server is expected when nothing else says.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8090";
-
 pub struct Context {
     pub global: GlobalArgs,
     pub out: Output,
@@ -37,12 +34,7 @@ impl Context {
 
     /// The server to talk to for `session` (or for a new account when there is none).
     pub fn server_url(&self, session: Option<&Session>) -> String {
-        self.global
-            .server
-            .clone()
-            .filter(|s| !s.is_empty())
-            .or_else(|| session.map(|s| s.server_url.clone()))
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+        agentkeys_core::client::resolve_server_url(self.global.server.as_deref(), session)
     }
 
     /// The saved session, or exit 3 with the fix.

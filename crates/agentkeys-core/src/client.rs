@@ -71,6 +71,18 @@ impl ClientError {
     }
 }
 
+/// Where a server is expected when nothing else says.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8090";
+
+/// The server to talk to: `--server` (or `AGENTKEYS_SERVER`) when given, else the one the session
+/// was saved with, else [`DEFAULT_SERVER`].
+pub fn resolve_server_url(flag: Option<&str>, session: Option<&Session>) -> String {
+    flag.filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .or_else(|| session.map(|s| s.server_url.clone()))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+}
+
 /// Returns the current Unix time in seconds.
 pub fn unix_now_s() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)

@@ -10,9 +10,6 @@ use agentkeys_core::{ApiClient, paths};
 
 use crate::cli::GlobalArgs;
 
-/// Where a server is expected when nothing else says.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8090";
-
 pub struct Context {
     pub global: GlobalArgs,
     pub store: EncryptedFileStore,
@@ -30,12 +27,7 @@ impl Context {
     }
 
     pub fn server_url(&self, session: Option<&Session>) -> String {
-        self.global
-            .server
-            .clone()
-            .filter(|s| !s.is_empty())
-            .or_else(|| session.map(|s| s.server_url.clone()))
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+        agentkeys_core::client::resolve_server_url(self.global.server.as_deref(), session)
     }
 
     /// The slot to act as: `--session-id`, else the only `daemon-*` slot on this host.
