@@ -689,7 +689,7 @@ mod tests {
             eprintln!("skipping: cannot mount a tmpfs (not root)");
             return;
         }
-        let unmount = scopeguard(dir.path().to_path_buf());
+        let unmount = unmount_on_drop(dir.path().to_path_buf());
         let store = EncryptedFileStore::new(dir.path());
         let id = SessionId::master();
         let mut rng = SeededRandom::new(b"full");
@@ -715,7 +715,7 @@ mod tests {
     }
 
     /// Unmounts the tmpfs when the test ends, pass or fail.
-    fn scopeguard(path: PathBuf) -> impl Drop {
+    fn unmount_on_drop(path: PathBuf) -> impl Drop {
         struct Unmount(PathBuf);
         impl Drop for Unmount {
             fn drop(&mut self) {

@@ -305,25 +305,9 @@ impl AgentKeysMcp {
         )
     )]
     async fn request_access(&self, Parameters(args): Parameters<RequestAccessArgs>) -> ToolResult {
-        finish(
-            async {
-                let asked = self
-                    .client
-                    .ask(&AgentAskRequest {
-                        kind: RequestKind::Access,
-                        service: Some(args.service.clone()),
-                        tier: None,
-                        reason: args.reason,
-                    })
-                    .await?;
-                Ok(json!({
-                    "code": asked.code,
-                    "expires_at_ms": asked.expires_at_ms,
-                    "next": format!("the account owner decides with: agentkeys approve {}", asked.code),
-                }))
-            }
-            .await,
-        )
+        let request =
+            AgentAskRequest { kind: RequestKind::Access, service: Some(args.service), tier: None, reason: args.reason };
+        finish(self.ask(request).await)
     }
 
     #[tool(
@@ -337,34 +321,27 @@ impl AgentKeysMcp {
         )
     )]
     async fn request_tier(&self, Parameters(args): Parameters<RequestTierArgs>) -> ToolResult {
-        finish(
-            async {
-                let tier = match args.tier {
-                    TierArg::Safe => Tier::Safe,
-                    TierArg::Standard => Tier::Standard,
-                    TierArg::Admin => Tier::Admin,
-                };
-                let asked = self
-                    .client
-                    .ask(&AgentAskRequest {
-                        kind: RequestKind::Tier,
-                        service: None,
-                        tier: Some(tier),
-                        reason: args.reason,
-                    })
-                    .await?;
-                Ok(json!({
-                    "code": asked.code,
-                    "expires_at_ms": asked.expires_at_ms,
-                    "next": format!("the account owner decides with: agentkeys approve {}", asked.code),
-                }))
-            }
-            .await,
-        )
+        let tier = match args.tier {
+            TierArg::Safe => Tier::Safe,
+            TierArg::Standard => Tier::Standard,
+            TierArg::Admin => Tier::Admin,
+        };
+        let request = AgentAskRequest { kind: RequestKind::Tier, service: None, tier: Some(tier), reason: args.reason };
+        finish(self.ask(request).await)
     }
 }
 
 impl AgentKeysMcp {
+    /// Opens a request for the account owner to decide; the agent gets its code.
+    async fn ask(&self, request: AgentAskRequest) -> Result<serde_json::Value, ToolFailure> {
+        let asked = self.client.ask(&request).await?;
+        Ok(json!({
+            "code": asked.code,
+            "expires_at_ms": asked.expires_at_ms,
+            "next": format!("the account owner decides with: agentkeys approve {}", asked.code),
+        }))
+    }
+
     async fn run_inner(&self, args: RunArgs) -> Result<serde_json::Value, ToolFailure> {
         let Some((program, rest)) = args.argv.split_first() else {
             return Err(ToolFailure::new("INVALID_INPUT", "argv is empty", "pass the program and its arguments"));

@@ -99,23 +99,6 @@ pub async fn serve(
     Ok(0)
 }
 
-enum Either<A, B> {
-    Left(A),
-    Right(B),
-}
-
-/// Waits for the first of two futures and hands back the other.
-async fn futures_select<A, B>(mut a: A, mut b: B) -> Either<((), B), ((), A)>
-where
-    A: std::future::Future<Output = ()> + Unpin,
-    B: std::future::Future<Output = ()> + Unpin,
-{
-    tokio::select! {
-        () = &mut a => Either::Left(((), b)),
-        () = &mut b => Either::Right(((), a)),
-    }
-}
-
 /// MCP on stdio: bridged byte for byte to the session's `serve` daemon when one answers on its
 /// socket, else served here. Only protocol goes to stdout.
 pub async fn stdio(socket: PathBuf, client: ApiClient, session: Arc<Session>) -> Result<u8, CommandError> {
@@ -131,12 +114,12 @@ pub async fn stdio(socket: PathBuf, client: ApiClient, session: Arc<Session>) ->
             let mut stdout = tokio::io::stdout();
             let _ = tokio::io::copy(&mut from_daemon, &mut stdout).await;
         };
-        let (upstream, downstream) = (std::pin::pin!(upstream), std::pin::pin!(downstream));
-        match futures_select(upstream, downstream).await {
+        let (mut upstream, mut downstream) = (std::pin::pin!(upstream), std::pin::pin!(downstream));
+        tokio::select! {
             // The client is done: wait for the daemon's last replies.
-            Either::Left(((), downstream)) => downstream.await,
+            () = &mut upstream => downstream.await,
             // The daemon went away: stop rather than leave the client hanging on its stdin.
-            Either::Right(((), _)) => {}
+            () = &mut downstream => {}
         }
         return Ok(0);
     }
