@@ -70,6 +70,23 @@ fn crypto_paths(c: &mut Criterion) {
     });
 }
 
+/// What opening a passphrase-sealed master session costs each command (Argon2id, default cost).
+fn session_passphrase(c: &mut Criterion) {
+    let mut group = c.benchmark_group("session");
+    group.sample_size(10);
+    group.bench_function("derive a passphrase key (Argon2id 64 MiB, 3 passes, 1 lane)", |b| {
+        b.iter(|| {
+            agentkeys_core::crypto::passphrase_key(
+                black_box(b"correct horse battery staple"),
+                &[7u8; 16],
+                agentkeys_core::crypto::Argon2Cost::DEFAULT,
+            )
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
 fn masking(c: &mut Criterion) {
     let secrets: Vec<Vec<u8>> = (0..4).map(|i| format!("sk-secret-value-{i}-0123456789abcdef").into_bytes()).collect();
     let mut output = Vec::new();
@@ -95,5 +112,5 @@ fn masking(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, crypto_paths, masking);
+criterion_group!(benches, crypto_paths, session_passphrase, masking);
 criterion_main!(benches);

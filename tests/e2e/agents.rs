@@ -414,6 +414,36 @@ async fn teardown_deletes_private_credentials_and_wraps(backend: Backend) {
     assert_eq!(master.ok(&["read", "openai"], None), b"sk-shared");
 }
 
+/// An agent whose daemon shares the master's home (one laptop): `revoke` and `teardown` remove
+/// its session slot here too, and leave the master's and any other slot alone.
+#[tokio::test]
+async fn revoke_and_teardown_clear_the_agents_slot_on_the_masters_machine() {
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    let daemon_here = |args: &[&str]| master.daemon_command(args).output().unwrap();
+    let mut slots = Vec::new();
+    for label in ["local-one", "local-two", "local-three"] {
+        let code = text(&master.ok(&["agent", "create", label, "--scope", "openai", "--yes"], None));
+        let linked = daemon_here(&["link", code.trim()]);
+        assert!(linked.status.success(), "{}", text(&linked.stderr));
+        let id = text(&linked.stderr).split("Session saved as ").nth(1).unwrap().split('.').next().unwrap().to_owned();
+        assert!(master.home.path().join(&id).join("session.enc").exists());
+        slots.push(id);
+    }
+    let revoked: serde_json::Value =
+        serde_json::from_slice(&master.ok(&["--json", "revoke", "local-one", "--yes"], None)).unwrap();
+    assert_eq!(revoked["local_session_cleared"], true, "{revoked}");
+    assert!(!master.home.path().join(&slots[0]).exists(), "the revoked agent's slot is gone");
+    let torn = master.run(&["teardown", "local-two", "--yes"], None);
+    assert!(text(&torn.stderr).contains("Removed its session slot on this machine"), "{}", text(&torn.stderr));
+    assert!(!master.home.path().join(&slots[1]).exists());
+    assert!(master.home.path().join(&slots[2]).join("session.enc").exists(), "the other agent keeps its slot");
+    let still = daemon_here(&["--session-id", &slots[2], "whoami"]);
+    assert!(still.status.success(), "{}", text(&still.stderr));
+    master.ok(&["whoami"], None);
+}
+
 /// Waits for `serve`'s readiness line on stderr and returns the child.
 fn start_serve(host: &DaemonHost, session: &str, socket: &std::path::Path) -> std::process::Child {
     let mut child = host

@@ -1,7 +1,7 @@
 //! Session keys in the real Secret Service (gnome-keyring on a private session bus, started by
 //! scripts/with-keyring.sh): saved, found with `secret-tool`, loaded, listed and cleared; a file
 //! session migrated on first use; a missing bus and a locked collection falling back to files
-//! within the timeout; and a master with two daemons on one host, each in its own slot.
+//! within the timeout; a keychain that goes away between save and load losing nothing; and a master with two daemons on one host, each in its own slot.
 //!
 //! One test, run in order, because it locks and unlocks the one shared collection.
 
@@ -174,7 +174,23 @@ async fn sessions_live_in_the_real_secret_service() {
     let refused = with_mode(master.command(&["whoami"]), "keychain").output().unwrap();
     assert!(started.elapsed() < FALLBACK_BOUND);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    // The keychain went away between the save (step 1) and this load: auto mode says where the
+    // key is and changes nothing, and the session opens again once the keychain is back.
+    let sealed_before = std::fs::read(master.home.path().join("master/session.enc")).unwrap();
+    let started = Instant::now();
+    let away = with_mode(master.command(&["whoami"]), "auto").output().unwrap();
+    assert!(started.elapsed() < FALLBACK_BOUND);
+    assert_eq!(away.status.code(), Some(1), "{}", text(&away.stderr));
+    assert!(
+        text(&away.stderr).contains("unlock the keychain") && text(&away.stderr).contains("nothing was changed"),
+        "{}",
+        text(&away.stderr)
+    );
+    assert_eq!(std::fs::read(master.home.path().join("master/session.enc")).unwrap(), sealed_before);
+    assert!(!master.home.path().join("master/session.key").exists(), "no fallback key was invented");
     unlock_again();
+    let back = with_mode(master.command(&["whoami"]), "auto").output().unwrap();
+    assert!(back.status.success(), "opens again: {}", text(&back.stderr));
 
     // 6. clear removes the keychain entry and the files, and nothing else.
     let store = EncryptedFileStore::open(master.home.path(), StoreMode::Keychain).unwrap();

@@ -9,6 +9,7 @@
 //! * `replicas` — several server processes on one database behaving as one.
 //! * `keychain` — session keys in the real Secret Service, fallbacks, migration.
 //! * `crash` — SIGKILL during a burst of stores loses nothing acknowledged.
+//! * `terminal` — prompts at a real pseudo-terminal (rexpect): the session passphrase.
 
 /// Declares each listed `async fn name(Backend)` as a test on SQLite and one on PostgreSQL.
 macro_rules! on_both_backends {
@@ -39,3 +40,4 @@ mod keychain;
 mod replicas;
 mod run;
 mod storage;
+mod terminal;

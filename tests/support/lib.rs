@@ -314,6 +314,11 @@ impl Master {
     pub fn session_dir(&self) -> PathBuf {
         self.home.path().join("master")
     }
+
+    /// `agentkeys-daemon ARGS` sharing this master's home: an agent on the master's own machine.
+    pub fn daemon_command(&self, args: &[&str]) -> Command {
+        daemon_command(self.home.path(), &self.server, args)
+    }
 }
 
 impl ServerProcess {
@@ -321,6 +326,22 @@ impl ServerProcess {
     pub fn start_with(database_url: &str, extra: &[&str]) -> Self {
         Self::spawn(database_url, extra)
     }
+}
+
+/// `agentkeys-daemon ARGS` in `home` against `server`, not yet run.
+fn daemon_command(home: &Path, server: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(bin("agentkeys-daemon"));
+    command
+        .args(args)
+        .env("AGENTKEYS_HOME", home)
+        .env("AGENTKEYS_SERVER", server)
+        .env_remove("AGENTKEYS_SESSION_ID")
+        .env("AGENTKEYS_SESSION_STORE", "file")
+        .env_remove("AGENTKEYS_DAEMON_SOCKET")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
 }
 
 /// A daemon host: its own `AGENTKEYS_HOME`, and the real `agentkeys-daemon` binary pointed at a
@@ -364,18 +385,7 @@ impl DaemonHost {
 
     /// `agentkeys-daemon ARGS` with this host's environment, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(bin("agentkeys-daemon"));
-        command
-            .args(args)
-            .env("AGENTKEYS_HOME", self.home.path())
-            .env("AGENTKEYS_SERVER", &self.server)
-            .env_remove("AGENTKEYS_SESSION_ID")
-            .env("AGENTKEYS_SESSION_STORE", "file")
-            .env_remove("AGENTKEYS_DAEMON_SOCKET")
-            .env_remove("XDG_RUNTIME_DIR")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        command
+        daemon_command(self.home.path(), &self.server, args)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -86,6 +86,10 @@ pub struct InitArgs {
     /// Replace an existing session with a new account (asks first).
     #[arg(long)]
     pub force: bool,
+    /// Seal the session with a passphrase (Argon2id) instead of the keychain or a key file;
+    /// every command then asks for it on the terminal.
+    #[arg(long)]
+    pub passphrase: bool,
 }
 
 #[derive(Debug, Args)]

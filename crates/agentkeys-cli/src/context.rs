@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use agentkeys_core::ApiClient;
-use agentkeys_core::session::{EncryptedFileStore, Session, SessionId, SessionStore};
+use agentkeys_core::session::{EncryptedFileStore, Session, SessionId, SessionStore as _};
 use agentkeys_proto::agents::AgentSummary;
 
 use crate::cli::GlobalArgs;
 use crate::error::{CliError, exit};
 use crate::output::Output;
+use crate::prompt::TerminalPassphrase;
 
 pub struct Context {
     pub global: GlobalArgs,
     pub out: Output,
     pub session_id: SessionId,
-    pub store: Box<dyn SessionStore>,
+    pub store: EncryptedFileStore,
 }
 
 impl std::fmt::Debug for Context {
@@ -28,7 +29,7 @@ impl Context {
     pub fn new(global: GlobalArgs) -> Result<Self, CliError> {
         let out = Output { json: global.json, quiet: global.quiet };
         let session_id = SessionId::parse(&global.session_id)?;
-        let store = Box::new(EncryptedFileStore::from_env()?);
+        let store = EncryptedFileStore::from_env()?.with_passphrase_prompt(Arc::new(TerminalPassphrase));
         Ok(Self { global, out, session_id, store })
     }
 
@@ -57,7 +58,7 @@ impl Context {
         }
         let known: Vec<&str> = agents.iter().map(|a| a.label.as_str()).collect();
         Err(CliError::new(
-            5,
+            exit::NOT_FOUND,
             format!("no agent named '{name}' (by id, label or alias)"),
             if known.is_empty() {
                 "there are no agents yet: pair one with `agentkeys-daemon pair` or `agentkeys agent create LABEL`"

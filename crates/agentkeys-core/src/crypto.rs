@@ -144,6 +144,36 @@ impl SymmetricKey {
     }
 }
 
+/// The Argon2id cost of a passphrase-derived key, stored beside what it seals so it can grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Cost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub lanes: u32,
+}
+
+impl Argon2Cost {
+    /// RFC 9106's second recommended option (64 MiB, 3 passes) with one lane: about a quarter of
+    /// a second on a small machine, once per command.
+    pub const DEFAULT: Self = Self { memory_kib: 64 * 1024, iterations: 3, lanes: 1 };
+    /// The most a stored cost may ask for, so a tampered file cannot make a load take minutes.
+    pub const MAX: Self = Self { memory_kib: 1024 * 1024, iterations: 16, lanes: 8 };
+}
+
+/// A 32-byte key from a passphrase: Argon2id (RFC 9106, version 0x13) with a 16-byte salt.
+pub fn passphrase_key(passphrase: &[u8], salt: &[u8; 16], cost: Argon2Cost) -> Result<SymmetricKey, CryptoError> {
+    let max = Argon2Cost::MAX;
+    if cost.memory_kib > max.memory_kib || cost.iterations > max.iterations || cost.lanes > max.lanes {
+        return Err(CryptoError::Malformed("Argon2id cost (above the accepted maximum)"));
+    }
+    let params = argon2::Params::new(cost.memory_kib, cost.iterations, cost.lanes, Some(32))
+        .map_err(|_| CryptoError::Malformed("Argon2id cost"))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut key = Zeroizing::new([0u8; 32]);
+    argon.hash_password_into(passphrase, salt, key.as_mut()).map_err(|_| CryptoError::Malformed("Argon2id input"))?;
+    Ok(SymmetricKey(key))
+}
+
 /// `FORMAT_V1 || nonce (24) || XChaCha20-Poly1305(key, nonce, plaintext, aad)`.
 pub fn aead_seal(key: &SymmetricKey, aad: &[u8], plaintext: &[u8], rng: &mut impl RandomSource) -> Vec<u8> {
     let nonce: [u8; XNONCE_LEN] = rng.array();

@@ -15,6 +15,12 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const SESSION: u8 = 3;
+    pub const DENIED: u8 = 4;
+    pub const NOT_FOUND: u8 = 5;
+    /// Approval or presence declined, failed or timed out.
+    pub const DECLINED: u8 = 6;
+    pub const RATE_LIMITED: u8 = 7;
+    pub const UNREACHABLE: u8 = 8;
 }
 
 #[derive(Debug)]
@@ -70,8 +76,16 @@ impl From<SessionError> for CommandError {
     fn from(error: SessionError) -> Self {
         let exit_code = match error {
             SessionError::InvalidId(_) | SessionError::BadMode(_) => exit::USAGE,
-            SessionError::Io { .. } | SessionError::NoHome | SessionError::Keychain(_) => exit::ERROR,
-            SessionError::LoosePermissions { .. } | SessionError::Corrupt { .. } => exit::SESSION,
+            SessionError::Io { .. }
+            | SessionError::NoHome
+            | SessionError::Keychain(_)
+            | SessionError::KeychainAway { .. }
+            | SessionError::PassphraseInput(_) => exit::ERROR,
+            SessionError::LoosePermissions { .. }
+            | SessionError::Corrupt { .. }
+            | SessionError::PassphraseNeeded { .. } => exit::SESSION,
+            // Like presence declined: the human did not show they hold the session.
+            SessionError::WrongPassphrase { .. } | SessionError::PassphraseCancelled => exit::DECLINED,
         };
         // The session errors carry their fix in the message.
         Self { code: None, message: error.to_string(), hint: None, exit_code }

@@ -1,12 +1,13 @@
-//! Session storage: one slot per session id (`master`, later `daemon-<agent id>`), behind the
-//! small [`SessionStore`] trait so the keychain-backed store of a later issue slots in beside the
-//! encrypted-file store here without touching callers.
+//! Session storage (PRODUCT.md §6): one slot per session id (`master`, `daemon-<agent id>`),
+//! shared by the CLI and the daemon behind the small [`SessionStore`] trait.
 //!
-//! The file form (PRODUCT.md §6): `<home>/<id>/session.enc` sealed with XChaCha20-Poly1305 (the
-//! AAD binds the id, so a session file copied into another slot does not open), its 32-byte key
-//! in `<home>/<id>/session.key`; both 0600 in a 0700 directory, each written atomically
-//! (temp file, fsync, rename, fsync of the directory) so a crash leaves the old or the new file,
-//! never a torn one. Files readable by others are refused, as ssh refuses loose keys.
+//! Each slot is `<home>/<id>/session.enc`, sealed with XChaCha20-Poly1305 (the AAD binds the id,
+//! so a session file copied into another slot does not open), 0600 in a 0700 directory, written
+//! atomically (temp file, fsync, rename, fsync of the directory) so a crash leaves the old or the
+//! new file, never a torn one. Its 32-byte key lives in the OS keychain when there is a usable
+//! one, else in `session.key` beside it; or, for a master that asked for it, it is derived from a
+//! passphrase with Argon2id and stored nowhere. Files readable by others are refused, as ssh
+//! refuses loose keys.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -18,11 +19,12 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use agentkeys_keychain::{Keychain, SystemKeychain};
+use agentkeys_keychain::{Keychain, KeychainError, SystemKeychain};
 
-use crate::crypto::{self, KeyPair, SymmetricKey};
+use crate::crypto::{self, Argon2Cost, KeyPair, SymmetricKey};
 use crate::random::{OsRandom, RandomSource};
 
 /// The id of the master's session slot.
@@ -177,8 +179,29 @@ pub enum SessionError {
         "{0}; fix: unlock the keychain (or start its service), or set AGENTKEYS_SESSION_STORE=file to keep sessions in files"
     )]
     Keychain(agentkeys_keychain::KeychainError),
+    /// The session's key is in a keychain that is not answering now (locked, stopped, no bus).
+    #[error(
+        "{error}, and the key of {path} is kept there, so the session cannot be opened now (nothing was \
+         changed); fix: unlock the keychain or start its service (check DBUS_SESSION_BUS_ADDRESS), then retry"
+    )]
+    KeychainAway { error: KeychainError, path: String },
     #[error("AGENTKEYS_SESSION_STORE={0:?} is not a storage mode: use auto, keychain or file")]
     BadMode(String),
+    #[error(
+        "the '{id}' session is sealed with a passphrase and there is no terminal to ask for it; fix: run the \
+         command in a terminal (a passphrase is never read from a pipe, an argument or the environment)"
+    )]
+    PassphraseNeeded { id: String },
+    #[error(
+        "wrong passphrase for the '{id}' session ({attempts} attempts), nothing was changed; fix: try again; a \
+         forgotten passphrase cannot be reset: move {dir} aside and run `agentkeys init` (a new account: the \
+         old one stays reachable only with its recovery key)"
+    )]
+    WrongPassphrase { id: String, attempts: u32, dir: String },
+    #[error("cannot read the passphrase: {0}")]
+    PassphraseInput(String),
+    #[error("cancelled at the passphrase prompt: nothing was done")]
+    PassphraseCancelled,
     #[error("cannot find the AgentKeys home directory: set AGENTKEYS_HOME or HOME")]
     NoHome,
     #[error("{path} is accessible by other users (mode {mode:o}); fix it with: chmod 600 {path}")]
@@ -256,6 +279,66 @@ pub struct EncryptedFileStore {
     keychain: Option<Arc<dyn Keychain>>,
     /// `AGENTKEYS_SESSION_STORE=keychain`: keychain failures are errors, never a fallback.
     strict: bool,
+    /// Asks for the passphrase of a passphrase-sealed session (the CLI's terminal prompt).
+    passphrase: Option<Arc<dyn PassphrasePrompt>>,
+    /// Keys derived from a passphrase in this process, by id, with the header they belong to, so
+    /// a save after a load (or a presence check) does not ask again.
+    unlocked: Arc<Mutex<HashMap<String, UnlockedKey>>>,
+}
+
+/// A key derived from a passphrase, and the file header (cost and salt) it was derived for.
+type UnlockedKey = (PassphraseHeader, Arc<SymmetricKey>);
+
+/// Asks the human for a session's passphrase: the CLI asks on its terminal; the daemon never asks.
+pub trait PassphrasePrompt: Send + Sync + std::fmt::Debug {
+    /// The passphrase of `id`; `again` after a wrong one. Without a terminal,
+    /// `Err(SessionError::PassphraseNeeded)`.
+    fn ask(&self, id: &SessionId, again: bool) -> Result<SecretString, SessionError>;
+}
+
+/// Passphrase tries per load before giving up, as sudo and ssh allow.
+pub const PASSPHRASE_ATTEMPTS: u32 = 3;
+
+/// Format byte of a passphrase-sealed session file (a key-sealed one starts with
+/// [`crypto::FORMAT_V1`]): `0x02 || memory_kib || iterations || lanes (u32 big-endian each) ||
+/// salt(16) || sealed`, the header bound into the AAD.
+const PASSPHRASE_FORMAT: u8 = 2;
+const PASSPHRASE_HEADER_LEN: usize = 1 + 12 + 16;
+
+/// The Argon2id cost and salt at the head of a passphrase-sealed session file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PassphraseHeader {
+    cost: Argon2Cost,
+    salt: [u8; 16],
+}
+
+impl PassphraseHeader {
+    fn encode(&self) -> [u8; PASSPHRASE_HEADER_LEN] {
+        let mut out = [0u8; PASSPHRASE_HEADER_LEN];
+        out[0] = PASSPHRASE_FORMAT;
+        out[1..5].copy_from_slice(&self.cost.memory_kib.to_be_bytes());
+        out[5..9].copy_from_slice(&self.cost.iterations.to_be_bytes());
+        out[9..13].copy_from_slice(&self.cost.lanes.to_be_bytes());
+        out[13..].copy_from_slice(&self.salt);
+        out
+    }
+
+    /// The header and the sealed rest, or `None` when `bytes` is not a passphrase-sealed file.
+    fn parse(bytes: &[u8]) -> Option<(Self, &[u8])> {
+        if bytes.len() < PASSPHRASE_HEADER_LEN || bytes[0] != PASSPHRASE_FORMAT {
+            return None;
+        }
+        let word = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let cost = Argon2Cost { memory_kib: word(1), iterations: word(5), lanes: word(9) };
+        let salt = bytes[13..PASSPHRASE_HEADER_LEN].try_into().expect("16 bytes");
+        Some((Self { cost, salt }, &bytes[PASSPHRASE_HEADER_LEN..]))
+    }
+
+    fn aad(&self, id: &SessionId) -> Vec<u8> {
+        let mut aad = session_aad(id);
+        aad.extend_from_slice(&self.encode());
+        aad
+    }
 }
 
 const SESSION_FILE: &str = "session.enc";
@@ -275,7 +358,20 @@ impl EncryptedFileStore {
     /// Key files only.
     pub fn new(home: impl Into<PathBuf>) -> Self {
         let home = home.into();
-        Self { account_suffix: account_suffix(&home), home, keychain: None, strict: false }
+        Self {
+            account_suffix: account_suffix(&home),
+            home,
+            keychain: None,
+            strict: false,
+            passphrase: None,
+            unlocked: Arc::default(),
+        }
+    }
+
+    /// Asks `prompt` for the passphrase of a passphrase-sealed session.
+    pub fn with_passphrase_prompt(mut self, prompt: Arc<dyn PassphrasePrompt>) -> Self {
+        self.passphrase = Some(prompt);
+        self
     }
 
     /// Keys in `keychain`; with `strict`, a failing keychain is an error instead of a fallback.
@@ -382,32 +478,37 @@ enum KeyHome {
     File,
 }
 
-impl EncryptedFileStore {
-    /// The keychain's answer for `id`: `Ok(None)` when it has no key or (not strict) is unusable.
-    fn keychain_key(&self, id: &SessionId) -> Result<Option<SymmetricKey>, SessionError> {
-        let Some(keychain) = &self.keychain else { return Ok(None) };
-        match keychain.get(&self.keychain_account(id)) {
-            Ok(Some(bytes)) => SymmetricKey::from_bytes(&bytes).map(Some).map_err(|_| SessionError::Corrupt {
-                path: format!("the {} entry agentkeys/{}", keychain.name(), self.keychain_account(id)),
-                reason: "it is not a 32-byte key".into(),
-            }),
-            Ok(None) => Ok(None),
-            Err(error) if self.strict => Err(SessionError::Keychain(error)),
-            Err(_) => Ok(None),
-        }
-    }
+/// The keys that may open a session, and whether the keychain was away while looking.
+#[derive(Debug, Default)]
+struct Candidates {
+    keys: Vec<(SymmetricKey, KeyHome)>,
+    /// The keychain did not answer (auto mode only; strict mode fails instead).
+    keychain_away: Option<KeychainError>,
+}
 
+impl EncryptedFileStore {
     /// The keys that may open the session, keychain first: both exist only when a save fell back
     /// to a file while the keychain was away, and then the file's key is the newer one.
-    fn candidate_keys(&self, id: &SessionId) -> Result<Vec<(SymmetricKey, KeyHome)>, SessionError> {
-        let mut keys = Vec::with_capacity(2);
-        if let Some(key) = self.keychain_key(id)? {
-            keys.push((key, KeyHome::Keychain));
+    fn candidate_keys(&self, id: &SessionId) -> Result<Candidates, SessionError> {
+        let mut found = Candidates::default();
+        if let Some(keychain) = &self.keychain {
+            match keychain.get(&self.keychain_account(id)) {
+                Ok(Some(bytes)) => {
+                    let key = SymmetricKey::from_bytes(&bytes).map_err(|_| SessionError::Corrupt {
+                        path: format!("the {} entry agentkeys/{}", keychain.name(), self.keychain_account(id)),
+                        reason: "it is not a 32-byte key".into(),
+                    })?;
+                    found.keys.push((key, KeyHome::Keychain));
+                }
+                Ok(None) => {}
+                Err(error) if self.strict => return Err(SessionError::Keychain(error)),
+                Err(error) => found.keychain_away = Some(error),
+            }
         }
         if let Some(key) = self.read_key(id)? {
-            keys.push((key, KeyHome::File));
+            found.keys.push((key, KeyHome::File));
         }
-        Ok(keys)
+        Ok(found)
     }
 
     /// Moves a key file's key into the keychain: stored, read back, and only then the file
@@ -443,25 +544,131 @@ impl EncryptedFileStore {
     }
 }
 
+/// The passphrase form: for a master that asked for it, the key is derived from a passphrase with
+/// Argon2id and kept nowhere; the cost and salt travel in the file's header.
+impl EncryptedFileStore {
+    /// Seals `session` under a key derived from `passphrase` (a fresh salt, the default cost)
+    /// and removes the slot's keychain entry and key file: from now on only the passphrase opens it.
+    pub fn save_with_passphrase(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        passphrase: &SecretString,
+    ) -> Result<(), SessionError> {
+        self.save_with_passphrase_cost(id, session, passphrase, Argon2Cost::DEFAULT)
+    }
+
+    /// [`Self::save_with_passphrase`] at a chosen cost (tests use a cheap one).
+    pub fn save_with_passphrase_cost(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        passphrase: &SecretString,
+        cost: Argon2Cost,
+    ) -> Result<(), SessionError> {
+        let dir = self.dir(id);
+        ensure_private_dir(&self.home)?;
+        ensure_private_dir(&dir)?;
+        let _lock = self.lock(id)?;
+        let header = PassphraseHeader { cost, salt: OsRandom.array() };
+        let key = crypto::passphrase_key(passphrase.expose_secret().as_bytes(), &header.salt, cost)
+            .map_err(|e| SessionError::PassphraseInput(e.to_string()))?;
+        let plain = Zeroizing::new(serde_json::to_vec(&session.to_record()).expect("a session record serializes"));
+        self.write_passphrase_sealed(id, header, &key, &plain)?;
+        self.unlocked.lock().expect("not poisoned").insert(id.as_str().to_owned(), (header, Arc::new(key)));
+        // The old keys open nothing now; they go, and a failure to remove them is harmless.
+        if let Some(keychain) = &self.keychain {
+            let _ = keychain.delete(&self.keychain_account(id));
+        }
+        let _ = fs::remove_file(dir.join(KEY_FILE));
+        Ok(())
+    }
+
+    /// Whether `id`'s session file is sealed with a passphrase.
+    pub fn is_passphrase_sealed(&self, id: &SessionId) -> bool {
+        let mut first = [0u8; 1];
+        File::open(self.dir(id).join(SESSION_FILE)).and_then(|mut f| f.read_exact(&mut first)).is_ok()
+            && first[0] == PASSPHRASE_FORMAT
+    }
+
+    /// Whether `passphrase` opens `id`'s passphrase-sealed session (a presence check); `Ok(false)`
+    /// for a wrong one, and for a session that has no passphrase.
+    pub fn check_passphrase(&self, id: &SessionId, passphrase: &SecretString) -> Result<bool, SessionError> {
+        let path = self.dir(id).join(SESSION_FILE);
+        let Some(sealed) = Self::read_private(&path)? else { return Ok(false) };
+        let Some((header, body)) = PassphraseHeader::parse(&sealed) else { return Ok(false) };
+        let key = crypto::passphrase_key(passphrase.expose_secret().as_bytes(), &header.salt, header.cost)
+            .map_err(|e| SessionError::Corrupt { path: path.display().to_string(), reason: e.to_string() })?;
+        Ok(crypto::aead_open(&key, &header.aad(id), body).is_ok())
+    }
+
+    fn unlocked_key(&self, id: &SessionId, header: PassphraseHeader) -> Option<Arc<SymmetricKey>> {
+        let unlocked = self.unlocked.lock().expect("not poisoned");
+        unlocked.get(id.as_str()).filter(|(h, _)| *h == header).map(|(_, key)| key.clone())
+    }
+
+    /// Opens a passphrase-sealed body: with the key already derived in this process, else by
+    /// asking up to [`PASSPHRASE_ATTEMPTS`] times.
+    fn open_with_passphrase(
+        &self,
+        id: &SessionId,
+        path: &Path,
+        header: PassphraseHeader,
+        body: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SessionError> {
+        let aad = header.aad(id);
+        if let Some(key) = self.unlocked_key(id, header)
+            && let Ok(plain) = crypto::aead_open(&key, &aad, body)
+        {
+            return Ok(plain);
+        }
+        let prompt = self.passphrase.as_ref().ok_or_else(|| SessionError::PassphraseNeeded { id: id.to_string() })?;
+        for attempt in 0..PASSPHRASE_ATTEMPTS {
+            let passphrase = prompt.ask(id, attempt > 0)?;
+            let key = crypto::passphrase_key(passphrase.expose_secret().as_bytes(), &header.salt, header.cost)
+                .map_err(|e| SessionError::Corrupt { path: path.display().to_string(), reason: e.to_string() })?;
+            if let Ok(plain) = crypto::aead_open(&key, &aad, body) {
+                self.unlocked.lock().expect("not poisoned").insert(id.as_str().to_owned(), (header, Arc::new(key)));
+                return Ok(plain);
+            }
+        }
+        Err(SessionError::WrongPassphrase {
+            id: id.to_string(),
+            attempts: PASSPHRASE_ATTEMPTS,
+            dir: self.dir(id).display().to_string(),
+        })
+    }
+
+    fn write_passphrase_sealed(
+        &self,
+        id: &SessionId,
+        header: PassphraseHeader,
+        key: &SymmetricKey,
+        plain: &[u8],
+    ) -> Result<(), SessionError> {
+        let mut file = header.encode().to_vec();
+        file.extend_from_slice(&crypto::aead_seal(key, &header.aad(id), plain, &mut OsRandom));
+        write_atomically(&self.dir(id).join(SESSION_FILE), &file)
+    }
+}
+
 impl SessionStore for EncryptedFileStore {
     fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
         let path = self.dir(id).join(SESSION_FILE);
         let Some(sealed) = Self::read_private(&path)? else { return Ok(None) };
         let corrupt =
             |reason: &str| SessionError::Corrupt { path: path.display().to_string(), reason: reason.to_owned() };
-        let candidates = self.candidate_keys(id)?;
-        if candidates.is_empty() {
-            return Err(corrupt(match &self.keychain {
-                Some(_) => {
-                    "its key is neither in the keychain nor in session.key (if the keychain was reset, the session is lost: pair or init again)"
-                }
-                None => {
-                    "its key file session.key is missing; if the session was saved while a keychain was usable, its key is there: start or unlock the keychain (check DBUS_SESSION_BUS_ADDRESS), then retry"
-                }
-            }));
+        let parse = |plain: &[u8]| -> Result<Session, SessionError> {
+            let record: SessionRecord =
+                serde_json::from_slice(plain).map_err(|_| corrupt("the decrypted record is not a session"))?;
+            Session::from_record(&record).map_err(corrupt)
+        };
+        if let Some((header, body)) = PassphraseHeader::parse(&sealed) {
+            return parse(&self.open_with_passphrase(id, &path, header, body)?).map(Some);
         }
+        let candidates = self.candidate_keys(id)?;
         let mut last_error = String::new();
-        for (key, home) in candidates {
+        for (key, home) in candidates.keys {
             let plain = match crypto::aead_open(&key, &session_aad(id), &sealed) {
                 Ok(plain) => plain,
                 Err(error) => {
@@ -469,9 +676,7 @@ impl SessionStore for EncryptedFileStore {
                     continue;
                 }
             };
-            let record: SessionRecord =
-                serde_json::from_slice(&plain).map_err(|_| corrupt("the decrypted record is not a session"))?;
-            let session = Session::from_record(&record).map_err(corrupt)?;
+            let session = parse(&plain)?;
             if home == KeyHome::File && self.keychain.is_some() {
                 // A key file (the earlier file-only form, or a fallback save): move it into the
                 // keychain, quietly; a failure leaves the file, which still works.
@@ -481,7 +686,19 @@ impl SessionStore for EncryptedFileStore {
             }
             return Ok(Some(session));
         }
-        Err(corrupt(&last_error))
+        if let Some(error) = candidates.keychain_away {
+            // Most likely its key is in the keychain that did not answer: say so, change nothing.
+            return Err(SessionError::KeychainAway { error, path: path.display().to_string() });
+        }
+        Err(corrupt(match (&self.keychain, last_error.is_empty()) {
+            (_, false) => &last_error,
+            (Some(_), true) => {
+                "its key is neither in the keychain nor in session.key (if the keychain was reset, the session is lost: pair or init again)"
+            }
+            (None, true) => {
+                "its key file session.key is missing; if the session was saved while a keychain was usable, its key is there: start or unlock the keychain (check DBUS_SESSION_BUS_ADDRESS), then retry"
+            }
+        }))
     }
 
     fn save(&self, id: &SessionId, session: &Session) -> Result<(), SessionError> {
@@ -489,10 +706,18 @@ impl SessionStore for EncryptedFileStore {
         ensure_private_dir(&self.home)?;
         ensure_private_dir(&dir)?;
         let _lock = self.lock(id)?;
+        let plain = Zeroizing::new(serde_json::to_vec(&session.to_record()).expect("a session record serializes"));
+        let sealed_now = Self::read_private(&dir.join(SESSION_FILE)).ok().flatten();
+        if let Some((header, body)) = sealed_now.as_deref().and_then(|bytes| PassphraseHeader::parse(bytes)) {
+            // A passphrase-sealed slot stays one: the same passphrase, asked once per process.
+            let path = dir.join(SESSION_FILE);
+            self.open_with_passphrase(id, &path, header, body)?;
+            let key = self.unlocked_key(id, header).expect("cached by the open");
+            return self.write_passphrase_sealed(id, header, &key, &plain);
+        }
         // Keep the key that opens the current file, so a concurrent reader never pairs a new key
         // with an old file; a fresh one only for a new slot (or one whose key is gone).
-        let current = self.candidate_keys(id)?;
-        let sealed_now = Self::read_private(&dir.join(SESSION_FILE)).ok().flatten();
+        let current = self.candidate_keys(id)?.keys;
         let opener = current.into_iter().find(|(key, _)| {
             sealed_now.as_ref().is_none_or(|sealed| crypto::aead_open(key, &session_aad(id), sealed).is_ok())
         });
@@ -501,7 +726,7 @@ impl SessionStore for EncryptedFileStore {
             if self.migrate(id, &key) {
                 home = KeyHome::Keychain;
             } else if self.strict {
-                return Err(SessionError::Keychain(agentkeys_keychain::KeychainError::Failed {
+                return Err(SessionError::Keychain(KeychainError::Failed {
                     name: self.keychain.as_ref().map_or("OS", |k| k.name()),
                     reason: "the session key could not be stored and read back".into(),
                 }));
@@ -518,7 +743,6 @@ impl SessionStore for EncryptedFileStore {
                 let _ = fs::remove_file(dir.join(KEY_FILE));
             }
         }
-        let plain = Zeroizing::new(serde_json::to_vec(&session.to_record()).expect("a session record serializes"));
         let sealed = crypto::aead_seal(&key, &session_aad(id), &plain, &mut OsRandom);
         write_atomically(&dir.join(SESSION_FILE), &sealed)
     }
@@ -548,6 +772,9 @@ impl SessionStore for EncryptedFileStore {
 
     fn describe(&self, id: &SessionId) -> String {
         let file = self.dir(id).join(SESSION_FILE);
+        if self.is_passphrase_sealed(id) {
+            return format!("passphrase (Argon2id), sealed in {}", file.display());
+        }
         match (&self.keychain, self.dir(id).join(KEY_FILE).exists()) {
             (Some(keychain), false) => format!("keychain ({}), sealed in {}", keychain.name(), file.display()),
             _ => format!("file ({})", file.display()),
@@ -751,6 +978,152 @@ mod tests {
         assert!(store.load(&master).unwrap().is_some(), "the other slot is untouched");
         assert!(!store.clear(&other).unwrap(), "clearing twice finds nothing");
         assert_eq!(store.list("").unwrap(), vec![master]);
+    }
+
+    /// A keychain in memory that can be taken away, to inject the fault "the keychain disappears
+    /// between save and load" (the real Secret Service is exercised in tests/e2e/keychain.rs).
+    #[derive(Debug, Default)]
+    struct VanishingKeychain {
+        entries: Mutex<HashMap<String, Vec<u8>>>,
+        away: std::sync::atomic::AtomicBool,
+    }
+
+    impl VanishingKeychain {
+        fn check(&self) -> Result<(), KeychainError> {
+            if self.away.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(KeychainError::Unavailable { name: "test", reason: "the bus went away".into() });
+            }
+            Ok(())
+        }
+    }
+
+    impl Keychain for VanishingKeychain {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, KeychainError> {
+            self.check()?;
+            Ok(self.entries.lock().unwrap().get(account).cloned().map(Zeroizing::new))
+        }
+        fn set(&self, account: &str, secret: &[u8]) -> Result<(), KeychainError> {
+            self.check()?;
+            self.entries.lock().unwrap().insert(account.to_owned(), secret.to_vec());
+            Ok(())
+        }
+        fn delete(&self, account: &str) -> Result<bool, KeychainError> {
+            self.check()?;
+            Ok(self.entries.lock().unwrap().remove(account).is_some())
+        }
+    }
+
+    #[test]
+    fn a_keychain_that_disappears_between_save_and_load_loses_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        let keychain = Arc::new(VanishingKeychain::default());
+        let store = EncryptedFileStore::with_keychain(home.path(), keychain.clone(), false);
+        let id = SessionId::master();
+        let session = sample(&mut SeededRandom::new(b"v"));
+        store.save(&id, &session).unwrap();
+        assert!(!store.dir(&id).join(KEY_FILE).exists(), "the key went to the keychain");
+        let sealed = fs::read(store.dir(&id).join(SESSION_FILE)).unwrap();
+
+        keychain.away.store(true, std::sync::atomic::Ordering::SeqCst);
+        let error = store.load(&id).unwrap_err();
+        assert!(matches!(error, SessionError::KeychainAway { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("unlock the keychain") && message.contains("nothing was changed"), "{message}");
+        assert_eq!(fs::read(store.dir(&id).join(SESSION_FILE)).unwrap(), sealed, "the session file is untouched");
+        let strict = EncryptedFileStore::with_keychain(home.path(), keychain.clone(), true);
+        assert!(matches!(strict.load(&id), Err(SessionError::Keychain(_))));
+
+        keychain.away.store(false, std::sync::atomic::Ordering::SeqCst);
+        let back = store.load(&id).unwrap().expect("opens again once the keychain is back");
+        assert_eq!(back.device_id, session.device_id);
+    }
+
+    /// Answers prompts from a list and counts them.
+    #[derive(Debug)]
+    struct ScriptedPassphrase {
+        answers: Mutex<Vec<&'static str>>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ScriptedPassphrase {
+        fn new(answers: &[&'static str]) -> Arc<Self> {
+            Arc::new(Self { answers: Mutex::new(answers.iter().rev().copied().collect()), asked: Default::default() })
+        }
+        fn asked(&self) -> usize {
+            self.asked.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl PassphrasePrompt for ScriptedPassphrase {
+        fn ask(&self, id: &SessionId, _again: bool) -> Result<SecretString, SessionError> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = self.answers.lock().unwrap().pop();
+            answer
+                .map(|a| SecretString::from(a.to_owned()))
+                .ok_or(SessionError::PassphraseNeeded { id: id.to_string() })
+        }
+    }
+
+    /// Cheap enough for a unit test; the default cost is measured in docs/benchmarks.md.
+    const TEST_COST: Argon2Cost = Argon2Cost { memory_kib: 64, iterations: 1, lanes: 1 };
+
+    #[test]
+    fn a_passphrase_sealed_session_opens_only_with_its_passphrase() {
+        let home = tempfile::tempdir().unwrap();
+        let id = SessionId::master();
+        let session = sample(&mut SeededRandom::new(b"p"));
+        let keychain = Arc::new(VanishingKeychain::default());
+        let writer = EncryptedFileStore::with_keychain(home.path(), keychain.clone(), false);
+        writer.save(&id, &session).unwrap();
+        assert_eq!(keychain.entries.lock().unwrap().len(), 1);
+        let passphrase = SecretString::from("correct horse battery".to_owned());
+        writer.save_with_passphrase_cost(&id, &session, &passphrase, TEST_COST).unwrap();
+        assert!(keychain.entries.lock().unwrap().is_empty(), "the keychain entry opens nothing now and is gone");
+        assert!(!writer.dir(&id).join(KEY_FILE).exists());
+        assert!(writer.describe(&id).starts_with("passphrase (Argon2id)"), "{}", writer.describe(&id));
+        let raw = fs::read(writer.dir(&id).join(SESSION_FILE)).unwrap();
+        assert_eq!(raw[0], PASSPHRASE_FORMAT);
+        assert!(!raw.windows(10).any(|w| w == b"akt_token_"));
+
+        // No prompt (the daemon, or no terminal): a clear refusal.
+        let error = EncryptedFileStore::new(home.path()).load(&id).unwrap_err();
+        assert!(matches!(error, SessionError::PassphraseNeeded { .. }) && error.to_string().contains("terminal"));
+
+        // Two wrong tries, then the right one; a save after the load does not ask again.
+        let prompt = ScriptedPassphrase::new(&["wrong", "also wrong", "correct horse battery"]);
+        let reader = EncryptedFileStore::new(home.path()).with_passphrase_prompt(prompt.clone());
+        assert_eq!(reader.load(&id).unwrap().unwrap().device_id, session.device_id);
+        assert_eq!(prompt.asked(), 3);
+        reader.save(&id, &session).unwrap();
+        assert_eq!(prompt.asked(), 3, "the derived key is reused within the process");
+        assert_eq!(fs::read(reader.dir(&id).join(SESSION_FILE)).unwrap()[0], PASSPHRASE_FORMAT, "it stays sealed so");
+        assert!(reader.check_passphrase(&id, &passphrase).unwrap());
+        assert!(!reader.check_passphrase(&id, &SecretString::from("nope".to_owned())).unwrap());
+
+        // Three wrong tries: exit 6 territory, and the file is untouched.
+        let before = fs::read(reader.dir(&id).join(SESSION_FILE)).unwrap();
+        let prompt = ScriptedPassphrase::new(&["a", "b", "c", "correct horse battery"]);
+        let error = EncryptedFileStore::new(home.path()).with_passphrase_prompt(prompt.clone()).load(&id).unwrap_err();
+        assert!(matches!(error, SessionError::WrongPassphrase { attempts: 3, .. }), "{error}");
+        assert_eq!(prompt.asked(), 3);
+        assert_eq!(fs::read(reader.dir(&id).join(SESSION_FILE)).unwrap(), before);
+
+        // The header is bound: a changed cost (a tampered file) opens nothing, and an absurd one
+        // is refused before any work.
+        let mut tampered = before.clone();
+        tampered[4] ^= 1;
+        write_atomically(&reader.dir(&id).join(SESSION_FILE), &tampered).unwrap();
+        let prompt = ScriptedPassphrase::new(&["correct horse battery"; 3]);
+        let error = EncryptedFileStore::new(home.path()).with_passphrase_prompt(prompt).load(&id).unwrap_err();
+        assert!(matches!(error, SessionError::WrongPassphrase { .. }), "{error}");
+        tampered[1] = 0xff;
+        write_atomically(&reader.dir(&id).join(SESSION_FILE), &tampered).unwrap();
+        let prompt = ScriptedPassphrase::new(&["correct horse battery"]);
+        let error = EncryptedFileStore::new(home.path()).with_passphrase_prompt(prompt).load(&id).unwrap_err();
+        assert!(matches!(error, SessionError::Corrupt { .. }) && error.to_string().contains("maximum"), "{error}");
     }
 
     #[test]

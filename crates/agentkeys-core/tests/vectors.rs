@@ -4,7 +4,7 @@
 //! agentkeys-core --test vectors` (and say so in docs/protocol.md: it is a protocol change).
 
 use agentkeys_core::agents::LinkCode;
-use agentkeys_core::crypto::{self, CredentialContext, KeyPair, RecoveryKey, SymmetricKey, WrapLabel};
+use agentkeys_core::crypto::{self, Argon2Cost, CredentialContext, KeyPair, RecoveryKey, SymmetricKey, WrapLabel};
 use agentkeys_core::random::{FixedRandom, RandomSource as _, SeededRandom};
 use agentkeys_core::signing::sign_request;
 use agentkeys_proto::{b64, ids, signing};
@@ -124,7 +124,47 @@ fn compute() -> Value {
             "text": recovery.to_text().as_str(),
         },
         "agent": agent_vectors(&keys_secret),
+        "session_passphrase": session_passphrase_vector(),
     })
+}
+
+/// The passphrase form of a session file (docs/protocol.md "Session file"), at a cost small
+/// enough for a test; real files carry the default cost in the same header.
+fn session_passphrase_vector() -> Value {
+    let mut seed = SeededRandom::new(b"agentkeys session passphrase vectors v1");
+    let salt: [u8; 16] = bytes(&mut seed, 16).try_into().unwrap();
+    let nonce = bytes(&mut seed, 24);
+    let cost = Argon2Cost { memory_kib: 64, iterations: 1, lanes: 1 };
+    let passphrase = "correct horse battery staple";
+    let key = crypto::passphrase_key(passphrase.as_bytes(), &salt, cost).unwrap();
+    let header = passphrase_header(cost, &salt);
+    let aad = [&b"agentkeys-session-v1\0master"[..], &header].concat();
+    let plaintext = br#"{"example":"a session record"}"#;
+    let sealed = crypto::aead_seal(&key, &aad, plaintext, &mut FixedRandom::new(nonce.clone()));
+    json!({
+        "passphrase": passphrase,
+        "salt": h(salt),
+        "memory_kib": cost.memory_kib,
+        "iterations": cost.iterations,
+        "lanes": cost.lanes,
+        "key": h(key.expose()),
+        "session_id": "master",
+        "header": h(&header),
+        "aad": h(&aad),
+        "nonce": h(&nonce),
+        "plaintext": String::from_utf8_lossy(plaintext),
+        "file": h([&header[..], &sealed].concat()),
+    })
+}
+
+/// `0x02 || memory_kib || iterations || lanes || salt`, integers as u32 big-endian.
+fn passphrase_header(cost: Argon2Cost, salt: &[u8; 16]) -> Vec<u8> {
+    let mut header = vec![2u8];
+    for word in [cost.memory_kib, cost.iterations, cost.lanes] {
+        header.extend_from_slice(&word.to_be_bytes());
+    }
+    header.extend_from_slice(salt);
+    header
 }
 
 /// Agent identity, device certificates, link codes and the pairing OTP, from their own seed so
@@ -217,4 +257,67 @@ fn published_vectors_open_and_verify_from_their_stated_inputs() {
 
     let recovery = RecoveryKey::parse(v["recovery_key"]["text"].as_str().unwrap()).unwrap();
     assert_eq!(h(recovery.kx_public()), v["recovery_key"]["kx_public"].as_str().unwrap());
+}
+
+/// Answers the session store's passphrase question with a fixed passphrase.
+#[derive(Debug)]
+struct Answer(&'static str);
+
+impl agentkeys_core::session::PassphrasePrompt for Answer {
+    fn ask(
+        &self,
+        _id: &agentkeys_core::session::SessionId,
+        _again: bool,
+    ) -> Result<secrecy::SecretString, agentkeys_core::session::SessionError> {
+        Ok(secrecy::SecretString::from(self.0.to_owned()))
+    }
+}
+
+/// The store reads both documented session-file forms: a session saved in the key form is opened
+/// by hand from the documented construction, re-sealed in the documented passphrase form with the
+/// vector's inputs, and the store opens that with the passphrase.
+#[test]
+fn the_session_store_reads_the_documented_file_forms() {
+    use agentkeys_core::session::{EncryptedFileStore, Session, SessionId, SessionStore as _};
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let p = &v["session_passphrase"];
+    let hx = |value: &Value| hex::decode(value.as_str().unwrap()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut rng = SeededRandom::new(b"session form");
+    let session = Session {
+        server_url: "http://127.0.0.1:8090".into(),
+        account_id: "acct_x".into(),
+        device_id: "dev_documented".into(),
+        device_label: "laptop".into(),
+        session_id: "ses_x".into(),
+        token: secrecy::SecretString::from("akt_x".to_owned()),
+        device: KeyPair::generate(&mut rng),
+        account: None,
+        agent_id: None,
+    };
+    let id = SessionId::master();
+    EncryptedFileStore::new(home.path()).save(&id, &session).unwrap();
+    let dir = home.path().join("master");
+    let key = SymmetricKey::from_bytes(&std::fs::read(dir.join("session.key")).unwrap()).unwrap();
+    let record =
+        crypto::aead_open(&key, b"agentkeys-session-v1\0master", &std::fs::read(dir.join("session.enc")).unwrap())
+            .unwrap();
+
+    let cost = Argon2Cost {
+        memory_kib: p["memory_kib"].as_u64().unwrap() as u32,
+        iterations: p["iterations"].as_u64().unwrap() as u32,
+        lanes: p["lanes"].as_u64().unwrap() as u32,
+    };
+    let salt: [u8; 16] = hx(&p["salt"]).try_into().unwrap();
+    let passphrase_key = crypto::passphrase_key(p["passphrase"].as_str().unwrap().as_bytes(), &salt, cost).unwrap();
+    assert_eq!(h(passphrase_key.expose()), p["key"].as_str().unwrap());
+    let header = hx(&p["header"]);
+    let aad = [&b"agentkeys-session-v1\0master"[..], &header].concat();
+    let sealed = crypto::aead_seal(&passphrase_key, &aad, &record, &mut FixedRandom::new(hx(&p["nonce"])));
+    std::fs::write(dir.join("session.enc"), [&header[..], &sealed].concat()).unwrap();
+    std::fs::remove_file(dir.join("session.key")).unwrap();
+
+    let store = EncryptedFileStore::new(home.path())
+        .with_passphrase_prompt(std::sync::Arc::new(Answer("correct horse battery staple")));
+    assert_eq!(store.load(&id).unwrap().unwrap().device_id, "dev_documented");
 }

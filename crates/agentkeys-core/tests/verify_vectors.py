@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 
@@ -117,7 +118,23 @@ def main(path):
         part + b"\0" for part in (a["pair_code"].encode(), a["label"].encode(), a["pair_scope"].encode()))
     digest = hashlib.sha256(otp_input + device_sign + device_kx).digest()
     assert f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}" == a["pair_otp"]
-    print("test vectors: 8 constructions verified with pyca/cryptography")
+
+    sp = v["session_passphrase"]
+    key = Argon2id(salt=h(sp["salt"]), length=32, iterations=sp["iterations"], lanes=sp["lanes"],
+                   memory_cost=sp["memory_kib"]).derive(sp["passphrase"].encode())
+    assert key.hex() == sp["key"]
+    header = bytes([2]) + struct.pack(">III", sp["memory_kib"], sp["iterations"], sp["lanes"]) + h(sp["salt"])
+    assert header.hex() == sp["header"]
+    aad = b"agentkeys-session-v1\0" + sp["session_id"].encode() + header
+    assert aad.hex() == sp["aad"]
+    file = h(sp["file"])
+    assert file[:len(header)] == header
+    sealed = file[len(header):]
+    assert sealed[0] == 1 and sealed[1:25].hex() == sp["nonce"]
+    subkey = hchacha20(key, sealed[1:17])
+    plaintext = ChaCha20Poly1305(subkey).decrypt(b"\0" * 4 + sealed[17:25], sealed[25:], aad)
+    assert plaintext.decode() == sp["plaintext"]
+    print("test vectors: 9 constructions verified with pyca/cryptography")
 
 
 if __name__ == "__main__":

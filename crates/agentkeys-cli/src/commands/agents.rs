@@ -1,6 +1,7 @@
 //! The master's agent commands: `agents`, `agent create|upgrade`, `link --alias`, `scope`,
 //! `revoke`, `teardown`. Keys are wrapped here, on the master; the server stores what it is sent.
 
+use agentkeys_core::session::{SessionId, SessionStore as _};
 use agentkeys_core::{OsRandom, agents, vault};
 use agentkeys_proto::agents::{AgentSummary, AliasRequest, TierChangeRequest};
 
@@ -180,11 +181,33 @@ pub async fn revoke(ctx: &Context, name: &str, teardown: bool) -> Result<u8, Cli
         client.revoke_agent(&agent.agent_id).await?;
     }
     let status = if teardown { "torn_down" } else { "revoked" };
-    ctx.out.json(&serde_json::json!({"agent_id": agent.agent_id, "status": status}))?;
+    let cleared = clear_local_daemon_session(ctx, &agent.agent_id);
+    ctx.out
+        .json(&serde_json::json!({"agent_id": agent.agent_id, "status": status, "local_session_cleared": cleared}))?;
     ctx.out.note(if teardown {
         format!("Tore down {}: its sessions are over and its private credentials are deleted", agent.label)
     } else {
         format!("Revoked {}: its next request fails on every server replica", agent.label)
     });
+    if cleared {
+        ctx.out.note(format!(
+            "Removed its session slot on this machine ({})",
+            SessionId::daemon(&agent.agent_id).map(|id| id.to_string()).unwrap_or_default()
+        ));
+    }
     Ok(0)
+}
+
+/// A revoked agent's session is dead weight on this machine (when its daemon shares this home):
+/// the slot and its keychain entry go. The server-side revoke already happened, so a failure here
+/// is a warning, not an error.
+fn clear_local_daemon_session(ctx: &Context, agent_id: &str) -> bool {
+    let Ok(slot) = SessionId::daemon(agent_id) else { return false };
+    match ctx.store.clear(&slot) {
+        Ok(cleared) => cleared,
+        Err(error) => {
+            ctx.out.warn(format!("the agent is revoked, but its session slot here could not be removed: {error}"));
+            false
+        }
+    }
 }

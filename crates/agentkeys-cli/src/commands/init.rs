@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agentkeys_core::account::create_account;
-use agentkeys_core::session::Session;
+use agentkeys_core::session::{Session, SessionStore as _};
 use agentkeys_core::{ApiClient, OsRandom};
 use agentkeys_proto::{ErrorCode, ids};
 
@@ -55,9 +55,14 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
             "e.g. --label laptop",
         ));
     }
+    // Asked before the account exists, so a cancelled prompt leaves nothing behind.
+    let passphrase = args.passphrase.then(|| crate::prompt::new_passphrase(&ctx.session_id)).transpose()?;
     let server = ctx.server_url(existing.as_ref());
     let created = create_account(&server, &label, &mut OsRandom).await?;
-    ctx.store.save(&ctx.session_id, &created.session)?;
+    match &passphrase {
+        Some(passphrase) => ctx.store.save_with_passphrase(&ctx.session_id, &created.session, passphrase)?,
+        None => ctx.store.save(&ctx.session_id, &created.session)?,
+    }
     let session = &created.session;
     let recovery = created.recovery_key.to_text();
     ctx.out.json(&serde_json::json!({

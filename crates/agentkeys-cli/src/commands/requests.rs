@@ -10,7 +10,7 @@ use agentkeys_proto::ids;
 
 use crate::cli::ApproveArgs;
 use crate::context::Context;
-use crate::error::CliError;
+use crate::error::{CliError, exit};
 use crate::output::{table, timestamp};
 use crate::prompt::confirm;
 
@@ -171,12 +171,15 @@ fn read_otp() -> Result<String, CliError> {
     use std::io::BufRead as _;
     eprint!("Type the 6-digit OTP the daemon shows to approve (anything else refuses): ");
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError::new(6, format!("cannot read the OTP: {e}"), "type it, or pass --otp NNNNNN"))?;
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+        CliError::new(exit::DECLINED, format!("cannot read the OTP: {e}"), "type it, or pass --otp NNNNNN")
+    })?;
     if line.trim().is_empty() {
-        return Err(CliError::new(6, "no OTP was typed: nothing was approved", "type the OTP, or pass --otp NNNNNN"));
+        return Err(CliError::new(
+            exit::DECLINED,
+            "no OTP was typed: nothing was approved",
+            "type the OTP, or pass --otp NNNNNN",
+        ));
     }
     Ok(line.trim().to_owned())
 }

@@ -1,6 +1,8 @@
 //! `agentkeys whoami`: the account, device and session in use, and where the session is stored.
 //! Never prints the token.
 
+use agentkeys_core::session::SessionStore as _;
+
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output::timestamp;
