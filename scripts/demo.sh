@@ -38,7 +38,9 @@ grep -q '^Pair code:' "$DAEMON_HOME/pair.log" || { cat "$DAEMON_HOME/pair.log" >
 cat "$DAEMON_HOME/pair.log" >&2
 CODE="$(awk '/^Pair code:/ {print $3}' "$DAEMON_HOME/pair.log")"
 OTP="$(awk '/^Pair code:/ {print $5}' "$DAEMON_HOME/pair.log")"
-echo "$OTP" | ak approve "$CODE"
+# Critical operations need the human's presence (fingerprint, polkit, or a typed confirmation on a
+# terminal); this unattended demo has none of them, so it skips the check, which the audit records.
+echo "$OTP" | ak approve "$CODE" --no-biometric --yes
 wait "$PAIR_PID" || { cat "$DAEMON_HOME/pair.log" >&2; die "pairing failed"; }
 tail -n +3 "$DAEMON_HOME/pair.log" >&2
 ak agents
@@ -51,7 +53,7 @@ printf '%s\n' \
     '{"jsonrpc":"2.0","method":"notifications/initialized"}' \
     '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_credentials","arguments":{}}}' \
     | akd mcp
-ak revoke build-bot --yes
+ak revoke build-bot --no-biometric --yes
 if akd run --env OPENAI_API_KEY=openai -- true; then die "a revoked agent was served"; fi
 ak usage --since 1h
 stop_server

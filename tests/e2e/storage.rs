@@ -216,8 +216,9 @@ async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
 
     // A row slipped in outside the chain.
     sqlx::query(
-        "INSERT INTO audit_log SELECT 0, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, \
-         code, prev_hash, hash FROM audit_log WHERE seq = 1",
+        "INSERT INTO audit_log (seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, \
+         code, prev_hash, hash) SELECT 0, ts_ms, account_id, actor, session_id, action, namespace, service, \
+         outcome, code, prev_hash, hash FROM audit_log WHERE seq = 1",
     )
     .execute(pool)
     .await

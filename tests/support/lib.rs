@@ -264,6 +264,10 @@ impl Master {
             // Key files unless a test asks for the keychain: the suite must not depend on whether
             // the machine running it has one.
             .env("AGENTKEYS_SESSION_STORE", "file")
+            // No presence check unless a test asks for one (tests/e2e/presence.rs does): the
+            // machine running the suite has no human at it.
+            .env("AGENTKEYS_BIOMETRIC", "off")
+            .env_remove("AGENTKEYS_PRESENCE_TIMEOUT")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         command
@@ -434,7 +438,7 @@ impl DaemonHost {
     pub fn pair(&self, master: &Master, label: &str, scope: &str) -> String {
         let pairing = self.start_pair(label, scope);
         let otp = format!("{}\n", pairing.prompt.otp);
-        master.ok(&["approve", &pairing.prompt.code], Some(otp.as_bytes()));
+        master.ok(&["approve", &pairing.prompt.code, "--yes"], Some(otp.as_bytes()));
         let (code, stderr) = pairing.finish();
         assert_eq!(code, 0, "pair failed:\n{stderr}");
         stderr

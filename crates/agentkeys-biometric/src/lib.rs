@@ -1,5 +1,25 @@
-//! The human's presence at the master (PRODUCT.md §5), with all platform code in one crate: the
-//! terminal is here first, because a passphrase-sealed master session (PRODUCT.md §6) is opened
-//! by a passphrase typed on it.
+//! The human's presence at the master before a critical operation (PRODUCT.md §5), with all
+//! platform code in this crate. One entry point, [`PresenceGate::require_presence`]: it shows the
+//! exact operation ([`CriticalOp`]) and asks the best available backend — fprintd, polkit, Touch
+//! ID, Windows Hello — falling back to the terminal (the session passphrase, or a typed
+//! confirmation of the operation), as the [`Policy`] allows.
+//!
+//! A backend that does not exist here (no reader, no enrolled finger, no polkit agent, not this
+//! OS) steps aside for the next one; a backend that exists and says no (a non-matching finger, a
+//! wrong passphrase, a timeout, Ctrl-C) ends the check: a refusal never falls through to a weaker
+//! method.
 
+mod gate;
+mod op;
+pub mod terminal;
 pub mod tty;
+
+#[cfg(target_os = "linux")]
+mod dbus;
+#[cfg(target_os = "linux")]
+pub mod fprintd;
+#[cfg(target_os = "linux")]
+pub mod polkit;
+
+pub use gate::{BackendError, Policy, Presence, PresenceBackend, PresenceError, PresenceGate, PresenceMethod};
+pub use op::{CriticalOp, shorten};

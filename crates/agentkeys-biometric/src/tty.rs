@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
 
 use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
 use secrecy::SecretString;
@@ -26,6 +27,9 @@ pub enum TtyError {
     Cancelled,
     #[error("the answer is longer than {MAX_ANSWER} bytes")]
     TooLong,
+    /// Nothing was typed within the time allowed.
+    #[error("no answer in time")]
+    TimedOut,
     #[error("terminal error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -34,6 +38,8 @@ pub enum TtyError {
 #[derive(Debug)]
 pub struct Tty {
     file: File,
+    /// Each question gives up at this long after it was asked.
+    timeout: Option<Duration>,
 }
 
 /// Puts the terminal back as it was, on every path out of a question.
@@ -61,7 +67,13 @@ impl Tty {
         if !termios::isatty(&file) {
             return Err(TtyError::NoTerminal);
         }
-        Ok(Self { file })
+        Ok(Self { file, timeout: None })
+    }
+
+    /// Gives every later question at most `timeout` for its whole answer.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Writes `text` to the terminal (not to stdout or stderr, which may be redirected).
@@ -97,7 +109,13 @@ impl Tty {
         file.flush()?;
         let mut answer = Zeroizing::new(Vec::with_capacity(64));
         let mut byte = [0u8; 1];
+        let deadline = self.timeout.map(|t| Instant::now() + t);
         let outcome = loop {
+            if let Some(deadline) = deadline
+                && !Self::wait_readable(file, deadline)?
+            {
+                break Err(TtyError::TimedOut);
+            }
             if file.read(&mut byte)? == 0 {
                 break Err(TtyError::Cancelled);
             }
@@ -140,5 +158,24 @@ impl Tty {
         // Zero the one-byte buffer too: it held the last character typed.
         zeroize::Zeroize::zeroize(&mut byte);
         outcome.map(|()| answer)
+    }
+
+    /// Waits until a byte can be read or `deadline` passes (`false`).
+    fn wait_readable(file: &File, deadline: Instant) -> Result<bool, TtyError> {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let timeout = Timespec { tv_sec: left.as_secs() as _, tv_nsec: left.subsec_nanos() as _ };
+            let mut fds = [PollFd::new(file, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(0) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(error) => return Err(TtyError::Io(error.into())),
+            }
+        }
     }
 }

@@ -32,9 +32,12 @@ pub struct GlobalArgs {
     /// Print only what was asked for (values, tables); no confirmations or notes.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Answer yes to y/N questions.
+    /// Answer yes to y/N questions (not presence: critical operations also need --no-biometric).
     #[arg(long, global = true)]
     pub yes: bool,
+    /// Skip the presence check of critical operations, with a warning (audited as skipped).
+    #[arg(long, global = true)]
+    pub no_biometric: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,9 @@ pub enum Command {
     Revoke(AgentArg),
     /// Revoke an agent and delete its private credentials and every key wrapped to it.
     Teardown(AgentArg),
+    /// Show or change a setting of config.toml (weakening presence is itself critical).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -242,4 +248,28 @@ pub struct UsageArgs {
 pub struct CompletionsArgs {
     /// bash, zsh, fish, elvish or powershell.
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a setting: biometric.
+    Get(ConfigGetArgs),
+    /// Change a setting: `config set biometric required|preferred|off`.
+    Set(ConfigSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigGetArgs {
+    /// The setting's name.
+    #[arg(value_parser = ["biometric"])]
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigSetArgs {
+    /// The setting's name.
+    #[arg(value_parser = ["biometric"])]
+    pub key: String,
+    /// Its new value.
+    pub value: String,
 }

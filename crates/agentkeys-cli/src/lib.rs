@@ -3,9 +3,11 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod output;
+pub mod presence;
 pub mod prompt;
 
 use clap::Parser as _;

@@ -95,6 +95,9 @@ pub struct ApiClient {
     base_url: String,
     session: Option<Arc<Session>>,
     clock: fn() -> i64,
+    /// How the human showed presence for the operation this client carries out (`fprintd`,
+    /// `prompt`, `skipped`, …): sent as a signed `presence=` query parameter for the server's audit.
+    presence: Option<&'static str>,
 }
 
 /// Normalizes and checks a server URL: `http(s)://host[:port]`, no trailing slash.
@@ -128,7 +131,7 @@ impl ApiClient {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| ClientError::BadUrl { url: base_url.clone(), reason: e.to_string() })?;
-        Ok(Self { http, base_url, session: None, clock: unix_now_s })
+        Ok(Self { http, base_url, session: None, clock: unix_now_s, presence: None })
     }
 
     /// A client that signs as `session`, talking to `server_url` (which may override the
@@ -142,6 +145,12 @@ impl ApiClient {
     /// Replaces the clock used for request timestamps (tests of stale-timestamp handling).
     pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Marks every later request as made after presence shown by `method` (PRODUCT.md §5).
+    pub fn with_presence(mut self, method: &'static str) -> Self {
+        self.presence = Some(method);
         self
     }
 
@@ -218,7 +227,14 @@ impl ApiClient {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        self.send(self.build_signed(method, path_and_query, body.unwrap_or_default())).await
+        let path_and_query = match self.presence {
+            None => path_and_query.to_owned(),
+            Some(presence) => {
+                let separator = if path_and_query.contains('?') { '&' } else { '?' };
+                format!("{path_and_query}{separator}presence={presence}")
+            }
+        };
+        self.send(self.build_signed(method, &path_and_query, body.unwrap_or_default())).await
     }
 
     fn json<B: serde::Serialize>(body: &B) -> Option<Vec<u8>> {

@@ -11,6 +11,7 @@ pub mod certificate;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod presence;
 pub mod signing;
 pub mod types;
 

@@ -245,6 +245,10 @@ pub struct AuditEntry {
     pub outcome: Outcome,
     /// The error code, for anything but `allowed`.
     pub code: Option<ErrorCode>,
+    /// How the human showed presence, for a critical master operation (`fprintd`, `polkit`,
+    /// `touchid`, `windows-hello`, `prompt`, `skipped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<String>,
 }
 
 impl AuditEntry {

@@ -479,6 +479,7 @@ pub async fn redeem_link(
         action: "link.redeem",
         namespace: agent_id.as_deref().map(agent_namespace),
         service: None,
+        presence: None,
     };
     let decision = prepared.map(|(_, _, link_id, device, wraps)| {
         Operation::Agent(Box::new(AgentOp::RedeemLink { link_id, device, wraps }))

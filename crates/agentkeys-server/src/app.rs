@@ -132,6 +132,7 @@ pub fn router(state: AppState) -> Router {
     .fallback(no_such_route)
     .method_not_allowed_fallback(wrong_method)
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(middleware::from_fn(crate::auth::take_presence))
     .with_state(state)
 }
 

@@ -18,6 +18,8 @@ pub struct AuditDraft {
     pub action: &'static str,
     pub namespace: Option<String>,
     pub service: Option<String>,
+    /// How presence was shown, for a critical operation (`presence=` in the signed query).
+    pub presence: Option<String>,
 }
 
 /// How an error code is classified in the log.
@@ -53,6 +55,7 @@ pub struct AuditRow {
     pub service: Option<String>,
     pub outcome: String,
     pub code: Option<String>,
+    pub presence: Option<String>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -70,7 +73,8 @@ fn put_field(hasher: &mut Sha256, field: Option<&str>) {
 
 impl AuditRow {
     /// `SHA-256("agentkeys-audit-v1" || prev_hash || seq || ts || fields…)`, each optional field
-    /// as `0xff` (absent) or `0x00 || u32be(len) || bytes`.
+    /// as `0xff` (absent) or `0x00 || u32be(len) || bytes`; then, only when presence is recorded,
+    /// `0x01 || field(presence)`, so rows from before that column keep their hashes.
     pub fn compute_hash(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(b"agentkeys-audit-v1");
@@ -89,6 +93,10 @@ impl AuditRow {
         ] {
             put_field(&mut hasher, field);
         }
+        if let Some(presence) = &self.presence {
+            hasher.update([0x01]);
+            put_field(&mut hasher, Some(presence));
+        }
         hasher.finalize().into()
     }
 
@@ -104,6 +112,7 @@ impl AuditRow {
             service: row.try_get("service")?,
             outcome: row.try_get("outcome")?,
             code: row.try_get("code")?,
+            presence: row.try_get("presence")?,
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
         })
@@ -120,6 +129,7 @@ impl AuditRow {
             service: self.service.clone(),
             outcome: Outcome::parse(&self.outcome).unwrap_or(Outcome::Failed),
             code: self.code.as_deref().and_then(|c| ErrorCode::ALL.into_iter().find(|k| k.as_str() == c)),
+            presence: self.presence.clone(),
         }
     }
 }
@@ -162,7 +172,7 @@ pub async fn verify_chain(pool: &AnyPool) -> Result<ChainReport, ChainError> {
     let mut prev = vec![0u8; 32];
     while expected_seq <= head_seq {
         let rows = sqlx::query(
-            "SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, prev_hash, hash \
+            "SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, presence, prev_hash, hash \
              FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq ASC LIMIT $3",
         )
         .bind(expected_seq)

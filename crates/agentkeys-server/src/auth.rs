@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use agentkeys_proto::presence::{self, PresenceMethod};
 use agentkeys_proto::signing::{self, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_CLOCK_SKEW_S};
 use agentkeys_proto::types::MAX_BODY_BYTES;
 use agentkeys_proto::{ErrorCode, b64};
@@ -35,6 +36,8 @@ pub struct Caller {
     /// The agent this device belongs to; `None` for a master device.
     pub agent_id: Option<String>,
     pub nonce: NonceRecord,
+    /// How the human showed presence, when the request is a critical master operation.
+    pub presence: Option<String>,
 }
 
 impl Caller {
@@ -67,6 +70,7 @@ impl Caller {
             action,
             namespace,
             service,
+            presence: self.presence.clone(),
         };
         state.writer.submit(Some(self.nonce.clone()), decision, audit).await
     }
@@ -200,7 +204,11 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
     if !signing::nonce_is_well_formed(nonce) {
         return Err(fail(signature_invalid("the request nonce is malformed"), &session));
     }
-    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let target = parts.extensions.get::<SignedTarget>();
+    let path_and_query = match target {
+        Some(target) => target.path_and_query.as_str(),
+        None => parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+    };
     let payload = signing::signing_payload(
         parts.method.as_str(),
         path_and_query,
@@ -234,7 +242,56 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         device_kind: session.row.device_kind.clone(),
         session_created_at_ms: session.row.created_at_ms,
         agent_id: session.row.agent_id.clone(),
+        presence: target.and_then(|t| t.presence.map(|p| p.as_str().to_owned())),
     })
+}
+
+/// A request's path and query as the client signed them, and the `presence=` parameter that
+/// [`take_presence`] took out of the query so the handlers' query types never see it.
+#[derive(Debug, Clone)]
+pub struct SignedTarget {
+    pub path_and_query: String,
+    pub presence: Option<PresenceMethod>,
+}
+
+/// Takes `presence=` out of the query (the signature still covers it: see [`SignedTarget`]);
+/// an unknown method is a bad request.
+pub async fn take_presence(mut request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let prefix = format!("{}=", presence::QUERY_PARAM);
+    let Some(query) = request.uri().query().filter(|q| q.split('&').any(|pair| pair.starts_with(&prefix))) else {
+        return next.run(request).await;
+    };
+    let mut shown = Vec::new();
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix(&prefix) {
+            Some(value) => {
+                shown.push(value.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let method = match shown.as_slice() {
+        [one] => PresenceMethod::parse(one),
+        _ => None,
+    };
+    let Some(method) = method else {
+        return ApiError::bad_request(format!("presence={shown:?} is not one presence method")).into_response();
+    };
+    let original = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let stripped = if rest.is_empty() {
+        request.uri().path().to_owned()
+    } else {
+        format!("{}?{}", request.uri().path(), rest.join("&"))
+    };
+    match stripped.parse() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return ApiError::bad_request("malformed request target").into_response(),
+    }
+    request.extensions_mut().insert(SignedTarget { path_and_query: original, presence: Some(method) });
+    next.run(request).await
 }
 
 impl FromRequest<AppState> for Signed {
@@ -255,6 +312,7 @@ impl FromRequest<AppState> for Signed {
                     action,
                     namespace: None,
                     service,
+                    presence: None,
                 };
                 // The answer is the authentication error whatever the audit write returns.
                 let _ = state.writer.submit(None, Err(error.clone()), audit).await;

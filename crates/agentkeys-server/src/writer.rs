@@ -319,6 +319,7 @@ async fn apply_batch(
             service: job.audit.service.clone(),
             outcome: outcome_for(code).as_str().to_owned(),
             code: code.map(|c| c.as_str().to_owned()),
+            presence: job.audit.presence.clone(),
             prev_hash,
             hash: Vec::new(),
         };
@@ -445,10 +446,10 @@ async fn write_tail(
         format!("INSERT INTO nonces (session_id, nonce, expires_at_ms) VALUES {}", values.join(", "))
     });
     let audit_sql = (!rows.is_empty()).then(|| {
-        let values: Vec<String> = (0..rows.len()).map(|i| backend.row_placeholders(12 * i + 1, 12)).collect();
+        let values: Vec<String> = (0..rows.len()).map(|i| backend.row_placeholders(13 * i + 1, 13)).collect();
         format!(
             "INSERT INTO audit_log (seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, \
-             code, prev_hash, hash) VALUES {}",
+             code, presence, prev_hash, hash) VALUES {}",
             values.join(", ")
         )
     });
@@ -503,6 +504,7 @@ fn bind_rows(mut query: AnyQuery<'static>, rows: &[AuditRow]) -> AnyQuery<'stati
             .bind(row.service.clone())
             .bind(row.outcome.clone())
             .bind(row.code.clone())
+            .bind(row.presence.clone())
             .bind(row.prev_hash.clone())
             .bind(row.hash.clone());
     }

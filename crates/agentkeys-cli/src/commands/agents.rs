@@ -1,6 +1,7 @@
 //! The master's agent commands: `agents`, `agent create|upgrade`, `link --alias`, `scope`,
 //! `revoke`, `teardown`. Keys are wrapped here, on the master; the server stores what it is sent.
 
+use agentkeys_biometric::CriticalOp;
 use agentkeys_core::session::{SessionId, SessionStore as _};
 use agentkeys_core::{OsRandom, agents, vault};
 use agentkeys_proto::agents::{AgentSummary, AliasRequest, TierChangeRequest};
@@ -9,7 +10,6 @@ use crate::cli::{AgentCreateArgs, AgentUpgradeArgs, LinkArgs, ScopeArgs};
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output::{table, timestamp};
-use crate::prompt::confirm;
 
 fn check_services(services: &[String]) -> Result<Vec<String>, CliError> {
     let mut out: Vec<String> = Vec::with_capacity(services.len());
@@ -64,16 +64,8 @@ pub async fn create(ctx: &Context, args: AgentCreateArgs) -> Result<u8, CliError
     })?;
     let scope = check_services(&args.scope)?;
     let (client, session) = ctx.client()?;
-    confirm(
-        ctx,
-        "`agent create`",
-        &format!(
-            "Create agent {} (tier {}) with scope {} and print a link code that lets any daemon become it?",
-            args.label,
-            args.tier,
-            scope_text(&scope)
-        ),
-    )?;
+    let presence = crate::presence::require(ctx, &CriticalOp::create_agent(&args.label, args.tier.as_str(), &scope))?;
+    let client = client.with_presence(presence.as_str());
     let (created, code) =
         agents::create_agent(&client, &session, &args.label, &scope, args.tier, &mut OsRandom).await?;
     let code_text = code.to_text();
@@ -100,11 +92,11 @@ pub async fn create(ctx: &Context, args: AgentCreateArgs) -> Result<u8, CliError
 pub async fn upgrade(ctx: &Context, args: AgentUpgradeArgs) -> Result<u8, CliError> {
     let (client, _) = ctx.client()?;
     let agent = ctx.resolve_agent(&client, &args.agent).await?;
-    confirm(
+    let presence = crate::presence::require(
         ctx,
-        "`agent upgrade`",
-        &format!("Change agent {} from tier {} to {}?", agent.label, agent.tier, args.tier),
+        &CriticalOp::upgrade_agent(&agent.label, agent.tier.as_str(), args.tier.as_str()),
     )?;
+    let client = client.with_presence(presence.as_str());
     client.change_tier(&agent.agent_id, &TierChangeRequest { tier: args.tier }).await?;
     ctx.out.json(&serde_json::json!({"agent_id": agent.agent_id, "tier": args.tier}))?;
     ctx.out.note(format!("Agent {} is now at tier {}", agent.label, args.tier));
@@ -152,9 +144,12 @@ pub async fn scope(ctx: &Context, args: ScopeArgs) -> Result<u8, CliError> {
         }
         None => (check_services(&args.add)?, check_services(&args.remove)?),
     };
-    if !add.is_empty() {
-        confirm(ctx, "widening an agent's scope", &format!("Let agent {} read {}?", agent.label, add.join(",")))?;
-    }
+    let client = if add.is_empty() {
+        client
+    } else {
+        let presence = crate::presence::require(ctx, &CriticalOp::widen_scope(&agent.label, &add))?;
+        client.with_presence(presence.as_str())
+    };
     agents::change_scope(&client, &session, &agent, &add, &remove, &mut OsRandom).await?;
     let mut scope: Vec<String> = agent.scope.iter().filter(|s| !remove.contains(s)).cloned().collect();
     scope.extend(add.iter().filter(|s| !scope.contains(s)).cloned().collect::<Vec<_>>());
@@ -166,15 +161,9 @@ pub async fn scope(ctx: &Context, args: ScopeArgs) -> Result<u8, CliError> {
 pub async fn revoke(ctx: &Context, name: &str, teardown: bool) -> Result<u8, CliError> {
     let (client, _) = ctx.client()?;
     let agent = ctx.resolve_agent(&client, name).await?;
-    let question = if teardown {
-        format!(
-            "Tear down agent {} ({}): end its sessions and delete its private credentials and every key wrapped to it?",
-            agent.label, agent.agent_id
-        )
-    } else {
-        format!("Revoke all sessions of agent {} ({})?", agent.label, agent.agent_id)
-    };
-    confirm(ctx, if teardown { "`teardown`" } else { "`revoke`" }, &question)?;
+    let op = if teardown { CriticalOp::teardown(&agent.label) } else { CriticalOp::revoke(&agent.label) };
+    let presence = crate::presence::require(ctx, &op)?;
+    let client = client.with_presence(presence.as_str());
     if teardown {
         client.teardown_agent(&agent.agent_id).await?;
     } else {

@@ -8,6 +8,8 @@ use agentkeys_core::session::{Session, SessionStore as _};
 use agentkeys_core::{ApiClient, OsRandom};
 use agentkeys_proto::{ErrorCode, ids};
 
+use agentkeys_biometric::CriticalOp;
+
 use crate::cli::InitArgs;
 use crate::context::Context;
 use crate::error::{CliError, exit};
@@ -16,20 +18,6 @@ fn default_label() -> String {
     let uname = rustix::system::uname();
     let host = uname.nodename().to_string_lossy().into_owned();
     if host.is_empty() { "master".to_owned() } else { host.chars().take(ids::DEVICE_LABEL_MAX).collect() }
-}
-
-/// `--force` replaces a session: ask first (a typed confirmation arrives with presence gating).
-fn confirm_replacement(ctx: &Context, existing: Option<&Session>) -> Result<(), CliError> {
-    let what = existing.map(|s| format!(" for {}", s.account_id)).unwrap_or_default();
-    crate::prompt::confirm(
-        ctx,
-        "`init --force`",
-        &format!(
-            "Replace the '{}' session{what} with a new account? The old account's credentials stay on its server, \
-             reachable only with its recovery key.",
-            ctx.session_id
-        ),
-    )
 }
 
 pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
@@ -45,8 +33,11 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
         Some(session) if !args.force => return already_initialized(ctx, Arc::new(session)).await,
         other => other,
     };
-    if args.force && existing.is_some() {
-        confirm_replacement(ctx, existing.as_ref())?;
+    // Replacing a session abandons its account here: critical, like approve and revoke (a
+    // replaced session's passphrase is not asked: it may be the very thing that was forgotten).
+    if args.force {
+        let account = existing.as_ref().map(|s| s.account_id.as_str());
+        crate::presence::require(ctx, &CriticalOp::replace_account(ctx.session_id.as_str(), account))?;
     }
     let label = args.label.unwrap_or_else(default_label);
     if label.is_empty() || label.len() > ids::DEVICE_LABEL_MAX || label.chars().any(char::is_control) {

@@ -2,6 +2,7 @@
 //! returns the process exit code on success (0, or the child's status for `run`).
 
 mod agents;
+mod config;
 mod init;
 mod requests;
 mod run;
@@ -11,7 +12,7 @@ mod whoami;
 
 use clap::CommandFactory as _;
 
-use crate::cli::{AgentCommand, Cli, Command};
+use crate::cli::{AgentCommand, Cli, Command, ConfigCommand};
 use crate::context::Context;
 use crate::error::CliError;
 
@@ -35,6 +36,8 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
         Command::Deny(args) => requests::deny(ctx, &args.code).await,
         Command::Revoke(args) => agents::revoke(ctx, &args.agent, false).await,
         Command::Teardown(args) => agents::revoke(ctx, &args.agent, true).await,
+        Command::Config(ConfigCommand::Get(args)) => config::get(ctx, args),
+        Command::Config(ConfigCommand::Set(args)) => config::set(ctx, args),
         Command::Completions(args) => {
             let mut script = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "agentkeys", &mut script);

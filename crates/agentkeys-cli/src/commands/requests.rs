@@ -4,6 +4,7 @@
 //! from the keys the server relayed, and only a match certifies the device key. The master does
 //! not print its own number, so the check cannot be passed by copying from the wrong screen.
 
+use agentkeys_biometric::CriticalOp;
 use agentkeys_core::{OsRandom, agents, vault};
 use agentkeys_proto::agents::{PendingRequest, RequestKind};
 use agentkeys_proto::ids;
@@ -12,7 +13,6 @@ use crate::cli::ApproveArgs;
 use crate::context::Context;
 use crate::error::{CliError, exit};
 use crate::output::{table, timestamp};
-use crate::prompt::confirm;
 
 fn bad_code(code: &str) -> CliError {
     CliError::usage(format!("{code:?} is not a request code"), "codes look like 7K3D-QX2M; see `agentkeys requests`")
@@ -103,26 +103,45 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     if !ctx.out.json {
         eprintln!("{}", shown.join("\n"));
     }
-    match &otp {
-        // A pairing is approved by typing the daemon's OTP (or passing it with --otp), never by a
-        // bare yes: the comparison is what catches a key swapped on the way. `--yes` does not
-        // answer it.
-        Some(otp) => {
-            let typed = match &args.otp {
-                Some(given) => given.trim().to_owned(),
-                None => read_otp()?,
-            };
-            if typed != *otp {
-                return Err(CliError::new(
-                    6,
-                    format!("the OTP {typed} does not match this request's: refusing to approve"),
-                    "the daemon's key did not reach this machine intact (a wrong code, or a server swapping keys); \
-                     deny it with `agentkeys deny` and pair again",
-                ));
-            }
+    // A pairing is approved by typing the daemon's OTP (or passing it with --otp), never by a bare
+    // yes: the comparison is what catches a key swapped on the way. `--yes` does not answer it.
+    if let Some(otp) = &otp {
+        let typed = match &args.otp {
+            Some(given) => given.trim().to_owned(),
+            None => read_otp()?,
+        };
+        if typed != *otp {
+            return Err(CliError::new(
+                exit::DECLINED,
+                format!("the OTP {typed} does not match this request's: refusing to approve"),
+                "the daemon's key did not reach this machine intact (a wrong code, or a server swapping keys); \
+                 deny it with `agentkeys deny` and pair again",
+            ));
         }
-        None => confirm(ctx, "`approve`", "Approve?")?,
     }
+    // Presence is the confirmation of every kind of request (after the OTP for a pairing).
+    let op = match request.kind {
+        RequestKind::Pairing => CriticalOp::approve_pairing(
+            &request.label,
+            &agents::device_fingerprint(&request).unwrap_or_default(),
+            &scope,
+        ),
+        RequestKind::Tier => {
+            let to = request.tier.map(|t| t.as_str()).unwrap_or("?");
+            let from = client
+                .list_agents()
+                .await?
+                .agents
+                .into_iter()
+                .find(|a| Some(&a.agent_id) == request.agent_id.as_ref())
+                .map(|a| a.tier.to_string())
+                .unwrap_or_else(|| "?".to_owned());
+            CriticalOp::approve_tier(&request.label, &from, to)
+        }
+        _ => CriticalOp::approve_access(&request.label, &scope),
+    };
+    let presence = crate::presence::require(ctx, &op)?;
+    let client = client.with_presence(presence.as_str());
     let decided = agents::approve(&client, &session, &request, &scope, &mut OsRandom).await?;
     ctx.out.json(&decided)?;
     ctx.out.note(match (&decided.agent_id, request.kind) {
@@ -146,7 +165,7 @@ async fn wait_for_reveal(
     loop {
         let computed = agents::pairing_otp(&request).map_err(|_| {
             CliError::new(
-                6,
+                exit::DECLINED,
                 format!("pairing {code} does not hold together: the nonce it shows does not open the daemon's commitment"),
                 "something between the daemon and this machine altered it; deny it with `agentkeys deny` and pair again",
             )
@@ -156,7 +175,7 @@ async fn wait_for_reveal(
         }
         if std::time::Instant::now() >= deadline {
             return Err(CliError::new(
-                6,
+                exit::DECLINED,
                 format!("the daemon of pairing {code} did not answer within {}s", REVEAL_WAIT.as_secs()),
                 "check that `agentkeys-daemon pair` is still waiting on the agent's machine, then approve again",
             ));

@@ -65,9 +65,10 @@ pub async fn usage(ctx: &Context, args: UsageArgs) -> Result<u8, CliError> {
                 subject,
                 e.outcome_str().into(),
                 e.code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                e.presence.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    ctx.out.line(table(&["TIME", "ACTOR", "ACTION", "SUBJECT", "OUTCOME", "CODE"], &rows))?;
+    ctx.out.line(table(&["TIME", "ACTOR", "ACTION", "SUBJECT", "OUTCOME", "CODE", "PRESENCE"], &rows))?;
     Ok(0)
 }

@@ -1,0 +1,68 @@
+//! What the Linux backends share: a system-bus connection whose calls time out, D-Bus error
+//! names, a Ctrl-C flag, and where to tell the human what to do.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::gate::BackendError;
+
+/// A system-bus connection (`DBUS_SYSTEM_BUS_ADDRESS` when set) whose method calls give up after
+/// `timeout`; no bus means the backend is unavailable.
+pub fn system_bus(timeout: Duration) -> Result<zbus::blocking::Connection, BackendError> {
+    zbus::blocking::connection::Builder::system()
+        .and_then(|builder| builder.method_timeout(timeout).build())
+        .map_err(|e| BackendError::Unavailable(format!("no system bus ({e})")))
+}
+
+/// The D-Bus error name of a failed call (`net.reactivated.Fprint.Error.NoEnrolledPrints`), or
+/// the error's text.
+pub fn error_name(error: &zbus::Error) -> String {
+    match error {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        zbus::Error::FDO(fdo) => match fdo.as_ref() {
+            zbus::fdo::Error::ServiceUnknown(_) => "org.freedesktop.DBus.Error.ServiceUnknown".to_owned(),
+            zbus::fdo::Error::NoReply(_) => "org.freedesktop.DBus.Error.NoReply".to_owned(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Set while a check waits, by SIGINT (Ctrl-C) and SIGTERM: the backend stops and releases
+/// what it claimed instead of dying with the device held. The handlers go when it is dropped.
+pub struct Interrupted {
+    flag: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Interrupted {
+    pub fn watch() -> Self {
+        let flag = Arc::new(AtomicBool::new(false));
+        let ids = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+            .into_iter()
+            .filter_map(|signal| signal_hook::flag::register(signal, flag.clone()).ok())
+            .collect();
+        Self { flag, ids }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Interrupted {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// Tells the human what to do: on the terminal when there is one, else on stderr.
+pub fn announce(text: &str) {
+    let shown = crate::tty::Tty::open().and_then(|mut tty| tty.say(&format!("{}\r\n", text.replace('\n', "\r\n"))));
+    if shown.is_err() {
+        eprintln!("{text}");
+    }
+}

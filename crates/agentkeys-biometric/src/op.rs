@@ -1,0 +1,128 @@
+//! What the human is asked to allow, rendered exactly: which agent, which device, which services.
+
+/// One critical operation: the sentence shown at every prompt, and the words a typed confirmation
+/// must repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CriticalOp {
+    /// "Approve pairing of build-bot (device 3F2A…91) with scope openai,github".
+    pub text: String,
+    /// What the terminal fallback asks the human to type, e.g. `revoke build-bot`.
+    pub confirmation: String,
+    /// A stable name for logs and the audit (`approve`, `revoke`, …).
+    pub kind: &'static str,
+}
+
+/// Shortens a long opaque string (a device id, a key) to its head and tail, never to nothing:
+/// `dev_3f2a9c1b0e…91`.
+pub fn shorten(text: &str) -> String {
+    const HEAD: usize = 8;
+    const TAIL: usize = 2;
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= HEAD + TAIL + 2 {
+        return text.to_owned();
+    }
+    let head: String = chars[..HEAD].iter().collect();
+    let tail: String = chars[chars.len() - TAIL..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "no services".to_owned() } else { items.join(",") }
+}
+
+impl CriticalOp {
+    fn new(kind: &'static str, text: String, confirmation: String) -> Self {
+        Self { text, confirmation, kind }
+    }
+
+    pub fn approve_pairing(label: &str, device_id: &str, scope: &[String]) -> Self {
+        Self::new(
+            "approve",
+            format!("Approve pairing of {label} (device {}) with scope {}", shorten(device_id), list(scope)),
+            format!("approve {label}"),
+        )
+    }
+
+    pub fn approve_access(label: &str, services: &[String]) -> Self {
+        Self::new(
+            "approve",
+            format!("Approve access of agent {label} to {}", list(services)),
+            format!("approve {label}"),
+        )
+    }
+
+    pub fn approve_tier(label: &str, from: &str, to: &str) -> Self {
+        Self::new(
+            "approve",
+            format!("Approve agent {label} moving from tier {from} to {to}"),
+            format!("approve {label}"),
+        )
+    }
+
+    pub fn revoke(label: &str) -> Self {
+        Self::new("revoke", format!("Revoke all sessions of agent {label}"), format!("revoke {label}"))
+    }
+
+    pub fn teardown(label: &str) -> Self {
+        Self::new(
+            "teardown",
+            format!(
+                "Tear down agent {label}: end its sessions, delete its private credentials and every key wrapped to it"
+            ),
+            format!("teardown {label}"),
+        )
+    }
+
+    pub fn replace_account(slot: &str, account_id: Option<&str>) -> Self {
+        let what = account_id.map(|a| format!(" (account {})", shorten(a))).unwrap_or_default();
+        Self::new(
+            "init-force",
+            format!("Replace the '{slot}' session{what} with a new, empty account"),
+            "replace account".to_owned(),
+        )
+    }
+
+    pub fn create_agent(label: &str, tier: &str, scope: &[String]) -> Self {
+        Self::new(
+            "agent-create",
+            format!("Create agent {label} (tier {tier}, scope {}) and mint a link code for it", list(scope)),
+            format!("create {label}"),
+        )
+    }
+
+    pub fn upgrade_agent(label: &str, from: &str, to: &str) -> Self {
+        Self::new("agent-upgrade", format!("Change agent {label} from tier {from} to {to}"), format!("upgrade {label}"))
+    }
+
+    pub fn widen_scope(label: &str, services: &[String]) -> Self {
+        Self::new("scope-widen", format!("Let agent {label} read {}", list(services)), format!("widen {label}"))
+    }
+
+    pub fn weaken_setting(setting: &str, from: &str, to: &str) -> Self {
+        Self::new("config-weaken", format!("Change {setting} from {from} to {to}"), format!("set {setting} {to}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_render_exactly_and_opaque_strings_shorten_but_never_vanish() {
+        let op = CriticalOp::approve_pairing(
+            "build-bot",
+            "dev_3f2a9c1b0e7d44a1c291",
+            &["openai".to_owned(), "github".to_owned()],
+        );
+        assert_eq!(op.text, "Approve pairing of build-bot (device dev_3f2a…91) with scope openai,github");
+        assert_eq!(op.confirmation, "approve build-bot");
+        assert_eq!(CriticalOp::revoke("build-bot").text, "Revoke all sessions of agent build-bot");
+        assert_eq!(
+            CriticalOp::weaken_setting("biometric policy", "required", "off").text,
+            "Change biometric policy from required to off"
+        );
+        assert_eq!(shorten("short"), "short");
+        assert_eq!(shorten("ünïcode-and-longer-still"), "ünïcode-…ll");
+        assert!(!shorten(&"x".repeat(500)).is_empty());
+    }
+}

@@ -1,0 +1,103 @@
+//! Presence gating of the master's critical operations (PRODUCT.md §5): the policy from
+//! `--no-biometric`, `AGENTKEYS_BIOMETRIC` or `biometric` in config.toml (in that order), the
+//! `--yes` rule, and the gate of `agentkeys-biometric` with the terminal fallback (the session
+//! passphrase when the master has one, else a typed confirmation).
+
+use std::time::Duration;
+
+use agentkeys_biometric::terminal::Terminal;
+use agentkeys_biometric::{CriticalOp, Policy, PresenceError, PresenceGate, PresenceMethod};
+use agentkeys_core::session::SessionId;
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::error::{CliError, exit};
+
+/// How long a presence check waits for the human (`AGENTKEYS_PRESENCE_TIMEOUT`, seconds).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const TIMEOUT_ENV: &str = "AGENTKEYS_PRESENCE_TIMEOUT";
+
+/// The policy in force and where it came from (for messages).
+pub fn policy(ctx: &Context) -> Result<(Policy, &'static str), CliError> {
+    if ctx.global.no_biometric {
+        return Ok((Policy::Off, "--no-biometric"));
+    }
+    if let Some(text) = std::env::var(Policy::ENV).ok().filter(|t| !t.trim().is_empty()) {
+        let policy = Policy::parse(&text).ok_or_else(|| {
+            CliError::usage(
+                format!("{}={text:?} is not a presence policy", Policy::ENV),
+                "use required, preferred or off",
+            )
+        })?;
+        return Ok((policy, "AGENTKEYS_BIOMETRIC"));
+    }
+    Ok(match Config::load(ctx)?.biometric {
+        Some(policy) => (policy, "config.toml"),
+        None => (Policy::Preferred, "the default"),
+    })
+}
+
+fn timeout() -> Result<Duration, CliError> {
+    match std::env::var(TIMEOUT_ENV) {
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+        Ok(text) => {
+            text.trim().parse::<u64>().ok().filter(|s| (1..=600).contains(s)).map(Duration::from_secs).ok_or_else(
+                || CliError::usage(format!("{TIMEOUT_ENV}={text:?} is not a number of seconds"), "use 1 to 600"),
+            )
+        }
+    }
+}
+
+/// Asks for the human's presence before `op`; `Err` means nothing may happen. Returns how
+/// presence was shown, which the caller sends to the server for its audit.
+pub fn require(ctx: &Context, op: &CriticalOp) -> Result<PresenceMethod, CliError> {
+    let (policy, source) = policy(ctx)?;
+    if policy == Policy::Off {
+        ctx.out.warn(format!(
+            "presence check skipped ({source}) for: {}. The audit records it as skipped, and an account that \
+             requires presence refuses it.",
+            op.text
+        ));
+        // Skipping presence skips no question: y/N still asks, and --yes answers it.
+        crate::prompt::confirm(ctx, &format!("`{}`", op.kind), &format!("{}?", op.text))?;
+        return Ok(PresenceMethod::Skipped);
+    }
+    if ctx.global.yes {
+        return Err(CliError::usage(
+            format!("`{}` is a critical operation: --yes answers y/N questions, it does not show presence", op.kind),
+            "drop --yes to confirm in person, or add --no-biometric to skip the check (audited as skipped)",
+        ));
+    }
+    let master = SessionId::master();
+    let terminal = if op.kind != "init-force" && ctx.session_id == master && ctx.store.is_passphrase_sealed(&master) {
+        let store = ctx.store.clone();
+        Terminal::passphrase(Box::new(move |passphrase| {
+            store.check_passphrase(&SessionId::master(), passphrase).map_err(|e| e.to_string())
+        }))
+    } else {
+        Terminal::typed()
+    };
+    let gate = PresenceGate::system(policy, timeout()?).with_terminal(terminal);
+    match gate.require_presence(op) {
+        Ok(presence) => {
+            ctx.out.note(format!("Presence shown ({}).", presence.method.as_str()));
+            Ok(presence.method)
+        }
+        Err(error) => Err(refused(op, &error, policy)),
+    }
+}
+
+fn refused(op: &CriticalOp, error: &PresenceError, policy: Policy) -> CliError {
+    let fix = match error {
+        PresenceError::Unavailable(_) if policy == Policy::Required => {
+            "enrol a finger (fprintd-enroll) or install the polkit action, or set AGENTKEYS_BIOMETRIC=preferred to \
+             allow the terminal"
+        }
+        PresenceError::Unavailable(_) => {
+            "run it in a terminal, or add --no-biometric --yes to skip the check (audited as skipped)"
+        }
+        PresenceError::Failed(_) => "check the fingerprint reader and fprintd, or retry",
+        _ => "run it again and confirm",
+    };
+    CliError::new(exit::DECLINED, format!("{error}: `{}` did not happen, nothing was changed", op.kind), fix)
+}

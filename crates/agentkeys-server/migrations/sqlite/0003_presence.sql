@@ -1,0 +1,4 @@
+-- How the human showed presence for a critical master operation (PRODUCT.md §5): fprintd,
+-- polkit, touchid, windows-hello, prompt or skipped; NULL for everything else. Covered by the
+-- row hash only when set, so rows written before this column keep their hashes.
+ALTER TABLE audit_log ADD COLUMN presence TEXT;
