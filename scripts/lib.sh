@@ -21,7 +21,11 @@ apt_install() {
     [ ${#missing[@]} -eq 0 ] && return 0
     command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
     log "installing ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # Package lists are fetched once per run, however many groups get installed.
+    if [ -z "${AGENTKEYS_APT_UPDATED:-}" ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        export AGENTKEYS_APT_UPDATED=1
+    fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 

@@ -33,6 +33,14 @@ else
     log "no dbus-run-session or gnome-keyring: the keychain tests will be skipped"
 fi
 
+# The real fprintd with libfprint's virtual device, and python-dbusmock's polkitd template, for
+# the presence tests (each starts them on its own private system bus: tests/support/fprint.rs).
+apt_install fprintd libfprint-2-2 python3-dbusmock util-linux
+if [ ! -x /usr/libexec/fprintd ]; then
+    is_ci && die "fprintd is required under CI=true"
+    log "no fprintd: the fingerprint tests will be skipped"
+fi
+
 log "testing"
 if cargo nextest --version >/dev/null 2>&1; then
     "${KEYRING[@]}" cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -10,6 +10,8 @@
 //! * `keychain` — session keys in the real Secret Service, fallbacks, migration.
 //! * `crash` — SIGKILL during a burst of stores loses nothing acknowledged.
 //! * `terminal` — prompts at a real pseudo-terminal (rexpect): the session passphrase.
+//! * `presence` — presence gating: the policy matrix, silent commands, the terminal, and the
+//!   real fprintd and polkit (dbusmock) on a private system bus.
 
 /// Declares each listed `async fn name(Backend)` as a test on SQLite and one on PostgreSQL.
 macro_rules! on_both_backends {
@@ -37,6 +39,7 @@ mod agents;
 mod cli;
 mod crash;
 mod keychain;
+mod presence;
 mod replicas;
 mod run;
 mod storage;

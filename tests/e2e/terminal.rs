@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use agentkeys_tests::{Master, ServerProcess, TestDb};
+use agentkeys_tests::{Master, ServerProcess, TestDb, without_terminal};
 use rexpect::process::WaitStatus;
 use rexpect::session::{PtySession, spawn_command};
 
@@ -16,30 +16,16 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `command` in a new pseudo-terminal that is its controlling terminal.
-fn in_terminal(command: Command) -> PtySession {
+pub fn in_terminal(command: Command) -> PtySession {
     spawn_command(command, Some(30_000)).expect("spawn in a pty")
 }
 
 /// The exit code of a process that ran in a pty.
-fn exit_code(session: &PtySession) -> i32 {
+pub fn exit_code(session: &PtySession) -> i32 {
     match session.process().wait().expect("wait") {
         WaitStatus::Exited(_, code) => code,
         other => panic!("did not exit normally: {other:?}"),
     }
-}
-
-/// `command` with no controlling terminal at all (`setsid`), as under a service manager or CI.
-fn without_terminal(command: &Command) -> Command {
-    let mut detached = Command::new("setsid");
-    detached.arg("--wait").arg(command.get_program()).args(command.get_args());
-    for (key, value) in command.get_envs() {
-        match value {
-            Some(value) => detached.env(key, value),
-            None => detached.env_remove(key),
-        };
-    }
-    detached.stdin(std::process::Stdio::null());
-    detached
 }
 
 #[tokio::test]

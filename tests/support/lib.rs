@@ -5,6 +5,8 @@
 //! PostgreSQL comes from `AGENTKEYS_TEST_PG_URL` (set by `scripts/test.sh`). Without it a
 //! PostgreSQL test is skipped with a message — except under `CI=true`, where it fails.
 
+pub mod fprint;
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -474,4 +476,18 @@ pub fn test_python() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// `command` with no controlling terminal at all (`setsid`), as under a service manager or CI.
+pub fn without_terminal(command: &Command) -> Command {
+    let mut detached = Command::new("setsid");
+    detached.arg("--wait").arg(command.get_program()).args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => detached.env(key, value),
+            None => detached.env_remove(key),
+        };
+    }
+    detached.stdin(std::process::Stdio::null());
+    detached
 }

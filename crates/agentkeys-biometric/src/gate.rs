@@ -101,6 +101,10 @@ impl PresenceGate {
         let gate = Self::new(policy, timeout);
         #[cfg(target_os = "linux")]
         let gate = gate.with_backend(crate::fprintd::Fprintd::new()).with_backend(crate::polkit::Polkit::new());
+        #[cfg(target_os = "macos")]
+        let gate = gate.with_backend(crate::touchid::TouchId::new());
+        #[cfg(target_os = "windows")]
+        let gate = gate.with_backend(crate::windows_hello::WindowsHello::new());
         gate
     }
 

@@ -20,6 +20,10 @@ mod dbus;
 pub mod fprintd;
 #[cfg(target_os = "linux")]
 pub mod polkit;
+#[cfg(target_os = "macos")]
+pub mod touchid;
+#[cfg(target_os = "windows")]
+pub mod windows_hello;
 
 pub use gate::{BackendError, Policy, Presence, PresenceBackend, PresenceError, PresenceGate, PresenceMethod};
 pub use op::{CriticalOp, shorten};
