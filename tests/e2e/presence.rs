@@ -358,3 +358,38 @@ async fn polkit_stands_in_when_fprintd_is_refused_and_can_deny_or_hang() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(audited_presence(&master, "agent.tier"), ["polkit"]);
 }
+
+/// The account setting: with `require-presence on`, the server refuses critical operations made
+/// with presence skipped (and turning it off without presence), while shown presence passes and
+/// silent operations are unaffected.
+#[tokio::test]
+async fn an_account_that_requires_presence_refuses_skipped_critical_operations() {
+    let (_db, server) = server().await;
+    let master = master_with_agent(&server);
+    master.ok(&["config", "set", "require-presence", "on"], None);
+    assert_eq!(text(&master.ok(&["config", "get", "require-presence"], None)).trim(), "on");
+
+    let skipped = master.run(&["revoke", "bot", "--yes"], None);
+    assert_eq!(skipped.status.code(), Some(4), "{}", text(&skipped.stderr));
+    assert!(text(&skipped.stderr).contains("requires the human's presence"), "{}", text(&skipped.stderr));
+    assert_eq!(agent_field(&master, "status"), "pending", "not revoked");
+    let lifted = master.run(&["config", "set", "require-presence", "off", "--yes"], None);
+    assert_eq!(lifted.status.code(), Some(4), "turning it off needs presence too: {}", text(&lifted.stderr));
+    master.ok(&["scope", "bot", "--remove", "openai"], None);
+
+    let mut typed = in_terminal(gated(&master, &["revoke", "bot"], None));
+    typed.exp_string("Type \"revoke bot\" to confirm: ").unwrap();
+    typed.send_line("revoke bot").unwrap();
+    typed.exp_eof().unwrap();
+    assert_eq!(exit_code(&typed), 0);
+    assert_eq!(agent_field(&master, "status"), "revoked");
+
+    let mut off = in_terminal(gated(&master, &["config", "set", "require-presence", "off"], None));
+    off.exp_string("Change the account's presence requirement from on to off").unwrap();
+    off.exp_string("Type \"set require-presence off\" to confirm: ").unwrap();
+    off.send_line("set require-presence off").unwrap();
+    off.exp_eof().unwrap();
+    assert_eq!(exit_code(&off), 0);
+    assert_eq!(text(&master.ok(&["config", "get", "require-presence"], None)).trim(), "off");
+    assert_eq!(audited_presence(&master, "account.settings.change"), ["-", "prompt"]);
+}

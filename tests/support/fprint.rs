@@ -4,7 +4,18 @@
 //!
 //! Virtual device protocol (libfprint 1.94): one command per connection, no newline, the driver
 //! closes the connection when done (`SCAN <print id>`, `SET_KEEP_ALIVE 1`, …). Enrolment takes
-//! five scans of the same id. The socket appears at the first `Claim`.
+//! five scans of the same id. The socket appears at the first `Claim` and, without
+//! `SET_KEEP_ALIVE 1`, refuses connections after `Release`. A `SCAN` with no operation running is
+//! queued for the next one.
+//!
+//! fprintd: a claim belongs to its D-Bus connection and ends with it (so a test claims, enrols
+//! and releases over one connection); `VerifyStop` and `Release` during a verification emit a
+//! `verify-no-match` that must not be read as the human's answer; a verification with no scan
+//! waits forever (the client's timeout ends it); `STATE_DIRECTORY` keeps prints in the rig;
+//! without `--no-timeout` it exits 30 s after the last release. D-Bus errors: no prints
+//! `net.reactivated.Fprint.Error.NoEnrolledPrints`, polkit refusing
+//! `…Error.PermissionDenied` (from `ListEnrolledFingers`/`VerifyStart`; `Claim` only when both
+//! verify and enroll are refused), claimed elsewhere `…Error.AlreadyInUse`.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;

@@ -98,8 +98,9 @@ impl CriticalOp {
         Self::new("scope-widen", format!("Let agent {label} read {}", list(services)), format!("widen {label}"))
     }
 
-    pub fn weaken_setting(setting: &str, from: &str, to: &str) -> Self {
-        Self::new("config-weaken", format!("Change {setting} from {from} to {to}"), format!("set {setting} {to}"))
+    /// `setting` as shown ("biometric policy"), `key` as typed in `config set` ("biometric").
+    pub fn weaken_setting(setting: &str, key: &str, from: &str, to: &str) -> Self {
+        Self::new("config-weaken", format!("Change {setting} from {from} to {to}"), format!("set {key} {to}"))
     }
 }
 
@@ -118,7 +119,7 @@ mod tests {
         assert_eq!(op.confirmation, "approve build-bot");
         assert_eq!(CriticalOp::revoke("build-bot").text, "Revoke all sessions of agent build-bot");
         assert_eq!(
-            CriticalOp::weaken_setting("biometric policy", "required", "off").text,
+            CriticalOp::weaken_setting("biometric policy", "biometric", "required", "off").text,
             "Change biometric policy from required to off"
         );
         assert_eq!(shorten("short"), "short");

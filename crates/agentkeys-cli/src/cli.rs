@@ -77,7 +77,7 @@ pub enum Command {
     Revoke(AgentArg),
     /// Revoke an agent and delete its private credentials and every key wrapped to it.
     Teardown(AgentArg),
-    /// Show or change a setting of config.toml (weakening presence is itself critical).
+    /// Show or change a setting (weakening presence is itself critical).
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Print a shell completion script.
@@ -252,23 +252,23 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print a setting: biometric.
+    /// Print a setting: biometric (this machine), require-presence (the account, on the server).
     Get(ConfigGetArgs),
-    /// Change a setting: `config set biometric required|preferred|off`.
+    /// Change a setting: `biometric required|preferred|off`, `require-presence on|off`.
     Set(ConfigSetArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigGetArgs {
     /// The setting's name.
-    #[arg(value_parser = ["biometric"])]
+    #[arg(value_parser = ["biometric", "require-presence"])]
     pub key: String,
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigSetArgs {
     /// The setting's name.
-    #[arg(value_parser = ["biometric"])]
+    #[arg(value_parser = ["biometric", "require-presence"])]
     pub key: String,
     /// Its new value.
     pub value: String,

@@ -12,7 +12,7 @@ use agentkeys_proto::agents::{
 };
 use agentkeys_proto::signing::{HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use agentkeys_proto::types::{
-    AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse,
+    AccountSettings, AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse,
     CredentialVersionResponse, PutCredentialRequest, SealedCredentialResponse, WhoAmIResponse,
 };
 use agentkeys_proto::{ErrorBody, ErrorCode, ErrorDetail};
@@ -289,6 +289,14 @@ impl ApiClient {
             None => format!("/v1/recipients?service={service}"),
         };
         self.call(Method::GET, &path, None).await
+    }
+
+    pub async fn account_settings(&self) -> Result<AccountSettings, ClientError> {
+        self.call(Method::GET, "/v1/account/settings", None).await
+    }
+
+    pub async fn put_account_settings(&self, settings: &AccountSettings) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/v1/account/settings", Self::json(settings)).await
     }
 
     pub async fn list_agents(&self) -> Result<AgentListResponse, ClientError> {

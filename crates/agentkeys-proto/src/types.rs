@@ -289,3 +289,12 @@ mod tests {
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }
+
+/// `GET`/`PUT /v1/account/settings`: the account's server-side policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// Refuse critical operations (approve, revoke, teardown, agent create and upgrade, widening a
+    /// scope, turning this off) whose presence was `skipped` or not reported.
+    pub require_presence_for_critical: bool,
+}

@@ -5,9 +5,9 @@
 use agentkeys_proto::agents::agent_namespace;
 use agentkeys_proto::names::validate_service_name;
 use agentkeys_proto::types::{
-    AgentIdentity, AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse,
-    CredentialSummary, CredentialVersionResponse, MAX_VALUE_BYTES, NamespaceQuery, PutCredentialRequest,
-    SealedCredentialResponse, VAULT_NAMESPACE, WhoAmIResponse,
+    AccountSettings, AgentIdentity, AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse,
+    CredentialListResponse, CredentialSummary, CredentialVersionResponse, MAX_VALUE_BYTES, NamespaceQuery,
+    PutCredentialRequest, SealedCredentialResponse, VAULT_NAMESPACE, WhoAmIResponse,
 };
 use agentkeys_proto::{ErrorBody, ErrorCode, b64, ids};
 use axum::Json;
@@ -17,6 +17,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
+use sqlx::Row as _;
 
 use crate::agents::{AgentOp, Wrap};
 use crate::app::AppState;
@@ -35,6 +36,8 @@ pub fn describe_route(method: &Method, matched_path: &str, path: &str) -> (&'sta
         ("PUT", "/v1/credentials/{service}") => ("credential.store", service()),
         ("DELETE", "/v1/credentials/{service}") => ("credential.remove", service()),
         ("GET", "/v1/audit") => ("audit.read", None),
+        ("GET", "/v1/account/settings") => ("account.settings", None),
+        ("PUT", "/v1/account/settings") => ("account.settings.change", None),
         ("GET", "/v1/agents") => ("agent.list", None),
         ("POST", "/v1/agents") => ("agent.create", None),
         ("POST", "/v1/agents/{agent_id}/scope") => ("agent.scope", None),
@@ -210,6 +213,43 @@ pub async fn whoami(State(state): State<AppState>, signed: Signed) -> Result<Jso
             scope,
         }),
     }))
+}
+
+/// The account's server-side policy.
+#[utoipa::path(get, path = "/v1/account/settings", tag = "session",
+    responses((status = 200, body = AccountSettings), (status = 403, body = ErrorBody)))]
+pub async fn account_settings(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<Json<AccountSettings>, ApiError> {
+    let caller = &signed.caller;
+    if let Err(error) = caller.require_master() {
+        return Err(caller.refuse(&state, "account.settings", error).await);
+    }
+    let row = sqlx::query("SELECT require_presence_for_critical AS required FROM accounts WHERE id = $1")
+        .bind(&caller.account_id)
+        .fetch_one(&state.db.reads)
+        .await
+        .map_err(ApiError::internal)?;
+    let required: i64 = row.try_get("required").map_err(ApiError::internal)?;
+    caller.commit(&state, "account.settings", None, Ok(Operation::None)).await?;
+    Ok(Json(AccountSettings { require_presence_for_critical: required != 0 }))
+}
+
+/// Changes the account's server-side policy; turning the presence requirement off is itself a
+/// critical operation.
+#[utoipa::path(put, path = "/v1/account/settings", tag = "session", request_body = AccountSettings,
+    responses((status = 204), (status = 403, body = ErrorBody)))]
+pub async fn put_account_settings(State(state): State<AppState>, signed: Signed) -> Result<StatusCode, ApiError> {
+    let caller = &signed.caller;
+    let decision = caller.require_master().and_then(|()| signed.json::<AccountSettings>()).map(|settings| {
+        Operation::AccountSettings {
+            account_id: caller.account_id.clone(),
+            require_presence_for_critical: settings.require_presence_for_critical,
+        }
+    });
+    caller.commit(&state, "account.settings.change", None, decision).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The namespace a master request addresses: the vault, or `?agent=` an agent's private one.

@@ -53,6 +53,7 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::create_account))
         .routes(routes!(api::whoami))
+        .routes(routes!(api::account_settings, api::put_account_settings))
         .routes(routes!(api::list_credentials))
         .routes(routes!(api::get_credential, api::put_credential, api::delete_credential))
         .routes(routes!(api::audit))

@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use agentkeys_proto::ErrorCode;
+use agentkeys_proto::presence::PresenceMethod;
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,6 +59,11 @@ pub enum Operation {
     },
     Agent(Box<AgentOp>),
     Request(Box<RequestOp>),
+    /// The account's server-side policy (`PUT /v1/account/settings`).
+    AccountSettings {
+        account_id: String,
+        require_presence_for_critical: bool,
+    },
 }
 
 /// The rows of a new account.
@@ -269,7 +275,9 @@ async fn apply_batch(
             // fails alone and leaves the rest of the batch to commit.
             Ok(operation) => {
                 let mut savepoint = tx.begin().await?;
-                match apply_operation(&mut savepoint, operation, now).await.unwrap_or_else(|e| Err(e.into())) {
+                let presence = batch[i].audit.presence.as_deref();
+                match apply_operation(&mut savepoint, operation, presence, now).await.unwrap_or_else(|e| Err(e.into()))
+                {
                     Ok(Applied::Refused(error)) => {
                         savepoint.commit().await?;
                         Err(error)
@@ -532,12 +540,72 @@ async fn current_version(
     }
 }
 
+/// The account whose policy governs `operation` when it is critical (PRODUCT.md §5): approving
+/// a request, creating, upgrading, revoking or tearing down an agent, widening a scope, and
+/// turning the presence requirement off.
+fn critical_for(operation: &Operation) -> Option<&str> {
+    match operation {
+        Operation::Agent(op) => match op.as_ref() {
+            AgentOp::Create { account_id, .. }
+            | AgentOp::Tier { account_id, .. }
+            | AgentOp::Revoke { account_id, .. }
+            | AgentOp::Teardown { account_id, .. } => Some(account_id),
+            AgentOp::Scope { account_id, add, .. } if !add.is_empty() => Some(account_id),
+            _ => None,
+        },
+        Operation::Request(op) => match op.as_ref() {
+            RequestOp::Approve { account_id, .. } => Some(account_id),
+            _ => None,
+        },
+        Operation::AccountSettings { account_id, require_presence_for_critical: false } => Some(account_id),
+        _ => None,
+    }
+}
+
+/// The answer to a critical operation made without presence, on an account that requires it.
+pub fn presence_required() -> ApiError {
+    ApiError::new(
+        ErrorCode::Denied,
+        "this account requires the human's presence for critical operations, and this one was made without it \
+         (--no-biometric, AGENTKEYS_BIOMETRIC=off, or a client that does not report it)",
+        "run it again without --no-biometric and confirm in person (fingerprint, password or typed confirmation); \
+         in person, `agentkeys config set require-presence off` lifts the requirement",
+    )
+}
+
+async fn requires_presence(conn: &mut AnyConnection, account_id: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT require_presence_for_critical AS required FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64, _>("required")? != 0,
+        None => false,
+    })
+}
+
 async fn apply_operation(
     conn: &mut AnyConnection,
     mutation: &Operation,
+    presence: Option<&str>,
     now: i64,
 ) -> Result<Result<Applied, ApiError>, sqlx::Error> {
+    // In the writer's transaction, so a requirement switched on holds at once on every replica.
+    if let Some(account_id) = critical_for(mutation)
+        && presence.is_none_or(|p| p == PresenceMethod::Skipped.as_str())
+        && requires_presence(conn, account_id).await?
+    {
+        return Ok(Err(presence_required()));
+    }
     match mutation {
+        Operation::AccountSettings { account_id, require_presence_for_critical } => {
+            sqlx::query("UPDATE accounts SET require_presence_for_critical = $1 WHERE id = $2")
+                .bind(i64::from(*require_presence_for_critical))
+                .bind(account_id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Ok(Applied::Nothing))
+        }
         Operation::None => Ok(Ok(Applied::Nothing)),
         Operation::ReadCredential { .. } => unreachable!("reads are batched in apply_batch"),
         Operation::CreateAccount(account) => create_account(conn, account, now).await,

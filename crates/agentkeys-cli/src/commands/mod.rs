@@ -36,8 +36,8 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
         Command::Deny(args) => requests::deny(ctx, &args.code).await,
         Command::Revoke(args) => agents::revoke(ctx, &args.agent, false).await,
         Command::Teardown(args) => agents::revoke(ctx, &args.agent, true).await,
-        Command::Config(ConfigCommand::Get(args)) => config::get(ctx, args),
-        Command::Config(ConfigCommand::Set(args)) => config::set(ctx, args),
+        Command::Config(ConfigCommand::Get(args)) => config::get(ctx, args).await,
+        Command::Config(ConfigCommand::Set(args)) => config::set(ctx, args).await,
         Command::Completions(args) => {
             let mut script = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "agentkeys", &mut script);
