@@ -339,16 +339,24 @@ async fn polkit_stands_in_when_fprintd_is_refused_and_can_deny_or_hang() {
         detached_output(&command)
     };
 
-    // polkit refuses fprintd's verify action, and AgentKeys' own action too.
+    // polkit refuses fprintd's verify action, and AgentKeys' own action with no way to obtain it
+    // by authenticating: both step aside, and with no terminal nothing is left.
     rig.polkit_allow(&[]);
     let out = short(&["agent", "upgrade", "bot", "--tier", "admin"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("polkit did not authorize it"), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("fprintd: polkit does not allow fprintd here")
+            && stderr.contains("polkit: polkit does not allow this action in this session")
+            && stderr.contains("prompt: no terminal"),
+        "{stderr}"
+    );
     // polkit hangs on AgentKeys' action: the check times out and is cancelled.
     rig.polkit_hang(&[ACTION_AGENTKEYS]);
     let started = std::time::Instant::now();
     let out = short(&["agent", "upgrade", "bot", "--tier", "admin"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no presence shown within 2s"), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(10), "bounded by the timeout");
     assert_eq!(agent_field(&master, "tier"), "standard");
     rig.polkit_hang(&[]);
@@ -375,6 +383,26 @@ async fn an_account_that_requires_presence_refuses_skipped_critical_operations()
     assert_eq!(agent_field(&master, "status"), "pending", "not revoked");
     let lifted = master.run(&["config", "set", "require-presence", "off", "--yes"], None);
     assert_eq!(lifted.status.code(), Some(4), "turning it off needs presence too: {}", text(&lifted.stderr));
+    // Every critical operation the server sees, made with presence skipped: refused, unchanged.
+    let host = DaemonHost::new(&server.url);
+    let pairing = host.start_pair("unattended", "openai");
+    let otp = format!("{}\n", pairing.prompt.otp);
+    for (args, stdin) in [
+        (vec!["agent", "create", "another", "--yes"], None),
+        (vec!["agent", "upgrade", "bot", "--tier", "admin", "--yes"], None),
+        (vec!["scope", "bot", "--add", "github", "--yes"], None),
+        (vec!["teardown", "bot", "--yes"], None),
+        (vec!["approve", pairing.prompt.code.as_str(), "--yes"], Some(otp.as_bytes())),
+    ] {
+        let out = master.run(&args, stdin);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("requires the human's presence"), "{args:?}: {}", text(&out.stderr));
+    }
+    assert_eq!(agent_field(&master, "tier"), "standard");
+    let agents = text(&master.ok(&["agents"], None));
+    assert!(!agents.contains("another") && !agents.contains("unattended"), "{agents}");
+    master.ok(&["deny", &pairing.prompt.code], None);
+    let _ = pairing.finish();
     master.ok(&["scope", "bot", "--remove", "openai"], None);
 
     let mut typed = in_terminal(gated(&master, &["revoke", "bot"], None));
@@ -392,4 +420,53 @@ async fn an_account_that_requires_presence_refuses_skipped_critical_operations()
     assert_eq!(exit_code(&off), 0);
     assert_eq!(text(&master.ok(&["config", "get", "require-presence"], None)).trim(), "off");
     assert_eq!(audited_presence(&master, "account.settings.change"), ["-", "prompt"]);
+}
+
+/// The `presence=` parameter is part of what is signed: upgraded, added or removed on the way,
+/// the request fails its signature; an unknown or repeated method is a bad request; and a
+/// recorded method is covered by the audit chain.
+#[tokio::test]
+async fn the_presence_parameter_is_signed_checked_and_chained() {
+    use agentkeys_core::ApiClient;
+    use reqwest::Method;
+    let (db, server) = server().await;
+    let master = master_with_agent(&server);
+    let client = ApiClient::for_session(&server.url, master.session()).unwrap();
+    let http = reqwest::Client::new();
+    let send_to = |signed: &reqwest::Request, target: &str| {
+        let mut moved =
+            reqwest::Request::new(signed.method().clone(), format!("{}{target}", server.url).parse().unwrap());
+        *moved.headers_mut() = signed.headers().clone();
+        http.execute(moved)
+    };
+    let signed = |target: &str| client.build_signed(Method::GET, target, Vec::new()).build().unwrap();
+
+    let honest = http.execute(signed("/v1/session?presence=skipped")).await.unwrap();
+    assert_eq!(honest.status(), 200, "{}", honest.text().await.unwrap());
+    for (signed_for, sent_to) in [
+        ("/v1/session?presence=skipped", "/v1/session?presence=fprintd"),
+        ("/v1/session?presence=skipped", "/v1/session"),
+        ("/v1/session", "/v1/session?presence=fprintd"),
+    ] {
+        let response = send_to(&signed(signed_for), sent_to).await.unwrap();
+        assert_eq!(response.status(), 401, "{signed_for} sent as {sent_to}");
+        assert!(response.text().await.unwrap().contains("SIGNATURE_INVALID"));
+    }
+    for target in ["/v1/session?presence=face", "/v1/session?presence=prompt&presence=fprintd"] {
+        let response = http.execute(signed(target)).await.unwrap();
+        assert_eq!(response.status(), 400, "{target}");
+    }
+
+    // A recorded method is part of its row's hash.
+    master.ok(&["revoke", "bot", "--yes"], None);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let intact = agentkeys_server::audit::verify_chain(&pool).await.unwrap();
+    for statement in ["DROP TRIGGER audit_log_no_update", "DROP TRIGGER audit_log_no_delete"] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await.unwrap();
+    }
+    sqlx::query("UPDATE audit_log SET presence = 'fprintd' WHERE presence = 'skipped'").execute(&pool).await.unwrap();
+    assert!(agentkeys_server::audit::verify_chain(&pool).await.is_err(), "an upgraded presence breaks the chain");
+    sqlx::query("UPDATE audit_log SET presence = 'skipped' WHERE presence = 'fprintd'").execute(&pool).await.unwrap();
+    assert_eq!(agentkeys_server::audit::verify_chain(&pool).await.unwrap(), intact);
 }

@@ -94,4 +94,11 @@ async fn a_passphrase_sealed_master_session_asks_on_the_terminal_only() {
     assert_eq!(out.status.code(), Some(2), "a piped passphrase is not a terminal: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--passphrase needs a terminal"), "{}", text(&out.stderr));
     assert_eq!(std::fs::read(master.session_dir().join("session.enc")).unwrap(), sealed, "nothing was replaced");
+
+    // A forgotten passphrase: `init --force` replaces the slot without asking for the old one.
+    let out = without_terminal(&master.command(&["init", "--force", "--yes"])).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("assphrase"), "the old passphrase is not asked: {}", text(&out.stderr));
+    assert_eq!(std::fs::read(master.session_dir().join("session.enc")).unwrap()[0], 1, "a key-sealed session now");
+    master.ok(&["whoami"], None);
 }

@@ -8,8 +8,11 @@ pub struct CriticalOp {
     pub text: String,
     /// What the terminal fallback asks the human to type, e.g. `revoke build-bot`.
     pub confirmation: String,
-    /// A stable name for logs and the audit (`approve`, `revoke`, …).
+    /// A stable name for messages (`approve`, `revoke`, …).
     pub kind: &'static str,
+    /// Whether the terminal may take the session passphrase as the answer; not when the
+    /// operation replaces the session (its passphrase may be what was forgotten).
+    pub allows_passphrase: bool,
 }
 
 /// Shortens a long opaque string (a device id, a key) to its head and tail, never to nothing:
@@ -32,7 +35,7 @@ fn list(items: &[String]) -> String {
 
 impl CriticalOp {
     fn new(kind: &'static str, text: String, confirmation: String) -> Self {
-        Self { text, confirmation, kind }
+        Self { text, confirmation, kind, allows_passphrase: true }
     }
 
     pub fn approve_pairing(label: &str, device_id: &str, scope: &[String]) -> Self {
@@ -41,6 +44,12 @@ impl CriticalOp {
             format!("Approve pairing of {label} (device {}) with scope {}", shorten(device_id), list(scope)),
             format!("approve {label}"),
         )
+    }
+
+    /// Adds a sentence the human must see (e.g. "joins existing agent …"), at every prompt.
+    pub fn with_note(mut self, note: &str) -> Self {
+        self.text = format!("{}; {note}", self.text);
+        self
     }
 
     pub fn approve_access(label: &str, services: &[String]) -> Self {
@@ -75,11 +84,14 @@ impl CriticalOp {
 
     pub fn replace_account(slot: &str, account_id: Option<&str>) -> Self {
         let what = account_id.map(|a| format!(" (account {})", shorten(a))).unwrap_or_default();
-        Self::new(
-            "init-force",
-            format!("Replace the '{slot}' session{what} with a new, empty account"),
-            "replace account".to_owned(),
-        )
+        Self {
+            allows_passphrase: false,
+            ..Self::new(
+                "init-force",
+                format!("Replace the '{slot}' session{what} with a new, empty account"),
+                "replace account".to_owned(),
+            )
+        }
     }
 
     pub fn create_agent(label: &str, tier: &str, scope: &[String]) -> Self {

@@ -1,7 +1,13 @@
 //! Confirmation through polkit: `CheckAuthorization` of the action this project installs
-//! (`org.agentkeys.approve`, `dist/polkit/org.agentkeys.policy`) for this process, with user
-//! interaction allowed, so the desktop's authentication agent asks for the user's password. No
-//! polkit, or the action not installed: unavailable. A timeout cancels the check.
+//! (`org.agentkeys.approve`, `dist/polkit/org.agentkeys.policy`) for this process.
+//!
+//! Two calls, so "polkit cannot ask here" is told apart from "the human said no": first without
+//! user interaction — `(false, false)` means the user could not obtain it at all (action not
+//! allowed for this session, e.g. over SSH), so the backend is unavailable and the next one is
+//! asked; `(false, true)` means authenticating would grant it — then with interaction allowed,
+//! so the desktop's authentication agent asks for the user's password, and only now is a refusal
+//! the human's answer. No polkit, the action not installed, or polkit refusing this caller:
+//! unavailable. A timeout cancels the check.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,7 +15,7 @@ use std::time::{Duration, Instant};
 use zbus::blocking::Proxy;
 use zbus::zvariant::Value;
 
-use crate::dbus::{announce, error_name, system_bus};
+use crate::dbus::{announce, error_parts, system_bus};
 use crate::gate::{BackendError, PresenceBackend, PresenceMethod};
 use crate::op::CriticalOp;
 
@@ -19,7 +25,7 @@ pub const ACTION: &str = "org.agentkeys.approve";
 const SERVICE: &str = "org.freedesktop.PolicyKit1";
 const PATH: &str = "/org/freedesktop/PolicyKit1/Authority";
 const AUTHORITY: &str = "org.freedesktop.PolicyKit1.Authority";
-/// `AllowUserInteraction`.
+const NO_INTERACTION: u32 = 0;
 const ALLOW_USER_INTERACTION: u32 = 1;
 
 /// The polkit backend.
@@ -48,6 +54,20 @@ fn start_time() -> Result<u64, BackendError> {
 type Subject<'a> = (&'a str, HashMap<&'a str, Value<'a>>);
 type AuthorizationResult = (bool, bool, HashMap<String, String>);
 
+/// What a failed `CheckAuthorization` means for the gate, from the D-Bus error's name and text.
+fn classify(name: &str, description: &str) -> BackendError {
+    let short = name.rsplit('.').next().unwrap_or_default();
+    match short {
+        "ServiceUnknown" | "NameHasNoOwner" => BackendError::Unavailable("polkit is not running".into()),
+        // polkitd refuses some callers (and details from untrusted ones) outright.
+        "NotAuthorized" => BackendError::Unavailable(format!("polkit does not take this caller ({description})")),
+        _ if description.contains("not registered") => {
+            BackendError::Unavailable(format!("the polkit action {ACTION} is not installed (see README: Presence)"))
+        }
+        _ => BackendError::Failed(format!("polkit: {name}: {description}")),
+    }
+}
+
 impl PresenceBackend for Polkit {
     fn method(&self) -> PresenceMethod {
         PresenceMethod::Polkit
@@ -56,41 +76,69 @@ impl PresenceBackend for Polkit {
     fn verify(&self, op: &CriticalOp, timeout: Duration) -> Result<(), BackendError> {
         let started = Instant::now();
         let bus = system_bus(timeout)?;
-        let authority = Proxy::new(&bus, SERVICE, PATH, AUTHORITY)
-            .map_err(|e| BackendError::Unavailable(format!("no polkit ({})", error_name(&e))))?;
-        let subject: Subject<'_> = (
-            "unix-process",
-            HashMap::from([
-                ("pid", Value::U32(std::process::id())),
-                ("start-time", Value::U64(start_time()?)),
-                ("uid", Value::I32(rustix::process::getuid().as_raw() as i32)),
-            ]),
-        );
-        let details: HashMap<&str, &str> = HashMap::from([("agentkeys.operation", op.text.as_str())]);
+        let authority = Proxy::new(&bus, SERVICE, PATH, AUTHORITY).map_err(|e| {
+            let (name, description) = error_parts(&e);
+            classify(&name, &description)
+        })?;
+        let start_time = start_time()?;
+        let uid = rustix::process::getuid().as_raw();
         let cancellation = format!("agentkeys-{}", std::process::id());
-        announce(&format!("{}\nConfirm with your password in the authentication dialog (polkit).", op.text));
-        let answer: Result<AuthorizationResult, zbus::Error> = authority
-            .call("CheckAuthorization", &(subject, ACTION, details, ALLOW_USER_INTERACTION, cancellation.as_str()));
-        match answer {
-            Ok((true, _, _)) => Ok(()),
-            Ok((false, true, _)) => Err(BackendError::Unavailable("no polkit authentication agent to ask".into())),
-            Ok((false, false, _)) => Err(BackendError::Declined("polkit did not authorize it".into())),
-            Err(error) => {
-                let name = error_name(&error);
-                if started.elapsed() >= timeout {
-                    let _ = authority.call_method("CancelCheckAuthorization", &(cancellation.as_str(),));
-                    return Err(BackendError::TimedOut);
-                }
-                match name.rsplit('.').next().unwrap_or_default() {
-                    "ServiceUnknown" | "NameHasNoOwner" => {
-                        Err(BackendError::Unavailable("polkit is not running".into()))
+        let check = |flags: u32| -> Result<AuthorizationResult, BackendError> {
+            let subject: Subject<'_> = (
+                "unix-process",
+                HashMap::from([
+                    ("pid", Value::U32(std::process::id())),
+                    ("start-time", Value::U64(start_time)),
+                    ("uid", Value::I32(uid as i32)),
+                ]),
+            );
+            // No details: polkitd accepts them only from trusted callers; the operation is shown
+            // by `announce` instead.
+            let details: HashMap<&str, &str> = HashMap::new();
+            authority.call("CheckAuthorization", &(subject, ACTION, details, flags, cancellation.as_str())).map_err(
+                |error| {
+                    if started.elapsed() >= timeout {
+                        let _ = authority.call_method("CancelCheckAuthorization", &(cancellation.as_str(),));
+                        return BackendError::TimedOut;
                     }
-                    _ if name.contains("not registered") || name.contains("does not exist") => Err(
-                        BackendError::Unavailable(format!("the polkit action {ACTION} is not installed (see README)")),
-                    ),
-                    _ => Err(BackendError::Failed(format!("polkit: {name}"))),
-                }
+                    let (name, description) = error_parts(&error);
+                    classify(&name, &description)
+                },
+            )
+        };
+        match check(NO_INTERACTION)? {
+            // Granted without asking: an administrator's rule says so for this user.
+            (true, _, _) => return Ok(()),
+            (false, false, _) => {
+                return Err(BackendError::Unavailable("polkit does not allow this action in this session".into()));
             }
+            (false, true, _) => {}
         }
+        announce(&format!("{}\nConfirm with your password in the authentication dialog (polkit).", op.text));
+        match check(ALLOW_USER_INTERACTION)? {
+            (true, _, _) => Ok(()),
+            (false, true, _) => Err(BackendError::Unavailable("no polkit authentication agent to ask".into())),
+            (false, false, _) => Err(BackendError::Declined("polkit did not authorize it".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polkit_errors_sort_into_unavailable_and_failed() {
+        for (name, description) in [
+            ("org.freedesktop.DBus.Error.ServiceUnknown", ""),
+            ("org.freedesktop.PolicyKit1.Error.NotAuthorized", "Only trusted callers can pass details"),
+            ("org.freedesktop.PolicyKit1.Error.Failed", "Action org.agentkeys.approve is not registered"),
+        ] {
+            assert!(matches!(classify(name, description), BackendError::Unavailable(_)), "{name}: {description}");
+        }
+        assert!(matches!(
+            classify("org.freedesktop.PolicyKit1.Error.Failed", "something else"),
+            BackendError::Failed(reason) if reason.contains("something else")
+        ));
     }
 }

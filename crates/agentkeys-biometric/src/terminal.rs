@@ -3,7 +3,7 @@
 //! (`revoke build-bot`), not just `y`. Never from a pipe: without a controlling terminal this
 //! backend is unavailable.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
@@ -55,12 +55,19 @@ impl PresenceBackend for Terminal {
     }
 
     fn verify(&self, op: &CriticalOp, timeout: Duration) -> Result<(), BackendError> {
+        // One deadline for the whole check, however many tries it takes.
+        let deadline = Instant::now() + timeout;
         let mut tty = Tty::open().map_err(tty_error)?.with_timeout(timeout);
         tty.say(&format!("\r\n  {}\r\n\r\n", op.text)).map_err(tty_error)?;
-        match &self.passphrase {
+        match self.passphrase.as_ref().filter(|_| op.allows_passphrase) {
             Some(check) => {
                 for attempt in 0..ATTEMPTS {
                     let prompt = if attempt == 0 { "Passphrase to confirm: " } else { "Wrong passphrase, try again: " };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(BackendError::TimedOut);
+                    }
+                    tty.set_timeout(left);
                     let answer = tty.read_secret(prompt).map_err(tty_error)?;
                     if check(&answer).map_err(BackendError::Failed)? {
                         return Ok(());

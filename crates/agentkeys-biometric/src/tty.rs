@@ -51,6 +51,7 @@ impl Tty {
     pub fn with_timeout(self, _timeout: Duration) -> Self {
         self
     }
+    pub fn set_timeout(&mut self, _timeout: Duration) {}
     pub fn say(&mut self, _text: &str) -> Result<(), TtyError> {
         Err(TtyError::NoTerminal)
     }
@@ -108,6 +109,11 @@ mod unix {
             self
         }
 
+        /// Changes the time the next questions get.
+        pub fn set_timeout(&mut self, timeout: Duration) {
+            self.timeout = Some(timeout);
+        }
+
         /// Writes `text` to the terminal (not to stdout or stderr, which may be redirected).
         pub fn say(&mut self, text: &str) -> Result<(), TtyError> {
             self.file.write_all(text.as_bytes())?;
@@ -139,7 +145,8 @@ mod unix {
             let mut file = &self.file;
             file.write_all(prompt.as_bytes())?;
             file.flush()?;
-            let mut answer = Zeroizing::new(Vec::with_capacity(64));
+            // Never reallocated (the cap is checked before each push), so no unzeroized copy is left.
+            let mut answer = Zeroizing::new(Vec::with_capacity(MAX_ANSWER));
             let mut byte = [0u8; 1];
             let deadline = self.timeout.map(|t| Instant::now() + t);
             let outcome = loop {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use agentkeys_biometric::Policy;
 use serde::{Deserialize, Serialize};
 
-use crate::context::Context;
 use crate::error::CliError;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -57,7 +56,7 @@ impl ConfigFile {
 }
 
 impl Config {
-    pub fn load(_ctx: &Context) -> Result<Self, CliError> {
+    pub fn load() -> Result<Self, CliError> {
         let file = ConfigFile::read()?;
         let biometric = match file.biometric.as_deref() {
             None => None,

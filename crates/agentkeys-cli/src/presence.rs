@@ -31,7 +31,7 @@ pub fn policy(ctx: &Context) -> Result<(Policy, &'static str), CliError> {
         })?;
         return Ok((policy, "AGENTKEYS_BIOMETRIC"));
     }
-    Ok(match Config::load(ctx)?.biometric {
+    Ok(match Config::load()?.biometric {
         Some(policy) => (policy, "config.toml"),
         None => (Policy::Preferred, "the default"),
     })
@@ -46,6 +46,22 @@ fn timeout() -> Result<Duration, CliError> {
             )
         }
     }
+}
+
+/// Refuses `--yes` without `--no-biometric` up front, before a critical command does any work
+/// (a look-up, a 30 s wait for a pairing's reveal) it would refuse at the gate anyway.
+pub fn refuse_bare_yes(ctx: &Context, command: &str) -> Result<(), CliError> {
+    if ctx.global.yes && policy(ctx)?.0 != Policy::Off {
+        return Err(bare_yes(command));
+    }
+    Ok(())
+}
+
+fn bare_yes(command: &str) -> CliError {
+    CliError::usage(
+        format!("`{command}` is a critical operation: --yes answers y/N questions, it does not show presence"),
+        "drop --yes to confirm in person, or add --no-biometric to skip the check (audited as skipped)",
+    )
 }
 
 /// Asks for the human's presence before `op`; `Err` means nothing may happen. Returns how
@@ -63,13 +79,10 @@ pub fn require(ctx: &Context, op: &CriticalOp) -> Result<PresenceMethod, CliErro
         return Ok(PresenceMethod::Skipped);
     }
     if ctx.global.yes {
-        return Err(CliError::usage(
-            format!("`{}` is a critical operation: --yes answers y/N questions, it does not show presence", op.kind),
-            "drop --yes to confirm in person, or add --no-biometric to skip the check (audited as skipped)",
-        ));
+        return Err(bare_yes(op.kind));
     }
     let master = SessionId::master();
-    let terminal = if op.kind != "init-force" && ctx.session_id == master && ctx.store.is_passphrase_sealed(&master) {
+    let terminal = if ctx.session_id == master && ctx.store.is_passphrase_sealed(&master) {
         let store = ctx.store.clone();
         Terminal::passphrase(Box::new(move |passphrase| {
             store.check_passphrase(&SessionId::master(), passphrase).map_err(|e| e.to_string())

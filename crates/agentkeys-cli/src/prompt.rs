@@ -1,6 +1,7 @@
-//! Questions to the human at the master. They are asked on the terminal only: with stdin not a
-//! terminal a question is refused (exit 2) unless `--yes` answered it, so a script never hangs
-//! and never confirms by accident. Presence gating (biometrics) builds on this later.
+//! Questions to the human at the master. y/N questions read stdin and are asked only when it is
+//! a terminal: otherwise they are refused (exit 2) unless `--yes` answered them, so a script never
+//! hangs and never confirms by accident. Passphrases are read from `/dev/tty` only (never stdin),
+//! like the presence checks of `crate::presence`.
 
 use std::io::BufRead as _;
 

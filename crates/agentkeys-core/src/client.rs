@@ -227,7 +227,9 @@ impl ApiClient {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        let path_and_query = match self.presence {
+        // Only the mutation carries it: the reads around it (look-ups, recipients) are not the
+        // critical operation and their audit rows should not claim presence.
+        let path_and_query = match self.presence.filter(|_| method != Method::GET) {
             None => path_and_query.to_owned(),
             Some(presence) => {
                 let separator = if path_and_query.contains('?') { '&' } else { '?' };

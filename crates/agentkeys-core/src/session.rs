@@ -282,7 +282,7 @@ pub struct EncryptedFileStore {
     /// Asks for the passphrase of a passphrase-sealed session (the CLI's terminal prompt).
     passphrase: Option<Arc<dyn PassphrasePrompt>>,
     /// Keys derived from a passphrase in this process, by id, with the header they belong to, so
-    /// a save after a load (or a presence check) does not ask again.
+    /// a save after a load does not ask again (a presence check always asks).
     unlocked: Arc<Mutex<HashMap<String, UnlockedKey>>>,
 }
 
@@ -652,6 +652,64 @@ impl EncryptedFileStore {
     }
 }
 
+impl EncryptedFileStore {
+    /// Replaces `id`'s session with `session` under a fresh key, whatever sealed the old one
+    /// (`init --force`): a passphrase-sealed slot becomes a key-sealed one, without asking.
+    pub fn replace(&self, id: &SessionId, session: &Session) -> Result<(), SessionError> {
+        self.unlocked.lock().expect("not poisoned").remove(id.as_str());
+        self.save_keeping_form(id, session, false)
+    }
+
+    /// Saves `session`; with `keep_form`, a passphrase-sealed slot stays sealed with its
+    /// passphrase and a key that opens the current file is reused, else the slot starts over
+    /// with a fresh key (a replacement: nothing of the old session is needed, or asked for).
+    fn save_keeping_form(&self, id: &SessionId, session: &Session, keep_form: bool) -> Result<(), SessionError> {
+        let dir = self.dir(id);
+        ensure_private_dir(&self.home)?;
+        ensure_private_dir(&dir)?;
+        let _lock = self.lock(id)?;
+        let plain = Zeroizing::new(serde_json::to_vec(&session.to_record()).expect("a session record serializes"));
+        let sealed_now = if keep_form { Self::read_private(&dir.join(SESSION_FILE))? } else { None };
+        if let Some((header, body)) = sealed_now.as_deref().and_then(|bytes| PassphraseHeader::parse(bytes)) {
+            // A passphrase-sealed slot stays one: the same passphrase, asked once per process.
+            let path = dir.join(SESSION_FILE);
+            self.open_with_passphrase(id, &path, header, body)?;
+            let key = self.unlocked_key(id, header).expect("cached by the open");
+            return self.write_passphrase_sealed(id, header, &key, &plain);
+        }
+        // Keep the key that opens the current file, so a concurrent reader never pairs a new key
+        // with an old file; a fresh one only for a new slot (or one whose key is gone).
+        let current = if keep_form { self.candidate_keys(id)?.keys } else { Vec::new() };
+        let opener = current.into_iter().find(|(key, _)| {
+            sealed_now.as_ref().is_none_or(|sealed| crypto::aead_open(key, &session_aad(id), sealed).is_ok())
+        });
+        let (key, mut home) = opener.unwrap_or_else(|| (SymmetricKey::generate(&mut OsRandom), KeyHome::File));
+        if home == KeyHome::File && self.keychain.is_some() {
+            if self.migrate(id, &key) {
+                home = KeyHome::Keychain;
+            } else if self.strict {
+                return Err(SessionError::Keychain(KeychainError::Failed {
+                    name: self.keychain.as_ref().map_or("OS", |k| k.name()),
+                    reason: "the session key could not be stored and read back".into(),
+                }));
+            }
+        }
+        // The key is durable before the file that needs it; a key file the keychain superseded goes.
+        match home {
+            KeyHome::File => {
+                if self.read_key(id).ok().flatten().is_none_or(|on_disk| on_disk.expose() != key.expose()) {
+                    write_atomically(&dir.join(KEY_FILE), key.expose())?;
+                }
+            }
+            KeyHome::Keychain => {
+                let _ = fs::remove_file(dir.join(KEY_FILE));
+            }
+        }
+        let sealed = crypto::aead_seal(&key, &session_aad(id), &plain, &mut OsRandom);
+        write_atomically(&dir.join(SESSION_FILE), &sealed)
+    }
+}
+
 impl SessionStore for EncryptedFileStore {
     fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
         let path = self.dir(id).join(SESSION_FILE);
@@ -702,49 +760,7 @@ impl SessionStore for EncryptedFileStore {
     }
 
     fn save(&self, id: &SessionId, session: &Session) -> Result<(), SessionError> {
-        let dir = self.dir(id);
-        ensure_private_dir(&self.home)?;
-        ensure_private_dir(&dir)?;
-        let _lock = self.lock(id)?;
-        let plain = Zeroizing::new(serde_json::to_vec(&session.to_record()).expect("a session record serializes"));
-        let sealed_now = Self::read_private(&dir.join(SESSION_FILE)).ok().flatten();
-        if let Some((header, body)) = sealed_now.as_deref().and_then(|bytes| PassphraseHeader::parse(bytes)) {
-            // A passphrase-sealed slot stays one: the same passphrase, asked once per process.
-            let path = dir.join(SESSION_FILE);
-            self.open_with_passphrase(id, &path, header, body)?;
-            let key = self.unlocked_key(id, header).expect("cached by the open");
-            return self.write_passphrase_sealed(id, header, &key, &plain);
-        }
-        // Keep the key that opens the current file, so a concurrent reader never pairs a new key
-        // with an old file; a fresh one only for a new slot (or one whose key is gone).
-        let current = self.candidate_keys(id)?.keys;
-        let opener = current.into_iter().find(|(key, _)| {
-            sealed_now.as_ref().is_none_or(|sealed| crypto::aead_open(key, &session_aad(id), sealed).is_ok())
-        });
-        let (key, mut home) = opener.unwrap_or_else(|| (SymmetricKey::generate(&mut OsRandom), KeyHome::File));
-        if home == KeyHome::File && self.keychain.is_some() {
-            if self.migrate(id, &key) {
-                home = KeyHome::Keychain;
-            } else if self.strict {
-                return Err(SessionError::Keychain(KeychainError::Failed {
-                    name: self.keychain.as_ref().map_or("OS", |k| k.name()),
-                    reason: "the session key could not be stored and read back".into(),
-                }));
-            }
-        }
-        // The key is durable before the file that needs it; a key file the keychain superseded goes.
-        match home {
-            KeyHome::File => {
-                if self.read_key(id).ok().flatten().is_none_or(|on_disk| on_disk.expose() != key.expose()) {
-                    write_atomically(&dir.join(KEY_FILE), key.expose())?;
-                }
-            }
-            KeyHome::Keychain => {
-                let _ = fs::remove_file(dir.join(KEY_FILE));
-            }
-        }
-        let sealed = crypto::aead_seal(&key, &session_aad(id), &plain, &mut OsRandom);
-        write_atomically(&dir.join(SESSION_FILE), &sealed)
+        self.save_keeping_form(id, session, true)
     }
 
     fn clear(&self, id: &SessionId) -> Result<bool, SessionError> {

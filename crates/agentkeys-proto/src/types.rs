@@ -291,7 +291,8 @@ mod tests {
 }
 
 /// `GET`/`PUT /v1/account/settings`: the account's server-side policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AccountSettings {
     /// Refuse critical operations (approve, revoke, teardown, agent create and upgrade, widening a

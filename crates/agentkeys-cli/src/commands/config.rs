@@ -37,7 +37,7 @@ pub async fn set(ctx: &Context, args: ConfigSetArgs) -> Result<u8, CliError> {
     let new = Policy::parse(&args.value).ok_or_else(|| {
         CliError::usage(format!("{:?} is not a presence policy", args.value), "use required, preferred or off")
     })?;
-    let current = Config::load(ctx)?.biometric.unwrap_or(Policy::Preferred);
+    let current = Config::load()?.biometric.unwrap_or(Policy::Preferred);
     if new < current {
         crate::presence::require(
             ctx,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agentkeys_core::account::create_account;
-use agentkeys_core::session::{Session, SessionStore as _};
+use agentkeys_core::session::{Session, SessionError, SessionStore as _};
 use agentkeys_core::{ApiClient, OsRandom};
 use agentkeys_proto::{ErrorCode, ids};
 
@@ -21,8 +21,12 @@ fn default_label() -> String {
 }
 
 pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
-    let existing = match ctx.store.load(&ctx.session_id) {
+    // A passphrase-sealed slot being replaced is not opened: its passphrase may be the very
+    // thing that was forgotten.
+    let sealed_away = args.force && ctx.store.is_passphrase_sealed(&ctx.session_id);
+    let existing = match if sealed_away { Ok(None) } else { ctx.store.load(&ctx.session_id) } {
         Ok(session) => session,
+        Err(SessionError::PassphraseCancelled) => return Err(SessionError::PassphraseCancelled.into()),
         Err(error) if args.force => {
             ctx.out.warn(format!("replacing an unreadable session: {error}"));
             None
@@ -33,8 +37,7 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
         Some(session) if !args.force => return already_initialized(ctx, Arc::new(session)).await,
         other => other,
     };
-    // Replacing a session abandons its account here: critical, like approve and revoke (a
-    // replaced session's passphrase is not asked: it may be the very thing that was forgotten).
+    // Replacing a session abandons its account here: critical, like approve and revoke.
     if args.force {
         let account = existing.as_ref().map(|s| s.account_id.as_str());
         crate::presence::require(ctx, &CriticalOp::replace_account(ctx.session_id.as_str(), account))?;
@@ -52,7 +55,8 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
     let created = create_account(&server, &label, &mut OsRandom).await?;
     match &passphrase {
         Some(passphrase) => ctx.store.save_with_passphrase(&ctx.session_id, &created.session, passphrase)?,
-        None => ctx.store.save(&ctx.session_id, &created.session)?,
+        // A fresh key whatever sealed the old session, so nothing of it is needed (or asked for).
+        None => ctx.store.replace(&ctx.session_id, &created.session)?,
     }
     let session = &created.session;
     let recovery = created.recovery_key.to_text();

@@ -17,6 +17,18 @@ use crate::context::Context;
 use crate::error::CliError;
 
 pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
+    let critical = match &command {
+        Command::Approve(_) => Some("approve"),
+        Command::Revoke(_) => Some("revoke"),
+        Command::Teardown(_) => Some("teardown"),
+        Command::Agent(AgentCommand::Create(_)) => Some("agent-create"),
+        Command::Agent(AgentCommand::Upgrade(_)) => Some("agent-upgrade"),
+        Command::Init(args) if args.force => Some("init-force"),
+        _ => None,
+    };
+    if let Some(command) = critical {
+        crate::presence::refuse_bare_yes(ctx, command)?;
+    }
     match command {
         Command::Init(args) => init::init(ctx, args).await,
         Command::Whoami => whoami::whoami(ctx).await,

@@ -81,6 +81,7 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
         }
         _ => (request, None),
     };
+    let mut joins = None;
     if otp.is_some() {
         shown.push(format!("  device:   {}", agents::device_fingerprint(&request).unwrap_or_default()));
         // Pairing under an existing label adds this machine to that agent: say what it inherits.
@@ -94,6 +95,10 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
                 agent.agent_id,
                 agent.tier,
                 if agent.scope.is_empty() { "(none)".to_owned() } else { agent.scope.join(",") },
+            ));
+            joins = Some(format!(
+                "it joins existing agent {} ({devices} device(s), tier {}) and gets its private credentials",
+                agent.label, agent.tier
             ));
         }
     }
@@ -121,11 +126,17 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     }
     // Presence is the confirmation of every kind of request (after the OTP for a pairing).
     let op = match request.kind {
-        RequestKind::Pairing => CriticalOp::approve_pairing(
-            &request.label,
-            &agents::device_fingerprint(&request).unwrap_or_default(),
-            &scope,
-        ),
+        RequestKind::Pairing => {
+            let op = CriticalOp::approve_pairing(
+                &request.label,
+                &agents::device_fingerprint(&request).unwrap_or_default(),
+                &scope,
+            );
+            match &joins {
+                Some(note) => op.with_note(note),
+                None => op,
+            }
+        }
         RequestKind::Tier => {
             let to = request.tier.map(|t| t.as_str()).unwrap_or("?");
             let from = client
