@@ -9,6 +9,7 @@
 //! * `replicas` — several server processes on one database behaving as one.
 //! * `keychain` — session keys in the real Secret Service, fallbacks, migration.
 //! * `crash` — SIGKILL during a burst of stores loses nothing acknowledged.
+//! * `hardening` — the daemon and the CLI not dumpable, no core, a tracer refused.
 //! * `terminal` — prompts at a real pseudo-terminal (rexpect): the session passphrase.
 //! * `presence` — presence gating: the policy matrix, silent commands, the terminal, and the
 //!   real fprintd and polkit (dbusmock) on a private system bus.
@@ -38,6 +39,7 @@ macro_rules! on_both_backends {
 mod agents;
 mod cli;
 mod crash;
+mod hardening;
 mod keychain;
 mod presence;
 mod replicas;

@@ -478,16 +478,32 @@ pub fn test_python() -> Option<PathBuf> {
     }
 }
 
-/// `command` with no controlling terminal at all (`setsid`), as under a service manager or CI.
-pub fn without_terminal(command: &Command) -> Command {
-    let mut detached = Command::new("setsid");
-    detached.arg("--wait").arg(command.get_program()).args(command.get_args());
+/// `command` run through `wrapper` (a program and its arguments), with the same environment.
+pub fn wrapped(wrapper: &[&str], command: &Command) -> Command {
+    let mut outer = Command::new(wrapper[0]);
+    outer.args(&wrapper[1..]).arg(command.get_program()).args(command.get_args());
     for (key, value) in command.get_envs() {
         match value {
-            Some(value) => detached.env(key, value),
-            None => detached.env_remove(key),
+            Some(value) => outer.env(key, value),
+            None => outer.env_remove(key),
         };
     }
-    detached.stdin(std::process::Stdio::null());
-    detached
+    if let Some(dir) = command.get_current_dir() {
+        outer.current_dir(dir);
+    }
+    outer.stdin(std::process::Stdio::null());
+    outer
+}
+
+/// `command` with no controlling terminal at all (`setsid`), as under a service manager or CI.
+pub fn without_terminal(command: &Command) -> Command {
+    wrapped(&["setsid", "--wait"], command)
+}
+
+/// The uid of `nobody`, for tests that need a second, unprivileged user (they run as root).
+pub const NOBODY: u32 = 65534;
+
+/// `command` as the unprivileged user `nobody` (`setpriv`), with the same environment.
+pub fn as_nobody(command: &Command) -> Command {
+    wrapped(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], command)
 }

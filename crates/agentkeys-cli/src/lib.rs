@@ -16,6 +16,15 @@ use clap::Parser as _;
 pub fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let out = output::Output { json: cli.global.json, quiet: cli.global.quiet };
+    // No core dumps and not dumpable before any secret is read (PRODUCT.md §7). No
+    // PR_SET_NO_NEW_PRIVS here: the human's `agentkeys run -- sudo …` must keep working.
+    if let Err(e) = agentkeys_core::harden::harden(agentkeys_core::harden::Options::default()) {
+        return std::process::ExitCode::from(out.error(&error::CliError::new(
+            error::exit::ERROR,
+            format!("cannot harden the process ({e}): refusing to handle credentials without it"),
+            "check that the container or sandbox allows prctl(PR_SET_DUMPABLE) and setrlimit",
+        )));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

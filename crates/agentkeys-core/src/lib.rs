@@ -11,6 +11,7 @@ pub mod child;
 pub mod client;
 pub mod crypto;
 pub mod error;
+pub mod harden;
 pub mod mask;
 pub mod paths;
 pub mod random;

@@ -27,6 +27,10 @@ pub struct GlobalArgs {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Start even under a debugger or tracer (gdb, strace), which can read every credential the
+    /// daemon handles; it says so on stderr.
+    #[arg(long, global = true)]
+    pub allow_debugger: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,8 @@ use crate::cli::GlobalArgs;
 pub struct Context {
     pub global: GlobalArgs,
     pub store: EncryptedFileStore,
+    /// What the start-up hardening did and found (`status` shows it).
+    pub hardening: agentkeys_core::harden::Report,
 }
 
 impl std::fmt::Debug for Context {
@@ -22,8 +24,8 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(global: GlobalArgs) -> Result<Self, CommandError> {
-        Ok(Self { global, store: EncryptedFileStore::from_env()? })
+    pub fn new(global: GlobalArgs, hardening: agentkeys_core::harden::Report) -> Result<Self, CommandError> {
+        Ok(Self { global, store: EncryptedFileStore::from_env()?, hardening })
     }
 
     pub fn server_url(&self, session: Option<&Session>) -> String {

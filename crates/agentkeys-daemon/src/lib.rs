@@ -11,6 +11,7 @@ pub mod serve;
 
 use agentkeys_core::child::{self, ChildSpec};
 use agentkeys_core::error::CommandError;
+use agentkeys_core::harden;
 use agentkeys_core::vault::{self, Namespace};
 use clap::Parser as _;
 use zeroize::Zeroizing;
@@ -39,11 +40,46 @@ fn init_logging() {
         .try_init();
 }
 
+/// Hardens this process before it touches a secret (PRODUCT.md §7): no core dumps, not
+/// dumpable, no new privileges; refuses a tracer unless `--allow-debugger`.
+fn harden(allow_debugger: bool) -> Result<harden::Report, CommandError> {
+    let report = harden::harden(harden::Options { no_new_privs: true }).map_err(|e| {
+        CommandError::new(
+            1,
+            format!("cannot harden the process ({e}): refusing to handle credentials without it"),
+            "check that the container or sandbox allows prctl(PR_SET_DUMPABLE) and setrlimit",
+        )
+    })?;
+    if let Some(pid) = report.traced_by {
+        let who = harden::process_name(pid).map(|name| format!("{pid} ({name})")).unwrap_or_else(|| pid.to_string());
+        if !allow_debugger {
+            return Err(CommandError::new(
+                1,
+                format!(
+                    "agentkeys-daemon is being traced by process {who}: refusing to start, a tracer can read every credential it handles"
+                ),
+                "run it without gdb/strace, or pass --allow-debugger to start anyway",
+            ));
+        }
+        tracing::warn!(
+            "running under tracer {who} because of --allow-debugger: it can read every credential this daemon handles"
+        );
+    }
+    Ok(report)
+}
+
 /// Runs the daemon and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     let json = cli.global.json;
+    let hardening = match harden(cli.global.allow_debugger) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            return std::process::ExitCode::from(error.exit_code);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -52,7 +88,7 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let ctx = Context::new(cli.global)?;
+        let ctx = Context::new(cli.global, hardening)?;
         dispatch(&ctx, cli.command).await
     });
     // A `run` child or an MCP client may have left blocking reads behind; do not wait for them.
@@ -78,16 +114,25 @@ pub fn main() -> std::process::ExitCode {
     })
 }
 
+/// Loudly, once, for the long-running commands: a machine where same-user processes may ptrace.
+fn warn_weak_ptrace(ctx: &Context) {
+    if let Some(warning) = ctx.hardening.ptrace_warning() {
+        tracing::warn!("WARNING: {warning}");
+    }
+}
+
 async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CommandError> {
     match command {
         Command::Pair(args) => enroll::pair(ctx, args).await,
         Command::Link(args) => enroll::link(ctx, args).await,
         Command::Serve(args) => {
             let (id, client, session) = ctx.client()?;
+            warn_weak_ptrace(ctx);
             serve::serve(&id, socket_path(&id, args.socket)?, client, session).await
         }
         Command::Mcp => {
             let (id, client, session) = ctx.client()?;
+            warn_weak_ptrace(ctx);
             serve::stdio(socket_path(&id, None)?, client, session).await
         }
         Command::Run(args) => run(ctx, args).await,
@@ -172,12 +217,20 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
         "socket": socket.display().to_string(),
         "serving": listening,
         "cache": "none: each credential is fetched when asked for and dropped after delivery",
+        "hardening": {
+            "dumpable": false,
+            "core_dumps": false,
+            "no_new_privs": ctx.hardening.no_new_privs,
+            "traced_by": ctx.hardening.traced_by,
+            "ptrace_warning": ctx.hardening.ptrace_warning(),
+        },
     });
     if ctx.global.json {
         return print_json(&value).map(|()| 0);
     }
+    let ptrace = ctx.hardening.ptrace_warning().unwrap_or_else(|| "other processes cannot attach".to_owned());
     print_text(&format!(
-        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\n",
+        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\nMemory:   not dumpable, no core dumps, no new privileges; {ptrace}\n",
         session.agent_id.as_deref().unwrap_or("-"),
         ctx.store.describe(&id),
         client.base_url(),
