@@ -238,3 +238,15 @@ async fn the_daemon_refuses_a_tracer_unless_allowed() {
     assert!(stderr.contains("running under tracer") && !stderr.contains("refusing to start"), "{stderr}");
     assert_ne!(allowed.status.code(), Some(1), "it started (and then found no session): {stderr}");
 }
+
+/// The daemon's allocator is mimalloc in secure mode (its own start-up report says so).
+#[test]
+fn the_daemon_allocates_with_mimalloc_in_secure_mode() {
+    let out = Command::new(agentkeys_tests::bin("agentkeys-daemon"))
+        .arg("--version")
+        .env("MIMALLOC_VERBOSE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("secure level: 4"), "{}", text(&out.stderr));
+}

@@ -223,6 +223,7 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
             "no_new_privs": ctx.hardening.no_new_privs,
             "traced_by": ctx.hardening.traced_by,
             "ptrace_warning": ctx.hardening.ptrace_warning(),
+            "allocator": "mimalloc (secure)",
         },
     });
     if ctx.global.json {
@@ -230,7 +231,7 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
     }
     let ptrace = ctx.hardening.ptrace_warning().unwrap_or_else(|| "other processes cannot attach".to_owned());
     print_text(&format!(
-        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\nMemory:   not dumpable, no core dumps, no new privileges; {ptrace}\n",
+        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\nMemory:   not dumpable, no core dumps, no new privileges, mimalloc (secure); {ptrace}\n",
         session.agent_id.as_deref().unwrap_or("-"),
         ctx.store.describe(&id),
         client.base_url(),
