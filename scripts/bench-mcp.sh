@@ -33,7 +33,7 @@ printf 'sk-bench-0123456789abcdef0123456789' | "$BIN/agentkeys" -q store openai
 
 # link AGENT_LABEL HOME: creates the agent and binds a daemon session for it under HOME.
 link() {
-    local code; code="$("$BIN/agentkeys" -q --yes agent create "$1" --scope openai)"
+    local code; code="$("$BIN/agentkeys" -q --yes --no-biometric agent create "$1" --scope openai)"
     AGENTKEYS_LINK_CODE="$code" AGENTKEYS_HOME="$2" "$BIN/agentkeys-daemon" --json link >/dev/null
 }
 # serve HOME SESSION SOCKET: starts a daemon and waits for its readiness line.
