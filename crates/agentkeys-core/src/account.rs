@@ -81,7 +81,7 @@ pub async fn create_account(
         device_id,
         device_label: device_label.to_owned(),
         session_id: response.session_id,
-        token: SecretString::from(response.session_token),
+        token: SecretString::from(response.session_token.expose().to_owned()),
         device,
         account: Some(account),
         agent_id: None,

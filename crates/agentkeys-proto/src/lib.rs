@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod names;
 pub mod presence;
+pub mod secret;
 pub mod signing;
 pub mod types;
 

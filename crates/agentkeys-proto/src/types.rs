@@ -43,7 +43,7 @@ pub struct CreateAccountRequest {
 }
 
 /// Answer to [`CreateAccountRequest`]. `Debug` leaves the token out.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountResponse {
@@ -51,7 +51,8 @@ pub struct CreateAccountResponse {
     pub device_id: String,
     pub session_id: String,
     /// The bearer token. Shown once; the server keeps only its SHA-256.
-    pub session_token: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub session_token: crate::secret::WireSecret,
 }
 
 impl std::fmt::Debug for CreateAccountResponse {
@@ -277,7 +278,7 @@ mod tests {
             account_id: "acct_x".into(),
             device_id: "dev_x".into(),
             session_id: "ses_x".into(),
-            session_token: "akt_secret_token".into(),
+            session_token: crate::secret::WireSecret::new("akt_secret_token".into()),
         };
         assert!(!format!("{response:?}").contains("akt_secret_token"));
     }

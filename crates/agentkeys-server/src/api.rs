@@ -173,7 +173,7 @@ pub async fn create_account(
                 account_id: account.account_id.clone(),
                 device_id: account.device_id.clone(),
                 session_id: account.session_id.clone(),
-                session_token: token.clone(),
+                session_token: agentkeys_proto::secret::WireSecret::new(token.clone()),
             }),
         ),
         Err(_) => (None, None),
