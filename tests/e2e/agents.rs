@@ -784,3 +784,44 @@ async fn replicas_share_an_agents_read_limit() {
     // Six at once, plus at most what a second or two of refill adds: never six per replica.
     assert!((6..=8).contains(&allowed), "allowed {allowed}, limited {limited}");
 }
+
+/// The daemon's own trail: what it fetched, delivered, dropped and was denied, as JSON lines in
+/// the session's slot — never a value — and counted by `status`.
+#[tokio::test]
+async fn the_daemon_keeps_a_trail_without_values() {
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    let secret = format!("sk-trail-{}", hex::encode(OsRandom.array::<8>()));
+    master.ok(&["store", "openai"], Some(secret.as_bytes()));
+    master.ok(&["store", "github"], Some(b"ghp-not-in-scope"));
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "trailed", "openai");
+    let ran = host.run(&["run", "--env", "K=openai", "--", "true"]);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let denied = host.run(&["run", "--env", "K=github", "--", "true"]);
+    assert_eq!(denied.status.code(), Some(4), "{}", text(&denied.stderr));
+
+    let trail = std::fs::read_to_string(host.home.path().join(format!("daemon-{agent}/trail.jsonl"))).unwrap();
+    let events: Vec<serde_json::Value> = trail.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seen: Vec<(String, String, String, String)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["agent"], agent.as_str());
+            let field = |k: &str| e[k].as_str().unwrap().to_owned();
+            (field("event"), field("service"), field("via"), field("outcome"))
+        })
+        .collect();
+    let expected = [
+        ("fetch", "openai", "run", "ok"),
+        ("deliver", "openai", "run", "ok"),
+        ("drop", "openai", "run", "ok"),
+        ("deny", "github", "run", "DENIED"),
+    ]
+    .map(|(a, b, c, d)| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned()));
+    assert_eq!(seen, expected);
+    assert!(!trail.contains(&secret) && !trail.contains("ghp-"), "no value in the trail");
+
+    let status: serde_json::Value = serde_json::from_slice(&host.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["trail"]["events"], serde_json::json!({"fetch": 1, "deliver": 1, "drop": 1, "deny": 1}));
+}

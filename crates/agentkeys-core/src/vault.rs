@@ -44,6 +44,14 @@ pub enum VaultError {
 }
 
 impl VaultError {
+    /// The server's error code, when the server answered with one.
+    pub fn code(&self) -> Option<agentkeys_proto::ErrorCode> {
+        match self {
+            VaultError::Client(e) => e.code(),
+            _ => None,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             VaultError::Client(e) => e.exit_code(),

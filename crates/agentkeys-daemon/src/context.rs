@@ -28,6 +28,11 @@ impl Context {
         Ok(Self { global, store: EncryptedFileStore::from_env()?, hardening })
     }
 
+    /// The daemon's audit trail of session `id`, in its slot directory.
+    pub fn trail(&self, id: &SessionId, session: &Session) -> crate::trail::Trail {
+        crate::trail::Trail::new(self.store.dir(id), session.agent_id.clone().unwrap_or_default())
+    }
+
     pub fn server_url(&self, session: Option<&Session>) -> String {
         agentkeys_core::client::resolve_server_url(self.global.server.as_deref(), session)
     }

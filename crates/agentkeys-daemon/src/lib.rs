@@ -8,6 +8,7 @@ pub mod context;
 pub mod enroll;
 pub mod mcp;
 pub mod serve;
+pub mod trail;
 
 use agentkeys_core::child::{self, ChildSpec};
 use agentkeys_core::error::CommandError;
@@ -18,6 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command, RunArgs};
 use crate::context::{Context, socket_path};
+use crate::trail::Via;
 
 /// Prints a JSON result on stdout.
 #[allow(clippy::print_stdout, reason = "results go to stdout")]
@@ -128,12 +130,14 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CommandError> {
         Command::Serve(args) => {
             let (id, client, session) = ctx.client()?;
             warn_weak_ptrace(ctx);
-            serve::serve(&id, socket_path(&id, args.socket)?, client, session).await
+            let trail = ctx.trail(&id, &session);
+            serve::serve(&id, socket_path(&id, args.socket)?, client, session, trail).await
         }
         Command::Mcp => {
             let (id, client, session) = ctx.client()?;
             warn_weak_ptrace(ctx);
-            serve::stdio(socket_path(&id, None)?, client, session).await
+            let trail = ctx.trail(&id, &session);
+            serve::stdio(socket_path(&id, None)?, client, session, trail).await
         }
         Command::Run(args) => run(ctx, args).await,
         Command::Whoami => whoami(ctx).await,
@@ -145,16 +149,31 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CommandError> {
 async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
     let bindings = child::parse_bindings(&args.env)?;
     let mut env: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::with_capacity(bindings.len());
+    let mut services = Vec::with_capacity(bindings.len());
+    let mut trail = None;
     if !bindings.is_empty() {
-        let (_, client, session) = ctx.client()?;
+        let (id, client, session) = ctx.client()?;
+        let this_trail = trail.insert(ctx.trail(&id, &session));
         for (var, service) in bindings {
-            env.push((var, vault::read(&client, &session, Namespace::Vault, &service).await?));
+            let read = vault::read(&client, &session, Namespace::Vault, &service).await;
+            this_trail.record_read(&service, Via::Run, read.as_ref().map(|_| ()).map_err(|e| e.code()));
+            env.push((var, read?));
+            services.push(service);
         }
     }
     let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };
-    Ok(tokio::task::spawn_blocking(move || child::run(spec))
+    let result = tokio::task::spawn_blocking(move || child::run(spec))
         .await
-        .map_err(|e| CommandError::new(1, format!("the run task failed: {e}"), "retry"))??)
+        .map_err(|e| CommandError::new(1, format!("the run task failed: {e}"), "retry"))?;
+    // The values went into the child's environment; this process's copies are gone with `spec`.
+    if let Some(trail) = &trail {
+        for service in &services {
+            let outcome = if result.is_ok() { "ok" } else { "not started" };
+            trail.record(trail::Event::Deliver, service, Via::Run, outcome);
+            trail.record(trail::Event::Drop, service, Via::Run, "ok");
+        }
+    }
+    Ok(result?)
 }
 
 async fn whoami(ctx: &Context) -> Result<u8, CommandError> {
@@ -225,18 +244,26 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
             "ptrace_warning": ctx.hardening.ptrace_warning(),
             "allocator": "mimalloc (secure)",
         },
+        "trail": { "path": ctx.trail(&id, &session).path().display().to_string(), "events": ctx.trail(&id, &session).counts() },
     });
     if ctx.global.json {
         return print_json(&value).map(|()| 0);
     }
     let ptrace = ctx.hardening.ptrace_warning().unwrap_or_else(|| "other processes cannot attach".to_owned());
+    let counts = ctx.trail(&id, &session).counts();
+    let trail_text = if counts.is_empty() {
+        "no events yet".to_owned()
+    } else {
+        counts.iter().map(|(event, n)| format!("{event} {n}")).collect::<Vec<_>>().join(", ")
+    };
     print_text(&format!(
-        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\nMemory:   not dumpable, no core dumps, no new privileges, mimalloc (secure); {ptrace}\n",
+        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\nMemory:   not dumpable, no core dumps, no new privileges, mimalloc (secure); {ptrace}\nTrail:    {trail_text} ({})\n",
         session.agent_id.as_deref().unwrap_or("-"),
         ctx.store.describe(&id),
         client.base_url(),
         socket.display(),
         if listening { "a daemon is serving" } else { "no daemon serving" },
+        ctx.trail(&id, &session).path().display(),
     ));
     Ok(0)
 }

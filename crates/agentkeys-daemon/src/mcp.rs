@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use agentkeys_core::mask::Masker;
 use agentkeys_core::session::Session;
+
+use crate::trail::{Event, Trail, Via};
 use agentkeys_core::vault::{self, Namespace, VaultError};
 use agentkeys_core::{ApiClient, ClientError};
 use agentkeys_proto::agents::{AgentAskRequest, RequestKind, Tier};
@@ -177,6 +179,7 @@ pub struct RequestTierArgs {
 pub struct AgentKeysMcp {
     client: ApiClient,
     session: Arc<Session>,
+    trail: Trail,
     tool_router: ToolRouter<Self>,
 }
 
@@ -188,8 +191,8 @@ impl std::fmt::Debug for AgentKeysMcp {
 
 #[tool_router]
 impl AgentKeysMcp {
-    pub fn new(client: ApiClient, session: Arc<Session>) -> Self {
-        Self { client, session, tool_router: Self::tool_router() }
+    pub fn new(client: ApiClient, session: Arc<Session>, trail: Trail) -> Self {
+        Self { client, session, trail, tool_router: Self::tool_router() }
     }
 
     #[tool(
@@ -244,13 +247,18 @@ impl AgentKeysMcp {
     )]
     async fn get_credential(&self, Parameters(args): Parameters<GetCredentialArgs>) -> ToolResult {
         let read = vault::read(&self.client, &self.session, Namespace::Vault, &args.service).await;
+        self.trail.record_read(&args.service, Via::Mcp, read.as_ref().map(|_| ()).map_err(|e| e.code()));
         match read {
             Ok(value) => {
                 let text = match std::str::from_utf8(&value) {
                     Ok(text) => json!({ "service": args.service, "value": text }),
                     Err(_) => json!({ "service": args.service, "value_base64url": b64::encode(value.as_slice()) }),
                 };
-                ok_json(text)
+                drop(value);
+                let result = ok_json(text);
+                self.trail.record(Event::Deliver, &args.service, Via::Mcp, "ok");
+                self.trail.record(Event::Drop, &args.service, Via::Mcp, "ok");
+                result
             }
             Err(error) => Ok(ToolFailure::from(error).into_result()),
         }
@@ -350,8 +358,12 @@ impl AgentKeysMcp {
         let bindings = agentkeys_core::child::parse_bindings(&specs)
             .map_err(|e| ToolFailure::new("INVALID_INPUT", e.message, e.hint))?;
         let mut values: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::with_capacity(bindings.len());
+        let mut services = Vec::with_capacity(bindings.len());
         for (var, service) in bindings {
-            values.push((var, vault::read(&self.client, &self.session, Namespace::Vault, &service).await?));
+            let read = vault::read(&self.client, &self.session, Namespace::Vault, &service).await;
+            self.trail.record_read(&service, Via::Run, read.as_ref().map(|_| ()).map_err(|e| e.code()));
+            values.push((var, read?));
+            services.push(service);
         }
         let timeout = Duration::from_secs(args.timeout_s.unwrap_or(DEFAULT_RUN_TIMEOUT_S).clamp(1, MAX_RUN_TIMEOUT_S));
         let mut command = tokio::process::Command::new(program);
@@ -371,6 +383,9 @@ impl AgentKeysMcp {
             ToolFailure::new("INVALID_INPUT", format!("cannot start {program}: {e}"), "check the program name and PATH")
         })?;
         drop(command);
+        for service in &services {
+            self.trail.record(Event::Deliver, service, Via::Run, "ok");
+        }
         let group = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
         let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -405,6 +420,12 @@ impl AgentKeysMcp {
         };
         let (stdout_text, stdout_truncated) = masked(std::mem::take(&mut out));
         let (stderr_text, stderr_truncated) = masked(std::mem::take(&mut err));
+        // Kept until here only to mask the output; now they go.
+        drop(masker_values);
+        drop(values);
+        for service in &services {
+            self.trail.record(Event::Drop, service, Via::Run, "ok");
+        }
         let exit_code = status.map(|s| {
             use std::os::unix::process::ExitStatusExt as _;
             s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))

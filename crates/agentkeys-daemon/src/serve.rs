@@ -15,6 +15,7 @@ use rmcp::ServiceExt as _;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::mcp::AgentKeysMcp;
+use crate::trail::Trail;
 
 fn io_error(action: &str, path: &Path, error: std::io::Error) -> CommandError {
     CommandError::new(
@@ -58,10 +59,11 @@ pub async fn serve(
     socket: PathBuf,
     client: ApiClient,
     session: Arc<Session>,
+    trail: Trail,
 ) -> Result<u8, CommandError> {
     let listener = bind(&socket).await?;
     let uid = rustix::process::getuid().as_raw();
-    let server = AgentKeysMcp::new(client, session);
+    let server = AgentKeysMcp::new(client, session, trail);
     tracing::info!("agentkeys-daemon serving {id} on {}", socket.display());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CommandError::new(exit::ERROR, format!("cannot watch signals: {e}"), "retry"))?;
@@ -101,7 +103,12 @@ pub async fn serve(
 
 /// MCP on stdio: bridged byte for byte to the session's `serve` daemon when one answers on its
 /// socket, else served here. Only protocol goes to stdout.
-pub async fn stdio(socket: PathBuf, client: ApiClient, session: Arc<Session>) -> Result<u8, CommandError> {
+pub async fn stdio(
+    socket: PathBuf,
+    client: ApiClient,
+    session: Arc<Session>,
+    trail: Trail,
+) -> Result<u8, CommandError> {
     if let Ok(stream) = UnixStream::connect(&socket).await {
         tracing::info!("bridging MCP on stdio to the daemon at {}", socket.display());
         let (mut from_daemon, mut to_daemon) = stream.into_split();
@@ -123,7 +130,7 @@ pub async fn stdio(socket: PathBuf, client: ApiClient, session: Arc<Session>) ->
         }
         return Ok(0);
     }
-    let running = AgentKeysMcp::new(client, session).serve(rmcp::transport::stdio()).await.map_err(|e| {
+    let running = AgentKeysMcp::new(client, session, trail).serve(rmcp::transport::stdio()).await.map_err(|e| {
         CommandError::new(exit::ERROR, format!("MCP initialization failed: {e}"), "check the MCP client")
     })?;
     let _ = running.waiting().await;
