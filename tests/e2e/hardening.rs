@@ -134,11 +134,11 @@ fn cores_in(dir: &Path) -> Vec<String> {
 fn abort(mut child: Child) {
     rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::ABORT).unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc_sigabrt()), "{status:?}");
-}
-
-fn libc_sigabrt() -> i32 {
-    rustix::process::Signal::ABORT.as_raw()
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(rustix::process::Signal::ABORT.as_raw()),
+        "{status:?}"
+    );
 }
 
 #[tokio::test]
@@ -170,16 +170,7 @@ async fn the_daemon_and_the_cli_are_not_dumpable_and_leave_no_core() {
     let work = nobody_dir();
     let mut pair = binaries.public(&host.command(&["pair", "--label", "hardened", "--timeout", "60"]));
     pair.env("AGENTKEYS_HOME", home.path()).current_dir(work.path());
-    let mut wrapped_pair = Command::new("sh");
-    wrapped_pair.arg("-c").arg("ulimit -c unlimited; exec \"$0\" \"$@\"").arg(pair.get_program()).args(pair.get_args());
-    for (key, value) in pair.get_envs() {
-        if let Some(value) = value {
-            wrapped_pair.env(key, value);
-        } else {
-            wrapped_pair.env_remove(key);
-        }
-    }
-    wrapped_pair.current_dir(work.path());
+    let wrapped_pair = agentkeys_tests::wrapped(&["sh", "-c", "ulimit -c unlimited; exec \"$0\" \"$@\""], &pair);
     let daemon = spawn_until(as_nobody(&wrapped_pair), "Pair code:");
     let pid = daemon.id();
     assert_eq!(core_limit(pid), "0 0", "RLIMIT_CORE is 0 although the shell raised it");

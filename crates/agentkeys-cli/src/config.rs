@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use agentkeys_biometric::Policy;
 use serde::{Deserialize, Serialize};
 
-use crate::error::CliError;
+use crate::error::{CliError, exit};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +33,11 @@ impl ConfigFile {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => {
-                return Err(CliError::new(1, format!("cannot read {}: {e}", path.display()), "check its permissions"));
+                return Err(CliError::new(
+                    exit::ERROR,
+                    format!("cannot read {}: {e}", path.display()),
+                    "check its permissions",
+                ));
             }
         };
         toml::from_str(&text).map_err(|e| {
@@ -45,11 +49,13 @@ impl ConfigFile {
     }
 
     pub fn write(&self) -> Result<(), CliError> {
-        let path = path().ok_or_else(|| CliError::new(1, "cannot find the AgentKeys home", "set AGENTKEYS_HOME"))?;
+        let path =
+            path().ok_or_else(|| CliError::new(exit::ERROR, "cannot find the AgentKeys home", "set AGENTKEYS_HOME"))?;
         let text = toml::to_string(self).expect("the config serializes");
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| CliError::new(1, format!("cannot create {}: {e}", dir.display()), "check permissions"))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                CliError::new(exit::ERROR, format!("cannot create {}: {e}", dir.display()), "check permissions")
+            })?;
         }
         agentkeys_core::session::write_atomically(&path, text.as_bytes()).map_err(CliError::from)
     }

@@ -219,6 +219,8 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
     use agentkeys_core::session::SessionStore as _;
     let (id, client, session) = ctx.client()?;
     let socket = socket_path(&id, None)?;
+    let trail = ctx.trail(&id, &session);
+    let events = trail.counts();
     let listening = tokio::net::UnixStream::connect(&socket).await.is_ok();
     let server = match client.whoami().await {
         Ok(_) => "reachable, session valid".to_owned(),
@@ -244,17 +246,16 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
             "ptrace_warning": ctx.hardening.ptrace_warning(),
             "allocator": "mimalloc (secure)",
         },
-        "trail": { "path": ctx.trail(&id, &session).path().display().to_string(), "events": ctx.trail(&id, &session).counts() },
+        "trail": { "path": trail.path().display().to_string(), "events": events },
     });
     if ctx.global.json {
         return print_json(&value).map(|()| 0);
     }
     let ptrace = ctx.hardening.ptrace_warning().unwrap_or_else(|| "other processes cannot attach".to_owned());
-    let counts = ctx.trail(&id, &session).counts();
-    let trail_text = if counts.is_empty() {
+    let trail_text = if events.is_empty() {
         "no events yet".to_owned()
     } else {
-        counts.iter().map(|(event, n)| format!("{event} {n}")).collect::<Vec<_>>().join(", ")
+        events.iter().map(|(event, n)| format!("{event} {n}")).collect::<Vec<_>>().join(", ")
     };
     print_text(&format!(
         "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\nMemory:   not dumpable, no core dumps, no new privileges, mimalloc (secure); {ptrace}\nTrail:    {trail_text} ({})\n",
@@ -263,7 +264,7 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
         client.base_url(),
         socket.display(),
         if listening { "a daemon is serving" } else { "no daemon serving" },
-        ctx.trail(&id, &session).path().display(),
+        trail.path().display(),
     ));
     Ok(0)
 }

@@ -17,7 +17,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
-use sqlx::Row as _;
 
 use crate::agents::{AgentOp, Wrap};
 use crate::app::AppState;
@@ -226,14 +225,11 @@ pub async fn account_settings(
     if let Err(error) = caller.require_master() {
         return Err(caller.refuse(&state, "account.settings", error).await);
     }
-    let row = sqlx::query("SELECT require_presence_for_critical AS required FROM accounts WHERE id = $1")
-        .bind(&caller.account_id)
-        .fetch_one(&state.db.reads)
-        .await
-        .map_err(ApiError::internal)?;
-    let required: i64 = row.try_get("required").map_err(ApiError::internal)?;
+    let mut conn = state.db.reads.acquire().await.map_err(ApiError::internal)?;
+    let required = crate::writer::requires_presence(&mut conn, &caller.account_id).await.map_err(ApiError::internal)?;
+    drop(conn);
     caller.commit(&state, "account.settings", None, Ok(Operation::None)).await?;
-    Ok(Json(AccountSettings { require_presence_for_critical: required != 0 }))
+    Ok(Json(AccountSettings { require_presence_for_critical: required }))
 }
 
 /// Changes the account's server-side policy; turning the presence requirement off is itself a

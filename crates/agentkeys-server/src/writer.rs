@@ -573,7 +573,8 @@ pub fn presence_required() -> ApiError {
     )
 }
 
-async fn requires_presence(conn: &mut AnyConnection, account_id: &str) -> Result<bool, sqlx::Error> {
+/// Whether `account_id` requires presence for critical operations (its server-side setting).
+pub async fn requires_presence(conn: &mut AnyConnection, account_id: &str) -> Result<bool, sqlx::Error> {
     let row = sqlx::query("SELECT require_presence_for_critical AS required FROM accounts WHERE id = $1")
         .bind(account_id)
         .fetch_optional(&mut *conn)
