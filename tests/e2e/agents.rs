@@ -599,6 +599,25 @@ async fn mcp_tools_through_the_official_python_sdk() {
     assert!((200_000..=256 * 1024).contains(&flood), "output capped at 256 KiB: {flood}");
     let usage = full["usage"].to_string();
     assert!(usage.contains("credential.read") && !usage.contains(&value), "usage has no values: {usage}");
+    // The daemon's trail: the MCP read fetched, delivered and dropped openai, and was denied stripe.
+    let agent_id = full["whoami"]["agent_id"].as_str().unwrap();
+    let trail = std::fs::read_to_string(host.home.path().join(format!("daemon-{agent_id}/trail.jsonl"))).unwrap();
+    let events: Vec<[String; 4]> = trail
+        .lines()
+        .map(|line| {
+            let e: serde_json::Value = serde_json::from_str(line).unwrap();
+            ["event", "service", "via", "outcome"].map(|k| e[k].as_str().unwrap().to_owned())
+        })
+        .collect();
+    for expected in [
+        ["fetch", "openai", "mcp", "ok"],
+        ["deliver", "openai", "mcp", "ok"],
+        ["drop", "openai", "mcp", "ok"],
+        ["deny", "stripe", "mcp", "DENIED"],
+    ] {
+        assert!(events.iter().any(|e| e == &expected.map(str::to_owned)), "{expected:?} in the trail:\n{trail}");
+    }
+    assert!(!trail.contains(&value), "no value in the trail");
 
     // The agent's asks reach the master's queue; approving access wraps the key and works at once.
     let requests = text(&master.ok(&["requests"], None));

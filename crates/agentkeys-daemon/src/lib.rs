@@ -169,8 +169,7 @@ async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
     if let Some(trail) = &trail {
         for service in &services {
             let outcome = if result.is_ok() { "ok" } else { "not started" };
-            trail.record(trail::Event::Deliver, service, Via::Run, outcome);
-            trail.record(trail::Event::Drop, service, Via::Run, "ok");
+            trail.record_all(service, Via::Run, &[(trail::Event::Deliver, outcome), (trail::Event::Drop, "ok")]);
         }
     }
     Ok(result?)

@@ -247,7 +247,6 @@ impl AgentKeysMcp {
     )]
     async fn get_credential(&self, Parameters(args): Parameters<GetCredentialArgs>) -> ToolResult {
         let read = vault::read(&self.client, &self.session, Namespace::Vault, &args.service).await;
-        self.trail.record_read(&args.service, Via::Mcp, read.as_ref().map(|_| ()).map_err(|e| e.code()));
         match read {
             Ok(value) => {
                 let text = match std::str::from_utf8(&value) {
@@ -256,11 +255,14 @@ impl AgentKeysMcp {
                 };
                 drop(value);
                 let result = ok_json(text);
-                self.trail.record(Event::Deliver, &args.service, Via::Mcp, "ok");
-                self.trail.record(Event::Drop, &args.service, Via::Mcp, "ok");
+                let ok = [(Event::Fetch, "ok"), (Event::Deliver, "ok"), (Event::Drop, "ok")];
+                self.trail.record_all(&args.service, Via::Mcp, &ok);
                 result
             }
-            Err(error) => Ok(ToolFailure::from(error).into_result()),
+            Err(error) => {
+                self.trail.record_read(&args.service, Via::Mcp, Err(error.code()));
+                Ok(ToolFailure::from(error).into_result())
+            }
         }
     }
 

@@ -85,16 +85,27 @@ impl Trail {
 
     /// Appends one event; a failure is logged, never returned.
     pub fn record(&self, event: Event, service: &str, via: Via, outcome: &str) {
-        let line = serde_json::json!({
-            "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "event": event.as_str(),
-            "agent": self.agent,
-            "service": service,
-            "via": via.as_str(),
-            "outcome": outcome,
-        });
-        if let Err(error) = self.append(&format!("{line}\n")) {
-            tracing::warn!("the daemon's trail in {} lost an event: {error}", self.dir.display());
+        self.record_all(service, via, &[(event, outcome)]);
+    }
+
+    /// Appends several events about one service in one write (one open and lock on the hot
+    /// path of `get_credential`, instead of one per event).
+    pub fn record_all(&self, service: &str, via: Via, events: &[(Event, &str)]) {
+        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let mut lines = String::new();
+        for (event, outcome) in events {
+            let line = serde_json::json!({
+                "ts": ts,
+                "event": event.as_str(),
+                "agent": self.agent,
+                "service": service,
+                "via": via.as_str(),
+                "outcome": outcome,
+            });
+            lines.push_str(&format!("{line}\n"));
+        }
+        if let Err(error) = self.append(&lines) {
+            tracing::warn!("the daemon's trail in {} lost {} event(s): {error}", self.dir.display(), events.len());
         }
     }
 
