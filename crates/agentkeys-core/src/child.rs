@@ -4,18 +4,21 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal as _;
-use std::os::unix::ffi::OsStrExt as _;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
-use rustix::process::{Pid, WaitIdOptions, kill_process};
+use rustix::process::{Pid, WaitIdOptions, kill_process, kill_process_group};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::Cause;
 use zeroize::Zeroizing;
 
+use crate::exec::{self, SecretEnv};
 use crate::mask::Masker;
 
 /// Why the child could not be run: an exit code (127 not found, 126 not executable, 2 usage,
@@ -44,17 +47,37 @@ const PUMP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// The signals `run` forwards to its child.
 pub const FORWARDED_SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
-/// What to run.
+/// What to run: argv (no shell), the credentials for its environment, and whether to mask them
+/// in its output.
 pub struct ChildSpec {
     pub argv: Vec<OsString>,
-    pub env: Vec<(String, Zeroizing<Vec<u8>>)>,
+    pub env: SecretEnv,
     pub mask: bool,
 }
 
 impl std::fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let vars: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        let vars: Vec<&str> = self.env.names().collect();
         f.debug_struct("ChildSpec").field("argv", &self.argv).field("env", &vars).field("mask", &self.mask).finish()
+    }
+}
+
+/// The process a child runs for when it is not this one (the daemon runs children for callers on
+/// its socket): the child gets the caller's stdio, working directory and environment, and the
+/// signals the caller relays.
+pub struct Caller {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub cwd: PathBuf,
+    pub environ: Vec<(OsString, OsString)>,
+    /// Signals to deliver to the child's process group; the sender going away ends relaying.
+    pub signals: mpsc::Receiver<i32>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller").field("cwd", &self.cwd).field("environ", &self.environ.len()).finish_non_exhaustive()
     }
 }
 
@@ -74,7 +97,8 @@ fn spawn_error(program: &OsStr, error: std::io::Error) -> ChildError {
 }
 
 /// Copies `source` to `sink`, masking values on the way; returns when `source` reaches EOF.
-fn pump(mut source: impl std::io::Read, mut sink: impl std::io::Write, mut masker: Masker) {
+fn pump(mut source: impl std::io::Read, mut sink: impl std::io::Write, values: &SecretEnv) {
+    let mut masker = Masker::new(values.values());
     let mut buf = Zeroizing::new(vec![0u8; 16 * 1024]);
     let mut out = Zeroizing::new(Vec::with_capacity(16 * 1024));
     loop {
@@ -124,13 +148,30 @@ pub fn parse_bindings(specs: &[String]) -> Result<Vec<(String, String)>, ChildEr
     Ok(bindings)
 }
 
-/// Runs the child to completion and returns the exit code `agentkeys run` should exit with.
+/// Runs the child to completion, here (this process's stdio, environment and signals), and
+/// returns the exit code `agentkeys run` should exit with.
 pub fn run(spec: ChildSpec) -> Result<u8, ChildError> {
+    run_child(spec, None)
+}
+
+/// Runs the child for `caller` and returns its exit code (128+N when killed by signal N).
+pub fn run_for(spec: ChildSpec, caller: Caller) -> Result<u8, ChildError> {
+    run_child(spec, Some(caller))
+}
+
+/// Who passes signals on to the child, and how they are stopped before it is reaped.
+enum Forwarder {
+    Local(signal_hook::iterator::Handle, thread::JoinHandle<()>),
+    /// Relayed signals; `true` once the child may no longer be signalled.
+    Relayed(Arc<Mutex<bool>>),
+}
+
+fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> {
     let (program, args) = spec
         .argv
         .split_first()
         .ok_or_else(|| ChildError::usage("no command given", "run --env VAR=service -- COMMAND ARGS…"))?;
-    for (var, value) in &spec.env {
+    for (var, value) in spec.env.names().zip(spec.env.values()) {
         if value.contains(&0) {
             return Err(ChildError::usage(
                 format!("the credential for {var} contains a NUL byte, which an environment variable cannot hold"),
@@ -138,69 +179,122 @@ pub fn run(spec: ChildSpec) -> Result<u8, ChildError> {
             ));
         }
     }
+    let env = Arc::new(spec.env);
     // Installed before the child exists, so no signal falls between spawn and forwarding.
-    let mut signals = SignalsInfo::<WithOrigin>::new(FORWARDED_SIGNALS)
-        .map_err(|e| ChildError::new(1, format!("cannot install signal handlers: {e}"), "retry"))?;
-    let signal_handle = signals.handle();
+    let local_signals = match &caller {
+        Some(_) => None,
+        None => Some(
+            SignalsInfo::<WithOrigin>::new(FORWARDED_SIGNALS)
+                .map_err(|e| ChildError::new(1, format!("cannot install signal handlers: {e}"), "retry"))?,
+        ),
+    };
 
     // At a terminal the child shares our process group, so it keeps the terminal (job control,
     // prompts) and receives Ctrl-C from it directly. Elsewhere it gets a group of its own, so a
-    // signal sent to our whole group (`timeout`, a supervisor) reaches it once, through us.
-    let interactive = std::io::stdin().is_terminal();
+    // signal sent to our whole group (`timeout`, a supervisor) reaches it once, through us. A
+    // caller's child always gets its own group: the caller relays its signals.
+    let interactive = caller.is_none() && std::io::stdin().is_terminal();
     let mut command = Command::new(program);
-    command.args(args);
     if !interactive {
         command.process_group(0);
     }
-    for (var, value) in &spec.env {
-        command.env(var, OsStr::from_bytes(value));
+    let plain: Vec<(OsString, OsString)> = match &caller {
+        Some(caller) => caller.environ.clone(),
+        None => std::env::vars_os().collect(),
+    };
+    let mut sinks: Vec<Box<dyn std::io::Write + Send>> = Vec::new();
+    let mut relayed = None;
+    if let Some(caller) = caller {
+        command.current_dir(&caller.cwd).stdin(Stdio::from(caller.stdin));
+        if spec.mask {
+            sinks.push(Box::new(std::fs::File::from(caller.stdout)));
+            sinks.push(Box::new(std::fs::File::from(caller.stderr)));
+        } else {
+            command.stdout(Stdio::from(caller.stdout)).stderr(Stdio::from(caller.stderr));
+        }
+        relayed = Some(caller.signals);
+    } else if spec.mask {
+        sinks.push(Box::new(std::io::stdout()));
+        sinks.push(Box::new(std::io::stderr()));
     }
     if spec.mask {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
+    exec::with_secret_env(&mut command, program.as_os_str(), args, &plain, &env).map_err(|e| {
+        ChildError::usage(format!("cannot run {}: {e}", program.to_string_lossy()), "remove the NUL byte")
+    })?;
+    drop(plain);
     let spawned = command.spawn();
+    // The prepared environment (no plaintext: that was only ever assembled in the child) goes.
     drop(command);
     let mut child = spawned.map_err(|e| spawn_error(program, e))?;
     let pid = Pid::from_child(&child);
 
-    let forwarder = thread::spawn(move || {
-        for origin in signals.forever() {
-            // A terminal's Ctrl-C, Ctrl-\ or hang-up already reached an interactive child: it is
-            // in our foreground process group. Forward only what was sent to us alone.
-            if interactive && matches!(origin.cause, Cause::Kernel) {
-                continue;
-            }
-            if let Some(signal) = rustix::process::Signal::from_named_raw(origin.signal) {
-                let _ = kill_process(pid, signal);
-            }
+    let forwarder = match (local_signals, relayed) {
+        (Some(mut signals), _) => {
+            let handle = signals.handle();
+            let thread = thread::spawn(move || {
+                for origin in signals.forever() {
+                    // A terminal's Ctrl-C, Ctrl-\ or hang-up already reached an interactive child:
+                    // it is in our foreground process group. Forward only what was sent to us alone.
+                    if interactive && matches!(origin.cause, Cause::Kernel) {
+                        continue;
+                    }
+                    if let Some(signal) = rustix::process::Signal::from_named_raw(origin.signal) {
+                        let _ = kill_process(pid, signal);
+                    }
+                }
+            });
+            Forwarder::Local(handle, thread)
         }
-    });
+        (None, Some(relayed)) => {
+            let reaped = Arc::new(Mutex::new(false));
+            let guard = Arc::clone(&reaped);
+            thread::spawn(move || {
+                for raw in relayed {
+                    let Some(signal) = rustix::process::Signal::from_named_raw(raw) else { continue };
+                    let reaped = guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if *reaped {
+                        return;
+                    }
+                    // The caller's terminal would have signalled the whole foreground group.
+                    let _ = kill_process_group(pid, signal);
+                }
+            });
+            Forwarder::Relayed(reaped)
+        }
+        (None, None) => unreachable!("a child has local signals or a caller"),
+    };
 
     let mut pumps = Vec::new();
-    if spec.mask {
-        let values: Vec<&[u8]> = spec.env.iter().map(|(_, v)| v.as_slice()).collect();
-        let mut start_pump = |source: Box<dyn std::io::Read + Send>, sink: Box<dyn std::io::Write + Send>| {
-            let masker = Masker::new(values.iter().copied());
-            let (done, finished) = std::sync::mpsc::channel::<()>();
-            let handle = thread::spawn(move || {
-                pump(source, sink, masker);
-                let _ = done.send(());
-            });
-            pumps.push((handle, finished));
-        };
-        if let Some(stdout) = child.stdout.take() {
-            start_pump(Box::new(stdout), Box::new(std::io::stdout()));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            start_pump(Box::new(stderr), Box::new(std::io::stderr()));
-        }
+    let mut sinks = sinks.into_iter();
+    for source in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let Some(sink) = sinks.next() else { break };
+        let values = Arc::clone(&env);
+        let (done, finished) = mpsc::channel::<()>();
+        let handle = thread::spawn(move || {
+            pump(source, sink, &values);
+            let _ = done.send(());
+        });
+        pumps.push((handle, finished));
     }
     // Wait for the exit without reaping, stop forwarding, and only then reap: the child's pid
     // stays ours until no signal can be sent to it, so none can reach a recycled pid.
     let exited =
         rustix::process::waitid(rustix::process::WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT);
-    signal_handle.close();
-    let _ = forwarder.join();
+    match forwarder {
+        Forwarder::Local(handle, thread) => {
+            handle.close();
+            let _ = thread.join();
+        }
+        Forwarder::Relayed(reaped) => *reaped.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true,
+    }
     let status = exited.map_err(std::io::Error::from).and_then(|_| child.wait());
     // Output still in the pipes is flushed; pipes a daemonized grandchild keeps open are not
     // waited on past a short grace period.

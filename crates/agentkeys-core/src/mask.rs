@@ -2,35 +2,44 @@
 //! chunks, so a value can be split across reads: the masker holds back only from the earliest
 //! position that could still grow into a value (usually nothing), so ordinary output flows through
 //! at once while no split value slips out. Overlapping values are masked as one run.
+//!
+//! The masker borrows the values instead of copying them (a search automaton would keep copies
+//! in the heap): they stay in the caller's secret memory.
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use zeroize::Zeroizing;
 
 /// What a masked value is replaced with.
 pub const MASK: &[u8] = b"********";
 
-pub struct Masker {
-    finder: AhoCorasick,
-    secrets: Vec<Zeroizing<Vec<u8>>>,
+pub struct Masker<'a> {
+    secrets: Vec<&'a [u8]>,
     pending: Zeroizing<Vec<u8>>,
 }
 
-impl std::fmt::Debug for Masker {
+impl std::fmt::Debug for Masker<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Masker").field("secrets", &self.secrets.len()).finish_non_exhaustive()
     }
 }
 
-impl Masker {
+impl<'a> Masker<'a> {
     /// A masker for these values (empty ones are ignored).
-    pub fn new<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        let secrets: Vec<Zeroizing<Vec<u8>>> =
-            values.into_iter().filter(|v| !v.is_empty()).map(|v| Zeroizing::new(v.to_vec())).collect();
-        let finder = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .build(secrets.iter().map(|s| s.as_slice()))
-            .expect("a literal pattern set always builds");
-        Self { finder, secrets, pending: Zeroizing::new(Vec::new()) }
+    pub fn new(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let secrets: Vec<&'a [u8]> = values.into_iter().filter(|v| !v.is_empty()).collect();
+        Self { secrets, pending: Zeroizing::new(Vec::new()) }
+    }
+
+    /// Every occurrence of every value in `buf`, overlapping ones included.
+    fn occurrences(&self, buf: &[u8]) -> Vec<(usize, usize)> {
+        let mut spans = Vec::new();
+        for secret in &self.secrets {
+            let mut from = 0;
+            while let Some(at) = memchr::memmem::find(&buf[from..], secret) {
+                spans.push((from + at, from + at + secret.len()));
+                from += at + 1;
+            }
+        }
+        spans
     }
 
     /// Could `tail` still become (or extend into) a value as more bytes arrive?
@@ -65,8 +74,7 @@ impl Masker {
                 end = start;
             }
         }
-        let mut spans: Vec<(usize, usize)> =
-            self.finder.find_overlapping_iter(buf).map(|m| (m.start(), m.end())).collect();
+        let mut spans = self.occurrences(buf);
         // Hold back whole any occurrence that the undecided part cuts through.
         while let Some(&(start, _)) = spans.iter().find(|&&(start, stop)| start < end && stop > end) {
             end = start;

@@ -41,6 +41,8 @@ pub enum VaultError {
         "device {device_id} of agent {agent_id} has no valid certificate from this account: refusing to wrap a key to it"
     )]
     Uncertified { agent_id: String, device_id: String },
+    #[error("cannot allocate protected memory for a credential: {0}")]
+    SecretMemory(std::io::Error),
 }
 
 impl VaultError {
@@ -58,7 +60,7 @@ impl VaultError {
             VaultError::InvalidName { .. } | VaultError::EmptyValue | VaultError::ValueTooLarge { .. } => 2,
             VaultError::Open { .. } | VaultError::Mismatch { .. } | VaultError::TooManyConflicts { .. } => 1,
             VaultError::NotMaster => 4,
-            VaultError::Uncertified { .. } => 1,
+            VaultError::Uncertified { .. } | VaultError::SecretMemory(_) => 1,
         }
     }
 
@@ -79,6 +81,10 @@ impl VaultError {
                 "the server offered a key the account never approved; revoke the agent (`agentkeys revoke {agent_id}`), \
                  check who administers the server, and pair it again"
             ),
+            VaultError::SecretMemory(_) => {
+                "raise the locked-memory limit (`ulimit -l`, LimitMEMLOCK= in a systemd unit) or run fewer commands at once"
+                    .into()
+            }
         }
     }
 }

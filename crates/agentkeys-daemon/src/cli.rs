@@ -31,6 +31,11 @@ pub struct GlobalArgs {
     /// daemon handles; it says so on stderr.
     #[arg(long, global = true)]
     pub allow_debugger: bool,
+    /// Keep a credential used by `run` in protected memory for this many idle seconds, so the next
+    /// run needs no round trip (0: fetch every time, drop after use). `get_credential` never caches.
+    #[arg(long, env = "AGENTKEYS_CACHE_TTL", global = true, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub cache_ttl: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,7 +48,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Serve MCP on stdin/stdout for an MCP client; uses a running `serve` daemon when there is one.
     Mcp,
-    /// Run a command with credentials injected as environment variables.
+    /// Run a command with credentials injected as environment variables; through the session's
+    /// `serve` daemon when one is running (this process then never holds a value).
     Run(RunArgs),
     /// Show the agent this session acts for (never the token).
     Whoami,

@@ -1,12 +1,11 @@
 //! What every daemon command needs: which session slot to act as (the one `daemon-*` slot, or
 //! `--session-id` when there are several), the session, a client, and the socket path.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use agentkeys_core::ApiClient;
 use agentkeys_core::error::{CommandError, exit};
 use agentkeys_core::session::{DAEMON_SESSION_PREFIX, EncryptedFileStore, Session, SessionId, SessionStore};
-use agentkeys_core::{ApiClient, paths};
 
 use crate::cli::GlobalArgs;
 
@@ -26,6 +25,11 @@ impl std::fmt::Debug for Context {
 impl Context {
     pub fn new(global: GlobalArgs, hardening: agentkeys_core::harden::Report) -> Result<Self, CommandError> {
         Ok(Self { global, store: EncryptedFileStore::from_env()?, hardening })
+    }
+
+    /// The plaintext cache of a serving daemon (`--cache-ttl`).
+    pub fn cache(&self, trail: &crate::trail::Trail) -> Arc<crate::credentials::Cache> {
+        Arc::new(crate::credentials::Cache::new(std::time::Duration::from_secs(self.global.cache_ttl), trail.clone()))
     }
 
     /// The daemon's audit trail of session `id`, in its slot directory.
@@ -84,21 +88,4 @@ impl Context {
         let client = ApiClient::for_session(&self.server_url(Some(&session)), session.clone())?;
         Ok((id, client, session))
     }
-}
-
-/// The default socket of a session: `$XDG_RUNTIME_DIR/agentkeys/<id>.sock` (a per-user tmpfs),
-/// else `<AGENTKEYS_HOME>/run/<id>.sock`. `AGENTKEYS_DAEMON_SOCKET` overrides both.
-pub fn socket_path(id: &SessionId, explicit: Option<PathBuf>) -> Result<PathBuf, CommandError> {
-    if let Some(path) =
-        explicit.or_else(|| std::env::var_os("AGENTKEYS_DAEMON_SOCKET").filter(|v| !v.is_empty()).map(PathBuf::from))
-    {
-        return Ok(path);
-    }
-    let file = format!("{id}.sock");
-    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(runtime).join("agentkeys").join(file));
-    }
-    let home = paths::agentkeys_home()
-        .ok_or_else(|| CommandError::new(exit::ERROR, "cannot find a home directory", "set AGENTKEYS_HOME"))?;
-    Ok(home.join("run").join(file))
 }

@@ -5,20 +5,21 @@
 
 pub mod cli;
 pub mod context;
+pub mod credentials;
 pub mod enroll;
 pub mod mcp;
 pub mod serve;
+pub mod socket;
 pub mod trail;
 
 use agentkeys_core::child::{self, ChildSpec};
+use agentkeys_core::daemon_client::{self, socket_path};
 use agentkeys_core::error::CommandError;
-use agentkeys_core::harden;
-use agentkeys_core::vault::{self, Namespace};
+use agentkeys_core::{harden, secret_mem};
 use clap::Parser as _;
-use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command, RunArgs};
-use crate::context::{Context, socket_path};
+use crate::context::Context;
 use crate::trail::Via;
 
 /// Prints a JSON result on stdout.
@@ -131,13 +132,15 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CommandError> {
             let (id, client, session) = ctx.client()?;
             warn_weak_ptrace(ctx);
             let trail = ctx.trail(&id, &session);
-            serve::serve(&id, socket_path(&id, args.socket)?, client, session, trail).await
+            let cache = ctx.cache(&trail);
+            serve::serve(&id, socket_path(&id, args.socket)?, client, session, trail, cache).await
         }
         Command::Mcp => {
             let (id, client, session) = ctx.client()?;
             warn_weak_ptrace(ctx);
             let trail = ctx.trail(&id, &session);
-            serve::stdio(socket_path(&id, None)?, client, session, trail).await
+            let cache = ctx.cache(&trail);
+            serve::stdio(socket_path(&id, None)?, client, session, trail, cache).await
         }
         Command::Run(args) => run(ctx, args).await,
         Command::Whoami => whoami(ctx).await,
@@ -145,27 +148,31 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CommandError> {
     }
 }
 
-/// The agent-side `run`: same semantics as the master's (exit status, signals, masking).
+/// The agent-side `run`: same semantics as the master's (exit status, signals, masking). With a
+/// `serve` daemon on the session's socket, the command runs there with this process's stdio and
+/// this process never opens the session or a value; else it runs here.
 async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
     let bindings = child::parse_bindings(&args.env)?;
-    let mut env: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::with_capacity(bindings.len());
-    let mut services = Vec::with_capacity(bindings.len());
+    let id = ctx.session_id()?;
+    if let Some(stream) = daemon_client::connect(&socket_path(&id, None)?) {
+        let mask = !args.no_mask;
+        return tokio::task::spawn_blocking(move || daemon_client::run(stream, &args.command, &bindings, mask))
+            .await
+            .map_err(|e| CommandError::new(1, format!("the run task failed: {e}"), "retry"))?;
+    }
+    let mut env = agentkeys_core::exec::SecretEnv::new();
+    let mut services = Vec::new();
     let mut trail = None;
     if !bindings.is_empty() {
         let (id, client, session) = ctx.client()?;
         let this_trail = trail.insert(ctx.trail(&id, &session));
-        for (var, service) in bindings {
-            let read = vault::read(&client, &session, Namespace::Vault, &service).await;
-            this_trail.record_read(&service, Via::Run, read.as_ref().map(|_| ()).map_err(|e| e.code()));
-            env.push((var, read?));
-            services.push(service);
-        }
+        (env, services) = credentials::open_for_run(&client, &session, this_trail, None, bindings).await?;
     }
     let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };
     let result = tokio::task::spawn_blocking(move || child::run(spec))
         .await
         .map_err(|e| CommandError::new(1, format!("the run task failed: {e}"), "retry"))?;
-    // The values went into the child's environment; this process's copies are gone with `spec`.
+    // The values were in secret memory, now wiped, and in the child's environment.
     if let Some(trail) = &trail {
         for service in &services {
             let outcome = if result.is_ok() { "ok" } else { "not started" };
@@ -236,14 +243,18 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
         "server": server,
         "socket": socket.display().to_string(),
         "serving": listening,
-        "cache": "none: each credential is fetched when asked for and dropped after delivery",
+        "cache": {
+            "ttl_s": ctx.global.cache_ttl,
+            "scope": "values used by run; get_credential is never cached",
+        },
+        "secret_memory": secret_mem::protection(),
         "hardening": {
             "dumpable": false,
             "core_dumps": false,
             "no_new_privs": ctx.hardening.no_new_privs,
             "traced_by": ctx.hardening.traced_by,
             "ptrace_warning": ctx.hardening.ptrace_warning(),
-            "allocator": "mimalloc (secure)",
+            "allocator": "mimalloc (secure), wiped on free",
         },
         "trail": { "path": trail.path().display().to_string(), "events": events },
     });
@@ -251,18 +262,23 @@ async fn status(ctx: &Context) -> Result<u8, CommandError> {
         return print_json(&value).map(|()| 0);
     }
     let ptrace = ctx.hardening.ptrace_warning().unwrap_or_else(|| "other processes cannot attach".to_owned());
+    let cache = match ctx.global.cache_ttl {
+        0 => "none: run values are fetched per use and dropped after it".to_owned(),
+        ttl => format!("run values kept {ttl}s after their last use (get_credential: never cached)"),
+    };
     let trail_text = if events.is_empty() {
         "no events yet".to_owned()
     } else {
         events.iter().map(|(event, n)| format!("{event} {n}")).collect::<Vec<_>>().join(", ")
     };
     print_text(&format!(
-        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    none (fetched per use, dropped after delivery)\nMemory:   not dumpable, no core dumps, no new privileges, mimalloc (secure); {ptrace}\nTrail:    {trail_text} ({})\n",
+        "Session:  {id} (agent {})\nStored:   {}\nServer:   {} — {server}\nSocket:   {} ({})\nCache:    {cache}\nMemory:   {}; not dumpable, no core dumps, no new privileges, mimalloc (secure, wiped on free); {ptrace}\nTrail:    {trail_text} ({})\n",
         session.agent_id.as_deref().unwrap_or("-"),
         ctx.store.describe(&id),
         client.base_url(),
         socket.display(),
         if listening { "a daemon is serving" } else { "no daemon serving" },
+        secret_mem::protection().describe(),
         trail.path().display(),
     ));
     Ok(0)

@@ -5,6 +5,7 @@
 //! `UNAVAILABLE` for bad arguments and an unreachable server).
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use agentkeys_core::mask::Masker;
 use agentkeys_core::session::Session;
 
+use crate::credentials::{self, Cache};
 use crate::trail::{Event, Trail, Via};
 use agentkeys_core::vault::{self, Namespace, VaultError};
 use agentkeys_core::{ApiClient, ClientError};
@@ -26,7 +28,6 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncReadExt as _;
-use zeroize::Zeroizing;
 
 /// Most output the `run` tool returns per stream; the rest is cut (and says so).
 const MAX_RUN_OUTPUT: usize = 256 * 1024;
@@ -180,6 +181,7 @@ pub struct AgentKeysMcp {
     client: ApiClient,
     session: Arc<Session>,
     trail: Trail,
+    cache: Arc<Cache>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -191,8 +193,8 @@ impl std::fmt::Debug for AgentKeysMcp {
 
 #[tool_router]
 impl AgentKeysMcp {
-    pub fn new(client: ApiClient, session: Arc<Session>, trail: Trail) -> Self {
-        Self { client, session, trail, tool_router: Self::tool_router() }
+    pub fn new(client: ApiClient, session: Arc<Session>, trail: Trail, cache: Arc<Cache>) -> Self {
+        Self { client, session, trail, cache, tool_router: Self::tool_router() }
     }
 
     #[tool(
@@ -359,32 +361,30 @@ impl AgentKeysMcp {
         let specs: Vec<String> = args.env.iter().map(|(var, service)| format!("{var}={service}")).collect();
         let bindings = agentkeys_core::child::parse_bindings(&specs)
             .map_err(|e| ToolFailure::new("INVALID_INPUT", e.message, e.hint))?;
-        let mut values: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::with_capacity(bindings.len());
-        let mut services = Vec::with_capacity(bindings.len());
-        for (var, service) in bindings {
-            let read = vault::read(&self.client, &self.session, Namespace::Vault, &service).await;
-            self.trail.record_read(&service, Via::Run, read.as_ref().map(|_| ()).map_err(|e| e.code()));
-            values.push((var, read?));
-            services.push(service);
-        }
+        let (values, services) =
+            credentials::open_for_run(&self.client, &self.session, &self.trail, Some(&self.cache), bindings).await?;
         let timeout = Duration::from_secs(args.timeout_s.unwrap_or(DEFAULT_RUN_TIMEOUT_S).clamp(1, MAX_RUN_TIMEOUT_S));
-        let mut command = tokio::process::Command::new(program);
+        let mut command = std::process::Command::new(program);
         command
-            .args(rest)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so a timeout ends the program and everything it started
             // (each holds the credentials in its environment).
-            .process_group(0)
-            .kill_on_drop(true);
-        for (var, value) in &values {
-            command.env(var, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(value));
-        }
-        let mut child = command.spawn().map_err(|e| {
+            .process_group(0);
+        let rest: Vec<std::ffi::OsString> = rest.iter().map(Into::into).collect();
+        let plain: Vec<_> = std::env::vars_os().collect();
+        agentkeys_core::exec::with_secret_env(&mut command, program.as_ref(), &rest, &plain, &values).map_err(|e| {
+            ToolFailure::new("INVALID_INPUT", format!("cannot run {program}: {e}"), "remove the NUL byte")
+        })?;
+        let mut command = tokio::process::Command::from(command);
+        command.kill_on_drop(true);
+        let spawned = command.spawn();
+        drop(command);
+        let mut child = spawned.map_err(|e| {
+            self.cache.done(&services);
             ToolFailure::new("INVALID_INPUT", format!("cannot start {program}: {e}"), "check the program name and PATH")
         })?;
-        drop(command);
         for service in &services {
             self.trail.record(Event::Deliver, service, Via::Run, "ok");
         }
@@ -405,7 +405,7 @@ impl AgentKeysMcp {
                 (child.wait().await.ok(), true)
             }
         };
-        let masker_values: Vec<&[u8]> = values.iter().map(|(_, v)| v.as_slice()).collect();
+        let masker_values: Vec<&[u8]> = values.values().collect();
         let longest = masker_values.iter().map(|v| v.len()).max().unwrap_or(0);
         let masked = |mut bytes: Vec<u8>| {
             // Cut output is cut a value's length early, so no value is left half-printed (and so
@@ -422,11 +422,14 @@ impl AgentKeysMcp {
         };
         let (stdout_text, stdout_truncated) = masked(std::mem::take(&mut out));
         let (stderr_text, stderr_truncated) = masked(std::mem::take(&mut err));
-        // Kept until here only to mask the output; now they go.
+        // Kept until here only to mask the output; now they go (or wait in the cache).
         drop(masker_values);
         drop(values);
-        for service in &services {
-            self.trail.record(Event::Drop, service, Via::Run, "ok");
+        self.cache.done(&services);
+        if self.cache.ttl().is_zero() {
+            for service in &services {
+                self.trail.record(Event::Drop, service, Via::Run, "ok");
+            }
         }
         let exit_code = status.map(|s| {
             use std::os::unix::process::ExitStatusExt as _;

@@ -14,7 +14,9 @@ use agentkeys_core::session::{Session, SessionId};
 use rmcp::ServiceExt as _;
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::credentials::Cache;
 use crate::mcp::AgentKeysMcp;
+use crate::socket::{self, Native, Opening};
 use crate::trail::Trail;
 
 fn io_error(action: &str, path: &Path, error: std::io::Error) -> CommandError {
@@ -53,17 +55,22 @@ async fn bind(path: &Path) -> Result<UnixListener, CommandError> {
     Ok(listener)
 }
 
-/// Serves MCP on the socket until SIGTERM or Ctrl-C; removes the socket on the way out.
+/// Serves MCP and the native protocol on the socket until SIGTERM or Ctrl-C; removes the socket
+/// on the way out.
 pub async fn serve(
     id: &SessionId,
     socket: PathBuf,
     client: ApiClient,
     session: Arc<Session>,
     trail: Trail,
+    cache: Arc<Cache>,
 ) -> Result<u8, CommandError> {
     let listener = bind(&socket).await?;
     let uid = rustix::process::getuid().as_raw();
-    let server = AgentKeysMcp::new(client, session, trail);
+    cache.spawn_sweeper();
+    let native =
+        Native { client: client.clone(), session: session.clone(), trail: trail.clone(), cache: cache.clone() };
+    let server = AgentKeysMcp::new(client, session, trail, cache);
     tracing::info!("agentkeys-daemon serving {id} on {}", socket.display());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CommandError::new(exit::ERROR, format!("cannot watch signals: {e}"), "retry"))?;
@@ -82,13 +89,22 @@ pub async fn serve(
                         continue;
                     }
                 }
-                let handler = server.clone();
+                let (handler, native) = (server.clone(), native.clone());
                 tokio::spawn(async move {
-                    match handler.serve(stream).await {
-                        Ok(running) => {
-                            let _ = running.waiting().await;
+                    match socket::open(&stream).await {
+                        Ok(Opening::Mcp(first)) => {
+                            let (read, write) = stream.into_split();
+                            let read = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(first), read);
+                            match handler.serve((read, write)).await {
+                                Ok(running) => {
+                                    let _ = running.waiting().await;
+                                }
+                                Err(error) => tracing::debug!(%error, "an MCP client left before initializing"),
+                            }
                         }
-                        Err(error) => tracing::debug!(%error, "an MCP client left before initializing"),
+                        Ok(Opening::Native { request, rest, fds }) => native.serve(stream, request, rest, fds).await,
+                        Ok(Opening::Closed) => {}
+                        Err(error) => tracing::debug!(%error, "a socket client left before its request"),
                     }
                 });
             }
@@ -108,6 +124,7 @@ pub async fn stdio(
     client: ApiClient,
     session: Arc<Session>,
     trail: Trail,
+    cache: Arc<Cache>,
 ) -> Result<u8, CommandError> {
     if let Ok(stream) = UnixStream::connect(&socket).await {
         tracing::info!("bridging MCP on stdio to the daemon at {}", socket.display());
@@ -130,9 +147,11 @@ pub async fn stdio(
         }
         return Ok(0);
     }
-    let running = AgentKeysMcp::new(client, session, trail).serve(rmcp::transport::stdio()).await.map_err(|e| {
-        CommandError::new(exit::ERROR, format!("MCP initialization failed: {e}"), "check the MCP client")
-    })?;
+    cache.spawn_sweeper();
+    let running =
+        AgentKeysMcp::new(client, session, trail, cache).serve(rmcp::transport::stdio()).await.map_err(|e| {
+            CommandError::new(exit::ERROR, format!("MCP initialization failed: {e}"), "check the MCP client")
+        })?;
     let _ = running.waiting().await;
     Ok(0)
 }

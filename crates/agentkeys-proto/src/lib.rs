@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod b64;
 pub mod certificate;
+pub mod daemon;
 pub mod error;
 pub mod ids;
 pub mod names;

@@ -1,24 +1,45 @@
 //! `agentkeys run`: fetch and open the named credentials, then run the command with them in its
-//! environment (see [`crate::child`] for signals, masking and exit status).
+//! environment (see [`agentkeys_core::child`] for signals, masking and exit status). The values go
+//! straight into protected memory ([`agentkeys_core::secret_mem`]); only the child assembles its
+//! environment. With an agent session (`--session-id daemon-…`) whose `serve` daemon is running,
+//! the command runs through that daemon and this process never holds a value.
 
-use agentkeys_core::vault;
-use zeroize::Zeroizing;
+use std::sync::Arc;
+
+use agentkeys_core::child::{self, ChildSpec};
+use agentkeys_core::exec::SecretEnv;
+use agentkeys_core::secret_mem::SecretMemory;
+use agentkeys_core::session::DAEMON_SESSION_PREFIX;
+use agentkeys_core::{daemon_client, vault};
 
 use crate::cli::RunArgs;
 use crate::context::Context;
 use crate::error::CliError;
-use agentkeys_core::child::{self, ChildSpec};
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CliError> {
     let bindings = child::parse_bindings(&args.env)?;
-    let mut env: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::with_capacity(bindings.len());
+    if ctx.session_id.as_str().starts_with(DAEMON_SESSION_PREFIX) && args.agent.is_none() {
+        let socket = daemon_client::socket_path(&ctx.session_id, None)?;
+        if let Some(stream) = daemon_client::connect(&socket) {
+            let mask = !args.no_mask;
+            return tokio::task::spawn_blocking(move || daemon_client::run(stream, &args.command, &bindings, mask))
+                .await
+                .map_err(|e| CliError::new(1, format!("the run task failed: {e}"), "retry"))?;
+        }
+    }
+    let mut env = SecretEnv::new();
     if !bindings.is_empty() {
         let (client, session) = ctx.client()?;
         let agent = super::vault::agent_id(ctx, &client, args.agent.as_deref()).await?;
         let namespace = agent.as_deref().map_or(vault::Namespace::Vault, vault::Namespace::Agent);
         for (var, service) in bindings {
-            env.push((var, vault::read(&client, &session, namespace, &service).await?));
+            let plaintext = vault::read(&client, &session, namespace, &service).await?;
+            let value = SecretMemory::copy_of(&plaintext).map_err(vault::VaultError::SecretMemory)?;
+            env.push(var, Arc::new(value));
         }
     }
-    Ok(child::run(ChildSpec { argv: args.command, env, mask: !args.no_mask })?)
+    let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };
+    Ok(tokio::task::spawn_blocking(move || child::run(spec))
+        .await
+        .map_err(|e| CliError::new(1, format!("the run task failed: {e}"), "retry"))??)
 }
