@@ -6,6 +6,9 @@
 //! * `agents` — `agentkeys-daemon` and the master's agent commands: pairing, link codes, scope,
 //!   revoke and teardown, and MCP through the official Python SDK.
 //! * `run` — `agentkeys run`: exit codes, signals, masking.
+//! * `mediated` — the daemon socket's native protocol: `run` through a `serve` daemon with the
+//!   caller's stdio, credentials as descriptors, the protected-memory fallback, the idle cache.
+//! * `residue` — scans the real processes' memory for a canary credential.
 //! * `replicas` — several server processes on one database behaving as one.
 //! * `keychain` — session keys in the real Secret Service, fallbacks, migration.
 //! * `crash` — SIGKILL during a burst of stores loses nothing acknowledged.
@@ -41,6 +44,7 @@ mod cli;
 mod crash;
 mod hardening;
 mod keychain;
+mod mediated;
 mod presence;
 mod replicas;
 mod run;

@@ -507,3 +507,67 @@ pub const NOBODY: u32 = 65534;
 pub fn as_nobody(command: &Command) -> Command {
     wrapped(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], command)
 }
+
+/// Spawns `agentkeys-daemon … serve` and waits for its readiness line on stderr; stderr keeps
+/// being drained so the daemon never blocks on it.
+pub fn spawn_serving(mut command: Command) -> Child {
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let ready = line.contains("agentkeys-daemon serving");
+        seen.push_str(&line);
+        seen.push('\n');
+        if ready {
+            std::thread::spawn(move || lines.for_each(drop));
+            return child;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve exited before it was ready:\n{seen}");
+}
+
+/// The mappings of `pid` whose readable memory holds any 16-byte window of `needle`, named by
+/// path (or `[heap]`, or `anon@<address>`). Mappings the kernel will not read through
+/// `/proc/<pid>/mem` (memfd_secret pages, guard pages) are skipped: that is what they are for.
+/// Needs the right to ptrace `pid` (the suite runs as root).
+pub fn mappings_holding(pid: u32, needle: &[u8]) -> Vec<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let windows: Vec<&[u8]> = needle.windows(16.min(needle.len())).collect();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    let mut found = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(range), Some(perms)) = (fields.first(), fields.get(1)) else { continue };
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let (start, end) = range.split_once('-').expect("a range");
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let name = fields.get(5).map_or_else(|| format!("anon@{start:x}"), |p| (*p).to_owned());
+        if name == "[vvar]" || name == "[vvar_vclock]" || name == "[vsyscall]" {
+            continue;
+        }
+        // Read in chunks that overlap by a window, so nothing is missed at a seam.
+        let mut offset = start;
+        let mut buf = vec![0u8; 1 << 20];
+        while offset < end {
+            let len = ((end - offset) as usize).min(buf.len());
+            if mem.seek(SeekFrom::Start(offset)).is_err() {
+                break;
+            }
+            let Ok(n) = mem.read(&mut buf[..len]) else { break };
+            if n == 0 {
+                break;
+            }
+            if windows.iter().any(|w| memchr::memmem::find(&buf[..n], w).is_some()) {
+                found.push(name.clone());
+                break;
+            }
+            offset += n.saturating_sub(15).max(1) as u64;
+        }
+    }
+    found
+}
