@@ -47,6 +47,7 @@ mod keychain;
 mod mediated;
 mod presence;
 mod replicas;
+mod residue;
 mod run;
 mod storage;
 mod terminal;

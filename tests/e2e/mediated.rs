@@ -22,7 +22,7 @@ fn text(bytes: &[u8]) -> String {
 pub struct Served {
     _db: TestDb,
     pub server: ServerProcess,
-    _master: Master,
+    master: Master,
     pub host: DaemonHost,
     pub session: String,
     pub socket: PathBuf,
@@ -61,7 +61,7 @@ impl Served {
             command.env(key, val);
         }
         let serve = spawn_serving(command);
-        Self { _db: db, server, _master: master, host, session, socket, _sockets: sockets, serve, value }
+        Self { _db: db, server, master, host, session, socket, _sockets: sockets, serve, value }
     }
 
     /// `agentkeys-daemon --session-id … ARGS` pointed at the serving daemon.
@@ -87,6 +87,11 @@ impl Served {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         command
+    }
+
+    /// `agentkeys ARGS` as the account owner (the master's own home and session).
+    pub fn master_command(&self, args: &[&str]) -> Command {
+        self.master.command(args)
     }
 
     pub fn serve_pid(&self) -> u32 {

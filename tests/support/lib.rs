@@ -529,14 +529,18 @@ pub fn spawn_serving(mut command: Command) -> Child {
 }
 
 /// The mappings of `pid` whose readable memory holds any 16-byte window of `needle`, named by
-/// path (or `[heap]`, or `anon@<address>`). Mappings the kernel will not read through
-/// `/proc/<pid>/mem` (memfd_secret pages, guard pages) are skipped: that is what they are for.
-/// Needs the right to ptrace `pid` (the suite runs as root).
+/// path (or `[heap]`, or `anon@<address>`). Only pages present in memory (or swapped) are read —
+/// `/proc/<pid>/pagemap` says which; untouched reservations read as zeros anyway — and mappings the
+/// kernel will not read through `/proc/<pid>/mem` (memfd_secret pages, guard pages) are skipped:
+/// that is what they are for. Needs the right to ptrace `pid` (the suite runs as root).
 pub fn mappings_holding(pid: u32, needle: &[u8]) -> Vec<String> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let windows: Vec<&[u8]> = needle.windows(16.min(needle.len())).collect();
+    use std::os::unix::fs::FileExt as _;
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        needle.windows(16.min(needle.len())).map(memchr::memmem::Finder::new).collect();
+    let page = rustix::param::page_size() as u64;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).expect("open pagemap");
     let mut found = Vec::new();
     for line in maps.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -547,26 +551,33 @@ pub fn mappings_holding(pid: u32, needle: &[u8]) -> Vec<String> {
         let (start, end) = range.split_once('-').expect("a range");
         let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
         let name = fields.get(5).map_or_else(|| format!("anon@{start:x}"), |p| (*p).to_owned());
-        if name == "[vvar]" || name == "[vvar_vclock]" || name == "[vsyscall]" {
+        if name.starts_with("[vvar") || name == "[vsyscall]" {
             continue;
         }
-        // Read in chunks that overlap by a window, so nothing is missed at a seam.
-        let mut offset = start;
-        let mut buf = vec![0u8; 1 << 20];
-        while offset < end {
-            let len = ((end - offset) as usize).min(buf.len());
-            if mem.seek(SeekFrom::Start(offset)).is_err() {
-                break;
+        let pages = ((end - start) / page) as usize;
+        let mut entries = vec![0u8; pages * 8];
+        if pagemap.read_exact_at(&mut entries, start / page * 8).is_err() {
+            continue;
+        }
+        // Runs of pages that hold data (present, bit 63, or swapped, bit 62), read whole so a
+        // value across a page boundary is seen.
+        let held = |i: usize| u64::from_le_bytes(entries[i * 8..i * 8 + 8].try_into().unwrap()) >> 62 != 0;
+        let mut i = 0;
+        'mapping: while i < pages {
+            if !held(i) {
+                i += 1;
+                continue;
             }
-            let Ok(n) = mem.read(&mut buf[..len]) else { break };
-            if n == 0 {
-                break;
+            let run_start = i;
+            while i < pages && held(i) {
+                i += 1;
             }
-            if windows.iter().any(|w| memchr::memmem::find(&buf[..n], w).is_some()) {
+            let mut buf = vec![0u8; (i - run_start) * page as usize];
+            let Ok(n) = mem.read_at(&mut buf, start + run_start as u64 * page) else { continue };
+            if finders.iter().any(|f| f.find(&buf[..n]).is_some()) {
                 found.push(name.clone());
-                break;
+                break 'mapping;
             }
-            offset += n.saturating_sub(15).max(1) as u64;
         }
     }
     found
