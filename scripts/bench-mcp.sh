@@ -3,7 +3,9 @@
 #   1. get_credential round trips through a running `agentkeys-daemon serve` (Unix socket);
 #   2. the same through `agentkeys-daemon mcp` on stdio, in-process and bridged to `serve`;
 #   3. the same tool from a minimal official-Python-SDK server (its floor: no crypto, no server);
-#   4. 100 agents, each with its own `serve` daemon, reading for FLEET_SECONDS (default 60) at the
+#   4. descriptor delivery (the socket's native protocol) against inline MCP, and
+#      `agentkeys-daemon run -- true` / `agentkeys run -- true` directly and through `serve`;
+#   5. 100 agents, each with its own `serve` daemon, reading for FLEET_SECONDS (default 60) at the
 #      server's default per-agent limit: answers by code (only designed 429s besides OK) and each
 #      daemon's RSS before and after.
 # Results and the machine go in docs/benchmarks.md.
@@ -53,6 +55,16 @@ SOCKET="$AGENT_HOME/bench.sock"
 log "1. get_credential through a running serve daemon (socket)"
 serve "$AGENT_HOME" "$SESSION" "$SOCKET"
 "$BIN/agentkeys-mcpbench" latency --socket "$SOCKET" --calls "${CALLS:-2000}"
+log "1b. the same credential by descriptor (native protocol, memfd_secret), a connection per call"
+"$BIN/agentkeys-mcpbench" fd --socket "$SOCKET" --calls "${CALLS:-2000}"
+log "1c. run -- true: the command alone, agentkeys-daemon run directly, and through the running serve"
+"$BIN/agentkeys-mcpbench" spawn --runs "${RUNS:-200}" -- true
+AGENTKEYS_HOME="$AGENT_HOME" AGENTKEYS_DAEMON_SOCKET="$AGENT_HOME/nobody-here.sock" AGENTKEYS_LOG=warn \
+    "$BIN/agentkeys-mcpbench" spawn --runs "${RUNS:-200}" -- "$BIN/agentkeys-daemon" --session-id "$SESSION" run --env K=openai -- true
+AGENTKEYS_HOME="$AGENT_HOME" AGENTKEYS_DAEMON_SOCKET="$SOCKET" AGENTKEYS_LOG=warn \
+    "$BIN/agentkeys-mcpbench" spawn --runs "${RUNS:-200}" -- "$BIN/agentkeys-daemon" --session-id "$SESSION" run --env K=openai -- true
+AGENTKEYS_LOG=warn \
+    "$BIN/agentkeys-mcpbench" spawn --runs "${RUNS:-200}" -- "$BIN/agentkeys" run --env K=openai -- true
 log "2a. get_credential through agentkeys-daemon mcp (stdio), bridged to the running daemon"
 AGENTKEYS_HOME="$AGENT_HOME" AGENTKEYS_DAEMON_SOCKET="$SOCKET" AGENTKEYS_LOG=warn \
     "$BIN/agentkeys-mcpbench" latency --calls "${CALLS:-2000}" -- "$BIN/agentkeys-daemon" --session-id "$SESSION" mcp
@@ -63,7 +75,7 @@ AGENTKEYS_HOME="$AGENT_HOME" AGENTKEYS_DAEMON_SOCKET="$SOCKET" AGENTKEYS_LOG=war
 log "3. the same tool from the official Python MCP SDK (MCPServer, stdio, constant answer)"
 "$BIN/agentkeys-mcpbench" latency --calls "${CALLS:-2000}" -- "$VENV_PY" benches/mcp_python_server.py
 
-log "4. ${FLEET:-100} agents, one serve daemon each, reading for ${FLEET_SECONDS:-60}s at the default read limit"
+log "5. ${FLEET:-100} agents, one serve daemon each, reading for ${FLEET_SECONDS:-60}s at the default read limit"
 stop_server
 start_server "$BIN"
 trap cleanup EXIT

@@ -6,6 +6,10 @@
 //!   Python MCP SDK server in `benches/mcp_python_server.py` for comparison);
 //! * `fleet --sockets FILE --pids FILE` — one client per socket (one per agent), all at once, for
 //!   `--seconds`: counts answers by code and samples each daemon's RSS before and after.
+//! * `fd --socket PATH` — the same credential by descriptor (the socket's native protocol), each
+//!   call a new connection, the value mapped and copied as a runtime would;
+//! * `spawn -- CMD ARGS…` — wall time of running a whole command (e.g. `agentkeys-daemon run --
+//!   true`, directly or through `serve`), start to exit.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures on stdout")]
 
@@ -35,6 +39,22 @@ enum Mode {
         calls: usize,
         /// A stdio MCP server to spawn instead of a socket.
         #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Sequential get_credential calls by descriptor; prints median and p99.
+    Fd {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, default_value = "openai")]
+        service: String,
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+    },
+    /// Runs a command `--runs` times in sequence; prints the median and p99 wall time.
+    Spawn {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// One client per socket, concurrently, for a while.
@@ -239,6 +259,45 @@ fn main() -> anyhow::Result<()> {
                 let (stdin, stdout) = (child.stdin.take().context("stdin")?, child.stdout.take().context("stdout")?);
                 latency(&format!("stdio {}", command.join(" ")), Client::connect(stdout, stdin).await?, &service, calls)
                     .await
+            }
+            Mode::Fd { socket, service, calls } => {
+                let call = || -> anyhow::Result<()> {
+                    let value = agentkeys_core::daemon_client::get_credential_fd(&socket, &service)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .read()?;
+                    anyhow::ensure!(!value.is_empty(), "an empty credential");
+                    Ok(())
+                };
+                for _ in 0..50 {
+                    call()?;
+                }
+                let mut samples = Vec::with_capacity(calls);
+                for _ in 0..calls {
+                    let started = Instant::now();
+                    call()?;
+                    samples.push(started.elapsed());
+                }
+                report(&format!("fd {}", socket.display()), samples);
+                Ok(())
+            }
+            Mode::Spawn { runs, command } => {
+                let (program, rest) = command.split_first().context("pass -- CMD ARGS")?;
+                let run = || -> anyhow::Result<()> {
+                    let status = std::process::Command::new(program).args(rest).status()?;
+                    anyhow::ensure!(status.success(), "{} exited with {status}", command.join(" "));
+                    Ok(())
+                };
+                for _ in 0..10 {
+                    run()?;
+                }
+                let mut samples = Vec::with_capacity(runs);
+                for _ in 0..runs {
+                    let started = Instant::now();
+                    run()?;
+                    samples.push(started.elapsed());
+                }
+                report(&format!("spawn {}", command.join(" ")), samples);
+                Ok(())
             }
             Mode::Fleet { sockets, pids, service, seconds } => {
                 fleet(lines(&sockets)?, lines(&pids)?, service, seconds).await
