@@ -157,7 +157,10 @@ fn signal(child: &Child, signal: rustix::process::Signal) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_through_the_daemon_uses_the_callers_stdio_and_returns_its_status() {
     let served = Served::start(&["--cache-ttl", "0"], &[]).await;
-    let script = r#"read line; echo "$line ${#V} $PPID $PWD"; echo "$V" >&2; exit 3"#;
+    // The command is the daemon's child, in a session of its own (so no terminal of the daemon's
+    // can stop it), in the caller's directory, reading the caller's stdin.
+    let script = r#"read line; sid=$(cut -d' ' -f6 /proc/$$/stat); [ "$sid" = "$$" ] && own=own-session;
+        echo "$line ${#V} $PPID $PWD $own"; echo "$V" >&2; exit 3"#;
     let workdir = tempfile::tempdir().unwrap();
     let mut command = served.daemon(&["run", "--env", "V=openai", "--", "sh", "-c", script]);
     command.current_dir(workdir.path());
@@ -166,7 +169,7 @@ async fn run_through_the_daemon_uses_the_callers_stdio_and_returns_its_status() 
     // The command is the serve daemon's child, in the caller's working directory, reading the
     // caller's stdin; the value was masked on its way to the caller's stderr.
     let cwd = workdir.path().canonicalize().unwrap();
-    let expected = format!("hello {} {} {}\n", served.value.len(), served.serve_pid(), cwd.display());
+    let expected = format!("hello {} {} {} own-session\n", served.value.len(), served.serve_pid(), cwd.display());
     assert_eq!(text(&ran.stdout), expected);
     assert_eq!(text(&ran.stderr), "********\n");
 
@@ -253,6 +256,28 @@ async fn signals_reach_the_command_through_the_daemon() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).expect("the command was never hung up on"), "hung-up\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_cannot_fill_the_daemons_descriptor_table() {
+    use std::os::fd::AsFd as _;
+    let served = Served::start(&[], &[]).await;
+    // Four descriptors where no request carries more than three: the daemon hangs up and closes
+    // them, and goes on serving.
+    let stream = std::os::unix::net::UnixStream::connect(&served.socket).unwrap();
+    let stdin = std::io::stdin();
+    let fds = [stdin.as_fd(), stdin.as_fd(), stdin.as_fd(), stdin.as_fd()];
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+    let message = b"AGENTKEYS/1\n{\"op\":\"get_credential\",\"service\":\"openai\"}\n";
+    rustix::net::sendmsg(&stream, &[std::io::IoSlice::new(message)], &mut control, rustix::net::SendFlags::empty())
+        .unwrap();
+    let mut answer = Vec::new();
+    (&stream).read_to_end(&mut answer).unwrap();
+    assert!(answer.is_empty(), "no answer, just a hang-up: {}", text(&answer));
+    let delivered = daemon_client::get_credential_fd(&served.socket, "openai").unwrap();
+    assert_eq!(delivered.read().unwrap().as_slice(), served.value.as_bytes());
 }
 
 fn python_example() -> PathBuf {

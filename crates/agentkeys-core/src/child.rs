@@ -4,7 +4,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal as _;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -81,6 +81,17 @@ impl std::fmt::Debug for Caller {
     }
 }
 
+/// Why the command could not be prepared: a NUL byte is a usage error, the rest as a spawn error.
+pub fn prepare_error(program: &OsStr, error: std::io::Error) -> ChildError {
+    if error.kind() == std::io::ErrorKind::InvalidInput {
+        return ChildError::usage(
+            format!("cannot run {}: {error}", program.to_string_lossy()),
+            "remove the NUL byte from the command or its environment",
+        );
+    }
+    spawn_error(program, error)
+}
+
 fn spawn_error(program: &OsStr, error: std::io::Error) -> ChildError {
     let name = program.to_string_lossy();
     match error.kind() {
@@ -96,16 +107,28 @@ fn spawn_error(program: &OsStr, error: std::io::Error) -> ChildError {
     }
 }
 
-/// Copies `source` to `sink`, masking values on the way; returns when `source` reaches EOF.
-fn pump(mut source: impl std::io::Read, mut sink: impl std::io::Write, values: &SecretEnv) {
+/// Copies `source` to `sink`, masking values on the way; returns when `source` reaches EOF, or
+/// at once when `stop` becomes readable (its writer closed: the grace period after the child's
+/// exit ran out), so a pipe a daemonized grandchild keeps open cannot keep the values mapped.
+fn pump(source: OwnedFd, stop: &impl AsFd, mut sink: impl std::io::Write, values: &SecretEnv) {
+    use rustix::event::{PollFd, PollFlags};
     let mut masker = Masker::new(values.values());
     let mut buf = Zeroizing::new(vec![0u8; 16 * 1024]);
     let mut out = Zeroizing::new(Vec::with_capacity(16 * 1024));
     loop {
-        let n = match source.read(&mut buf) {
+        let mut fds = [PollFd::new(&source, PollFlags::IN), PollFd::new(stop, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        let n = match rustix::io::read(&source, &mut buf[..]) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
             Err(_) => break,
         };
         out.clear();
@@ -195,8 +218,18 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
     // caller's child always gets its own group: the caller relays its signals.
     let interactive = caller.is_none() && std::io::stdin().is_terminal();
     let mut command = Command::new(program);
-    if !interactive {
+    // A caller's command gets a session of its own instead (see `exec::with_secret_env`).
+    if !interactive && caller.is_none() {
         command.process_group(0);
+    }
+    if let Some(caller) = &caller
+        && !caller.cwd.is_dir()
+    {
+        return Err(ChildError::new(
+            1,
+            format!("the working directory {} does not exist (any more)", caller.cwd.display()),
+            "cd to a directory that exists and run it again",
+        ));
     }
     let plain: Vec<(OsString, OsString)> = match &caller {
         Some(caller) => caller.environ.clone(),
@@ -204,6 +237,7 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
     };
     let mut sinks: Vec<Box<dyn std::io::Write + Send>> = Vec::new();
     let mut relayed = None;
+    let new_session = caller.is_some();
     if let Some(caller) = caller {
         command.current_dir(&caller.cwd).stdin(Stdio::from(caller.stdin));
         if spec.mask {
@@ -220,9 +254,8 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
     if spec.mask {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    exec::with_secret_env(&mut command, program.as_os_str(), args, &plain, &env).map_err(|e| {
-        ChildError::usage(format!("cannot run {}: {e}", program.to_string_lossy()), "remove the NUL byte")
-    })?;
+    exec::with_secret_env(&mut command, program.as_os_str(), args, &plain, &env, new_session)
+        .map_err(|e| prepare_error(program, e))?;
     drop(plain);
     let spawned = command.spawn();
     // The prepared environment (no plaintext: that was only ever assembled in the child) goes.
@@ -268,18 +301,16 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
 
     let mut pumps = Vec::new();
     let mut sinks = sinks.into_iter();
-    for source in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as _),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let pipe_error = |e: std::io::Error| ChildError::new(1, format!("cannot make a pipe: {e}"), "retry");
+    let (stop, stop_writer) = std::io::pipe().map_err(pipe_error)?;
+    let sources = [child.stdout.take().map(OwnedFd::from), child.stderr.take().map(OwnedFd::from)];
+    for source in sources.into_iter().flatten() {
         let Some(sink) = sinks.next() else { break };
         let values = Arc::clone(&env);
+        let stop = stop.try_clone().map_err(pipe_error)?;
         let (done, finished) = mpsc::channel::<()>();
         let handle = thread::spawn(move || {
-            pump(source, sink, &values);
+            pump(source, &stop, sink, &values);
             let _ = done.send(());
         });
         pumps.push((handle, finished));
@@ -299,10 +330,18 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
     // Output still in the pipes is flushed; pipes a daemonized grandchild keeps open are not
     // waited on past a short grace period.
     let deadline = std::time::Instant::now() + PUMP_GRACE;
+    let mut late = Vec::new();
     for (pump, done) in pumps {
         if done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_ok() {
             let _ = pump.join();
+        } else {
+            late.push(pump);
         }
+    }
+    // Past the grace period: stop the pumps, so they drop the values with the pipes.
+    drop(stop_writer);
+    for pump in late {
+        let _ = pump.join();
     }
     let status = status.map_err(|e| ChildError::new(1, format!("lost track of the child process: {e}"), "retry"))?;
     Ok(match (status.code(), status.signal()) {

@@ -63,6 +63,7 @@ struct Prepared {
     /// For each secret variable: its `VAR=` prefix, its value, and where in `scratch` it goes.
     secrets: Vec<(Vec<u8>, Arc<SecretMemory>, usize)>,
     scratch: Scratch,
+    new_session: bool,
 }
 
 // SAFETY: the raw pointers point into the CStrings and the scratch mapping this value owns; they
@@ -98,13 +99,16 @@ fn candidates(program: &OsStr, path: Option<&OsStr>) -> io::Result<Vec<CString>>
 
 /// Makes `command` exec `program` with `args`, the `plain` environment, and `secrets` on top
 /// (a secret variable replaces a plain one of the same name). The rest of `command` (stdio,
-/// working directory, process group) is used as usual.
+/// working directory, process group) is used as usual. With `new_session`, the child starts a
+/// session of its own (`setsid`): for a command run for another process, so no terminal this
+/// process may have can stop it with SIGTTIN/SIGTTOU.
 pub fn with_secret_env(
     command: &mut std::process::Command,
     program: &OsStr,
     args: &[OsString],
     plain: &[(OsString, OsString)],
     secrets: &SecretEnv,
+    new_session: bool,
 ) -> io::Result<()> {
     let argv: Vec<CString> = std::iter::once(program)
         .chain(args.iter().map(OsString::as_os_str))
@@ -159,6 +163,7 @@ pub fn with_secret_env(
         envp_ptrs,
         secrets: secret_entries,
         scratch,
+        new_session,
     };
     // SAFETY: the closure runs in the forked child, where only async-signal-safe work is allowed:
     // it copies bytes into memory mapped before the fork and calls execve; it never allocates or
@@ -170,6 +175,11 @@ pub fn with_secret_env(
 /// The child's side: fill its copy of the scratch pages, then exec the first candidate that
 /// exists. Returns only on failure, with the errno std passes to the parent.
 fn exec_in_child(prepared: &Prepared) -> io::Result<()> {
+    // SAFETY: setsid is async-signal-safe; it fails only for a group leader, which a freshly
+    // forked child is not.
+    if prepared.new_session && unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     let base = prepared.scratch.ptr.as_ptr();
     for (prefix, value, offset) in &prepared.secrets {
         let value = value.as_slice();
@@ -231,7 +241,7 @@ mod tests {
         let secrets = secret_env(&[("TOKEN", b"sk-secret-1"), ("OTHER", b"two")]);
         let mut command = std::process::Command::new("sh");
         let args = ["-c".into(), "printf '%s|%s|%s' \"$KEEP\" \"$TOKEN\" \"$OTHER\"".into()];
-        with_secret_env(&mut command, OsStr::new("sh"), &args, &plain, &secrets).unwrap();
+        with_secret_env(&mut command, OsStr::new("sh"), &args, &plain, &secrets, false).unwrap();
         let output = command.output().unwrap();
         assert_eq!(String::from_utf8_lossy(&output.stdout), "plain|sk-secret-1|two");
     }
@@ -241,10 +251,10 @@ mod tests {
         let plain = vec![("PATH".into(), OsString::from("/nonexistent:/usr/bin"))];
         let secrets = secret_env(&[("A", b"x")]);
         let mut command = std::process::Command::new("no-such-program-here");
-        with_secret_env(&mut command, OsStr::new("no-such-program-here"), &[], &plain, &secrets).unwrap();
+        with_secret_env(&mut command, OsStr::new("no-such-program-here"), &[], &plain, &secrets, false).unwrap();
         assert_eq!(command.spawn().unwrap_err().kind(), io::ErrorKind::NotFound);
         let mut command = std::process::Command::new("/");
-        with_secret_env(&mut command, OsStr::new("/"), &[], &plain, &secrets).unwrap();
+        with_secret_env(&mut command, OsStr::new("/"), &[], &plain, &secrets, true).unwrap();
         assert_eq!(command.spawn().unwrap_err().kind(), io::ErrorKind::PermissionDenied);
     }
 }

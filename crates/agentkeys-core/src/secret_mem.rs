@@ -54,7 +54,8 @@ pub fn protection() -> Protection {
         if std::env::var_os(FORCE_FALLBACK_ENV).is_some_and(|v| v == "fallback") {
             return Protection::Reduced;
         }
-        match memfd_secret() {
+        // A descriptor is not enough: mapping it is what the kernel may refuse.
+        match SecretMemory::map_secret(1, page_size()) {
             Ok(_) => Protection::Secret,
             Err(_) => Protection::Reduced,
         }
@@ -76,6 +77,18 @@ fn memfd_secret() -> io::Result<OwnedFd> {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn memfd_secret() -> io::Result<OwnedFd> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Says once on stderr that a region got the fallback although `memfd_secret` works here (core
+/// has no logger of its own).
+fn warn_reduced(error: &io::Error) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "Warning: memfd_secret memory refused ({error}); this credential is held in locked memory instead \
+             (reduced protection). Raise the locked-memory limit (ulimit -l, LimitMEMLOCK=) to restore it."
+        );
+    });
 }
 
 fn page_size() -> usize {
@@ -107,13 +120,20 @@ impl std::fmt::Debug for SecretMemory {
 }
 
 impl SecretMemory {
-    /// A zeroed region of `len` bytes, of the best protection this process has.
+    /// A zeroed region of `len` bytes, of the best protection this process can get now: a
+    /// `memfd_secret` mapping the kernel refuses (its pages count as locked memory, so
+    /// RLIMIT_MEMLOCK can run out) falls back to locked pages, and says so.
     pub fn new(len: usize) -> io::Result<Self> {
         let mapped = len.max(1).div_ceil(page_size()) * page_size();
-        match protection() {
-            Protection::Secret => Self::map_secret(len, mapped),
-            Protection::Reduced => Self::map_locked(len, mapped),
+        if protection() == Protection::Secret {
+            match Self::map_secret(len, mapped) {
+                Ok(memory) => return Ok(memory),
+                Err(error) => {
+                    warn_reduced(&error);
+                }
+            }
         }
+        Self::map_locked(len, mapped)
     }
 
     /// A region holding a copy of `bytes`.
@@ -225,28 +245,10 @@ impl Drop for Scratch {
 /// receiver maps it (or, for the fallback, may also read it) once and closes it.
 pub fn credential_fd(value: &[u8]) -> io::Result<(OwnedFd, Protection)> {
     if protection() == Protection::Secret {
-        let fd = memfd_secret()?;
-        rustix::fs::ftruncate(&fd, value.len() as u64)?;
-        if !value.is_empty() {
-            // SAFETY: a fresh shared mapping of the descriptor made above, sized to the file.
-            let ptr = unsafe {
-                rustix::mm::mmap(
-                    std::ptr::null_mut(),
-                    value.len(),
-                    ProtFlags::READ | ProtFlags::WRITE,
-                    MapFlags::SHARED,
-                    &fd,
-                    0,
-                )
-            }?;
-            // SAFETY: the mapping is `value.len()` writable bytes, and is unmapped right after;
-            // the pages stay with the file, not with this process.
-            unsafe {
-                std::ptr::copy_nonoverlapping(value.as_ptr(), ptr.cast::<u8>(), value.len());
-                rustix::mm::munmap(ptr, value.len())?;
-            }
+        match secret_credential_fd(value) {
+            Ok(fd) => return Ok((fd, Protection::Secret)),
+            Err(error) => warn_reduced(&error),
         }
-        return Ok((fd, Protection::Secret));
     }
     use rustix::fs::{MemfdFlags, SealFlags};
     let fd = rustix::fs::memfd_create("agentkeys-credential", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
@@ -256,6 +258,31 @@ pub fn credential_fd(value: &[u8]) -> io::Result<(OwnedFd, Protection)> {
     }
     rustix::fs::fcntl_add_seals(&fd, SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL)?;
     Ok((fd, Protection::Reduced))
+}
+
+fn secret_credential_fd(value: &[u8]) -> io::Result<OwnedFd> {
+    let fd = memfd_secret()?;
+    rustix::fs::ftruncate(&fd, value.len() as u64)?;
+    if !value.is_empty() {
+        // SAFETY: a fresh shared mapping of the descriptor made above, sized to the file.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                value.len(),
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )
+        }?;
+        // SAFETY: the mapping is `value.len()` writable bytes, and is unmapped right after;
+        // the pages stay with the file, not with this process.
+        unsafe {
+            std::ptr::copy_nonoverlapping(value.as_ptr(), ptr.cast::<u8>(), value.len());
+            rustix::mm::munmap(ptr, value.len())?;
+        }
+    }
+    Ok(fd)
 }
 
 /// Reads a credential descriptor made by [`credential_fd`] (in this or another process) and

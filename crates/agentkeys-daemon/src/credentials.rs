@@ -4,12 +4,14 @@
 //! child as a [`SecretEnv`]. With `--cache-ttl N` (default 60 s) a value is kept after its run
 //! ends, so the next run within N idle seconds needs no round trip; it is evicted (wiped and
 //! unmapped, `evict` in the trail) once idle that long, and at once when the server says the
-//! session is revoked. `--cache-ttl 0` keeps nothing past its use. `get_credential` never caches:
+//! session is revoked. A cached value is served only while it is younger than N seconds since it
+//! was fetched (then it is fetched again), so steady use cannot keep a revoked or descoped value
+//! alive past N seconds. `--cache-ttl 0` keeps nothing past its use. `get_credential` never caches:
 //! the agent now holds its own copy, and a second one here would serve no one.
 //!
 //! A cached value is served without asking the server, so neither its audit nor its rate limit
-//! sees that use (the trail does: `fetch` with outcome `cached`), and a revocation reaches a cached
-//! value only when its idle TTL ends. Where every use must reach the server, run with
+//! sees that use (the trail does: `fetch` with outcome `cached`), and a revocation or a scope change
+//! reaches a cached value only up to N seconds after it was fetched. Where every use must reach the server, run with
 //! `--cache-ttl 0`.
 
 use std::collections::HashMap;
@@ -39,6 +41,8 @@ pub struct Cache {
 #[derive(Debug)]
 struct Entry {
     value: Arc<SecretMemory>,
+    /// When the server last answered for it: it is served from here only for the TTL after.
+    fetched_at: Instant,
     /// When its last use ended (or began, while one is running).
     idle_since: Instant,
 }
@@ -66,9 +70,14 @@ impl Cache {
     }
 
     fn get(&self, service: &str) -> Option<Arc<SecretMemory>> {
+        let now = Instant::now();
         let mut entries = self.entries();
         let entry = entries.get_mut(service)?;
-        entry.idle_since = Instant::now();
+        if now.duration_since(entry.fetched_at) >= self.ttl {
+            // Too old to serve without asking the server again; the fetch replaces it.
+            return None;
+        }
+        entry.idle_since = now;
         Some(Arc::clone(&entry.value))
     }
 
@@ -76,7 +85,8 @@ impl Cache {
         if self.ttl.is_zero() {
             return;
         }
-        self.entries().insert(service.to_owned(), Entry { value: Arc::clone(value), idle_since: Instant::now() });
+        let now = Instant::now();
+        self.entries().insert(service.to_owned(), Entry { value: Arc::clone(value), fetched_at: now, idle_since: now });
     }
 
     /// A use of these services ended: their idle time starts now.

@@ -374,9 +374,13 @@ impl AgentKeysMcp {
             .process_group(0);
         let rest: Vec<std::ffi::OsString> = rest.iter().map(Into::into).collect();
         let plain: Vec<_> = std::env::vars_os().collect();
-        agentkeys_core::exec::with_secret_env(&mut command, program.as_ref(), &rest, &plain, &values).map_err(|e| {
-            ToolFailure::new("INVALID_INPUT", format!("cannot run {program}: {e}"), "remove the NUL byte")
-        })?;
+        if let Err(error) =
+            agentkeys_core::exec::with_secret_env(&mut command, program.as_ref(), &rest, &plain, &values, false)
+        {
+            self.cache.done(&services);
+            let failure = agentkeys_core::child::prepare_error(program.as_ref(), error);
+            return Err(ToolFailure::new("INVALID_INPUT", failure.message, failure.hint));
+        }
         let mut command = tokio::process::Command::from(command);
         command.kill_on_drop(true);
         let spawned = command.spawn();

@@ -77,7 +77,15 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let (stream, _) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors, say: wait instead of spinning on the same error.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 match stream.peer_cred() {
                     Ok(cred) if cred.uid() == uid => {}
                     Ok(cred) => {
@@ -91,7 +99,8 @@ pub async fn serve(
                 }
                 let (handler, native) = (server.clone(), native.clone());
                 tokio::spawn(async move {
-                    match socket::open(&stream).await {
+                    let opened = tokio::time::timeout(socket::OPENING_TIMEOUT, socket::open(&stream)).await;
+                    match opened.unwrap_or(Ok(Opening::Closed)) {
                         Ok(Opening::Mcp(first)) => {
                             let (read, write) = stream.into_split();
                             let read = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(first), read);

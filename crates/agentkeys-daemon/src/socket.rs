@@ -36,24 +36,37 @@ pub enum Opening {
     Closed,
 }
 
+/// The most descriptors a request may carry (`run`: stdin, stdout, stderr).
+const MAX_FDS: usize = 3;
+/// How long a caller may take to say what it wants.
+pub const OPENING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest control line a `run` caller may send.
+const MAX_CONTROL_LINE: u64 = 4096;
+
 /// Reads until the first bytes say which protocol this is (and, for the native one, until the
 /// whole request line is in). Descriptors are received with `recvmsg`; a plain read would drop
-/// them.
+/// them. A caller that sends more than [`MAX_FDS`] descriptors, or more than
+/// [`MAX_REQUEST_BYTES`], is dropped (its descriptors closed): the daemon's descriptor table is
+/// not the caller's to fill.
 pub async fn open(stream: &UnixStream) -> std::io::Result<Opening> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut len = 0;
+    let mut scanned = PREAMBLE.len();
     let mut fds = Vec::new();
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     loop {
         let head = &buf[..len];
         if !head.is_empty() && !PREAMBLE.starts_with(&head[..head.len().min(PREAMBLE.len())]) {
             buf.truncate(len);
             return Ok(Opening::Mcp(buf));
         }
-        if head.len() > PREAMBLE.len() && head[PREAMBLE.len()..].contains(&b'\n') {
-            let end = PREAMBLE.len() + head[PREAMBLE.len()..].iter().position(|&b| b == b'\n').unwrap_or(0);
-            let (request, rest) = (buf[PREAMBLE.len()..end].to_vec(), buf[end + 1..len].to_vec());
-            return Ok(Opening::Native { request, rest, fds });
+        if len > scanned {
+            if let Some(at) = head[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + at;
+                let (request, rest) = (buf[PREAMBLE.len()..end].to_vec(), buf[end + 1..len].to_vec());
+                return Ok(Opening::Native { request, rest, fds });
+            }
+            scanned = len;
         }
         if len == buf.len() {
             if buf.len() >= MAX_REQUEST_BYTES {
@@ -75,11 +88,13 @@ pub async fn open(stream: &UnixStream) -> std::io::Result<Opening> {
                     fds.extend(received);
                 }
             }
-            Ok(received.bytes)
+            Ok((received.bytes, received.flags.contains(rustix::net::ReturnFlags::CTRUNC)))
         });
         match received {
-            Ok(0) => return Ok(Opening::Closed),
-            Ok(n) => len += n,
+            Ok((0, _)) => return Ok(Opening::Closed),
+            // More descriptors than any request carries: refuse the caller.
+            Ok((_, truncated)) if truncated || fds.len() > MAX_FDS => return Ok(Opening::Closed),
+            Ok((n, _)) => len += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
@@ -233,18 +248,23 @@ impl Native {
         let spec = ChildSpec { argv, env: values, mask: request.mask };
         let (reader, mut writer) = stream.split();
         let mut task = tokio::task::spawn_blocking(move || child::run_for(spec, caller));
-        let mut lines = BufReader::new(tokio::io::AsyncReadExt::chain(std::io::Cursor::new(rest), reader)).lines();
+        let mut control = BufReader::new(tokio::io::AsyncReadExt::chain(std::io::Cursor::new(rest), reader));
+        let mut line = Vec::new();
         let result = loop {
+            line.clear();
+            let mut limited = tokio::io::AsyncReadExt::take(&mut control, MAX_CONTROL_LINE);
+            let next = limited.read_until(b'\n', &mut line);
             tokio::select! {
                 finished = &mut task => break finished,
-                line = lines.next_line() => match line {
-                    Ok(Some(line)) => {
-                        if let Ok(RunControl::Signal { signal }) = serde_json::from_str(&line) {
+                read = next => match read {
+                    Ok(n) if n > 0 && line.ends_with(b"\n") => {
+                        if let Ok(RunControl::Signal { signal }) = serde_json::from_slice(&line) {
                             let _ = signal_tx.send(signal);
                         }
                     }
-                    // The caller is gone: hang up on its command, as its terminal would.
-                    Ok(None) | Err(_) => {
+                    // The caller is gone (or sent a line no caller sends): hang up on its
+                    // command, as its terminal would.
+                    _ => {
                         let _ = signal_tx.send(rustix::process::Signal::HUP.as_raw());
                         break (&mut task).await;
                     }

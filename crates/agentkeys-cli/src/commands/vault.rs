@@ -29,16 +29,18 @@ fn value_to_store(ctx: &Context, args: &StoreArgs) -> Result<Zeroizing<Vec<u8>>,
         return Ok(Zeroizing::new(bytes));
     }
     if stdin_is_terminal() {
-        let typed = Zeroizing::new(
-            rpassword::prompt_password(format!("Value for {} (input hidden): ", args.service)).map_err(|e| {
+        // Echo goes off before the prompt is shown, so nothing typed early is echoed; Ctrl-C
+        // restores the terminal.
+        let prompt = format!("Value for {} (input hidden): ", args.service);
+        let typed =
+            agentkeys_biometric::tty::Tty::open().and_then(|mut tty| tty.read_secret(&prompt)).map_err(|e| {
                 CliError::new(
                     exit::ERROR,
-                    format!("cannot read from the terminal: {e}"),
-                    "pipe the value on stdin instead",
+                    format!("cannot read the value from the terminal: {e}"),
+                    "type it again, or pipe it on stdin (or --file PATH) for long values",
                 )
-            })?,
-        );
-        return Ok(Zeroizing::new(typed.as_bytes().to_vec()));
+            })?;
+        return Ok(Zeroizing::new(secrecy::ExposeSecret::expose_secret(&typed).as_bytes().to_vec()));
     }
     let mut bytes = Zeroizing::new(Vec::new());
     std::io::stdin()
