@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 apt_install checksec python3
+# The same build as scripts/demo.sh's, so after the demo this costs nothing.
 log "building the release binaries"
 cargo build --release --locked -p agentkeys-server -p agentkeys-cli -p agentkeys-daemon
 log "checksec"

@@ -8,9 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-log "building"
-cargo build --workspace --bins --locked
-BIN="$CARGO_TARGET_DIR/debug"
+log "building (release: the binaries a user installs)"
+cargo build --release --locked -p agentkeys-server -p agentkeys-cli -p agentkeys-daemon
+BIN="$CARGO_TARGET_DIR/release"
 
 export AGENTKEYS_HOME; AGENTKEYS_HOME="$(mktemp -d /tmp/agentkeys-demo.XXXXXX)"
 start_server "$BIN"

@@ -215,10 +215,10 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
     // At a terminal the child shares our process group, so it keeps the terminal (job control,
     // prompts) and receives Ctrl-C from it directly. Elsewhere it gets a group of its own, so a
     // signal sent to our whole group (`timeout`, a supervisor) reaches it once, through us. A
-    // caller's child always gets its own group: the caller relays its signals.
+    // caller's command gets a session of its own (setsid, see `exec::with_secret_env`), hence
+    // its own group, and the caller relays its signals.
     let interactive = caller.is_none() && std::io::stdin().is_terminal();
     let mut command = Command::new(program);
-    // A caller's command gets a session of its own instead (see `exec::with_secret_env`).
     if !interactive && caller.is_none() {
         command.process_group(0);
     }
