@@ -3,9 +3,6 @@
 //! guessing, the access matrix, certificates, revoke and teardown, several daemons on one host,
 //! and the MCP server driven by the official Python SDK.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::Stdio;
-
 use agentkeys_core::vault::{self, Namespace};
 use agentkeys_core::{ApiClient, ClientError, OsRandom, RandomSource as _};
 use agentkeys_proto::{ErrorCode, ids};
@@ -444,23 +441,15 @@ async fn revoke_and_teardown_clear_the_agents_slot_on_the_masters_machine() {
     master.ok(&["whoami"], None);
 }
 
-/// Waits for `serve`'s readiness line on stderr and returns the child.
+/// Starts `serve` for `session` on `socket` and waits until it is serving.
 fn start_serve(host: &DaemonHost, session: &str, socket: &std::path::Path) -> std::process::Child {
-    let mut child = host
-        .command(&["--session-id", session, "serve", "--socket", socket.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("serve exited before it was ready").unwrap();
-        if line.contains("agentkeys-daemon serving") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    child
+    agentkeys_tests::spawn_serving(host.command(&[
+        "--session-id",
+        session,
+        "serve",
+        "--socket",
+        socket.to_str().unwrap(),
+    ]))
 }
 
 #[tokio::test]

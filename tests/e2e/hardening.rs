@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use agentkeys_tests::{DaemonHost, Master, NOBODY, ServerProcess, TestDb, as_nobody};
+use agentkeys_tests::{DaemonHost, Master, NOBODY, ServerProcess, TestDb, as_nobody, spawn_until};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -65,25 +65,6 @@ impl PublicBinaries {
         }
         public
     }
-}
-
-/// Spawns `command` and waits for a stderr line containing `ready` (its readiness signal).
-fn spawn_until(mut command: Command, ready: &str) -> Child {
-    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = String::new();
-    for line in lines.by_ref().map_while(Result::ok) {
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains(ready) {
-            // Keep draining so the process never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return child;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("never printed {ready:?}:\n{seen}");
 }
 
 /// What `nobody` gets trying to read one byte of `pid`'s memory: "Permission denied" for a

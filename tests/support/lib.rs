@@ -508,24 +508,29 @@ pub fn as_nobody(command: &Command) -> Command {
     wrapped(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], command)
 }
 
-/// Spawns `agentkeys-daemon … serve` and waits for its readiness line on stderr; stderr keeps
-/// being drained so the daemon never blocks on it.
-pub fn spawn_serving(mut command: Command) -> Child {
-    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn serve");
+/// Spawns `command` and waits for a stderr line containing `ready` (its readiness signal);
+/// stderr keeps being drained so the process never blocks on it.
+pub fn spawn_until(mut command: Command, ready: &str) -> Child {
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
     let mut seen = String::new();
     for line in lines.by_ref().map_while(Result::ok) {
-        let ready = line.contains("agentkeys-daemon serving");
+        let found = line.contains(ready);
         seen.push_str(&line);
         seen.push('\n');
-        if ready {
+        if found {
             std::thread::spawn(move || lines.for_each(drop));
             return child;
         }
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("serve exited before it was ready:\n{seen}");
+    panic!("never printed {ready:?}:\n{seen}");
+}
+
+/// Spawns `agentkeys-daemon … serve` and waits until it is serving.
+pub fn spawn_serving(command: Command) -> Child {
+    spawn_until(command, "agentkeys-daemon serving")
 }
 
 /// The mappings of `pid` whose readable memory holds any 16-byte window of `needle`, named by

@@ -169,6 +169,26 @@ async fn latency<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Runs `call` `warmup` times, then times `calls` sequential calls and reports them.
+fn time_blocking(
+    label: &str,
+    warmup: usize,
+    calls: usize,
+    call: impl Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for _ in 0..warmup {
+        call()?;
+    }
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        call()?;
+        samples.push(started.elapsed());
+    }
+    report(label, samples);
+    Ok(())
+}
+
 fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
@@ -268,17 +288,7 @@ fn main() -> anyhow::Result<()> {
                     anyhow::ensure!(!value.is_empty(), "an empty credential");
                     Ok(())
                 };
-                for _ in 0..50 {
-                    call()?;
-                }
-                let mut samples = Vec::with_capacity(calls);
-                for _ in 0..calls {
-                    let started = Instant::now();
-                    call()?;
-                    samples.push(started.elapsed());
-                }
-                report(&format!("fd {}", socket.display()), samples);
-                Ok(())
+                time_blocking(&format!("fd {}", socket.display()), 50, calls, call)
             }
             Mode::Spawn { runs, command } => {
                 let (program, rest) = command.split_first().context("pass -- CMD ARGS")?;
@@ -287,17 +297,7 @@ fn main() -> anyhow::Result<()> {
                     anyhow::ensure!(status.success(), "{} exited with {status}", command.join(" "));
                     Ok(())
                 };
-                for _ in 0..10 {
-                    run()?;
-                }
-                let mut samples = Vec::with_capacity(runs);
-                for _ in 0..runs {
-                    let started = Instant::now();
-                    run()?;
-                    samples.push(started.elapsed());
-                }
-                report(&format!("spawn {}", command.join(" ")), samples);
-                Ok(())
+                time_blocking(&format!("spawn {}", command.join(" ")), 10, runs, run)
             }
             Mode::Fleet { sockets, pids, service, seconds } => {
                 fleet(lines(&sockets)?, lines(&pids)?, service, seconds).await

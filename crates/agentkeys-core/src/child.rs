@@ -86,7 +86,8 @@ pub fn prepare_error(program: &OsStr, error: std::io::Error) -> ChildError {
     if error.kind() == std::io::ErrorKind::InvalidInput {
         return ChildError::usage(
             format!("cannot run {}: {error}", program.to_string_lossy()),
-            "remove the NUL byte from the command or its environment",
+            "remove the NUL byte; a binary credential cannot be an environment variable: read it with \
+             `agentkeys read` into a file instead",
         );
     }
     spawn_error(program, error)
@@ -194,14 +195,6 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
         .argv
         .split_first()
         .ok_or_else(|| ChildError::usage("no command given", "run --env VAR=service -- COMMAND ARGS…"))?;
-    for (var, value) in spec.env.names().zip(spec.env.values()) {
-        if value.contains(&0) {
-            return Err(ChildError::usage(
-                format!("the credential for {var} contains a NUL byte, which an environment variable cannot hold"),
-                "read binary credentials with `agentkeys read` into a file instead",
-            ));
-        }
-    }
     let env = Arc::new(spec.env);
     // Installed before the child exists, so no signal falls between spawn and forwarding.
     let local_signals = match &caller {

@@ -60,15 +60,6 @@ impl Cache {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How many values are cached now.
-    pub fn len(&self) -> usize {
-        self.entries().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn get(&self, service: &str) -> Option<Arc<SecretMemory>> {
         let now = Instant::now();
         let mut entries = self.entries();
