@@ -747,11 +747,17 @@ async fn pair_codes_expire_after_ten_minutes() {
         .await
         .unwrap();
     CLOCK_OFFSET_S.store(9 * 60, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(anonymous.pairing_status(&opened.pairing_id, "poll-secret").await.unwrap().status, "pending");
+    assert_eq!(
+        anonymous.pairing_status(&opened.pairing_id, "poll-secret").await.unwrap().status,
+        agentkeys_proto::agents::RequestStatus::Pending
+    );
     assert!(master.lookup_request(&opened.code).await.is_ok(), "alive at 9 minutes");
     CLOCK_OFFSET_S.store(10 * 60 + 5, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(api_code(master.lookup_request(&opened.code).await), ErrorCode::NotFound, "gone after 10");
-    assert_eq!(anonymous.pairing_status(&opened.pairing_id, "poll-secret").await.unwrap().status, "expired");
+    assert_eq!(
+        anonymous.pairing_status(&opened.pairing_id, "poll-secret").await.unwrap().status,
+        agentkeys_proto::agents::RequestStatus::Expired
+    );
     assert_eq!(api_code(anonymous.pairing_status(&opened.pairing_id, "wrong-secret").await), ErrorCode::NotFound);
     CLOCK_OFFSET_S.store(0, std::sync::atomic::Ordering::SeqCst);
 }

@@ -461,12 +461,15 @@ async fn the_presence_parameter_is_signed_checked_and_chained() {
     master.ok(&["revoke", "bot", "--yes"], None);
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
-    let intact = agentkeys_server::audit::verify_chain(&pool).await.unwrap();
+    let intact = agentkeys_server::engine::audit::verify_chain(&pool).await.unwrap();
     for statement in ["DROP TRIGGER audit_log_no_update", "DROP TRIGGER audit_log_no_delete"] {
         sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await.unwrap();
     }
     sqlx::query("UPDATE audit_log SET presence = 'fprintd' WHERE presence = 'skipped'").execute(&pool).await.unwrap();
-    assert!(agentkeys_server::audit::verify_chain(&pool).await.is_err(), "an upgraded presence breaks the chain");
+    assert!(
+        agentkeys_server::engine::audit::verify_chain(&pool).await.is_err(),
+        "an upgraded presence breaks the chain"
+    );
     sqlx::query("UPDATE audit_log SET presence = 'skipped' WHERE presence = 'fprintd'").execute(&pool).await.unwrap();
-    assert_eq!(agentkeys_server::audit::verify_chain(&pool).await.unwrap(), intact);
+    assert_eq!(agentkeys_server::engine::audit::verify_chain(&pool).await.unwrap(), intact);
 }

@@ -14,7 +14,7 @@ use agentkeys_core::{ApiClient, ClientError, OsRandom, vault};
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::b64;
 use agentkeys_proto::types::{AuditQuery, CreateAccountRequest};
-use agentkeys_server::audit::{ChainError, verify_chain};
+use agentkeys_server::engine::audit::{ChainError, verify_chain};
 use agentkeys_tests::{Backend, InProcessServer, TestDb, contains_any_window};
 use reqwest::Method;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -118,7 +118,14 @@ async fn concurrent_stores_keep_every_version(backend: Backend) {
         last.as_bytes(),
         "last write wins"
     );
-    let history = f.server.state.db.history_len(&f.session.account_id, "vault", "shared").await.unwrap();
+    let history = agentkeys_server::domains::credentials::queries::history_len(
+        &f.server.state.db.reads,
+        &f.session.account_id,
+        &agentkeys_proto::namespace::Namespace::Vault,
+        "shared",
+    )
+    .await
+    .unwrap();
     assert_eq!(history, 8, "every version is kept");
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Once};
 use std::time::Duration;
 
-use crate::gate::BackendError;
+use crate::backend::BackendError;
 
 /// A system-bus connection (`DBUS_SYSTEM_BUS_ADDRESS` when set) whose method calls give up after
 /// `timeout`; no bus means the backend is unavailable.

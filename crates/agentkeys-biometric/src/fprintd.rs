@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use zbus::blocking::{Connection, Proxy};
 use zbus::zvariant::OwnedObjectPath;
 
+use crate::backend::{BackendError, PresenceBackend, PresenceMethod};
 use crate::dbus::{Interrupted, announce, error_name, system_bus};
-use crate::gate::{BackendError, PresenceBackend, PresenceMethod};
 use crate::op::CriticalOp;
 
 const SERVICE: &str = "net.reactivated.Fprint";

@@ -1,10 +1,11 @@
 //! The policy and the order of backends: [`PresenceGate::require_presence`] is the one entry point.
+//! The gate knows every platform's backends (it picks them); the backends know only
+//! [`crate::backend`].
 
 use std::time::Duration;
 
+use crate::backend::{BackendError, PresenceBackend, PresenceMethod};
 use crate::op::CriticalOp;
-
-pub use agentkeys_proto::presence::PresenceMethod;
 
 /// `AGENTKEYS_BIOMETRIC` / `biometric` in config.toml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,25 +60,6 @@ pub enum PresenceError {
     Unavailable(String),
     #[error("presence check failed: {0}")]
     Failed(String),
-}
-
-/// What a backend says when it does not verify.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendError {
-    /// Not here (no reader, no enrolled finger, no service, not this OS): try the next backend.
-    Unavailable(String),
-    /// Here, and it said no: the check ends.
-    Declined(String),
-    TimedOut,
-    Cancelled,
-    Failed(String),
-}
-
-/// One way to show presence. Implementations release what they claimed on every path.
-pub trait PresenceBackend: Send + Sync + std::fmt::Debug {
-    fn method(&self) -> PresenceMethod;
-    /// Shows `op` and waits up to `timeout` for the human.
-    fn verify(&self, op: &CriticalOp, timeout: Duration) -> Result<(), BackendError>;
 }
 
 /// The backends of this machine in order, the terminal last, under a policy.

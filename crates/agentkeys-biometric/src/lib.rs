@@ -9,6 +9,7 @@
 //! wrong passphrase, a timeout, Ctrl-C) ends the check: a refusal never falls through to a weaker
 //! method.
 
+mod backend;
 mod gate;
 mod op;
 pub mod terminal;
@@ -25,5 +26,6 @@ pub mod touchid;
 #[cfg(target_os = "windows")]
 pub mod windows_hello;
 
-pub use gate::{BackendError, Policy, Presence, PresenceBackend, PresenceError, PresenceGate, PresenceMethod};
+pub use backend::{BackendError, PresenceBackend, PresenceMethod};
+pub use gate::{Policy, Presence, PresenceError, PresenceGate};
 pub use op::{CriticalOp, shorten};

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use zbus::blocking::Proxy;
 use zbus::zvariant::Value;
 
+use crate::backend::{BackendError, PresenceBackend, PresenceMethod};
 use crate::dbus::{announce, error_parts, system_bus};
-use crate::gate::{BackendError, PresenceBackend, PresenceMethod};
 use crate::op::CriticalOp;
 
 /// The polkit action of a critical AgentKeys operation.

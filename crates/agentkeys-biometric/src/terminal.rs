@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::gate::{BackendError, PresenceBackend, PresenceMethod};
+use crate::backend::{BackendError, PresenceBackend, PresenceMethod};
 use crate::op::CriticalOp;
 use crate::tty::{Tty, TtyError};
 

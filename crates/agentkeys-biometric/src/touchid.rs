@@ -14,7 +14,7 @@ use objc2::runtime::Bool;
 use objc2_foundation::{NSError, NSString};
 use objc2_local_authentication::{LAContext, LAError, LAPolicy};
 
-use crate::gate::{BackendError, PresenceBackend, PresenceMethod};
+use crate::backend::{BackendError, PresenceBackend, PresenceMethod};
 use crate::op::CriticalOp;
 
 /// The Touch ID / login password backend.

@@ -11,7 +11,7 @@ use windows::Security::Credentials::UI::{
 };
 use windows::core::HSTRING;
 
-use crate::gate::{BackendError, PresenceBackend, PresenceMethod};
+use crate::backend::{BackendError, PresenceBackend, PresenceMethod};
 use crate::op::CriticalOp;
 
 /// The Windows Hello backend.

@@ -75,7 +75,7 @@ pub fn require(ctx: &Context, op: &CriticalOp) -> Result<PresenceMethod, CliErro
             op.text
         ));
         // Skipping presence skips no question: y/N still asks, and --yes answers it.
-        crate::prompt::confirm(ctx, &format!("`{}`", op.kind), &format!("{}?", op.text))?;
+        crate::prompt::confirm(ctx.global.yes, &format!("`{}`", op.kind), &format!("{}?", op.text))?;
         return Ok(PresenceMethod::Skipped);
     }
     if ctx.global.yes {

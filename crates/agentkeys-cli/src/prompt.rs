@@ -9,13 +9,12 @@ use agentkeys_biometric::tty::{Tty, TtyError};
 use agentkeys_core::session::{PassphrasePrompt, SessionError, SessionId};
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::context::Context;
 use crate::error::{CliError, exit};
 use crate::output::stdin_is_terminal;
 
-/// Asks `question [y/N]`; `--yes` answers it. `what` names the operation in the errors.
-pub fn confirm(ctx: &Context, what: &str, question: &str) -> Result<(), CliError> {
-    if ctx.global.yes {
+/// Asks `question [y/N]`; `yes` (`--yes`) answers it. `what` names the operation in the errors.
+pub fn confirm(yes: bool, what: &str, question: &str) -> Result<(), CliError> {
+    if yes {
         return Ok(());
     }
     if !stdin_is_terminal() {

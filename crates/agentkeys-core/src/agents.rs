@@ -3,10 +3,9 @@
 //! The server only stores and forwards what these produce.
 
 use agentkeys_proto::agents::{
-    AgentDevice, AgentSummary, ApproveRequest, CreateAgentRequest, CreateAgentResponse, DecisionResponse, DeviceWrap,
+    AgentSummary, ApproveRequest, CreateAgentRequest, CreateAgentResponse, DecisionResponse, DeviceWrap,
     PendingRequest, RequestKind, ScopeChangeRequest, Tier, agent_namespace,
 };
-use agentkeys_proto::certificate::DeviceCertificate;
 use agentkeys_proto::{ErrorCode, b64, ids};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -16,36 +15,10 @@ use crate::client::{ApiClient, ClientError};
 use crate::crypto::{self, KeyPair, WrapLabel};
 use crate::random::RandomSource;
 use crate::session::Session;
-use crate::vault::{self, Namespace, VaultError, account_key};
+use crate::vault::{self, Namespace, VaultError, account_key, certified_kx};
 
 /// How often a grant is retried when a store races it.
 const MAX_GRANT_ATTEMPTS: usize = 8;
-
-fn verify_ed25519(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
-    crypto::verify(public, message, signature).is_ok()
-}
-
-/// The X25519 key of an agent device, once its id derives from its key and its certificate
-/// chain ties it to this account's key. Anything else is refused: the server may have made it up.
-pub fn certified_kx(session: &Session, device: &AgentDevice) -> Result<[u8; 32], VaultError> {
-    let account = account_key(session)?;
-    let uncertified =
-        || VaultError::Uncertified { agent_id: device.agent_id.clone(), device_id: device.device_id.clone() };
-    let sign = b64::decode_array::<32>(&device.sign_public).ok_or_else(uncertified)?;
-    let kx = b64::decode_array::<32>(&device.kx_public).ok_or_else(uncertified)?;
-    let certificate =
-        b64::decode(&device.certificate).and_then(|c| DeviceCertificate::decode(&c)).ok_or_else(uncertified)?;
-    let valid = ids::device_id(&sign) == device.device_id
-        && certificate.verifies(
-            &account.public().sign,
-            &session.account_id,
-            &device.agent_id,
-            &sign,
-            &kx,
-            &verify_ed25519,
-        );
-    if valid { Ok(kx) } else { Err(uncertified()) }
-}
 
 /// The current data key of each service that exists, wrapped to `recipient_kx` and addressed to
 /// `recipient_id`. Services not stored yet are skipped: their first version will be wrapped to

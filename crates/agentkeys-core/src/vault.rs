@@ -1,13 +1,15 @@
 //! Vault operations that combine the client and the key hierarchy: storing seals locally and
 //! uploads ciphertext; reading downloads and opens locally. The server never sees a value.
 
+use agentkeys_proto::agents::AgentDevice;
 use agentkeys_proto::agents::agent_namespace;
+use agentkeys_proto::certificate::DeviceCertificate;
 use agentkeys_proto::names::{InvalidServiceName, validate_service_name};
 use agentkeys_proto::types::{
     CredentialVersionResponse, MAX_VALUE_BYTES, PutCredentialRequest, RecipientWrap, SealedCredentialResponse,
     VAULT_NAMESPACE,
 };
-use agentkeys_proto::{ErrorCode, b64};
+use agentkeys_proto::{ErrorCode, b64, ids};
 use zeroize::Zeroizing;
 
 use crate::client::{ApiClient, ClientError};
@@ -160,7 +162,7 @@ pub async fn store(
                     device_id: device.device_id.clone(),
                 });
             }
-            let kx = crate::agents::certified_kx(session, device)?;
+            let kx = certified_kx(session, device)?;
             agent_wraps.push(RecipientWrap {
                 device_id: device.device_id.clone(),
                 wrap: b64::encode(crypto::wrap_to(&kx, data_key.expose(), WrapLabel::DataKey, rng).map_err(wrap_err)?),
@@ -265,4 +267,30 @@ pub async fn current_data_key(
     // Opening the value too proves the key is the one that sealed it, not one the server made up.
     open_sealed(session, &sealed)?;
     Ok(Some((sealed.version, open_data_key(session, &sealed)?)))
+}
+
+fn verify_ed25519(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    crypto::verify(public, message, signature).is_ok()
+}
+
+/// The X25519 key of an agent device, once its id derives from its key and its certificate
+/// chain ties it to this account's key. Anything else is refused: the server may have made it up.
+pub fn certified_kx(session: &Session, device: &AgentDevice) -> Result<[u8; 32], VaultError> {
+    let account = account_key(session)?;
+    let uncertified =
+        || VaultError::Uncertified { agent_id: device.agent_id.clone(), device_id: device.device_id.clone() };
+    let sign = b64::decode_array::<32>(&device.sign_public).ok_or_else(uncertified)?;
+    let kx = b64::decode_array::<32>(&device.kx_public).ok_or_else(uncertified)?;
+    let certificate =
+        b64::decode(&device.certificate).and_then(|c| DeviceCertificate::decode(&c)).ok_or_else(uncertified)?;
+    let valid = ids::device_id(&sign) == device.device_id
+        && certificate.verifies(
+            &account.public().sign,
+            &session.account_id,
+            &device.agent_id,
+            &sign,
+            &kx,
+            &verify_ed25519,
+        );
+    if valid { Ok(kx) } else { Err(uncertified()) }
 }

@@ -11,7 +11,7 @@ use agentkeys_core::error::{CommandError, exit};
 use agentkeys_core::session::{Session, SessionId, SessionStore as _};
 use agentkeys_core::{ApiClient, ClientError, OsRandom, RandomSource as _, agents::LinkCode, vault};
 use agentkeys_proto::agents::{
-    AgentSessionResponse, DeviceWrap, OpenPairingRequest, RedeemLinkRequest, redeem_payload,
+    AgentSessionResponse, DeviceWrap, OpenPairingRequest, RedeemLinkRequest, RequestStatus, redeem_payload,
 };
 use agentkeys_proto::{b64, ids};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -74,7 +74,7 @@ fn save(
 
 fn report(ctx: &Context, id: &SessionId, joined: &AgentSessionResponse) -> Result<(), CommandError> {
     if ctx.global.json {
-        crate::print_json(&serde_json::json!({
+        crate::output::print_json(&serde_json::json!({
             "session_id": id.as_str(),
             "agent_id": joined.agent_id,
             "label": joined.label,
@@ -142,26 +142,26 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
             Err(ClientError::Unreachable { .. }) if Instant::now() < deadline => continue,
             Err(error) => return Err(error.into()),
         };
-        if status.status == "pending" && status.claimed && !status.revealed {
+        if status.status == RequestStatus::Pending && status.claimed && !status.revealed {
             match client.reveal_pairing(&opened.pairing_id, poll.expose_secret(), &nonce).await {
                 Ok(()) | Err(ClientError::Unreachable { .. }) => {}
                 Err(error) => return Err(error.into()),
             }
         }
-        match (status.status.as_str(), status.session) {
-            ("approved", Some(joined)) => {
+        match (status.status, status.session) {
+            (RequestStatus::Approved, Some(joined)) => {
                 let id = save(ctx, client.base_url(), device, token, &joined)?;
                 report(ctx, &id, &joined)?;
                 return Ok(0);
             }
-            ("denied", _) => {
+            (RequestStatus::Denied, _) => {
                 return Err(CommandError::new(
                     6,
                     "the master denied this pairing",
                     "ask the account owner, then pair again",
                 ));
             }
-            ("expired", _) => {
+            (RequestStatus::Expired, _) => {
                 return Err(CommandError::new(6, "the pair code expired before the master approved it", "pair again"));
             }
             _ if Instant::now() >= deadline => {

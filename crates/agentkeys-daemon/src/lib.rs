@@ -8,6 +8,7 @@ pub mod context;
 pub mod credentials;
 pub mod enroll;
 pub mod mcp;
+pub mod output;
 pub mod serve;
 pub mod socket;
 pub mod trail;
@@ -20,18 +21,15 @@ use clap::Parser as _;
 
 use crate::cli::{Cli, Command, RunArgs};
 use crate::context::Context;
+use crate::output::{print_json, print_text};
 use crate::trail::Via;
 
-/// Prints a JSON result on stdout.
-#[allow(clippy::print_stdout, reason = "results go to stdout")]
-pub fn print_json(value: &serde_json::Value) -> Result<(), CommandError> {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON serializes"));
-    Ok(())
-}
-
-fn init_logging() {
+/// Logs go to stderr at `info` (`AGENTKEYS_LOG` sets the filter), except for `mcp`: its stderr
+/// is the MCP client's log pane, where only warnings belong.
+fn init_logging(command: &Command) {
+    let default = if matches!(command, Command::Mcp) { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTKEYS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
         // rmcp logs whole responses at debug, and a get_credential response holds the value:
         // whatever AGENTKEYS_LOG asks for, the SDK never logs below info.
         .add_directive("rmcp=info".parse().expect("a valid directive"));
@@ -74,7 +72,7 @@ fn harden(allow_debugger: bool) -> Result<harden::Report, CommandError> {
 /// Runs the daemon and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(&cli.command);
     let json = cli.global.json;
     let hardening = match harden(cli.global.allow_debugger) {
         Ok(report) => report,
@@ -212,11 +210,6 @@ async fn whoami(ctx: &Context) -> Result<u8, CommandError> {
     text.push_str(&line("Server:", client.base_url().to_owned()));
     print_text(&text);
     Ok(0)
-}
-
-#[allow(clippy::print_stdout, reason = "results go to stdout")]
-fn print_text(text: &str) {
-    print!("{text}");
 }
 
 /// Session, server reachability, socket and cache; exits 0 even when the server is down (that is

@@ -47,7 +47,82 @@ impl std::fmt::Display for Tier {
 
 /// The namespace of an agent's private credentials (overrides of the vault, or its own).
 pub fn agent_namespace(agent_id: &str) -> String {
-    format!("agent:{agent_id}")
+    crate::namespace::Namespace::Agent(agent_id.to_owned()).as_stored()
+}
+
+/// Where an agent stands. Stored as its [`AgentStatus::as_str`]; an unknown stored value is an
+/// error, never a default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Created with a link code that was not redeemed yet.
+    Pending,
+    Active,
+    /// Every session ended; the agent can be paired or created again under its label.
+    Revoked,
+    /// Revoked, and its private credentials and wraps deleted.
+    TornDown,
+}
+
+impl AgentStatus {
+    pub const ALL: [AgentStatus; 4] =
+        [AgentStatus::Pending, AgentStatus::Active, AgentStatus::Revoked, AgentStatus::TornDown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Pending => "pending",
+            AgentStatus::Active => "active",
+            AgentStatus::Revoked => "revoked",
+            AgentStatus::TornDown => "torn_down",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a request of the approval queue stands. `Expired` is never stored: a pending request
+/// past its expiry reads as expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl RequestStatus {
+    pub const ALL: [RequestStatus; 4] =
+        [RequestStatus::Pending, RequestStatus::Approved, RequestStatus::Denied, RequestStatus::Expired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Denied => "denied",
+            RequestStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for RequestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A data key wrapped to one device, for one credential version.
@@ -87,8 +162,7 @@ pub struct AgentSummary {
     pub label: String,
     pub aliases: Vec<String>,
     pub tier: Tier,
-    /// `active`, `pending` (link code not yet redeemed), `revoked` or `torn_down`.
-    pub status: String,
+    pub status: AgentStatus,
     pub scope: Vec<String>,
     pub devices: Vec<AgentDevice>,
     pub created_at_ms: i64,
@@ -229,8 +303,7 @@ pub struct OpenPairingResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PairingStatusResponse {
-    /// `pending`, `approved`, `denied` or `expired`.
-    pub status: String,
+    pub status: RequestStatus,
     /// A master has looked the code up: the keys it will certify are fixed; time to reveal.
     #[serde(default)]
     pub claimed: bool,
@@ -263,8 +336,10 @@ impl RequestKind {
         }
     }
 
+    pub const ALL: [RequestKind; 3] = [RequestKind::Pairing, RequestKind::Access, RequestKind::Tier];
+
     pub fn parse(text: &str) -> Option<Self> {
-        [RequestKind::Pairing, RequestKind::Access, RequestKind::Tier].into_iter().find(|k| k.as_str() == text)
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
     }
 }
 
@@ -331,7 +406,7 @@ pub struct ApproveRequest {
 pub struct DecisionResponse {
     pub code: String,
     pub kind: RequestKind,
-    pub status: String,
+    pub status: RequestStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
@@ -408,5 +483,22 @@ mod tests {
             assert_eq!(Tier::parse(tier.as_str()), Some(tier));
             assert_eq!(serde_json::to_string(&tier).unwrap(), format!("\"{tier}\""));
         }
+    }
+
+    #[test]
+    fn states_round_trip_and_match_serde() {
+        for status in AgentStatus::ALL {
+            assert_eq!(AgentStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{status}\""));
+        }
+        for status in RequestStatus::ALL {
+            assert_eq!(RequestStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{status}\""));
+        }
+        for kind in RequestKind::ALL {
+            assert_eq!(RequestKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.as_str()));
+        }
+        assert_eq!(AgentStatus::parse("gone"), None);
     }
 }

@@ -15,6 +15,8 @@ pub enum ErrorCode {
     InvalidServiceName,
     /// The request body is over [`crate::types::MAX_BODY_BYTES`].
     PayloadTooLarge,
+    /// The endpoint exists but does not take this HTTP method (the `Allow` header lists those it takes).
+    MethodNotAllowed,
     /// No bearer token, or a token the server does not know.
     Unauthenticated,
     /// The request signature is missing or does not verify with the session's device key.
@@ -49,10 +51,11 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidServiceName,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::Unauthenticated,
         ErrorCode::SignatureInvalid,
         ErrorCode::StaleTimestamp,
@@ -76,6 +79,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "BAD_REQUEST",
             ErrorCode::InvalidServiceName => "INVALID_SERVICE_NAME",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::SignatureInvalid => "SIGNATURE_INVALID",
             ErrorCode::StaleTimestamp => "STALE_TIMESTAMP",
@@ -94,11 +98,17 @@ impl ErrorCode {
         }
     }
 
+    /// The code of a wire name; `None` for a name this version does not know.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
     /// The HTTP status the server answers with.
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidServiceName => 400,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthenticated
             | ErrorCode::SignatureInvalid
             | ErrorCode::StaleTimestamp
@@ -117,7 +127,10 @@ impl ErrorCode {
     /// The exit code a CLI reports for this failure (PRODUCT.md §4).
     pub fn exit_code(self) -> u8 {
         match self {
-            ErrorCode::BadRequest | ErrorCode::InvalidServiceName | ErrorCode::PayloadTooLarge => 2,
+            ErrorCode::BadRequest
+            | ErrorCode::InvalidServiceName
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::MethodNotAllowed => 2,
             // A bad clock or a replay says nothing about the session itself: exit 3 would invite
             // scripts to re-initialize, which abandons the account.
             ErrorCode::Unauthenticated | ErrorCode::SignatureInvalid | ErrorCode::SessionInvalid => 3,
@@ -171,7 +184,9 @@ mod tests {
         for code in ErrorCode::ALL {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }
+        assert_eq!(ErrorCode::parse("NOPE"), None);
     }
 
     #[test]

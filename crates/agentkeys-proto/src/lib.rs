@@ -8,10 +8,12 @@
 pub mod agents;
 pub mod b64;
 pub mod certificate;
+pub mod critical;
 pub mod daemon;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod namespace;
 pub mod presence;
 pub mod secret;
 pub mod signing;

@@ -10,8 +10,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// [`MAX_BODY_BYTES`] with room for the rest of the request.
 pub const MAX_VALUE_BYTES: usize = 32 * 1024;
 
-/// The namespace of the account's own vault. Later namespaces hold agent-private credentials.
-pub const VAULT_NAMESPACE: &str = "vault";
+pub use crate::namespace::VAULT_NAMESPACE;
 
 #[cfg(feature = "openapi")]
 use utoipa::{IntoParams, ToSchema};
@@ -73,13 +72,44 @@ pub struct WhoAmIResponse {
     pub account_id: String,
     pub device_id: String,
     pub device_label: String,
-    /// `master` or `agent`.
-    pub actor_kind: String,
+    pub actor_kind: ActorKind,
     pub session_id: String,
     pub session_created_at_ms: i64,
     /// For agents: which agent, its tier and scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentIdentity>,
+}
+
+/// What kind of device a session belongs to. Stored as [`ActorKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A device of the human who owns the account.
+    Master,
+    /// A device of one of the account's agents.
+    Agent,
+}
+
+impl ActorKind {
+    pub const ALL: [ActorKind; 2] = [ActorKind::Master, ActorKind::Agent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Master => "master",
+            ActorKind::Agent => "agent",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Who an agent session acts for.

@@ -1,5 +1,5 @@
-//! The router, built by a function that tests can drive without a socket, and the state every
-//! handler shares.
+//! The router, built by a function that tests can drive without a socket: every domain's routes,
+//! merged, plus health, readiness, metrics and the OpenAPI document.
 
 use std::sync::Arc;
 
@@ -13,28 +13,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::agents::RateLimit;
-use crate::clock::Clock;
-use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::sessions::SessionCache;
-use crate::writer::Writer;
-use crate::{agents_api, api};
-
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub writer: Writer,
-    pub clock: Clock,
-    pub metrics: Metrics,
-    pub sessions: SessionCache,
-    /// Per-agent credential reads.
-    pub read_limit: RateLimit,
-}
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,32 +30,9 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// The `/v1` routes and the OpenAPI document generated from their annotations.
+/// The `/v1` routes of every domain and the OpenAPI document generated from their annotations.
 fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(api::create_account))
-        .routes(routes!(api::whoami))
-        .routes(routes!(api::account_settings, api::put_account_settings))
-        .routes(routes!(api::list_credentials))
-        .routes(routes!(api::get_credential, api::put_credential, api::delete_credential))
-        .routes(routes!(api::audit))
-        .routes(routes!(agents_api::list_agents, agents_api::create_agent))
-        .routes(routes!(agents_api::change_scope))
-        .routes(routes!(agents_api::change_tier))
-        .routes(routes!(agents_api::add_alias))
-        .routes(routes!(agents_api::revoke_agent))
-        .routes(routes!(agents_api::teardown_agent))
-        .routes(routes!(agents_api::recipients))
-        .routes(routes!(agents_api::link_info))
-        .routes(routes!(agents_api::redeem_link))
-        .routes(routes!(agents_api::open_pairing))
-        .routes(routes!(agents_api::pairing_status))
-        .routes(routes!(agents_api::reveal_pairing))
-        .routes(routes!(agents_api::list_requests, agents_api::ask))
-        .routes(routes!(agents_api::lookup_request))
-        .routes(routes!(agents_api::approve_request))
-        .routes(routes!(agents_api::deny_request))
-        .split_for_parts()
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(crate::domains::routes()).split_for_parts()
 }
 
 /// The OpenAPI document as JSON.
@@ -133,7 +92,7 @@ pub fn router(state: AppState) -> Router {
     .fallback(no_such_route)
     .method_not_allowed_fallback(wrong_method)
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-    .layer(middleware::from_fn(crate::auth::take_presence))
+    .layer(middleware::from_fn(crate::http::signed::take_presence))
     .with_state(state)
 }
 
@@ -144,6 +103,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
+    use crate::clock::Clock;
 
     async fn app() -> (Router, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();

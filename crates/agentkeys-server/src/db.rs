@@ -1,7 +1,7 @@
 //! The one storage layer over SQLite and PostgreSQL (PRODUCT.md §8), through sqlx's `Any` driver:
 //! the same SQL text runs on both (positional `$N` parameters, `ON CONFLICT`, `RETURNING`), and
 //! only the migrations differ. Reads go through a pool; all writes go through the single
-//! connection owned by [`crate::writer`].
+//! connection owned by [`crate::engine::writer`]. The SQL of each domain lives with that domain.
 //!
 //! Everything replicas must agree on (sessions, nonces, versions, the audit chain) lives here, so
 //! any number of servers on one PostgreSQL database behave as one.
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, ConnectOptions as _, Connection as _, Row as _};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions as _, Connection as _};
 
 /// Which database a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,129 +143,14 @@ impl Db {
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.reads).await.map(|_| ())
     }
-
-    pub async fn find_session(&self, token_hash: &[u8]) -> Result<Option<SessionRow>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT s.id, s.account_id, s.device_id, s.token_hash, s.created_at_ms, s.revoked_at_ms, \
-                    d.label, d.kind, d.sign_public, d.agent_id \
-             FROM sessions s JOIN devices d ON d.id = s.device_id WHERE s.token_hash = $1",
-        )
-        .bind(token_hash.to_vec())
-        .fetch_optional(&self.reads)
-        .await?;
-        row.map(|r| {
-            Ok(SessionRow {
-                session_id: r.try_get("id")?,
-                account_id: r.try_get("account_id")?,
-                device_id: r.try_get("device_id")?,
-                token_hash: r.try_get("token_hash")?,
-                created_at_ms: r.try_get("created_at_ms")?,
-                revoked_at_ms: r.try_get("revoked_at_ms")?,
-                device_label: r.try_get("label")?,
-                device_kind: r.try_get("kind")?,
-                device_sign_public: r.try_get("sign_public")?,
-                agent_id: r.try_get("agent_id")?,
-            })
-        })
-        .transpose()
-    }
-
-    /// The current (not removed) credentials of an account: `(namespace, service, version, at)`.
-    pub async fn list_credentials(&self, account_id: &str) -> Result<Vec<(String, String, i64, i64)>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT c.namespace, c.service, c.version, c.created_at_ms FROM credential_versions c \
-             WHERE c.account_id = $1 AND c.ciphertext IS NOT NULL AND c.version = ( \
-                 SELECT MAX(m.version) FROM credential_versions m \
-                 WHERE m.account_id = c.account_id AND m.namespace = c.namespace AND m.service = c.service) \
-             ORDER BY c.namespace, c.service",
-        )
-        .bind(account_id)
-        .fetch_all(&self.reads)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok((r.try_get("namespace")?, r.try_get("service")?, r.try_get("version")?, r.try_get("created_at_ms")?))
-            })
-            .collect()
-    }
-
-    /// How many versions (removals included) a credential has had.
-    pub async fn history_len(&self, account_id: &str, namespace: &str, service: &str) -> Result<i64, sqlx::Error> {
-        sqlx::query(
-            "SELECT COUNT(*) AS n FROM credential_versions WHERE account_id = $1 AND namespace = $2 AND service = $3",
-        )
-        .bind(account_id)
-        .bind(namespace)
-        .bind(service)
-        .fetch_one(&self.reads)
-        .await?
-        .try_get("n")
-    }
-
-    /// An account's audit rows, oldest first.
-    pub async fn audit_for_account(
-        &self,
-        account_id: &str,
-        since_ms: i64,
-        service: Option<&str>,
-        agent: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<crate::audit::AuditRow>, sqlx::Error> {
-        // Newest `limit` rows, returned oldest first.
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, \
-                    presence, prev_hash, hash FROM audit_log \
-                    WHERE account_id = $1 AND ts_ms >= $2 AND ($3 = '' OR service = $4) \
-                    AND ($5 = '' OR actor IN (SELECT id FROM devices WHERE agent_id = $6)) \
-                    ORDER BY seq DESC LIMIT $7) recent ORDER BY seq ASC",
-        )
-        .bind(account_id)
-        .bind(since_ms)
-        .bind(service.unwrap_or(""))
-        .bind(service.unwrap_or(""))
-        .bind(agent.unwrap_or(""))
-        .bind(agent.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(crate::audit::AuditRow::from_row).collect()
-    }
 }
 
-/// A session joined with its device.
-#[derive(Debug, Clone)]
-pub struct SessionRow {
-    pub session_id: String,
-    pub account_id: String,
-    pub device_id: String,
-    pub token_hash: Vec<u8>,
-    pub created_at_ms: i64,
-    pub revoked_at_ms: Option<i64>,
-    pub device_label: String,
-    pub device_kind: String,
-    pub device_sign_public: Vec<u8>,
-    /// Set for agent devices.
-    pub agent_id: Option<String>,
-}
-
-/// One stored version of a credential (`ciphertext` is `None` for a removal).
-#[derive(Debug, Clone)]
-pub struct CredentialRow {
-    pub version: i64,
-    pub ciphertext: Option<Vec<u8>>,
-    pub data_key_wrap: Option<Vec<u8>>,
-    pub created_at_ms: i64,
-    pub created_by: String,
-}
-
-impl CredentialRow {
-    pub fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            version: row.try_get("version")?,
-            ciphertext: row.try_get("ciphertext")?,
-            data_key_wrap: row.try_get("data_key_wrap")?,
-            created_at_ms: row.try_get("created_at_ms")?,
-            created_by: row.try_get("created_by")?,
-        })
-    }
+/// Reads a stored enum value; a value this version does not know is an error (the request fails
+/// and the server log names the column), never a default.
+pub fn parse_stored<T>(
+    column: &'static str,
+    text: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, sqlx::Error> {
+    parse(text).ok_or_else(|| sqlx::Error::Decode(format!("unknown value {text:?} stored in {column}").into()))
 }

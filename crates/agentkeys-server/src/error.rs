@@ -1,6 +1,7 @@
-//! The server's one error type at the HTTP boundary: every failure becomes an [`ApiError`] with a
-//! stable [`ErrorCode`], a message and a fix, rendered as `{"error":{code,message,hint}}`.
-//! Internal causes are logged, never sent.
+//! The server's one error type at the HTTP boundary, and the catalogue of the errors more than one
+//! module answers with. Every failure becomes an [`ApiError`] with a stable [`ErrorCode`], a
+//! message and a fix, rendered as `{"error":{code,message,hint}}`. Internal causes are logged,
+//! never sent. It sits below the engine and the HTTP layer, which both answer with it.
 
 use agentkeys_proto::{ErrorBody, ErrorCode, ErrorDetail};
 use axum::http::{HeaderValue, StatusCode};
@@ -51,6 +52,81 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>, hint: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message, hint)
     }
+
+    /// `RATE_LIMITED` with the seconds until a retry can succeed.
+    pub fn rate_limited(message: impl Into<String>, hint: impl Into<String>, retry_after_s: u64) -> Self {
+        Self { retry_after_s: Some(retry_after_s), ..Self::new(ErrorCode::RateLimited, message, hint) }
+    }
+
+    /// `VERSION_CONFLICT` naming the newest version the server holds.
+    pub fn version_conflict(message: impl Into<String>, hint: impl Into<String>, current: Option<i64>) -> Self {
+        Self {
+            current_version: current.map(|v| v.max(0) as u64),
+            ..Self::new(ErrorCode::VersionConflict, message, hint)
+        }
+    }
+}
+
+/// The answer for a session that was revoked (or deleted), from authentication or from the
+/// writer's check in the answering transaction.
+pub fn session_revoked() -> ApiError {
+    ApiError::new(
+        ErrorCode::Revoked,
+        "this session was revoked by the account owner",
+        "this device no longer has access; an agent must be paired again (`agentkeys-daemon pair`), a master \
+         device re-initialized by its owner",
+    )
+}
+
+/// A replayed nonce.
+pub fn replayed() -> ApiError {
+    ApiError::new(
+        ErrorCode::ReplayedNonce,
+        "this request's nonce was already used: the request is a replay",
+        "send a freshly signed request; the AgentKeys clients do this on every call",
+    )
+}
+
+/// The writer is gone: the server is stopping.
+pub fn shutting_down() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the server is shutting down",
+        "retry against another replica or after restart",
+    )
+}
+
+/// A critical operation made without presence, on an account that requires it.
+pub fn presence_required() -> ApiError {
+    ApiError::new(
+        ErrorCode::Denied,
+        "this account requires the human's presence for critical operations, and this one was made without it \
+         (--no-biometric, AGENTKEYS_BIOMETRIC=off, or a client that does not report it)",
+        "run it again without --no-biometric and confirm in person (fingerprint, password or typed confirmation); \
+         in person, `agentkeys config set require-presence off` lifts the requirement",
+    )
+}
+
+/// A credential that does not exist (or was removed), as the account owner is told.
+pub fn credential_not_found(service: &str) -> ApiError {
+    ApiError::not_found(
+        format!("no credential named '{service}'"),
+        format!("store it with `agentkeys store {service}`; see what exists with `agentkeys list`"),
+    )
+}
+
+/// An agent id that names no agent of the caller's account.
+pub fn no_such_agent(agent: &str) -> ApiError {
+    ApiError::not_found(format!("no agent '{agent}' in this account"), "list agents with `agentkeys agents`")
+}
+
+/// An operation on an agent that was torn down.
+pub fn agent_torn_down(agent_id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Revoked,
+        format!("agent {agent_id} was torn down"),
+        "create it again with `agentkeys agent create LABEL` or pair a daemon with that label",
+    )
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -1,31 +1,32 @@
 //! `agentkeys-server` as a library: the binary only parses arguments and calls [`run`].
 //!
-//! A request flows: [`app::router`] → [`auth::Signed`] (session via [`sessions`], signature) → a handler in
-//! [`api`] that decides → [`writer`] that commits the decision, the nonce and the [`audit`] row in
-//! one batched transaction → the answer. [`db`] is the storage layer over SQLite and PostgreSQL.
+//! A request flows: [`app::router`] → a domain's route in [`domains`] → [`http::signed::Signed`]
+//! (session via [`sessions`], signature) → the handler decides and builds its domain's op →
+//! [`engine::writer`] applies the op and commits it with the nonce and the audit row in one
+//! batched transaction → the op's typed output → the answer. [`db`] is the storage layer over
+//! SQLite and PostgreSQL; [`error`] the one error type every layer answers with.
 
-pub mod agents;
-pub mod agents_api;
-pub mod api;
 pub mod app;
-pub mod audit;
-pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod domains;
+pub mod engine;
 pub mod error;
+pub mod http;
 pub mod metrics;
-pub mod requests;
+pub mod random;
 pub mod sessions;
-pub mod writer;
+pub mod state;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use app::{AppState, router};
+pub use app::router;
 pub use config::{ServerArgs, ServerCommand};
+pub use state::AppState;
 
 /// Where the default SQLite database lives.
 fn data_dir(args: &ServerArgs) -> anyhow::Result<PathBuf> {
@@ -59,14 +60,16 @@ fn database_url(args: &ServerArgs) -> anyhow::Result<String> {
 pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(AppState, std::thread::JoinHandle<()>)> {
     let db = db::Db::connect(database_url).await?;
     let metrics = metrics::Metrics::default();
-    let (writer, writer_task) = writer::Writer::spawn(db.clone(), clock.clone(), metrics.clone())?;
+    let policy = std::sync::Arc::new(domains::accounts::ops::PresenceSetting);
+    let (writer, writer_task) = engine::writer::Writer::spawn(db.clone(), clock.clone(), metrics.clone(), policy)?;
     let state = AppState {
         db,
         writer,
         clock,
+        random: random::Random::system(),
         metrics,
         sessions: sessions::SessionCache::default(),
-        read_limit: agents::RateLimit::default(),
+        limits: state::Limits::default(),
     };
     Ok((state, writer_task))
 }
@@ -97,7 +100,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         ServerCommand::VerifyAudit => {
             let db = db::Db::connect(&database_url(&args)?).await?;
-            match audit::verify_chain(&db.reads).await {
+            match engine::audit::verify_chain(&db.reads).await {
                 Ok(report) => {
                     println!("audit chain intact: {} rows, head {}", report.rows, hex::encode(&report.head_hash));
                     Ok(std::process::ExitCode::SUCCESS)
@@ -111,7 +114,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
         ServerCommand::Serve => {
             let url = database_url(&args)?;
             let (mut state, writer_task) = start(&url, clock::Clock::system()).await?;
-            state.read_limit = agents::RateLimit { burst: args.agent_read_burst, per_second: args.agent_read_rate };
+            state.limits.agent_reads =
+                engine::ratelimit::RateLimit { burst: args.agent_read_burst, per_second: args.agent_read_rate };
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}: pass another --listen address", args.listen))?;

@@ -47,7 +47,7 @@ pub async fn list(ctx: &Context) -> Result<u8, CliError> {
                 a.tier.to_string(),
                 scope_text(&a.scope),
                 a.last_seen_ms.map(timestamp).unwrap_or_else(|| "never".into()),
-                a.status.clone(),
+                a.status.to_string(),
             ]
         })
         .collect();

@@ -86,7 +86,7 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
         shown.push(format!("  device:   {}", agents::device_fingerprint(&request).unwrap_or_default()));
         // Pairing under an existing label adds this machine to that agent: say what it inherits.
         let existing = client.list_agents().await?.agents.into_iter().find(|a| a.label == request.label);
-        if let Some(agent) = existing.filter(|a| a.status != "torn_down") {
+        if let Some(agent) = existing.filter(|a| a.status != agentkeys_proto::agents::AgentStatus::TornDown) {
             let devices = agent.devices.iter().filter(|d| !d.revoked).count();
             shown.push(format!(
                 "  note:     agent {} ({}) exists with {devices} device(s), tier {} and scope {}; this machine joins it \

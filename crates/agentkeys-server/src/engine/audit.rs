@@ -1,25 +1,44 @@
 //! The append-only, hash-chained audit log. Each row's hash covers the previous row's hash and
 //! every field of the row, so changing a row breaks its own hash, removing one breaks the next
 //! row's link, and cutting the tail no longer matches the head that every append updates.
-//! Rows are written only by [`crate::writer`]; [`verify_chain`] is the check.
+//! Rows are written only by [`crate::engine::writer`]; [`verify_chain`] is the check.
 
 use agentkeys_proto::ErrorCode;
+use agentkeys_proto::presence::PresenceMethod;
 use agentkeys_proto::types::{AuditEntry, Outcome};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row as _};
 
-/// What a handler knows about a request before the writer decides its final outcome.
+use crate::db::parse_stored;
+
+/// What a handler knows about a request before the writer decides its final outcome: who made
+/// it, what it was (the route's action) and what it was about.
 #[derive(Debug, Clone, Default)]
 pub struct AuditDraft {
     pub account_id: Option<String>,
     pub actor: Option<String>,
     pub session_id: Option<String>,
     pub action: &'static str,
+    pub subject: Subject,
+}
+
+/// What an audit row is about: a credential (namespace and service), an agent (its namespace),
+/// or nothing in particular.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
     pub namespace: Option<String>,
     pub service: Option<String>,
-    /// How presence was shown, for a critical operation (`presence=` in the signed query).
-    pub presence: Option<String>,
+}
+
+impl Subject {
+    pub fn credential(namespace: &agentkeys_proto::namespace::Namespace, service: &str) -> Self {
+        Self { namespace: Some(namespace.as_stored()), service: Some(service.to_owned()) }
+    }
+
+    pub fn agent(agent_id: &str) -> Self {
+        Self { namespace: Some(agentkeys_proto::agents::agent_namespace(agent_id)), service: None }
+    }
 }
 
 /// How an error code is classified in the log.
@@ -53,9 +72,9 @@ pub struct AuditRow {
     pub action: String,
     pub namespace: Option<String>,
     pub service: Option<String>,
-    pub outcome: String,
-    pub code: Option<String>,
-    pub presence: Option<String>,
+    pub outcome: Outcome,
+    pub code: Option<ErrorCode>,
+    pub presence: Option<PresenceMethod>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -89,13 +108,13 @@ impl AuditRow {
             self.namespace.as_deref(),
             self.service.as_deref(),
             Some(self.outcome.as_str()),
-            self.code.as_deref(),
+            self.code.map(ErrorCode::as_str),
         ] {
             put_field(&mut hasher, field);
         }
-        if let Some(presence) = &self.presence {
+        if let Some(presence) = self.presence {
             hasher.update([0x01]);
-            put_field(&mut hasher, Some(presence));
+            put_field(&mut hasher, Some(presence.as_str()));
         }
         hasher.finalize().into()
     }
@@ -110,9 +129,15 @@ impl AuditRow {
             action: row.try_get("action")?,
             namespace: row.try_get("namespace")?,
             service: row.try_get("service")?,
-            outcome: row.try_get("outcome")?,
-            code: row.try_get("code")?,
-            presence: row.try_get("presence")?,
+            outcome: parse_stored("audit_log.outcome", &row.try_get::<String, _>("outcome")?, Outcome::parse)?,
+            code: row
+                .try_get::<Option<String>, _>("code")?
+                .map(|code| parse_stored("audit_log.code", &code, ErrorCode::parse))
+                .transpose()?,
+            presence: row
+                .try_get::<Option<String>, _>("presence")?
+                .map(|method| parse_stored("audit_log.presence", &method, PresenceMethod::parse))
+                .transpose()?,
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
         })
@@ -127,9 +152,9 @@ impl AuditRow {
             action: self.action.clone(),
             namespace: self.namespace.clone(),
             service: self.service.clone(),
-            outcome: Outcome::parse(&self.outcome).unwrap_or(Outcome::Failed),
-            code: self.code.as_deref().and_then(|c| ErrorCode::ALL.into_iter().find(|k| k.as_str() == c)),
-            presence: self.presence.clone(),
+            outcome: self.outcome,
+            code: self.code,
+            presence: self.presence.map(|p| p.as_str().to_owned()),
         }
     }
 }

@@ -9,74 +9,68 @@ use std::sync::Arc;
 
 use agentkeys_proto::presence::{self, PresenceMethod};
 use agentkeys_proto::signing::{self, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_CLOCK_SKEW_S};
-use agentkeys_proto::types::MAX_BODY_BYTES;
+use agentkeys_proto::types::{ActorKind, MAX_BODY_BYTES};
 use agentkeys_proto::{ErrorCode, b64};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::extract::{FromRequest, FromRequestParts as _, Request};
 use axum::http::request::Parts;
 use ed25519_dalek::Signature;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::app::AppState;
-use crate::audit::AuditDraft;
-use crate::error::ApiError;
+use super::action::Action;
+use crate::engine::audit::{AuditDraft, Subject};
+use crate::engine::op::{Op, Record};
+use crate::engine::writer::{NonceRecord, Submission};
+use crate::error::{ApiError, session_revoked};
 use crate::sessions::KnownSession;
-use crate::writer::{Applied, NonceRecord, Operation};
+use crate::state::AppState;
 
-/// An authenticated caller.
+/// An authenticated caller, and the route it called.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub session_id: String,
     pub account_id: String,
     pub device_id: String,
     pub device_label: String,
-    pub device_kind: String,
+    pub kind: ActorKind,
     pub session_created_at_ms: i64,
     /// The agent this device belongs to; `None` for a master device.
     pub agent_id: Option<String>,
     pub nonce: NonceRecord,
     /// How the human showed presence, when the request is a critical master operation.
-    pub presence: Option<String>,
+    pub presence: Option<PresenceMethod>,
+    /// The route's audit action.
+    pub action: &'static str,
 }
 
 impl Caller {
-    /// Commits this request's decision, nonce and audit row; returns the final result.
-    pub async fn commit(
+    /// Commits this request's decision, nonce and audit row; returns the op's output once durable.
+    pub async fn commit<O: Op>(
         &self,
         state: &AppState,
-        action: &'static str,
-        target: Option<(&str, &str)>,
-        decision: Result<Operation, ApiError>,
-    ) -> Result<Applied, ApiError> {
-        let (namespace, service) = target.map(|(ns, service)| (ns.to_owned(), service.to_owned())).unzip();
-        self.commit_about(state, action, namespace, service, decision).await
-    }
-
-    /// [`Caller::commit`] with the audit row's subject given field by field: an agent operation
-    /// names the agent's namespace and no service.
-    pub async fn commit_about(
-        &self,
-        state: &AppState,
-        action: &'static str,
-        namespace: Option<String>,
-        service: Option<String>,
-        decision: Result<Operation, ApiError>,
-    ) -> Result<Applied, ApiError> {
-        let audit = AuditDraft {
-            account_id: Some(self.account_id.clone()),
-            actor: Some(self.device_id.clone()),
-            session_id: Some(self.session_id.clone()),
-            action,
-            namespace,
-            service,
-            presence: self.presence.clone(),
+        subject: Subject,
+        decision: Result<O, ApiError>,
+    ) -> Result<O::Output, ApiError> {
+        let submission = Submission {
+            nonce: Some(self.nonce.clone()),
+            presence: self.presence,
+            audit: AuditDraft {
+                account_id: Some(self.account_id.clone()),
+                actor: Some(self.device_id.clone()),
+                session_id: Some(self.session_id.clone()),
+                action: self.action,
+                subject,
+            },
         };
-        state.writer.submit(Some(self.nonce.clone()), decision, audit).await
+        state.writer.submit(submission, decision).await
     }
-}
 
-impl Caller {
+    /// Commits a request that changes nothing (a read served from the read pool).
+    pub async fn record(&self, state: &AppState, subject: Subject) -> Result<(), ApiError> {
+        self.commit(state, subject, Ok(Record)).await
+    }
+
     /// Refuses agents: for what only the account owner may do.
     pub fn require_master(&self) -> Result<(), ApiError> {
         match &self.agent_id {
@@ -91,10 +85,10 @@ impl Caller {
 
     /// Audits a refused request (consuming its nonce) and returns the error to answer with:
     /// the refusal itself, or `REPLAYED_NONCE` when the request was a replay.
-    pub async fn refuse(&self, state: &AppState, action: &'static str, error: ApiError) -> ApiError {
-        match self.commit(state, action, None, Err(error.clone())).await {
+    pub async fn refuse(&self, state: &AppState, error: ApiError) -> ApiError {
+        match self.commit::<Record>(state, Subject::default(), Err(error.clone())).await {
             Err(answer) => answer,
-            Ok(_) => error,
+            Ok(()) => error,
         }
     }
 }
@@ -109,7 +103,7 @@ pub struct Signed {
 impl Signed {
     /// Parses the body as JSON, refusing unknown fields.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        super::decode::json(&self.body)
     }
 }
 
@@ -139,16 +133,6 @@ struct AuthFailure {
     session: Option<Arc<KnownSession>>,
 }
 
-/// The answer for a session that was revoked (or deleted); the writer gives it too.
-pub fn session_revoked() -> ApiError {
-    ApiError::new(
-        ErrorCode::Revoked,
-        "this session was revoked by the account owner",
-        "this device no longer has access; an agent must be paired again (`agentkeys-daemon pair`), a master \
-         device re-initialized by its owner",
-    )
-}
-
 impl From<ApiError> for AuthFailure {
     fn from(error: ApiError) -> Self {
         Self { error, session: None }
@@ -156,6 +140,11 @@ impl From<ApiError> for AuthFailure {
 }
 
 async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Caller, AuthFailure> {
+    let Action(action) = parts
+        .extensions
+        .get::<Action>()
+        .copied()
+        .ok_or_else(|| ApiError::internal("a signed route was declared without its audit action"))?;
     let token = header(parts, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthenticated("the request has no bearer token"))?;
@@ -163,9 +152,7 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
     let session = match state.sessions.get(&token_hash) {
         Some(session) => session,
         None => {
-            let session = state
-                .db
-                .find_session(&token_hash)
+            let session = crate::sessions::find(&state.db.reads, &token_hash)
                 .await
                 .map_err(ApiError::from)?
                 .filter(|row| bool::from(row.token_hash.ct_eq(&token_hash)))
@@ -239,10 +226,11 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         account_id: session.row.account_id.clone(),
         device_id: session.row.device_id.clone(),
         device_label: session.row.device_label.clone(),
-        device_kind: session.row.device_kind.clone(),
+        kind: session.row.device_kind,
         session_created_at_ms: session.row.created_at_ms,
         agent_id: session.row.agent_id.clone(),
-        presence: target.and_then(|t| t.presence.map(|p| p.as_str().to_owned())),
+        presence: target.and_then(|t| t.presence),
+        action,
     })
 }
 
@@ -298,24 +286,31 @@ impl FromRequest<AppState> for Signed {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::payload_too_large())?;
         match authenticate(state, &parts, &body).await {
             Ok(caller) => Ok(Signed { caller, body }),
             Err(AuthFailure { error, session }) => {
-                let matched = parts.extensions.get::<MatchedPath>().map(|m| m.as_str()).unwrap_or("");
-                let (action, service) = crate::api::describe_route(&parts.method, matched, parts.uri.path());
-                let audit = AuditDraft {
-                    account_id: session.as_ref().map(|s| s.row.account_id.clone()),
-                    actor: session.as_ref().map(|s| s.row.device_id.clone()),
-                    session_id: session.as_ref().map(|s| s.row.session_id.clone()),
-                    action,
-                    namespace: None,
-                    service,
+                let action = parts.extensions.get::<Action>().map_or("request", |a| a.0);
+                // The service an attacker named is recorded only when it is a valid name.
+                let service = axum::extract::RawPathParams::from_request_parts(&mut parts, state)
+                    .await
+                    .ok()
+                    .and_then(|params| params.iter().find(|(k, _)| *k == "service").map(|(_, v)| v.to_owned()))
+                    .filter(|s| agentkeys_proto::names::validate_service_name(s).is_ok());
+                let submission = Submission {
+                    nonce: None,
                     presence: None,
+                    audit: AuditDraft {
+                        account_id: session.as_ref().map(|s| s.row.account_id.clone()),
+                        actor: session.as_ref().map(|s| s.row.device_id.clone()),
+                        session_id: session.as_ref().map(|s| s.row.session_id.clone()),
+                        action,
+                        subject: Subject { namespace: None, service },
+                    },
                 };
                 // The answer is the authentication error whatever the audit write returns.
-                let _ = state.writer.submit(None, Err(error.clone()), audit).await;
+                let _ = state.writer.submit::<Record>(submission, Err(error.clone())).await;
                 Err(error)
             }
         }

@@ -1,0 +1,63 @@
+//! The one list of critical operations (PRODUCT.md §5). The CLI refuses a bare `--yes` for each
+//! of them and asks for the human's presence; the server requires that presence for each of them
+//! when the account says so. Both sides name an operation from this list, never by a string of
+//! their own, so the two cannot drift apart.
+
+/// A master operation that needs the human's presence before it proceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Critical {
+    /// `approve` of any request (pairing, access, tier).
+    Approve,
+    /// `revoke <agent>`.
+    Revoke,
+    /// `teardown <agent>`.
+    Teardown,
+    /// `init --force`: replaces the session on this machine (the server is not asked).
+    InitForce,
+    /// `agent create`: mints a link code.
+    AgentCreate,
+    /// `agent upgrade`: any change of an agent's tier.
+    AgentUpgrade,
+    /// `scope --add`, or `--set` that adds a service.
+    ScopeWiden,
+    /// `config set` of a setting that weakens authentication (biometric policy, require-presence).
+    ConfigWeaken,
+}
+
+impl Critical {
+    pub const ALL: [Critical; 8] = [
+        Critical::Approve,
+        Critical::Revoke,
+        Critical::Teardown,
+        Critical::InitForce,
+        Critical::AgentCreate,
+        Critical::AgentUpgrade,
+        Critical::ScopeWiden,
+        Critical::ConfigWeaken,
+    ];
+
+    /// A stable name, for messages and tests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Critical::Approve => "approve",
+            Critical::Revoke => "revoke",
+            Critical::Teardown => "teardown",
+            Critical::InitForce => "init-force",
+            Critical::AgentCreate => "agent-create",
+            Critical::AgentUpgrade => "agent-upgrade",
+            Critical::ScopeWiden => "scope-widen",
+            Critical::ConfigWeaken => "config-weaken",
+        }
+    }
+
+    /// Whether the server sees the operation (all but `init --force`, which stays on the machine).
+    pub fn reaches_the_server(self) -> bool {
+        self != Critical::InitForce
+    }
+}
+
+impl std::fmt::Display for Critical {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

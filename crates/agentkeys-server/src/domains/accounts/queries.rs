@@ -1,0 +1,116 @@
+//! The statements of the `accounts`, `devices` and `account_key_wraps` tables.
+
+use agentkeys_proto::types::ActorKind;
+use sqlx::{AnyConnection, AnyPool, Row as _};
+
+/// A device row: a master device, or one device of an agent.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub device_id: String,
+    pub kind: ActorKind,
+    pub label: String,
+    pub sign_public: Vec<u8>,
+    pub kx_public: Vec<u8>,
+    pub certificate: Vec<u8>,
+    /// The agent the device belongs to; `None` for a master device.
+    pub agent_id: Option<String>,
+}
+
+/// Inserts the account; `false` when its id exists already.
+pub async fn insert_account(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    sign_public: &[u8],
+    kx_public: &[u8],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO accounts (id, sign_public, kx_public, created_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(account_id)
+    .bind(sign_public)
+    .bind(kx_public)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Inserts a device of the account; `false` when its id is registered already.
+pub async fn insert_device(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    device: &NewDevice,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO devices (id, account_id, kind, label, sign_public, kx_public, certificate, created_at_ms, agent_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+    )
+    .bind(&device.device_id)
+    .bind(account_id)
+    .bind(device.kind.as_str())
+    .bind(&device.label)
+    .bind(&device.sign_public)
+    .bind(&device.kx_public)
+    .bind(&device.certificate)
+    .bind(now)
+    .bind(&device.agent_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Stores the account key wrapped to `recipient` (`device:<id>` or `recovery`).
+pub async fn insert_key_wrap(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    recipient: &str,
+    wrap: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO account_key_wraps (account_id, recipient, wrap) VALUES ($1, $2, $3)")
+        .bind(account_id)
+        .bind(recipient)
+        .bind(wrap)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Whether `account_id` requires presence for critical operations (its server-side setting).
+pub async fn requires_presence(conn: &mut AnyConnection, account_id: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT require_presence_for_critical AS required FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64, _>("required")? != 0,
+        None => false,
+    })
+}
+
+pub async fn set_requires_presence(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    required: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET require_presence_for_critical = $1 WHERE id = $2")
+        .bind(i64::from(required))
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// The account's Ed25519 public key, which certifies every device of the account.
+pub async fn sign_public(pool: &AnyPool, account_id: &str) -> Result<Option<[u8; 32]>, sqlx::Error> {
+    let Some(row) =
+        sqlx::query("SELECT sign_public FROM accounts WHERE id = $1").bind(account_id).fetch_optional(pool).await?
+    else {
+        return Ok(None);
+    };
+    let bytes: Vec<u8> = row.try_get("sign_public")?;
+    bytes.try_into().map(Some).map_err(|_| sqlx::Error::Decode("a stored account key is not 32 bytes".into()))
+}

@@ -1,0 +1,145 @@
+//! `POST /v1/accounts` (no session yet) and `GET`/`PUT /v1/account/settings`.
+
+use agentkeys_proto::types::{AccountSettings, CreateAccountRequest, CreateAccountResponse};
+use agentkeys_proto::{ErrorBody, b64, ids};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::ops::{CreateAccount, SetRequirePresence};
+use super::queries;
+use crate::engine::audit::{AuditDraft, Subject};
+use crate::engine::writer::Submission;
+use crate::error::ApiError;
+use crate::http::action::{Action, audited};
+use crate::http::decode::{self, ACCOUNT_KEY_WRAP_LEN};
+use crate::http::signed::Signed;
+use crate::sessions::NewSession;
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(audited("account.create", routes!(create_account)))
+        .routes(audited("account.settings", routes!(account_settings)))
+        .routes(audited("account.settings.change", routes!(put_account_settings)))
+}
+
+fn validate_new_account(state: &AppState, request: &CreateAccountRequest) -> Result<(CreateAccount, String), ApiError> {
+    let label = request.device_label.as_str();
+    if label.is_empty() || label.len() > ids::DEVICE_LABEL_MAX || label.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "device_label must be 1 to {} printable characters",
+            ids::DEVICE_LABEL_MAX
+        )));
+    }
+    let account_sign: [u8; 32] = decode::exact("account_sign_public", &request.account_sign_public)?;
+    let account_kx: [u8; 32] = decode::exact("account_kx_public", &request.account_kx_public)?;
+    let device_sign: [u8; 32] = decode::exact("device_sign_public", &request.device_sign_public)?;
+    let device_kx: [u8; 32] = decode::exact("device_kx_public", &request.device_kx_public)?;
+    let certificate: [u8; 64] = decode::exact("device_certificate", &request.device_certificate)?;
+    let wrap_device = decode::bounded(
+        "account_key_wrap_device",
+        &request.account_key_wrap_device,
+        ACCOUNT_KEY_WRAP_LEN,
+        ACCOUNT_KEY_WRAP_LEN,
+    )?;
+    let wrap_recovery = decode::bounded(
+        "account_key_wrap_recovery",
+        &request.account_key_wrap_recovery,
+        ACCOUNT_KEY_WRAP_LEN,
+        ACCOUNT_KEY_WRAP_LEN,
+    )?;
+    let account_id = ids::account_id(&account_sign);
+    let device_id = ids::device_id(&device_sign);
+    let payload = ids::device_certificate_payload(&account_id, &device_sign, &device_kx, label);
+    if !decode::ed25519_ok(&account_sign, &payload, &certificate) {
+        return Err(ApiError::bad_request("device_certificate does not verify with account_sign_public"));
+    }
+    let token = format!("akt_{}", b64::encode(state.random.bytes::<32>()?));
+    let account = CreateAccount {
+        account_id,
+        sign_public: account_sign.to_vec(),
+        kx_public: account_kx.to_vec(),
+        device: CreateAccount::master_device(
+            device_id,
+            label.to_owned(),
+            device_sign.to_vec(),
+            device_kx.to_vec(),
+            certificate.to_vec(),
+        ),
+        wrap_device,
+        wrap_recovery,
+        session: NewSession {
+            session_id: state.random.session_id()?,
+            token_hash: Sha256::digest(token.as_bytes()).to_vec(),
+        },
+    };
+    Ok((account, token))
+}
+
+/// Creates an account and its first master device; returns the session token once.
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccountRequest,
+    responses((status = 201, body = CreateAccountResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_account(
+    State(state): State<AppState>,
+    Action(action): Action,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreateAccountResponse>), ApiError> {
+    let validated = decode::body(body)
+        .and_then(|body| decode::json::<CreateAccountRequest>(&body))
+        .and_then(|request| validate_new_account(&state, &request));
+    let reply = validated.as_ref().ok().map(|(account, token)| CreateAccountResponse {
+        account_id: account.account_id.clone(),
+        device_id: account.device.device_id.clone(),
+        session_id: account.session.session_id.clone(),
+        session_token: agentkeys_proto::secret::WireSecret::new(token.clone()),
+    });
+    let submission = Submission {
+        audit: AuditDraft {
+            account_id: reply.as_ref().map(|r| r.account_id.clone()),
+            actor: reply.as_ref().map(|r| r.device_id.clone()),
+            session_id: reply.as_ref().map(|r| r.session_id.clone()),
+            action,
+            subject: Subject::default(),
+        },
+        ..Submission::default()
+    };
+    state.writer.submit(submission, validated.map(|(account, _)| account)).await?;
+    Ok((StatusCode::CREATED, Json(reply.expect("a committed account has a reply"))))
+}
+
+/// The account's server-side policy.
+#[utoipa::path(get, path = "/v1/account/settings", tag = "session",
+    responses((status = 200, body = AccountSettings), (status = 403, body = ErrorBody)))]
+pub async fn account_settings(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<Json<AccountSettings>, ApiError> {
+    let caller = &signed.caller;
+    if let Err(error) = caller.require_master() {
+        return Err(caller.refuse(&state, error).await);
+    }
+    let mut conn = state.db.reads.acquire().await?;
+    let required = queries::requires_presence(&mut conn, &caller.account_id).await?;
+    drop(conn);
+    caller.record(&state, Subject::default()).await?;
+    Ok(Json(AccountSettings { require_presence_for_critical: required }))
+}
+
+/// Changes the account's server-side policy; turning the presence requirement off is itself a
+/// critical operation.
+#[utoipa::path(put, path = "/v1/account/settings", tag = "session", request_body = AccountSettings,
+    responses((status = 204), (status = 403, body = ErrorBody)))]
+pub async fn put_account_settings(State(state): State<AppState>, signed: Signed) -> Result<StatusCode, ApiError> {
+    let caller = &signed.caller;
+    let decision = caller.require_master().and_then(|()| signed.json::<AccountSettings>()).map(|settings| {
+        SetRequirePresence { account_id: caller.account_id.clone(), required: settings.require_presence_for_critical }
+    });
+    caller.commit(&state, Subject::default(), decision).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,326 @@
+//! The credentials domain's ops: the owner's reads (answered together, one `SELECT` per batch),
+//! new versions and removals, an agent's read, and [`store_wraps`] for the domains that hand data
+//! keys to agent devices.
+
+use std::collections::BTreeSet;
+
+use agentkeys_proto::ErrorCode;
+use agentkeys_proto::agents::{AgentStatus, Tier};
+use agentkeys_proto::namespace::Namespace;
+use sqlx::AnyConnection;
+
+use super::queries::{self, NewVersionRow, SealedVersion, Wrap};
+use crate::db::Backend;
+use crate::domains::agents::queries as agents;
+use crate::domains::requests::queries as requests;
+use crate::engine::op::{Ctx, Op, OpError};
+use crate::engine::ratelimit::{RateLimit, take_token};
+use crate::error::{ApiError, credential_not_found, no_such_agent, session_revoked};
+
+/// The account owner reads the newest version of a credential, wrapped to the account key.
+#[derive(Debug, Clone)]
+pub struct ReadCredential {
+    pub account_id: String,
+    pub namespace: Namespace,
+    pub service: String,
+    pub backend: Backend,
+}
+
+impl Op for ReadCredential {
+    type Output = SealedVersion;
+    const WRITES: bool = false;
+    const TOGETHER: bool = true;
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<SealedVersion, OpError> {
+        let mut all = Self::apply_together(&[self], conn, cx).await?;
+        all.pop().unwrap_or_else(|| Err(credential_not_found(&self.service).into()))
+    }
+
+    async fn apply_together(
+        ops: &[&Self],
+        conn: &mut AnyConnection,
+        _cx: Ctx,
+    ) -> Result<Vec<Result<SealedVersion, OpError>>, sqlx::Error> {
+        let Some(first) = ops.first() else { return Ok(Vec::new()) };
+        let keys: Vec<(&str, String, &str)> =
+            ops.iter().map(|op| (op.account_id.as_str(), op.namespace.as_stored(), op.service.as_str())).collect();
+        let found = queries::newest_many(conn, first.backend, &keys).await?;
+        Ok(ops
+            .iter()
+            .zip(found)
+            .map(|(op, found)| found.ok_or_else(|| credential_not_found(&op.service).into()))
+            .collect())
+    }
+}
+
+/// What a new version or a removal committed.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredVersion {
+    pub version: i64,
+    pub created_at_ms: i64,
+}
+
+/// A new sealed version of a credential, with its data key wrapped to every agent device that
+/// may read it.
+#[derive(Debug, Clone)]
+pub struct PutVersion {
+    pub account_id: String,
+    pub namespace: Namespace,
+    pub service: String,
+    pub version: i64,
+    pub ciphertext: Vec<u8>,
+    pub data_key_wrap: Vec<u8>,
+    pub created_by: String,
+    /// Must be exactly [`agents::recipients`] at commit time.
+    pub wraps: Vec<Wrap>,
+}
+
+/// A write to an agent's namespace needs that agent, in this account, not torn down.
+async fn check_owner(conn: &mut AnyConnection, account_id: &str, namespace: &Namespace) -> Result<(), OpError> {
+    let Some(agent_id) = namespace.agent_id() else { return Ok(()) };
+    match agents::status(conn, account_id, agent_id).await? {
+        Some(status) if status != AgentStatus::TornDown => Ok(()),
+        _ => Err(no_such_agent(agent_id).into()),
+    }
+}
+
+impl Op for PutVersion {
+    type Output = StoredVersion;
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<StoredVersion, OpError> {
+        check_owner(conn, &self.account_id, &self.namespace).await?;
+        let current = queries::newest_version(conn, &self.account_id, &self.namespace, &self.service).await?;
+        if self.version != current + 1 {
+            return Err(ApiError::version_conflict(
+                format!(
+                    "version {} of '{}' cannot be created: the current version is {current}",
+                    self.version, self.service
+                ),
+                format!("seal again as version {}", current + 1),
+                Some(current),
+            )
+            .into());
+        }
+        let row = NewVersionRow {
+            account_id: &self.account_id,
+            namespace: &self.namespace,
+            service: &self.service,
+            version: self.version,
+            ciphertext: Some(&self.ciphertext),
+            data_key_wrap: Some(&self.data_key_wrap),
+            created_by: &self.created_by,
+        };
+        queries::insert_version(conn, &row, cx.now_ms).await?;
+        // Every agent that may read the service gets the new data key, or the write fails: a
+        // version some reader cannot open would silently cut that agent off.
+        let required: BTreeSet<String> = agents::recipients(conn, &self.account_id, &self.namespace, &self.service)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        let given: BTreeSet<&str> = self.wraps.iter().map(|w| w.recipient.as_str()).collect();
+        if required.iter().map(String::as_str).ne(given.iter().copied()) || given.len() != self.wraps.len() {
+            return Err(ApiError::version_conflict(
+                format!("the agents that may read '{}' changed while it was being stored", self.service),
+                "retry; the client re-reads the recipients and wraps again",
+                Some(current),
+            )
+            .into());
+        }
+        for wrap in &self.wraps {
+            queries::upsert_wrap(conn, &self.account_id, wrap).await?;
+        }
+        Ok(StoredVersion { version: self.version, created_at_ms: cx.now_ms })
+    }
+}
+
+/// Removes a credential: a version without ciphertext becomes its newest; history is kept.
+#[derive(Debug, Clone)]
+pub struct RemoveCredential {
+    pub account_id: String,
+    pub namespace: Namespace,
+    pub service: String,
+    pub removed_by: String,
+}
+
+impl Op for RemoveCredential {
+    type Output = StoredVersion;
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<StoredVersion, OpError> {
+        let newest = queries::newest(conn, &self.account_id, &self.namespace, &self.service).await?;
+        let Some(current) = newest.filter(|row| row.ciphertext.is_some()).map(|row| row.version) else {
+            return Err(credential_not_found(&self.service).into());
+        };
+        let row = NewVersionRow {
+            account_id: &self.account_id,
+            namespace: &self.namespace,
+            service: &self.service,
+            version: current + 1,
+            ciphertext: None,
+            data_key_wrap: None,
+            created_by: &self.removed_by,
+        };
+        queries::insert_version(conn, &row, cx.now_ms).await?;
+        Ok(StoredVersion { version: current + 1, created_at_ms: cx.now_ms })
+    }
+}
+
+/// An agent reads a credential: its private one first, else the vault's if the service is in
+/// its scope — and either way only through a data key wrapped to this very device. Everything
+/// after the rate-limit check is refused keeping the spent token, so guessing names costs as
+/// much as reading them.
+#[derive(Debug, Clone)]
+pub struct AgentRead {
+    pub account_id: String,
+    pub agent_id: String,
+    pub device_id: String,
+    pub service: String,
+    pub limit: RateLimit,
+}
+
+impl Op for AgentRead {
+    /// The namespace it was served from, and the version wrapped to the agent's device.
+    type Output = (Namespace, SealedVersion);
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(Namespace, SealedVersion), OpError> {
+        let (agent_id, service) = (self.agent_id.as_str(), self.service.as_str());
+        if let Err(retry_after) = take_token(conn, &format!("read:{agent_id}"), self.limit, cx.now_ms).await? {
+            return Err(ApiError::rate_limited(
+                format!(
+                    "agent {agent_id} is over its read rate ({} per second, bursts of {})",
+                    self.limit.per_second, self.limit.burst
+                ),
+                format!("retry in {retry_after}s; cache the value for the length of a task instead of re-reading it"),
+                retry_after,
+            )
+            .into());
+        }
+        let refuse = |error: ApiError| OpError::RefusedKeeping(error);
+        let Some(agent) = agents::get(conn, &self.account_id, agent_id).await? else {
+            return Err(refuse(no_such_agent(agent_id)));
+        };
+        if agent.status != AgentStatus::Active {
+            return Err(refuse(session_revoked()));
+        }
+        let label = agent.label.as_str();
+        if agent.tier < Tier::Standard {
+            return Err(refuse(ApiError::new(
+                ErrorCode::Denied,
+                format!("agent {label} is at tier safe: it sees credential names, never values"),
+                format!("ask the account owner: agentkeys agent upgrade {label} --tier standard"),
+            )));
+        }
+        let private = Namespace::Agent(agent_id.to_owned());
+        let (namespace, row) = match queries::newest(conn, &self.account_id, &private, service).await? {
+            Some(row) if row.ciphertext.is_some() => (private, row),
+            _ => {
+                if !agents::in_scope(conn, agent_id, service).await? {
+                    let pending = requests::pending_access_code(conn, agent_id, service, cx.now_ms).await?;
+                    return Err(refuse(out_of_scope(label, service, pending)));
+                }
+                match queries::newest(conn, &self.account_id, &Namespace::Vault, service).await? {
+                    Some(row) if row.ciphertext.is_some() => (Namespace::Vault, row),
+                    _ => {
+                        return Err(refuse(ApiError::not_found(
+                            format!("no credential named '{service}'"),
+                            format!("ask the account owner to store it: agentkeys store {service}"),
+                        )));
+                    }
+                }
+            }
+        };
+        let wrap = queries::wrap_for(conn, &self.account_id, &namespace, service, row.version, &self.device_id).await?;
+        let sealed = match (wrap, row.sealed()) {
+            (Some(wrap), Some(sealed)) => SealedVersion { data_key_wrap: wrap, ..sealed },
+            (None, Some(sealed)) => {
+                return Err(refuse(ApiError::new(
+                    ErrorCode::Denied,
+                    format!(
+                        "'{service}' version {} has no key wrapped for this device of agent {label}",
+                        sealed.version
+                    ),
+                    format!("the account owner re-wraps it with: agentkeys scope {label} --add {service}"),
+                )));
+            }
+            (_, None) => return Err(refuse(credential_not_found(service))),
+        };
+        Ok((namespace, sealed))
+    }
+
+    fn audited_namespace((namespace, _): &Self::Output) -> Option<String> {
+        Some(namespace.as_stored())
+    }
+}
+
+/// The refusal for a service outside the agent's scope: `APPROVAL_REQUIRED` naming the request
+/// when the agent already asked for it, else `DENIED` saying how to ask.
+fn out_of_scope(label: &str, service: &str, pending: Option<String>) -> ApiError {
+    match pending {
+        Some(code) => ApiError::new(
+            ErrorCode::ApprovalRequired,
+            format!("agent {label} asked for '{service}' (request {code}); the account owner has not decided yet"),
+            format!("wait for the owner to run: agentkeys approve {code}"),
+        ),
+        None => ApiError::new(
+            ErrorCode::Denied,
+            format!("agent {label} has no access to '{service}'"),
+            format!("agentkeys scope {label} --add {service} (or ask for it with the request_access tool)"),
+        ),
+    }
+}
+
+/// A wrap must be for the credential's newest version: an older one would leave the agent
+/// unable to open what it reads. The client re-reads and retries on this conflict.
+pub async fn check_current(conn: &mut AnyConnection, account_id: &str, wrap: &Wrap) -> Result<(), OpError> {
+    let current = queries::newest_version(conn, account_id, &wrap.namespace, &wrap.service).await?;
+    if current > 0 && current == wrap.version {
+        return Ok(());
+    }
+    Err(ApiError::version_conflict(
+        format!("'{}' changed while its key was being wrapped (now at version {current})", wrap.service),
+        "retry; the client re-wraps the current version",
+        (current > 0).then_some(current),
+    )
+    .into())
+}
+
+/// Stores wraps to agent devices, each checked to be for a current version.
+pub async fn store_wraps(conn: &mut AnyConnection, account_id: &str, wraps: &[Wrap]) -> Result<(), OpError> {
+    for wrap in wraps {
+        check_current(conn, account_id, wrap).await?;
+        queries::upsert_wrap(conn, account_id, wrap).await?;
+    }
+    Ok(())
+}
+
+/// The wraps a request carries, decoded for an op: each for the vault or `agent_id`'s private
+/// namespace, and addressed to `recipient` (a device or link id) when one is given.
+pub fn decode_wraps(
+    wraps: &[agentkeys_proto::agents::DeviceWrap],
+    agent_id: &str,
+    recipient: Option<&str>,
+) -> Result<Vec<Wrap>, ApiError> {
+    let private = Namespace::Agent(agent_id.to_owned());
+    wraps
+        .iter()
+        .map(|w| {
+            let namespace =
+                Namespace::parse(&w.namespace).filter(|ns| *ns == Namespace::Vault || *ns == private).ok_or_else(
+                    || ApiError::bad_request(format!("a wrap names namespace {:?}, not this agent's", w.namespace)),
+                )?;
+            if recipient.is_some_and(|r| r != w.device_id) {
+                return Err(ApiError::bad_request("a wrap is addressed to another device"));
+            }
+            agentkeys_proto::names::validate_service_name(&w.service)
+                .map_err(|e| ApiError::bad_request(format!("wrap service: {e}")))?;
+            let wrap = crate::http::decode::bounded(
+                "wrap",
+                &w.wrap,
+                crate::http::decode::DATA_KEY_WRAP_LEN,
+                crate::http::decode::DATA_KEY_WRAP_LEN,
+            )?;
+            let version = i64::try_from(w.version).map_err(|_| ApiError::bad_request("wrap version out of range"))?;
+            Ok(Wrap { namespace, service: w.service.clone(), version, recipient: w.device_id.clone(), wrap })
+        })
+        .collect()
+}

@@ -1,0 +1,328 @@
+//! The statements of the `credential_versions` and `credential_wraps` tables.
+
+use std::collections::HashMap;
+
+use agentkeys_proto::namespace::Namespace;
+use agentkeys_proto::types::VAULT_NAMESPACE;
+use sqlx::{AnyConnection, AnyPool, Row as _};
+
+use crate::db::{Backend, parse_stored};
+
+/// One stored version of a credential (`ciphertext` is `None` for a removal).
+#[derive(Debug, Clone)]
+pub struct CredentialRow {
+    pub version: i64,
+    pub ciphertext: Option<Vec<u8>>,
+    pub data_key_wrap: Option<Vec<u8>>,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+impl CredentialRow {
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            version: row.try_get("version")?,
+            ciphertext: row.try_get("ciphertext")?,
+            data_key_wrap: row.try_get("data_key_wrap")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            created_by: row.try_get("created_by")?,
+        })
+    }
+
+    /// The version as a reader gets it; `None` for a removal.
+    pub fn sealed(self) -> Option<SealedVersion> {
+        Some(SealedVersion {
+            version: self.version,
+            ciphertext: self.ciphertext?,
+            data_key_wrap: self.data_key_wrap?,
+            created_at_ms: self.created_at_ms,
+            created_by: self.created_by,
+        })
+    }
+}
+
+/// A live (not removed) version with the data key wrapped for its reader.
+#[derive(Debug, Clone)]
+pub struct SealedVersion {
+    pub version: i64,
+    pub ciphertext: Vec<u8>,
+    pub data_key_wrap: Vec<u8>,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+/// A data key wrapped to one recipient (an agent device, or a link key), for one version.
+#[derive(Debug, Clone)]
+pub struct Wrap {
+    pub namespace: Namespace,
+    pub service: String,
+    pub version: i64,
+    pub recipient: String,
+    pub wrap: Vec<u8>,
+}
+
+/// The newest version of a credential, removed or not.
+pub async fn newest(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    namespace: &Namespace,
+    service: &str,
+) -> Result<Option<CredentialRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT version, ciphertext, data_key_wrap, created_at_ms, created_by FROM credential_versions \
+         WHERE account_id = $1 AND namespace = $2 AND service = $3 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(account_id)
+    .bind(namespace.as_stored())
+    .bind(service)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| CredentialRow::from_row(&row))
+    .transpose()
+}
+
+/// The newest version number of a credential (0 when it has none).
+pub async fn newest_version(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    namespace: &Namespace,
+    service: &str,
+) -> Result<i64, sqlx::Error> {
+    let newest: Option<i64> = sqlx::query(
+        "SELECT MAX(version) AS v FROM credential_versions WHERE account_id = $1 AND namespace = $2 AND service = $3",
+    )
+    .bind(account_id)
+    .bind(namespace.as_stored())
+    .bind(service)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("v")?;
+    Ok(newest.unwrap_or(0))
+}
+
+/// The newest live version of each `(account, namespace, service)`, in one statement; `None`
+/// where there is none or it was removed.
+pub async fn newest_many(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &[(&str, String, &str)],
+) -> Result<Vec<Option<SealedVersion>>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tuples: Vec<String> = (0..keys.len()).map(|i| backend.row_placeholders(3 * i + 1, 3)).collect();
+    let sql = format!(
+        "SELECT c.account_id, c.namespace, c.service, c.version, c.ciphertext, c.data_key_wrap, c.created_at_ms, \
+                c.created_by FROM credential_versions c \
+         WHERE (c.account_id, c.namespace, c.service) IN ({}) AND c.version = ( \
+             SELECT MAX(m.version) FROM credential_versions m \
+             WHERE m.account_id = c.account_id AND m.namespace = c.namespace AND m.service = c.service)",
+        tuples.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for (account, namespace, service) in keys {
+        query = query.bind(*account).bind(namespace.as_str()).bind(*service);
+    }
+    let mut found = HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        let key: (String, String, String) =
+            (row.try_get("account_id")?, row.try_get("namespace")?, row.try_get("service")?);
+        found.insert(key, CredentialRow::from_row(&row)?);
+    }
+    Ok(keys
+        .iter()
+        .map(|(a, n, s)| found.remove(&((*a).to_owned(), n.clone(), (*s).to_owned())).and_then(CredentialRow::sealed))
+        .collect())
+}
+
+/// A new version row; `ciphertext` and `data_key_wrap` are `None` for a removal.
+#[derive(Debug, Clone)]
+pub struct NewVersionRow<'a> {
+    pub account_id: &'a str,
+    pub namespace: &'a Namespace,
+    pub service: &'a str,
+    pub version: i64,
+    pub ciphertext: Option<&'a [u8]>,
+    pub data_key_wrap: Option<&'a [u8]>,
+    pub created_by: &'a str,
+}
+
+pub async fn insert_version(conn: &mut AnyConnection, row: &NewVersionRow<'_>, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO credential_versions (account_id, namespace, service, version, ciphertext, data_key_wrap, \
+         created_at_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(row.account_id)
+    .bind(row.namespace.as_stored())
+    .bind(row.service)
+    .bind(row.version)
+    .bind(row.ciphertext)
+    .bind(row.data_key_wrap)
+    .bind(now)
+    .bind(row.created_by)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+/// Stores a wrap for a device, replacing one it had for the same version.
+pub async fn upsert_wrap(conn: &mut AnyConnection, account_id: &str, wrap: &Wrap) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO credential_wraps (account_id, namespace, service, version, device_id, wrap) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (account_id, namespace, service, version, device_id) DO UPDATE SET wrap = excluded.wrap",
+    )
+    .bind(account_id)
+    .bind(wrap.namespace.as_stored())
+    .bind(&wrap.service)
+    .bind(wrap.version)
+    .bind(&wrap.recipient)
+    .bind(&wrap.wrap)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+/// The data key of one version wrapped to `device_id`, if it has one.
+pub async fn wrap_for(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    namespace: &Namespace,
+    service: &str,
+    version: i64,
+    device_id: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query(
+        "SELECT wrap FROM credential_wraps WHERE account_id = $1 AND namespace = $2 AND service = $3 \
+         AND version = $4 AND device_id = $5",
+    )
+    .bind(account_id)
+    .bind(namespace.as_stored())
+    .bind(service)
+    .bind(version)
+    .bind(device_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|r| r.try_get("wrap"))
+    .transpose()
+}
+
+/// Deletes every wrap of a vault service held by a device of `agent_id` (its scope lost it).
+pub async fn delete_vault_wraps_of_agent(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    service: &str,
+    agent_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM credential_wraps WHERE account_id = $1 AND namespace = $2 AND service = $3 \
+         AND device_id IN (SELECT id FROM devices WHERE agent_id = $4)",
+    )
+    .bind(account_id)
+    .bind(VAULT_NAMESPACE)
+    .bind(service)
+    .bind(agent_id)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+/// Deletes what only `agent_id` could read: every wrap to its devices, and every version of its
+/// private namespace.
+pub async fn delete_agent_private(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    agent_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM credential_wraps WHERE device_id IN (SELECT id FROM devices WHERE agent_id = $1)")
+        .bind(agent_id)
+        .execute(&mut *conn)
+        .await?;
+    let private = Namespace::Agent(agent_id.to_owned()).as_stored();
+    for sql in [
+        "DELETE FROM credential_wraps WHERE account_id = $1 AND namespace = $2",
+        "DELETE FROM credential_versions WHERE account_id = $1 AND namespace = $2",
+    ] {
+        sqlx::query(sql).bind(account_id).bind(&private).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// One line of a listing: `(namespace, service, version, updated_at)`.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub namespace: Namespace,
+    pub service: String,
+    pub version: i64,
+    pub updated_at_ms: i64,
+}
+
+fn listed(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Listed>, sqlx::Error> {
+    rows.iter()
+        .map(|r| {
+            Ok(Listed {
+                namespace: parse_stored(
+                    "credential_versions.namespace",
+                    &r.try_get::<String, _>("namespace")?,
+                    Namespace::parse,
+                )?,
+                service: r.try_get("service")?,
+                version: r.try_get("version")?,
+                updated_at_ms: r.try_get("created_at_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// The current (not removed) credentials of an account.
+pub async fn list(pool: &AnyPool, account_id: &str) -> Result<Vec<Listed>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.namespace, c.service, c.version, c.created_at_ms FROM credential_versions c \
+         WHERE c.account_id = $1 AND c.ciphertext IS NOT NULL AND c.version = ( \
+             SELECT MAX(m.version) FROM credential_versions m \
+             WHERE m.account_id = c.account_id AND m.namespace = c.namespace AND m.service = c.service) \
+         ORDER BY c.namespace, c.service",
+    )
+    .bind(account_id)
+    .fetch_all(pool)
+    .await?;
+    listed(rows)
+}
+
+/// The names an agent may see: its private credentials and the vault's in its scope. Names
+/// only; any tier may list.
+pub async fn list_visible_to(pool: &AnyPool, account_id: &str, agent_id: &str) -> Result<Vec<Listed>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.namespace, c.service, c.version, c.created_at_ms FROM credential_versions c \
+         WHERE c.account_id = $1 AND c.ciphertext IS NOT NULL \
+         AND (c.namespace = $2 OR (c.namespace = 'vault' AND EXISTS \
+              (SELECT 1 FROM agent_scope s WHERE s.agent_id = $3 AND s.service = c.service))) \
+         AND c.version = (SELECT MAX(m.version) FROM credential_versions m \
+              WHERE m.account_id = c.account_id AND m.namespace = c.namespace AND m.service = c.service) \
+         ORDER BY c.service, c.namespace",
+    )
+    .bind(account_id)
+    .bind(Namespace::Agent(agent_id.to_owned()).as_stored())
+    .bind(agent_id)
+    .fetch_all(pool)
+    .await?;
+    listed(rows)
+}
+
+/// How many versions (removals included) a credential has had.
+pub async fn history_len(
+    pool: &AnyPool,
+    account_id: &str,
+    namespace: &Namespace,
+    service: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "SELECT COUNT(*) AS n FROM credential_versions WHERE account_id = $1 AND namespace = $2 AND service = $3",
+    )
+    .bind(account_id)
+    .bind(namespace.as_stored())
+    .bind(service)
+    .fetch_one(pool)
+    .await?
+    .try_get("n")
+}

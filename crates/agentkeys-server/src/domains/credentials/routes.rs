@@ -1,0 +1,238 @@
+//! `/v1/credentials`: the owner's store, read, removal and listing, and an agent's read and
+//! listing. The `#[utoipa::path]` attributes are the OpenAPI document.
+
+use agentkeys_proto::ErrorBody;
+use agentkeys_proto::b64;
+use agentkeys_proto::namespace::Namespace;
+use agentkeys_proto::types::{
+    CredentialListResponse, CredentialSummary, CredentialVersionResponse, MAX_VALUE_BYTES, NamespaceQuery,
+    PutCredentialRequest, SealedCredentialResponse,
+};
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::ops::{AgentRead, PutVersion, ReadCredential, RemoveCredential, StoredVersion};
+use super::queries::{self, SealedVersion, Wrap};
+use crate::engine::audit::Subject;
+use crate::error::ApiError;
+use crate::http::action::audited;
+use crate::http::decode::{self, DATA_KEY_WRAP_LEN, SEAL_OVERHEAD};
+use crate::http::signed::{Caller, Signed};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(audited("credential.list", routes!(list_credentials)))
+        .routes(audited("credential.read", routes!(get_credential)))
+        .routes(audited("credential.store", routes!(put_credential)))
+        .routes(audited("credential.remove", routes!(delete_credential)))
+}
+
+/// The namespace a master request addresses: the vault, or `?agent=` an agent's private one.
+/// Agents never choose: their reads resolve in the op, their writes are refused.
+fn namespace_for(caller: &Caller, query: Result<Query<NamespaceQuery>, QueryRejection>) -> Result<Namespace, ApiError> {
+    match decode::query(query)?.agent {
+        None => Ok(Namespace::Vault),
+        Some(agent) => {
+            caller.require_master()?;
+            decode::agent_id(&agent)
+                .map_err(|_| ApiError::bad_request("agent must be an agent id (ag_…); the CLI resolves labels"))?;
+            Ok(Namespace::Agent(agent))
+        }
+    }
+}
+
+/// The audit subject of a credential route, from what parsed.
+fn subject(namespace: &Result<Namespace, ApiError>, service: &Result<String, ApiError>) -> Subject {
+    match service {
+        Ok(service) => Subject::credential(namespace.as_ref().unwrap_or(&Namespace::Vault), service),
+        Err(_) => Subject::default(),
+    }
+}
+
+fn sealed_response(
+    caller: &Caller,
+    namespace: Namespace,
+    service: String,
+    sealed: SealedVersion,
+) -> SealedCredentialResponse {
+    SealedCredentialResponse {
+        account_id: caller.account_id.clone(),
+        namespace: namespace.as_stored(),
+        service,
+        version: sealed.version as u64,
+        ciphertext: b64::encode(sealed.ciphertext),
+        data_key_wrap: b64::encode(sealed.data_key_wrap),
+        created_at_ms: sealed.created_at_ms,
+        created_by: sealed.created_by,
+    }
+}
+
+/// The newest sealed version of a credential. The server cannot open it.
+///
+/// For the account owner: the vault's (or, with `?agent=`, an agent's private) version with the
+/// data key wrapped to the account key. For an agent: its private version if it has one, else the
+/// vault's when the service is in its scope and its tier allows values — with the data key
+/// wrapped to its own device key.
+#[utoipa::path(get, path = "/v1/credentials/{service}", tag = "credentials",
+    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
+    responses((status = 200, body = SealedCredentialResponse), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn get_credential(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
+    signed: Signed,
+) -> Result<Json<SealedCredentialResponse>, ApiError> {
+    let caller = &signed.caller;
+    let service = decode::service_path(path);
+    let namespace = namespace_for(caller, query);
+    let audited = subject(&namespace, &service);
+    let (namespace, sealed) = match &caller.agent_id {
+        // An agent names no namespace (`?agent=` is refused): its read resolves its own.
+        Some(agent_id) => {
+            let read = namespace.and(service.clone()).map(|service| AgentRead {
+                account_id: caller.account_id.clone(),
+                agent_id: agent_id.clone(),
+                device_id: caller.device_id.clone(),
+                service,
+                limit: state.limits.agent_reads,
+            });
+            caller.commit(&state, audited, read).await?
+        }
+        None => {
+            let read = namespace.clone().and_then(|namespace| {
+                Ok(ReadCredential {
+                    account_id: caller.account_id.clone(),
+                    namespace,
+                    service: service.clone()?,
+                    backend: state.db.backend,
+                })
+            });
+            let sealed = caller.commit(&state, audited, read).await?;
+            (namespace?, sealed)
+        }
+    };
+    Ok(Json(sealed_response(caller, namespace, service?, sealed)))
+}
+
+fn validate_put(namespace: &Namespace, service: &str, signed: &Signed) -> Result<PutVersion, ApiError> {
+    signed.caller.require_master()?;
+    let request: PutCredentialRequest = signed.json()?;
+    let version = i64::try_from(request.version)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| ApiError::bad_request("version must be at least 1"))?;
+    let wraps = request
+        .agent_wraps
+        .iter()
+        .map(|w| {
+            Ok(Wrap {
+                namespace: namespace.clone(),
+                service: service.to_owned(),
+                version,
+                recipient: w.device_id.clone(),
+                wrap: decode::bounded("agent_wraps.wrap", &w.wrap, DATA_KEY_WRAP_LEN, DATA_KEY_WRAP_LEN)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(PutVersion {
+        wraps,
+        account_id: signed.caller.account_id.clone(),
+        namespace: namespace.clone(),
+        service: service.to_owned(),
+        version,
+        ciphertext: decode::bounded(
+            "ciphertext",
+            &request.ciphertext,
+            SEAL_OVERHEAD + 1,
+            SEAL_OVERHEAD + MAX_VALUE_BYTES,
+        )?,
+        data_key_wrap: decode::bounded("data_key_wrap", &request.data_key_wrap, DATA_KEY_WRAP_LEN, DATA_KEY_WRAP_LEN)?,
+        created_by: signed.caller.device_id.clone(),
+    })
+}
+
+fn version_response(namespace: Namespace, service: String, stored: StoredVersion) -> Json<CredentialVersionResponse> {
+    Json(CredentialVersionResponse {
+        namespace: namespace.as_stored(),
+        service,
+        version: stored.version as u64,
+        created_at_ms: stored.created_at_ms,
+    })
+}
+
+/// Stores a new sealed version. `version` must be the current version plus one.
+#[utoipa::path(put, path = "/v1/credentials/{service}", tag = "credentials", request_body = PutCredentialRequest,
+    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
+    responses((status = 200, body = CredentialVersionResponse), (status = 409, body = ErrorBody), (status = 400, body = ErrorBody)))]
+pub async fn put_credential(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
+    signed: Signed,
+) -> Result<Json<CredentialVersionResponse>, ApiError> {
+    let caller = &signed.caller;
+    let service = decode::service_path(path);
+    let namespace = namespace_for(caller, query);
+    let audited = subject(&namespace, &service);
+    let decision = namespace
+        .clone()
+        .and_then(|namespace| validate_put(&namespace, service.as_ref().map_err(Clone::clone)?, &signed));
+    let stored = caller.commit(&state, audited, decision).await?;
+    Ok(version_response(namespace?, service?, stored))
+}
+
+/// Removes a credential (a removal marker becomes its newest version; history is kept).
+#[utoipa::path(delete, path = "/v1/credentials/{service}", tag = "credentials",
+    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
+    responses((status = 200, body = CredentialVersionResponse), (status = 404, body = ErrorBody)))]
+pub async fn delete_credential(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
+    signed: Signed,
+) -> Result<Json<CredentialVersionResponse>, ApiError> {
+    let caller = &signed.caller;
+    let service = decode::service_path(path);
+    let namespace = namespace_for(caller, query);
+    let audited = subject(&namespace, &service);
+    let decision = caller.require_master().and(namespace.clone()).and_then(|namespace| {
+        Ok(RemoveCredential {
+            account_id: caller.account_id.clone(),
+            namespace,
+            service: service.clone()?,
+            removed_by: caller.device_id.clone(),
+        })
+    });
+    let stored = caller.commit(&state, audited, decision).await?;
+    Ok(version_response(namespace?, service?, stored))
+}
+
+/// Names and versions of the account's credentials (an agent's: those it may see). Never values.
+#[utoipa::path(get, path = "/v1/credentials", tag = "credentials", responses((status = 200, body = CredentialListResponse)))]
+pub async fn list_credentials(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<Json<CredentialListResponse>, ApiError> {
+    let caller = &signed.caller;
+    let rows = match &caller.agent_id {
+        Some(agent_id) => queries::list_visible_to(&state.db.reads, &caller.account_id, agent_id).await?,
+        None => queries::list(&state.db.reads, &caller.account_id).await?,
+    };
+    caller.record(&state, Subject::default()).await?;
+    Ok(Json(CredentialListResponse {
+        credentials: rows
+            .into_iter()
+            .map(|row| CredentialSummary {
+                namespace: row.namespace.as_stored(),
+                service: row.service,
+                version: row.version as u64,
+                updated_at_ms: row.updated_at_ms,
+            })
+            .collect(),
+    }))
+}

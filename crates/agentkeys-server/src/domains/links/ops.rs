@@ -1,0 +1,67 @@
+//! A daemon redeems a link code: its device joins the agent, and the data keys the code carried
+//! arrive re-wrapped to the device's own key.
+
+use agentkeys_proto::ErrorCode;
+use agentkeys_proto::agents::{AgentStatus, Tier};
+use sqlx::AnyConnection;
+
+use super::queries;
+use crate::domains::agents::ops::{NewAgentDevice, bind_device};
+use crate::domains::agents::queries as agents;
+use crate::domains::credentials::queries::{self as credentials, Wrap};
+use crate::engine::op::{Ctx, Op, OpError};
+use crate::error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct RedeemLink {
+    pub link_id: String,
+    pub device: NewAgentDevice,
+    /// The link's wraps, re-wrapped to the new device; each must be one the link carried.
+    pub wraps: Vec<Wrap>,
+}
+
+/// The agent a device joined, as the daemon must save its session.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub account_id: String,
+    pub agent_id: String,
+    pub label: String,
+    pub tier: Tier,
+    pub scope: Vec<String>,
+}
+
+impl Op for RedeemLink {
+    type Output = Bound;
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<Bound, OpError> {
+        let gone = || {
+            ApiError::new(
+                ErrorCode::Declined,
+                "this link code was already used, has expired, or was cancelled",
+                "ask the account owner for a new one: `agentkeys agent create LABEL`",
+            )
+        };
+        let Some(link) = queries::state(conn, &self.link_id).await? else { return Err(gone().into()) };
+        if link.redeemed
+            || link.expires_at_ms < cx.now_ms
+            || !matches!(link.status, AgentStatus::Pending | AgentStatus::Active)
+        {
+            return Err(gone().into());
+        }
+        let carried = queries::wrapped_versions(conn, &self.link_id).await?;
+        if self.wraps.iter().any(|w| !carried.contains(&(w.namespace.clone(), w.service.clone(), w.version))) {
+            return Err(
+                ApiError::bad_request("a re-wrapped key is for a credential the link code did not carry").into()
+            );
+        }
+        bind_device(conn, &link.account_id, &link.agent_id, &link.label, &self.device, cx.now_ms).await?;
+        for wrap in &self.wraps {
+            let wrap = Wrap { recipient: self.device.device_id.clone(), ..wrap.clone() };
+            credentials::upsert_wrap(conn, &link.account_id, &wrap).await?;
+        }
+        queries::mark_redeemed(conn, &self.link_id, cx.now_ms).await?;
+        agents::set_status(conn, &link.account_id, &link.agent_id, AgentStatus::Active).await?;
+        let scope = agents::scope_of(conn, &link.agent_id).await?;
+        Ok(Bound { account_id: link.account_id, agent_id: link.agent_id, label: link.label, tier: link.tier, scope })
+    }
+}

@@ -1,0 +1,27 @@
+//! The server's domains. Each owns its routes (`routes.rs`, with each route's audit action), its
+//! ops (`ops.rs`, what the writer applies) and its storage statements (`queries.rs`); a domain
+//! reaches another only through that one's ops and queries, never its routes.
+
+pub mod accounts;
+pub mod agents;
+pub mod credentials;
+pub mod links;
+pub mod pairings;
+pub mod requests;
+pub mod session;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+/// Every domain's routes, merged.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(accounts::routes::routes())
+        .merge(session::routes::routes())
+        .merge(credentials::routes::routes())
+        .merge(agents::routes::routes())
+        .merge(links::routes::routes())
+        .merge(pairings::routes::routes())
+        .merge(requests::routes::routes())
+}

@@ -1,0 +1,258 @@
+//! The queue's ops. Look-ups by code are guarded per account: after [`SLOW_AFTER`] misses each
+//! further look-up must wait twice as long as the last, and after [`LOCK_AFTER`] misses the
+//! account's look-ups are locked for [`LOCK_MS`] — the right code included, so a guesser learns
+//! nothing while locked. Misses are forgotten after [`FORGET_AFTER_MS`] without one; a hit does
+//! not reset them (anyone can open a pairing, so a hit is cheap to arrange).
+
+use agentkeys_proto::ErrorCode;
+use agentkeys_proto::agents::{AgentStatus, RequestKind, RequestStatus, Tier};
+use agentkeys_proto::critical::Critical;
+use sqlx::AnyConnection;
+
+use super::queries::{self, LookupGuard, NewRequest, RequestRow};
+use crate::domains::agents::ops::{NewAgentDevice, bind_device, change_scope, upsert_agent};
+use crate::domains::agents::queries as agents;
+use crate::domains::credentials::ops::store_wraps;
+use crate::domains::credentials::queries::Wrap;
+use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use crate::error::ApiError;
+
+pub const SLOW_AFTER: i64 = 5;
+pub const LOCK_AFTER: i64 = 10;
+pub const LOCK_MS: i64 = 15 * 60 * 1000;
+pub const FORGET_AFTER_MS: i64 = 60 * 60 * 1000;
+
+/// Inserts a new request; a code collision (40 random bits) is refused for the client to retry.
+pub async fn open(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> Result<(), OpError> {
+    if queries::insert(conn, new, now).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::AlreadyExists, "the generated code is taken", "retry").into())
+    }
+}
+
+/// An agent's ask for a service or a tier.
+#[derive(Debug, Clone)]
+pub struct Ask(pub NewRequest);
+
+impl Op for Ask {
+    type Output = ();
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
+        open(conn, &self.0, cx.now_ms).await
+    }
+}
+
+fn not_found(code: &str) -> ApiError {
+    ApiError::not_found(
+        format!("no open request with code {code}"),
+        "check the code on the daemon's screen (codes expire after 10 minutes); see open ones with `agentkeys requests`",
+    )
+}
+
+/// Which requests a code may find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Find {
+    /// Only the account's own (its agents' asks, pairings it claimed): approval needs a look-up first.
+    Claimed,
+    /// Also a pairing no account has claimed yet (look-up, deny).
+    OrUnclaimed,
+}
+
+/// Finds a pending request by code for `account_id`, counting misses against the account. A
+/// refusal keeps what it wrote (the miss is recorded).
+async fn guarded_find(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    code: &str,
+    find: Find,
+    now: i64,
+) -> Result<RequestRow, OpError> {
+    let mut guard = queries::lookup_guard(conn, account_id).await?;
+    if now - guard.last_failure_ms > FORGET_AFTER_MS && guard.locked_until_ms <= now {
+        guard.failures = 0;
+    }
+    let wait_until = if guard.locked_until_ms > now {
+        guard.locked_until_ms
+    } else if guard.failures >= SLOW_AFTER {
+        guard.last_failure_ms + 1000 * (1i64 << (guard.failures - SLOW_AFTER + 1).min(10))
+    } else {
+        0
+    };
+    if wait_until > now {
+        let seconds = ((wait_until - now) as u64).div_ceil(1000);
+        return Err(OpError::RefusedKeeping(ApiError::rate_limited(
+            format!(
+                "too many look-ups of codes that do not exist from this account ({}); look-ups are paused",
+                guard.failures
+            ),
+            format!("wait {seconds}s, then type the code exactly as the daemon shows it"),
+            seconds,
+        )));
+    }
+    if let Some(row) = queries::find_pending(conn, code, account_id, find == Find::OrUnclaimed, now).await? {
+        return Ok(row);
+    }
+    let failures = guard.failures + 1;
+    let locked_until_ms = if failures >= LOCK_AFTER { now + LOCK_MS } else { 0 };
+    queries::set_lookup_guard(conn, account_id, LookupGuard { failures, last_failure_ms: now, locked_until_ms })
+        .await?;
+    Err(OpError::RefusedKeeping(not_found(code)))
+}
+
+/// The master looks a request up by code; the first account to look a pairing up claims it: it
+/// then shows in that account's `requests`, and no other account can approve it.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub account_id: String,
+    pub code: String,
+}
+
+impl Op for Lookup {
+    type Output = RequestRow;
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<RequestRow, OpError> {
+        let row = guarded_find(conn, &self.account_id, &self.code, Find::OrUnclaimed, cx.now_ms).await?;
+        if row.account_id.is_none() {
+            queries::claim(conn, &row.id, &self.account_id).await?;
+        }
+        Ok(row)
+    }
+}
+
+/// What the master grants when approving.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// A pairing: the device as the master certified it (keys compared with the request's).
+    Pairing {
+        agent_id: String,
+        device: NewAgentDevice,
+        scope: Vec<String>,
+        wraps: Vec<Wrap>,
+    },
+    Access {
+        scope: Vec<String>,
+        wraps: Vec<Wrap>,
+    },
+    Tier,
+}
+
+/// Approves a request by code. Without a grant (the handler found no request of this account
+/// under the code) it still runs the guarded look-up, so the miss is counted.
+#[derive(Debug, Clone)]
+pub struct Approve {
+    pub account_id: String,
+    pub code: String,
+    pub grant: Option<Box<Grant>>,
+}
+
+impl Op for Approve {
+    type Output = RequestRow;
+
+    fn critical(&self) -> Option<CriticalFor<'_>> {
+        Some(CriticalFor { op: Critical::Approve, account_id: &self.account_id })
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<RequestRow, OpError> {
+        let row = guarded_find(conn, &self.account_id, &self.code, Find::Claimed, cx.now_ms).await?;
+        let Some(grant) = &self.grant else {
+            return Err(ApiError::bad_request("the approval does not carry what this kind of request needs").into());
+        };
+        approve(conn, &self.account_id, row, grant, cx.now_ms).await
+    }
+}
+
+async fn approve(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    row: RequestRow,
+    grant: &Grant,
+    now: i64,
+) -> Result<RequestRow, OpError> {
+    let mismatch = || {
+        OpError::from(ApiError::bad_request(format!(
+            "request {} is a {} request; the approval is for another kind",
+            row.code,
+            row.kind.as_str()
+        )))
+    };
+    match (row.kind, grant) {
+        (RequestKind::Pairing, Grant::Pairing { agent_id, device, scope, wraps }) => {
+            // The master certified the keys it was shown; they must be the keys of this request.
+            if row.device_sign_public.as_deref() != Some(device.sign_public.as_slice())
+                || row.device_kx_public.as_deref() != Some(device.kx_public.as_slice())
+                || row.token_hash.as_deref() != Some(device.session.token_hash.as_slice())
+            {
+                return Err(ApiError::bad_request(
+                    "the approved device keys are not the ones this pairing request carries",
+                )
+                .into());
+            }
+            // An existing agent of that label gains this device: re-pairing a new machine (the
+            // master was told so before approving). One still waiting for its link code is active
+            // from now on.
+            if let Err(error) =
+                upsert_agent(conn, account_id, agent_id, &row.label, Tier::Standard, AgentStatus::Active, now).await
+            {
+                let exists = matches!(&error, OpError::Refused(e) if e.code == ErrorCode::AlreadyExists);
+                if !exists || agents::status(conn, account_id, agent_id).await?.is_none() {
+                    return Err(error);
+                }
+                agents::activate_pending(conn, agent_id).await?;
+            }
+            bind_device(conn, account_id, agent_id, &row.label, device, now).await?;
+            for service in scope {
+                agents::add_scope(conn, agent_id, service).await?;
+            }
+            if wraps.iter().any(|w| w.recipient != device.device_id) {
+                return Err(ApiError::bad_request("every wrap of a pairing approval must be for the new device").into());
+            }
+            store_wraps(conn, account_id, wraps).await?;
+            queries::approve_pairing(
+                conn,
+                &row.id,
+                account_id,
+                agent_id,
+                &device.device_id,
+                &device.session.session_id,
+                now,
+            )
+            .await?;
+            Ok(RequestRow { status: RequestStatus::Approved, agent_id: Some(agent_id.clone()), ..row })
+        }
+        (RequestKind::Access, Grant::Access { scope, wraps }) => {
+            let Some(agent_id) = row.agent_id.clone() else { return Err(mismatch()) };
+            match agents::status(conn, account_id, &agent_id).await? {
+                None => return Err(crate::error::no_such_agent(&agent_id).into()),
+                Some(AgentStatus::TornDown) => return Err(crate::error::agent_torn_down(&agent_id).into()),
+                Some(_) => change_scope(conn, account_id, &agent_id, scope, &[], wraps).await?,
+            }
+            queries::decide(conn, &row.id, account_id, RequestStatus::Approved, now).await?;
+            Ok(RequestRow { status: RequestStatus::Approved, ..row })
+        }
+        (RequestKind::Tier, Grant::Tier) => {
+            let (Some(agent_id), Some(tier)) = (row.agent_id.clone(), row.tier) else { return Err(mismatch()) };
+            agents::set_tier(conn, account_id, &agent_id, tier).await?;
+            queries::decide(conn, &row.id, account_id, RequestStatus::Approved, now).await?;
+            Ok(RequestRow { status: RequestStatus::Approved, ..row })
+        }
+        _ => Err(mismatch()),
+    }
+}
+
+/// Denies a request by code (a pairing no account claimed yet included).
+#[derive(Debug, Clone)]
+pub struct Deny {
+    pub account_id: String,
+    pub code: String,
+}
+
+impl Op for Deny {
+    type Output = RequestRow;
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<RequestRow, OpError> {
+        let row = guarded_find(conn, &self.account_id, &self.code, Find::OrUnclaimed, cx.now_ms).await?;
+        queries::decide(conn, &row.id, &self.account_id, RequestStatus::Denied, cx.now_ms).await?;
+        Ok(RequestRow { status: RequestStatus::Denied, ..row })
+    }
+}

@@ -1,0 +1,235 @@
+//! `/v1/requests`: the master's queue (list, look up, approve, deny) and an agent's ask.
+
+use agentkeys_proto::agents::{
+    AgentAskRequest, AgentAskResponse, ApproveRequest, DecisionResponse, PendingRequest, REQUEST_TTL_MS, RequestKind,
+    RequestListResponse, RequestStatus,
+};
+use agentkeys_proto::certificate::DeviceCertificate;
+use agentkeys_proto::{ErrorBody, ids};
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::ops::{Approve, Ask, Deny, Grant, Lookup};
+use super::queries::{self, NewRequest, RequestRow};
+use crate::domains::accounts::queries as accounts;
+use crate::domains::agents::ops::NewAgentDevice;
+use crate::domains::agents::queries as agents;
+use crate::domains::credentials::ops::decode_wraps;
+use crate::engine::audit::Subject;
+use crate::error::{ApiError, no_such_agent};
+use crate::http::action::audited;
+use crate::http::decode;
+use crate::http::signed::{Caller, Signed};
+use crate::sessions::NewSession;
+use crate::state::AppState;
+
+/// Longest reason an agent may give.
+const MAX_REASON: usize = 500;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(audited("request.list", routes!(list_requests)))
+        .routes(audited("request.open", routes!(ask)))
+        .routes(audited("request.lookup", routes!(lookup_request)))
+        .routes(audited("request.approve", routes!(approve_request)))
+        .routes(audited("request.deny", routes!(deny_request)))
+}
+
+fn decision(row: RequestRow) -> Json<DecisionResponse> {
+    Json(DecisionResponse { code: row.code, kind: row.kind, status: row.status, agent_id: row.agent_id })
+}
+
+/// The account's pending requests: its agents' asks and the pairings it has looked up.
+#[utoipa::path(get, path = "/v1/requests", tag = "requests", responses((status = 200, body = RequestListResponse)))]
+pub async fn list_requests(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<Json<RequestListResponse>, ApiError> {
+    let caller = &signed.caller;
+    if let Err(error) = caller.require_master() {
+        return Err(caller.refuse(&state, error).await);
+    }
+    let rows = queries::pending_for(&state.db.reads, &caller.account_id, state.clock.now_ms()).await?;
+    caller.record(&state, Subject::default()).await?;
+    Ok(Json(RequestListResponse { requests: rows.iter().map(RequestRow::to_pending).collect() }))
+}
+
+/// An agent asks for a service or a tier. Only the account owner can grant it.
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = AgentAskRequest,
+    responses((status = 201, body = AgentAskResponse)))]
+pub async fn ask(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<(StatusCode, Json<AgentAskResponse>), ApiError> {
+    let caller = &signed.caller;
+    let now = state.clock.now_ms();
+    let prepared = async {
+        let Some(agent_id) = caller.agent_id.clone() else {
+            return Err(ApiError::bad_request("only agents ask; the account owner changes access directly"));
+        };
+        let request: AgentAskRequest = signed.json()?;
+        if request.reason.trim().is_empty()
+            || request.reason.len() > MAX_REASON
+            || request.reason.chars().any(char::is_control)
+        {
+            return Err(ApiError::bad_request(format!("reason must be 1 to {MAX_REASON} printable characters")));
+        }
+        let (scope, tier) = match (request.kind, &request.service, request.tier) {
+            (RequestKind::Access, Some(service), None) => (decode::scope(std::slice::from_ref(service))?, None),
+            (RequestKind::Tier, None, Some(tier)) => (Vec::new(), Some(tier)),
+            _ => return Err(ApiError::bad_request("ask for access with a service, or for a tier with a tier")),
+        };
+        let (label, _, _) =
+            agents::identity(&state.db.reads, &agent_id).await?.ok_or_else(|| no_such_agent(&agent_id))?;
+        Ok(NewRequest {
+            id: format!("req_{}", state.random.hex::<16>()?),
+            code: ids::format_request_code(state.random.bytes::<5>()?),
+            kind: request.kind,
+            account_id: Some(caller.account_id.clone()),
+            agent_id: Some(agent_id),
+            label,
+            scope,
+            tier,
+            reason: Some(request.reason),
+            device_sign_public: None,
+            device_kx_public: None,
+            token_hash: None,
+            poll_hash: None,
+            commitment: None,
+            expires_at_ms: now + REQUEST_TTL_MS,
+        })
+    }
+    .await;
+    let reply =
+        prepared.as_ref().ok().map(|r| AgentAskResponse { code: r.code.clone(), expires_at_ms: r.expires_at_ms });
+    let subject = Subject {
+        namespace: caller.agent_id.as_deref().map(agentkeys_proto::agents::agent_namespace),
+        service: prepared.as_ref().ok().and_then(|r| r.scope.first().cloned()),
+    };
+    caller.commit(&state, subject, prepared.map(Ask)).await?;
+    Ok((StatusCode::CREATED, Json(reply.expect("a committed request has a reply"))))
+}
+
+/// Looks a request up by code, for the master to review before deciding. Misses are counted: the
+/// account is slowed, then locked (see the requests domain's ops).
+#[utoipa::path(get, path = "/v1/requests/{code}", tag = "requests", params(("code" = String, Path)),
+    responses((status = 200, body = PendingRequest), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn lookup_request(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    signed: Signed,
+) -> Result<Json<PendingRequest>, ApiError> {
+    let caller = &signed.caller;
+    let op = caller
+        .require_master()
+        .and(decode::code_path(path))
+        .map(|code| Lookup { account_id: caller.account_id.clone(), code });
+    let row = caller.commit(&state, Subject::default(), op).await?;
+    Ok(Json(row.to_pending()))
+}
+
+/// Prepares what an approval grants, from the request as the master saw it.
+async fn prepare_grant(
+    state: &AppState,
+    caller: &Caller,
+    row: &RequestRow,
+    request: ApproveRequest,
+) -> Result<Grant, ApiError> {
+    let granted = if request.scope.is_empty() { row.scope.clone() } else { decode::scope(&request.scope)? };
+    match row.kind {
+        RequestKind::Pairing => {
+            let (Some(sign), Some(kx), Some(token_hash)) =
+                (row.device_sign_public.clone(), row.device_kx_public.clone(), row.token_hash.clone())
+            else {
+                return Err(ApiError::internal("a pairing request without keys"));
+            };
+            let sign: [u8; 32] = sign.try_into().map_err(|_| ApiError::internal("bad stored key"))?;
+            let kx: [u8; 32] = kx.try_into().map_err(|_| ApiError::internal("bad stored key"))?;
+            let agent_id = ids::agent_id(&caller.account_id, &row.label);
+            let signature =
+                decode::exact::<64>("device_certificate", request.device_certificate.as_deref().unwrap_or(""))?;
+            let certificate = DeviceCertificate::Paired { account_signature: signature };
+            let account_key = accounts::sign_public(&state.db.reads, &caller.account_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("a session's account has no key"))?;
+            if !certificate.verifies(&account_key, &caller.account_id, &agent_id, &sign, &kx, &decode::ed25519_ok) {
+                return Err(ApiError::bad_request("device_certificate does not verify for this request's device key"));
+            }
+            let device_id = ids::device_id(&sign);
+            let wraps = decode_wraps(&request.wraps, &agent_id, Some(&device_id))?;
+            let device = NewAgentDevice {
+                device_id,
+                sign_public: sign.to_vec(),
+                kx_public: kx.to_vec(),
+                certificate: certificate.encode(),
+                session: NewSession { session_id: state.random.session_id()?, token_hash },
+            };
+            Ok(Grant::Pairing { agent_id, device, scope: granted, wraps })
+        }
+        RequestKind::Access => {
+            let agent_id = row.agent_id.clone().unwrap_or_default();
+            Ok(Grant::Access { scope: granted, wraps: decode_wraps(&request.wraps, &agent_id, None)? })
+        }
+        RequestKind::Tier => Ok(Grant::Tier),
+    }
+}
+
+/// Approves a request: certifies a pairing's device, grants access, or raises a tier.
+#[utoipa::path(post, path = "/v1/requests/{code}/approve", tag = "requests", request_body = ApproveRequest,
+    params(("code" = String, Path)), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
+pub async fn approve_request(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    signed: Signed,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let caller = &signed.caller;
+    let prepared = async {
+        caller.require_master()?;
+        let code = decode::code_path(path)?;
+        let request: ApproveRequest = signed.json()?;
+        let now = state.clock.now_ms();
+        // Only a request this account already holds: its own agents' asks, or a pairing it claimed
+        // through a guarded look-up. Anything else goes to the op unprepared and counts as a
+        // miss, so nothing here tells a guesser that a code exists.
+        let row = queries::find_by_code(&state.db.reads, &code).await?.filter(|row| {
+            row.status_at(now) == RequestStatus::Pending
+                && row.account_id.as_deref() == Some(caller.account_id.as_str())
+        });
+        let grant = match &row {
+            Some(row) => Some(Box::new(prepare_grant(&state, caller, row, request).await?)),
+            None => None,
+        };
+        // The audit row names the agent the approval is about.
+        let subject = match grant.as_deref() {
+            Some(Grant::Pairing { agent_id, .. }) => Some(agent_id.clone()),
+            _ => row.and_then(|row| row.agent_id),
+        };
+        Ok::<_, ApiError>((Approve { account_id: caller.account_id.clone(), code, grant }, subject))
+    }
+    .await;
+    let subject =
+        prepared.as_ref().ok().and_then(|(_, agent)| agent.as_deref().map(Subject::agent)).unwrap_or_default();
+    let row = caller.commit(&state, subject, prepared.map(|(op, _)| op)).await?;
+    Ok(decision(row))
+}
+
+/// Denies a request; a denied pairing's daemon stops waiting and exits 6.
+#[utoipa::path(post, path = "/v1/requests/{code}/deny", tag = "requests",
+    params(("code" = String, Path)), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
+pub async fn deny_request(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    signed: Signed,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let caller = &signed.caller;
+    let op = caller
+        .require_master()
+        .and(decode::code_path(path))
+        .map(|code| Deny { account_id: caller.account_id.clone(), code });
+    let row = caller.commit(&state, Subject::default(), op).await?;
+    Ok(decision(row))
+}

@@ -1,0 +1,137 @@
+//! What the writer applies: an [`Op`] is one domain's unit of work — a typed output, whether it
+//! is critical (and for which account), and how it applies inside the batch's transaction. The
+//! engine knows no domain: each domain defines its own ops, and each request's op comes back to
+//! its handler as that op's own output type, never as a shared enum.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use agentkeys_proto::critical::Critical;
+use agentkeys_proto::presence::PresenceMethod;
+use sqlx::AnyConnection;
+
+use crate::error::ApiError;
+
+/// A boxed future, for the engine's type-erased calls.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What every op is applied with: the batch's one clock reading.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub now_ms: i64,
+}
+
+/// Why an op did not produce its output.
+#[derive(Debug)]
+pub enum OpError {
+    /// Refused: everything the op wrote is rolled back.
+    Refused(ApiError),
+    /// Refused, but what it wrote stays (a spent rate-limit token, a counted miss), so that a
+    /// refusal costs a guesser as much as a success.
+    RefusedKeeping(ApiError),
+    /// The database failed this op; its writes are rolled back and the rest of the batch goes on.
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for OpError {
+    fn from(error: sqlx::Error) -> Self {
+        OpError::Db(error)
+    }
+}
+
+impl From<ApiError> for OpError {
+    fn from(error: ApiError) -> Self {
+        OpError::Refused(error)
+    }
+}
+
+impl OpError {
+    /// Whether the op's writes are kept.
+    pub fn keeps_writes(&self) -> bool {
+        matches!(self, OpError::RefusedKeeping(_))
+    }
+
+    /// The answer the request gets.
+    pub fn into_api(self) -> ApiError {
+        match self {
+            OpError::Refused(error) | OpError::RefusedKeeping(error) => error,
+            OpError::Db(error) => error.into(),
+        }
+    }
+}
+
+/// A critical operation (PRODUCT.md §5) and the account whose policy governs it.
+#[derive(Debug, Clone, Copy)]
+pub struct CriticalFor<'a> {
+    pub op: Critical,
+    pub account_id: &'a str,
+}
+
+/// One unit of work, applied by the writer in its batch's transaction.
+pub trait Op: Send + Sync + Sized + 'static {
+    /// What the handler gets back once the batch has committed.
+    type Output: Send + 'static;
+
+    /// Whether the op writes: one that does not runs without a savepoint.
+    const WRITES: bool = true;
+
+    /// Whether ops of this type are answered together, after the batch's other ops, by one
+    /// [`Op::apply_together`] call (a multi-key `SELECT` instead of one query each).
+    const TOGETHER: bool = false;
+
+    /// `Some` when the op is critical: the engine then checks the account's presence policy in
+    /// the same transaction, before the op applies.
+    fn critical(&self) -> Option<CriticalFor<'_>> {
+        None
+    }
+
+    /// Applies the op. Runs in a savepoint of the batch's transaction when [`Op::WRITES`].
+    fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> impl Future<Output = Result<Self::Output, OpError>> + Send;
+
+    /// Applies several ops of this type at once; only called when [`Op::TOGETHER`]. A database
+    /// failure here fails the whole batch.
+    fn apply_together(
+        ops: &[&Self],
+        conn: &mut AnyConnection,
+        cx: Ctx,
+    ) -> impl Future<Output = Result<Vec<Result<Self::Output, OpError>>, sqlx::Error>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                out.push(op.apply(conn, cx).await);
+            }
+            Ok(out)
+        }
+    }
+
+    /// The namespace the audit row names, when the output decides it (an agent's read names the
+    /// namespace it was served from).
+    fn audited_namespace(_output: &Self::Output) -> Option<String> {
+        None
+    }
+}
+
+/// The op of a request that changes nothing: only its nonce is consumed and its audit row
+/// appended, in the same transaction as every other request's.
+#[derive(Debug, Clone, Copy)]
+pub struct Record;
+
+impl Op for Record {
+    type Output = ();
+    const WRITES: bool = false;
+
+    async fn apply(&self, _conn: &mut AnyConnection, _cx: Ctx) -> Result<(), OpError> {
+        Ok(())
+    }
+}
+
+/// Decides whether a critical operation may proceed for an account, given how presence was
+/// shown. Supplied by the domain that owns the account's settings; the engine only calls it.
+pub trait PresencePolicy: Send + Sync + std::fmt::Debug {
+    fn check<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        critical: CriticalFor<'a>,
+        presence: Option<PresenceMethod>,
+    ) -> BoxFuture<'a, Result<(), OpError>>;
+}

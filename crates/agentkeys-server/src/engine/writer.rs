@@ -1,0 +1,523 @@
+//! The single writer. Every decided request ends here as a job: its nonce (the replay check), its
+//! [`Op`], and its audit row. A task owns the one write connection and commits jobs in batches —
+//! one transaction, one fsync, however many requests are waiting — which is what lets a
+//! hash-chained audit row per read keep up with thousands of reads a second.
+//!
+//! A job's reply is sent only after its batch commits, so an acknowledged write is durable and a
+//! replayed nonce is refused before the response leaves. Each writing op runs in a savepoint, so
+//! one failing job (a version conflict) never takes the rest of its batch down. Every batch first
+//! locks the `audit_head` row, which serializes writers across replicas on one PostgreSQL.
+//!
+//! The writer knows no domain: a job carries its op behind the object-safe [`Pending`], which
+//! applies it and sends the op's own typed output to the handler that submitted it.
+
+use std::any::{Any, TypeId};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use agentkeys_proto::ErrorCode;
+use agentkeys_proto::presence::PresenceMethod;
+use sqlx::{AnyConnection, Connection as _, Row as _};
+use tokio::sync::{mpsc, oneshot};
+
+use super::audit::{AuditDraft, AuditRow, outcome_for};
+use super::op::{BoxFuture, Ctx, Op, OpError, PresencePolicy};
+use crate::clock::Clock;
+use crate::db::{Backend, Db};
+use crate::error::{ApiError, replayed, session_revoked, shutting_down};
+use crate::metrics::Metrics;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// How often expired nonces are deleted.
+const PRUNE_EVERY_MS: i64 = 30_000;
+/// Nonces are kept this long past their expiry, so replicas whose clocks disagree by up to this
+/// much never prune a nonce another replica would still accept.
+const PRUNE_MARGIN_MS: i64 = 300_000;
+
+/// A nonce to consume: refused if this session used it before.
+#[derive(Debug, Clone)]
+pub struct NonceRecord {
+    pub session_id: String,
+    pub nonce: String,
+    pub expires_at_ms: i64,
+}
+
+/// Everything about a request besides its op: the nonce to consume (none for unsigned routes),
+/// how presence was shown (for the presence policy and the audit), and its audit row's draft.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    pub nonce: Option<NonceRecord>,
+    pub presence: Option<PresenceMethod>,
+    pub audit: AuditDraft,
+}
+
+/// A job as the writer sees it, whatever its op.
+trait Pending: Send + Any {
+    fn submission(&self) -> &Submission;
+    /// `Some` when the op is decided and answered together with the others of its type.
+    fn together(&self) -> Option<TypeId>;
+    /// Whether the job still waits for its result (it was decided and nothing refused it).
+    fn open(&self) -> bool;
+    /// Whether its op writes (and so runs in a savepoint).
+    fn writes(&self) -> bool;
+    /// Checks presence and applies the op, storing its result; `Ok(true)` when its writes stay.
+    fn apply<'a>(
+        &'a mut self,
+        conn: &'a mut AnyConnection,
+        policy: &'a dyn PresencePolicy,
+        cx: Ctx,
+    ) -> BoxFuture<'a, Result<bool, sqlx::Error>>;
+    /// Applies this job's op together with `others`, all of this job's type.
+    fn apply_group<'a>(
+        &'a mut self,
+        others: Vec<&'a mut Box<dyn Pending>>,
+        conn: &'a mut AnyConnection,
+        cx: Ctx,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    /// Answers with `error` instead of applying.
+    fn refuse(&mut self, error: ApiError);
+    fn code(&self) -> Option<ErrorCode>;
+    fn audited_namespace(&self) -> Option<String>;
+    /// Sends the result, or the batch's failure.
+    fn reply(self: Box<Self>, batch: Result<(), ApiError>);
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+struct Job<O: Op> {
+    submission: Submission,
+    decision: Result<O, ApiError>,
+    result: Option<Result<O::Output, ApiError>>,
+    reply: oneshot::Sender<Result<O::Output, ApiError>>,
+}
+
+impl<O: Op> Pending for Job<O> {
+    fn submission(&self) -> &Submission {
+        &self.submission
+    }
+
+    fn together(&self) -> Option<TypeId> {
+        (O::TOGETHER && self.open()).then(TypeId::of::<Self>)
+    }
+
+    fn open(&self) -> bool {
+        self.result.is_none() && self.decision.is_ok()
+    }
+
+    fn writes(&self) -> bool {
+        O::WRITES
+    }
+
+    fn apply<'a>(
+        &'a mut self,
+        conn: &'a mut AnyConnection,
+        policy: &'a dyn PresencePolicy,
+        cx: Ctx,
+    ) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+        Box::pin(async move {
+            if self.result.is_some() {
+                return Ok(false);
+            }
+            let op = match &self.decision {
+                Ok(op) => op,
+                Err(error) => {
+                    self.result = Some(Err(error.clone()));
+                    return Ok(false);
+                }
+            };
+            // In the op's own transaction, so a requirement switched on holds at once on every replica.
+            let checked = match op.critical() {
+                Some(critical) => policy.check(conn, critical, self.submission.presence).await,
+                None => Ok(()),
+            };
+            let outcome = match checked {
+                Ok(()) => op.apply(conn, cx).await,
+                Err(refusal) => Err(refusal),
+            };
+            let keep = outcome.as_ref().map_or_else(OpError::keeps_writes, |_| true);
+            self.result = Some(outcome.map_err(OpError::into_api));
+            Ok(keep)
+        })
+    }
+
+    fn apply_group<'a>(
+        &'a mut self,
+        others: Vec<&'a mut Box<dyn Pending>>,
+        conn: &'a mut AnyConnection,
+        cx: Ctx,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let mut members: Vec<&mut Job<O>> = vec![self];
+            for other in others {
+                // Grouped by `TypeId::of::<Job<O>>()`, so every member is a `Job<O>`.
+                members.push(other.as_any_mut().downcast_mut::<Job<O>>().expect("a group holds one job type"));
+            }
+            let results = {
+                let ops: Vec<&O> = members.iter().filter_map(|job| job.decision.as_ref().ok()).collect();
+                O::apply_together(&ops, conn, cx).await?
+            };
+            for (job, result) in members.into_iter().zip(results) {
+                job.result = Some(result.map_err(OpError::into_api));
+            }
+            Ok(())
+        })
+    }
+
+    fn refuse(&mut self, error: ApiError) {
+        self.result = Some(Err(error));
+    }
+
+    fn code(&self) -> Option<ErrorCode> {
+        self.result.as_ref().and_then(|r| r.as_ref().err()).map(|e| e.code)
+    }
+
+    fn audited_namespace(&self) -> Option<String> {
+        match &self.result {
+            Some(Ok(output)) => O::audited_namespace(output),
+            _ => None,
+        }
+    }
+
+    fn reply(self: Box<Self>, batch: Result<(), ApiError>) {
+        let answer = match batch {
+            Ok(()) => self.result.unwrap_or_else(|| Err(ApiError::internal("a job left its batch without a result"))),
+            Err(failure) => Err(failure),
+        };
+        let _ = self.reply.send(answer);
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Box<dyn Pending>>,
+}
+
+impl std::fmt::Debug for dyn Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("action", &self.submission().audit.action).finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Starts the writer on its own thread and runtime, so its statements never wait in the
+    /// request handlers' run queue. It opens its connection through `db` (again if the database
+    /// drops it), and stops once every handle is dropped and the last batch is committed.
+    pub fn spawn(
+        db: Db,
+        clock: Clock,
+        metrics: Metrics,
+        policy: Arc<dyn PresencePolicy>,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+        let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
+        let thread = std::thread::Builder::new().name("agentkeys-writer".into()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(run(db, rx, clock, metrics, policy)),
+                Err(error) => tracing::error!(%error, "cannot start the writer's runtime"),
+            }
+        })?;
+        Ok((Self { jobs }, thread))
+    }
+
+    /// Commits a decided request and returns its op's output, or the decision's refusal, or
+    /// `REPLAYED_NONCE` / `REVOKED`, or a database failure.
+    pub async fn submit<O: Op>(
+        &self,
+        submission: Submission,
+        decision: Result<O, ApiError>,
+    ) -> Result<O::Output, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Pending> = Box::new(Job { submission, decision, result: None, reply });
+        self.jobs.send(job).await.map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?
+    }
+}
+
+async fn run(
+    db: Db,
+    mut rx: mpsc::Receiver<Box<dyn Pending>>,
+    clock: Clock,
+    metrics: Metrics,
+    policy: Arc<dyn PresencePolicy>,
+) {
+    let mut conn = db.connect_writer().await.inspect_err(|e| tracing::error!(error = %e, "writer cannot connect")).ok();
+    let mut last_prune = i64::MIN;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if conn.is_none() {
+            conn =
+                db.connect_writer().await.inspect_err(|e| tracing::error!(error = %e, "writer cannot reconnect")).ok();
+        }
+        let now = clock.now_ms();
+        let started = std::time::Instant::now();
+        let prune = now.saturating_sub(last_prune) >= PRUNE_EVERY_MS;
+        let result = match conn.as_mut() {
+            Some(conn) => apply_batch(conn, db.backend, &mut batch, policy.as_ref(), now, prune).await,
+            None => Err(sqlx::Error::PoolClosed),
+        };
+        let outcome = match result {
+            Ok(()) => {
+                if prune {
+                    last_prune = now;
+                }
+                metrics.record_batch(batch.len(), started.elapsed());
+                Ok(())
+            }
+            Err(error) => {
+                let failure = ApiError::from(error);
+                // A connection the database dropped is reopened before the next batch.
+                if let Some(current) = conn.as_mut()
+                    && current.ping().await.is_err()
+                {
+                    tracing::warn!("the writer's database connection was lost; reconnecting");
+                    conn = None;
+                }
+                Err(failure)
+            }
+        };
+        for job in batch.drain(..) {
+            job.reply(outcome.clone());
+        }
+    }
+    if let Some(conn) = conn {
+        let _ = conn.close().await;
+    }
+}
+
+async fn apply_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &mut [Box<dyn Pending>],
+    policy: &dyn PresencePolicy,
+    now: i64,
+    prune: bool,
+) -> Result<(), sqlx::Error> {
+    let cx = Ctx { now_ms: now };
+    let mut tx = conn.begin().await?;
+    let head =
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash").fetch_one(&mut *tx).await?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev_hash: Vec<u8> = head.try_get("hash")?;
+    if prune {
+        sqlx::query("DELETE FROM nonces WHERE expires_at_ms < $1")
+            .bind(now - PRUNE_MARGIN_MS)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Revocation is checked here, in the transaction that answers, never from a cache; a nonce
+    // is fresh when its session is live, it was never used, and it is not repeated in the batch.
+    let nonces: Vec<&NonceRecord> = batch.iter().filter_map(|job| job.submission().nonce.as_ref()).collect();
+    let (live, used) = sessions_and_used_nonces(&mut tx, backend, &nonces).await?;
+    let mut seen = HashSet::new();
+    let mut new_nonces = Vec::new();
+    let mut refusals = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        let Some(nonce) = &job.submission().nonce else { continue };
+        if !live.contains(&nonce.session_id) {
+            refusals.push((i, session_revoked()));
+        } else if used.contains(&(nonce.session_id.clone(), nonce.nonce.clone()))
+            || !seen.insert((nonce.session_id.clone(), nonce.nonce.clone()))
+        {
+            refusals.push((i, replayed()));
+        } else {
+            new_nonces.push(nonce.clone());
+        }
+    }
+    for (i, error) in refusals {
+        batch[i].refuse(error);
+    }
+
+    // Ops apply first, in arrival order, then each group of ops answered together; the audit rows
+    // are appended in that same order, so the chain records what each request saw.
+    let mut order = Vec::with_capacity(batch.len());
+    for (i, job) in batch.iter_mut().enumerate() {
+        if job.together().is_some() {
+            continue;
+        }
+        if job.open() && job.writes() {
+            // A write runs in a savepoint, so a refused one — or one the database rejects —
+            // fails alone and leaves the rest of the batch to commit.
+            let mut savepoint = tx.begin().await?;
+            if job.apply(&mut savepoint, policy, cx).await? {
+                savepoint.commit().await?;
+            } else {
+                savepoint.rollback().await?;
+            }
+        } else {
+            // A read, or a job refused before its op (a replay, a revoked session, its handler's
+            // decision): nothing to roll back.
+            job.apply(&mut tx, policy, cx).await?;
+        }
+        order.push(i);
+    }
+    let mut groups: Vec<(TypeId, Vec<usize>)> = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        if let Some(group) = job.together() {
+            match groups.iter_mut().find(|(id, _)| *id == group) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((group, vec![i])),
+            }
+        }
+    }
+    for (_, members) in groups {
+        let mut jobs: Vec<&mut Box<dyn Pending>> =
+            batch.iter_mut().enumerate().filter(|(i, _)| members.contains(i)).map(|(_, job)| job).collect();
+        let first = jobs.remove(0);
+        first.apply_group(jobs, &mut tx, cx).await?;
+        order.extend(members);
+    }
+
+    let mut rows = Vec::with_capacity(batch.len());
+    for &i in &order {
+        let job = &batch[i];
+        let draft = &job.submission().audit;
+        let code = job.code();
+        seq += 1;
+        let mut row = AuditRow {
+            seq,
+            ts_ms: now,
+            account_id: draft.account_id.clone(),
+            actor: draft.actor.clone(),
+            session_id: draft.session_id.clone(),
+            action: draft.action.to_owned(),
+            namespace: job.audited_namespace().or_else(|| draft.subject.namespace.clone()),
+            service: draft.subject.service.clone(),
+            outcome: outcome_for(code),
+            code,
+            presence: job.submission().presence,
+            prev_hash,
+            hash: Vec::new(),
+        };
+        row.hash = row.compute_hash().to_vec();
+        prev_hash = row.hash.clone();
+        rows.push(row);
+    }
+    write_tail(&mut tx, backend, &new_nonces, &rows, seq, &prev_hash).await?;
+    tx.commit().await
+}
+
+/// Which of the batch's sessions are live (exist, not revoked), and which of its nonces were
+/// used before — one query for both.
+async fn sessions_and_used_nonces(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    nonces: &[&NonceRecord],
+) -> Result<(HashSet<String>, HashSet<(String, String)>), sqlx::Error> {
+    if nonces.is_empty() {
+        return Ok(Default::default());
+    }
+    let sessions: Vec<&str> =
+        nonces.iter().map(|n| n.session_id.as_str()).collect::<HashSet<_>>().into_iter().collect();
+    let pairs: Vec<String> =
+        (0..nonces.len()).map(|i| backend.row_placeholders(sessions.len() + 2 * i + 1, 2)).collect();
+    let sql = format!(
+        "SELECT 'live' AS kind, id AS session_id, '' AS nonce FROM sessions WHERE revoked_at_ms IS NULL AND id IN {} \
+         UNION ALL SELECT 'used' AS kind, session_id, nonce FROM nonces WHERE (session_id, nonce) IN ({})",
+        backend.row_placeholders(1, sessions.len()),
+        pairs.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for id in &sessions {
+        query = query.bind(*id);
+    }
+    for nonce in nonces {
+        query = query.bind(&nonce.session_id).bind(&nonce.nonce);
+    }
+    let (mut live, mut used) = (HashSet::new(), HashSet::new());
+    for row in query.fetch_all(&mut *conn).await? {
+        let session: String = row.try_get("session_id")?;
+        if row.try_get::<String, _>("kind")? == "live" {
+            live.insert(session);
+        } else {
+            used.insert((session, row.try_get("nonce")?));
+        }
+    }
+    Ok((live, used))
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// The end of every batch: insert its fresh nonces, append its audit rows, move the chain head.
+/// On SQLite the three go down as one multi-statement call, since each call costs two thread
+/// hand-offs in sqlx's SQLite driver; PostgreSQL takes prepared statements one at a time.
+async fn write_tail(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    nonces: &[NonceRecord],
+    rows: &[AuditRow],
+    seq: i64,
+    head_hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    let nonce_sql = (!nonces.is_empty()).then(|| {
+        let values: Vec<String> = (0..nonces.len()).map(|i| backend.row_placeholders(3 * i + 1, 3)).collect();
+        format!("INSERT INTO nonces (session_id, nonce, expires_at_ms) VALUES {}", values.join(", "))
+    });
+    let audit_sql = (!rows.is_empty()).then(|| {
+        let values: Vec<String> = (0..rows.len()).map(|i| backend.row_placeholders(13 * i + 1, 13)).collect();
+        format!(
+            "INSERT INTO audit_log (seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, \
+             code, presence, prev_hash, hash) VALUES {}",
+            values.join(", ")
+        )
+    });
+    let head_sql = format!(
+        "UPDATE audit_head SET seq = {}, hash = {} WHERE id = 1",
+        backend.placeholder(1),
+        backend.placeholder(2)
+    );
+    let bind_head = |query: AnyQuery<'static>| query.bind(seq).bind(head_hash.to_vec());
+    match backend {
+        Backend::Sqlite => {
+            let sql: Vec<&str> =
+                [nonce_sql.as_deref(), audit_sql.as_deref(), Some(head_sql.as_str())].into_iter().flatten().collect();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.join(";\n"))).persistent(false);
+            if nonce_sql.is_some() {
+                query = bind_nonces(query, nonces);
+            }
+            bind_head(bind_rows(query, rows)).execute(&mut *conn).await?;
+        }
+        Backend::Postgres => {
+            if let Some(sql) = nonce_sql {
+                bind_nonces(sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false), nonces)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if let Some(sql) = audit_sql {
+                bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false), rows).execute(&mut *conn).await?;
+            }
+            bind_head(sqlx::query(sqlx::AssertSqlSafe(head_sql))).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+fn bind_nonces(mut query: AnyQuery<'static>, nonces: &[NonceRecord]) -> AnyQuery<'static> {
+    for nonce in nonces {
+        query = query.bind(nonce.session_id.clone()).bind(nonce.nonce.clone()).bind(nonce.expires_at_ms);
+    }
+    query
+}
+
+fn bind_rows(mut query: AnyQuery<'static>, rows: &[AuditRow]) -> AnyQuery<'static> {
+    for row in rows {
+        query = query
+            .bind(row.seq)
+            .bind(row.ts_ms)
+            .bind(row.account_id.clone())
+            .bind(row.actor.clone())
+            .bind(row.session_id.clone())
+            .bind(row.action.clone())
+            .bind(row.namespace.clone())
+            .bind(row.service.clone())
+            .bind(row.outcome.as_str())
+            .bind(row.code.map(ErrorCode::as_str))
+            .bind(row.presence.map(PresenceMethod::as_str))
+            .bind(row.prev_hash.clone())
+            .bind(row.hash.clone());
+    }
+    query
+}

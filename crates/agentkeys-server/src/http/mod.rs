@@ -1,0 +1,7 @@
+//! What every domain's routes share at the HTTP boundary: [`action`] names a route's audit action
+//! where the route is declared, [`signed`] authenticates `/v1` requests and commits them through
+//! the writer, [`decode`] turns paths, queries, bodies and base64url fields into checked values.
+
+pub mod action;
+pub mod decode;
+pub mod signed;

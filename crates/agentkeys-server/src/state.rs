@@ -1,0 +1,28 @@
+//! What every handler shares: the database, the writer, the clock and randomness, the metrics, the session
+//! cache and the configured limits. Built once by [`crate::start`].
+
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::engine::ratelimit::RateLimit;
+use crate::engine::writer::Writer;
+use crate::metrics::Metrics;
+use crate::random::Random;
+use crate::sessions::SessionCache;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub writer: Writer,
+    pub clock: Clock,
+    pub random: Random,
+    pub metrics: Metrics,
+    pub sessions: SessionCache,
+    pub limits: Limits,
+}
+
+/// The limits an operator can set (`--agent-read-burst`, `--agent-read-rate`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Credential reads per agent.
+    pub agent_reads: RateLimit,
+}
