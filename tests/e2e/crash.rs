@@ -1,5 +1,7 @@
 //! SIGKILL the server in the middle of a burst of stores, restart it on the same database, and
-//! find every store it acknowledged — and an intact audit chain.
+//! find every store it acknowledged — and an intact audit chain. The test checks that the kill
+//! landed mid-burst (stores still unanswered at the kill, and some cut off by it): otherwise it
+//! would only be a restart test.
 
 use std::collections::HashMap;
 
@@ -30,11 +32,13 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
     }
     drop(acks);
     let mut acknowledged = HashMap::new();
-    let mut failed = 0;
+    let (mut failed, mut answered, mut unanswered_at_kill) = (0, 0, None);
     while let Some((service, value, ok)) = acked.recv().await {
+        answered += 1;
         if ok {
             acknowledged.insert(service, value);
             if acknowledged.len() == KILL_AFTER_ACKS {
+                unanswered_at_kill = Some(STORES - answered);
                 server.kill();
             }
         } else {
@@ -42,7 +46,13 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
         }
     }
     assert!(acknowledged.len() >= KILL_AFTER_ACKS, "the burst was acknowledged before the kill");
-    eprintln!("{} stores acknowledged, {failed} cut off by SIGKILL", acknowledged.len());
+    let unanswered_at_kill = unanswered_at_kill.expect("the kill happened");
+    eprintln!(
+        "{} stores acknowledged, {unanswered_at_kill} in flight at the kill, {failed} cut off by SIGKILL",
+        acknowledged.len()
+    );
+    assert!(unanswered_at_kill > 0, "stores were in flight when the kill landed");
+    assert!(failed > 0, "the kill cut stores off: it landed mid-burst, not after it");
 
     let mut restarted = ServerProcess::start(&db.url);
     let client = ApiClient::for_session(&restarted.url, account.session.clone()).unwrap();

@@ -17,12 +17,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn root_only() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI runs the suite as root");
-    eprintln!("skipping: needs root to run processes as nobody");
-    false
+    agentkeys_tests::root_or_skip()
 }
 
 /// A directory `nobody` owns (0700), for a home or a working directory.
@@ -189,9 +184,10 @@ async fn the_daemon_and_the_cli_are_not_dumpable_and_leave_no_core() {
 
 #[tokio::test]
 async fn the_daemon_refuses_a_tracer_unless_allowed() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true needs strace: run scripts/test.sh");
-        eprintln!("skipping: no strace");
+    if !agentkeys_tests::present_or_skip(
+        Command::new("strace").arg("-V").output().is_ok(),
+        "no strace (scripts/test.sh installs it)",
+    ) {
         return;
     }
     let host = DaemonHost::new("http://127.0.0.1:9");

@@ -15,12 +15,10 @@ use agentkeys_tests::{DaemonHost, Master, ServerProcess, TestDb, contains_any_wi
 const FALLBACK_BOUND: Duration = Duration::from_millis(2_500);
 
 fn keyring_available() -> bool {
-    if std::env::var("AGENTKEYS_TEST_KEYRING").as_deref() == Ok("1") {
-        return true;
-    }
-    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true needs the Secret Service: run scripts/test.sh");
-    eprintln!("skipping: no test keyring (scripts/test.sh runs the suite inside one)");
-    false
+    agentkeys_tests::present_or_skip(
+        std::env::var("AGENTKEYS_TEST_KEYRING").as_deref() == Ok("1"),
+        "no test keyring (scripts/test.sh runs the suite inside one)",
+    )
 }
 
 fn text(bytes: &[u8]) -> String {

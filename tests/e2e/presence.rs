@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use agentkeys_proto::critical::Critical;
 use agentkeys_tests::fprint::{self, ACTION_AGENTKEYS, ENROLLED, FprintRig};
 use agentkeys_tests::{DaemonHost, Master, ServerProcess, TestDb, without_terminal};
 
@@ -130,6 +131,50 @@ async fn yes_no_biometric_and_the_policy_settings_follow_the_contract() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("presence check skipped (config.toml)"), "{}", text(&out.stderr));
     assert_eq!(audited_presence(&master, "agent.revoke"), ["skipped"]);
+}
+
+/// The command line of each critical operation (an exhaustive match: a new operation on the
+/// shared list fails to compile here until it has one).
+fn critical_command_line(op: Critical) -> Vec<&'static str> {
+    match op {
+        Critical::Approve => vec!["approve", "7K3D-QX2M"],
+        Critical::Revoke => vec!["revoke", "bot"],
+        Critical::Teardown => vec!["teardown", "bot"],
+        Critical::InitForce => vec!["init", "--force"],
+        Critical::AgentCreate => vec!["agent", "create", "another"],
+        Critical::AgentUpgrade => vec!["agent", "upgrade", "bot", "--tier", "admin"],
+        Critical::ScopeWiden => vec!["scope", "bot", "--add", "github"],
+        Critical::ConfigWeaken => vec!["config", "set", "require-presence", "off"],
+    }
+}
+
+/// Every operation of the one critical list — every one the server enforces presence for, and
+/// `init --force` — is refused on a bare `--yes` before it does any work (no look-up, no request).
+#[tokio::test]
+async fn every_critical_operation_is_refused_on_a_bare_yes_before_any_work() {
+    let (_db, server) = server().await;
+    let master = master_with_agent(&server);
+    master.ok(&["config", "set", "require-presence", "on"], None);
+    let before = text(&master.ok(&["usage", "--json", "--since", "1h"], None));
+    for op in Critical::ALL {
+        let mut args = critical_command_line(op);
+        args.push("--yes");
+        let out = detached_output(&gated(&master, &args, None));
+        assert_eq!(out.status.code(), Some(2), "{op}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&format!("`{op}` is a critical operation")), "{op}: {stderr}");
+        assert!(stderr.contains("--no-biometric"), "{op}: {stderr}");
+    }
+    // Nothing reached the server: the only new rows are those of the first `usage` itself.
+    let after: serde_json::Value =
+        serde_json::from_slice(&master.ok(&["usage", "--json", "--since", "1h"], None)).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    let entries = |v: &serde_json::Value| v["entries"].as_array().unwrap().clone();
+    let new: Vec<String> =
+        entries(&after)[entries(&before).len()..].iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(new, ["audit.read", "agent.list"], "no look-up, no request: only the first usage's own rows");
+    assert_eq!(agent_field(&master, "tier"), "standard");
+    assert_eq!(agent_field(&master, "status"), "pending");
 }
 
 /// Every silent command of §5, with no terminal, no presence backend and presence checks on:

@@ -35,20 +35,26 @@ pub enum Backend {
     Postgres,
 }
 
-/// The admin URL of the test PostgreSQL, or `None` (skip) outside CI.
-pub fn pg_admin_url() -> Option<String> {
-    match std::env::var("AGENTKEYS_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!(
-                "CI=true but AGENTKEYS_TEST_PG_URL is not set: PostgreSQL tests must run in CI (use scripts/test.sh)"
-            )
-        }
-        _ => {
-            eprintln!("SKIPPED: AGENTKEYS_TEST_PG_URL is not set; run scripts/test.sh to test against PostgreSQL");
-            None
-        }
+/// The one guard for a test that needs something this machine may not have (PostgreSQL, a
+/// keyring, root, strace, fprintd, the Python SDK): `true` when `present`; else it prints
+/// `SKIPPED: <test>: <missing>` and returns `false` — or, under `CI=true`, fails the test, so CI
+/// never passes a test that did not run.
+pub fn present_or_skip(present: bool, missing: &str) -> bool {
+    if present {
+        return true;
     }
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("this test");
+    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{test} needs what is missing under CI=true: {missing}");
+    eprintln!("SKIPPED: {test}: {missing}");
+    false
+}
+
+/// The admin URL of the test PostgreSQL, or `None` (skipped) outside CI.
+pub fn pg_admin_url() -> Option<String> {
+    let url = std::env::var("AGENTKEYS_TEST_PG_URL").ok().filter(|url| !url.is_empty());
+    present_or_skip(url.is_some(), "no PostgreSQL (AGENTKEYS_TEST_PG_URL is not set; scripts/test.sh starts one)")
+        .then(|| url.expect("present"))
 }
 
 /// A database for one test: a file under a temp dir, or a fresh PostgreSQL database.
@@ -466,16 +472,14 @@ impl DaemonHost {
 /// The Python of the venv with the MCP SDK (`AGENTKEYS_TEST_PYTHON`, set by scripts/test.sh);
 /// `None` skips, except under `CI=true` where a missing one fails.
 pub fn test_python() -> Option<PathBuf> {
-    match std::env::var_os("AGENTKEYS_TEST_PYTHON").filter(|v| !v.is_empty()) {
-        Some(path) => Some(PathBuf::from(path)),
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but AGENTKEYS_TEST_PYTHON is not set: run the suite with scripts/test.sh")
-        }
-        None => {
-            eprintln!("skipping: AGENTKEYS_TEST_PYTHON is not set (scripts/test.sh sets it)");
-            None
-        }
-    }
+    let path = std::env::var_os("AGENTKEYS_TEST_PYTHON").filter(|v| !v.is_empty()).map(PathBuf::from);
+    present_or_skip(path.is_some(), "no Python with the MCP SDK (AGENTKEYS_TEST_PYTHON; scripts/test.sh sets it)")
+        .then(|| path.expect("present"))
+}
+
+/// Whether this process runs as root (switching to other users, mounting a full disk).
+pub fn root_or_skip() -> bool {
+    present_or_skip(rustix::process::geteuid().is_root(), "not root (CI runs the suite as root)")
 }
 
 /// `command` run through `wrapper` (a program and its arguments), with the same environment.

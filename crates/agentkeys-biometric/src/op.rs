@@ -1,4 +1,8 @@
 //! What the human is asked to allow, rendered exactly: which agent, which device, which services.
+//! Each rendering names its operation from the one list of critical operations
+//! ([`agentkeys_proto::critical::Critical`]) that the server enforces too.
+
+use agentkeys_proto::critical::Critical;
 
 /// One critical operation: the sentence shown at every prompt, and the words a typed confirmation
 /// must repeat.
@@ -8,8 +12,8 @@ pub struct CriticalOp {
     pub text: String,
     /// What the terminal fallback asks the human to type, e.g. `revoke build-bot`.
     pub confirmation: String,
-    /// A stable name for messages (`approve`, `revoke`, …).
-    pub kind: &'static str,
+    /// Which critical operation it is (its name appears in messages: `approve`, `revoke`, …).
+    pub kind: Critical,
     /// Whether the terminal may take the session passphrase as the answer; not when the
     /// operation replaces the session (its passphrase may be what was forgotten).
     pub allows_passphrase: bool,
@@ -34,13 +38,13 @@ fn list(items: &[String]) -> String {
 }
 
 impl CriticalOp {
-    fn new(kind: &'static str, text: String, confirmation: String) -> Self {
+    fn new(kind: Critical, text: String, confirmation: String) -> Self {
         Self { text, confirmation, kind, allows_passphrase: true }
     }
 
     pub fn approve_pairing(label: &str, device_id: &str, scope: &[String]) -> Self {
         Self::new(
-            "approve",
+            Critical::Approve,
             format!("Approve pairing of {label} (device {}) with scope {}", shorten(device_id), list(scope)),
             format!("approve {label}"),
         )
@@ -54,7 +58,7 @@ impl CriticalOp {
 
     pub fn approve_access(label: &str, services: &[String]) -> Self {
         Self::new(
-            "approve",
+            Critical::Approve,
             format!("Approve access of agent {label} to {}", list(services)),
             format!("approve {label}"),
         )
@@ -62,19 +66,19 @@ impl CriticalOp {
 
     pub fn approve_tier(label: &str, from: &str, to: &str) -> Self {
         Self::new(
-            "approve",
+            Critical::Approve,
             format!("Approve agent {label} moving from tier {from} to {to}"),
             format!("approve {label}"),
         )
     }
 
     pub fn revoke(label: &str) -> Self {
-        Self::new("revoke", format!("Revoke all sessions of agent {label}"), format!("revoke {label}"))
+        Self::new(Critical::Revoke, format!("Revoke all sessions of agent {label}"), format!("revoke {label}"))
     }
 
     pub fn teardown(label: &str) -> Self {
         Self::new(
-            "teardown",
+            Critical::Teardown,
             format!(
                 "Tear down agent {label}: end its sessions, delete its private credentials and every key wrapped to it"
             ),
@@ -87,7 +91,7 @@ impl CriticalOp {
         Self {
             allows_passphrase: false,
             ..Self::new(
-                "init-force",
+                Critical::InitForce,
                 format!("Replace the '{slot}' session{what} with a new, empty account"),
                 "replace account".to_owned(),
             )
@@ -96,23 +100,27 @@ impl CriticalOp {
 
     pub fn create_agent(label: &str, tier: &str, scope: &[String]) -> Self {
         Self::new(
-            "agent-create",
+            Critical::AgentCreate,
             format!("Create agent {label} (tier {tier}, scope {}) and mint a link code for it", list(scope)),
             format!("create {label}"),
         )
     }
 
     pub fn upgrade_agent(label: &str, from: &str, to: &str) -> Self {
-        Self::new("agent-upgrade", format!("Change agent {label} from tier {from} to {to}"), format!("upgrade {label}"))
+        Self::new(
+            Critical::AgentUpgrade,
+            format!("Change agent {label} from tier {from} to {to}"),
+            format!("upgrade {label}"),
+        )
     }
 
     pub fn widen_scope(label: &str, services: &[String]) -> Self {
-        Self::new("scope-widen", format!("Let agent {label} read {}", list(services)), format!("widen {label}"))
+        Self::new(Critical::ScopeWiden, format!("Let agent {label} read {}", list(services)), format!("widen {label}"))
     }
 
     /// `setting` as shown ("biometric policy"), `key` as typed in `config set` ("biometric").
     pub fn weaken_setting(setting: &str, key: &str, from: &str, to: &str) -> Self {
-        Self::new("config-weaken", format!("Change {setting} from {from} to {to}"), format!("set {key} {to}"))
+        Self::new(Critical::ConfigWeaken, format!("Change {setting} from {from} to {to}"), format!("set {key} {to}"))
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use agentkeys_biometric::terminal::Terminal;
 use agentkeys_biometric::{CriticalOp, Policy, PresenceError, PresenceGate, PresenceMethod};
 use agentkeys_core::session::SessionId;
+use agentkeys_proto::critical::Critical;
 
 use crate::config::Config;
 use crate::context::Context;
@@ -50,14 +51,14 @@ fn timeout() -> Result<Duration, CliError> {
 
 /// Refuses `--yes` without `--no-biometric` up front, before a critical command does any work
 /// (a look-up, a 30 s wait for a pairing's reveal) it would refuse at the gate anyway.
-pub fn refuse_bare_yes(ctx: &Context, command: &str) -> Result<(), CliError> {
+pub fn refuse_bare_yes(ctx: &Context, op: Critical) -> Result<(), CliError> {
     if ctx.global.yes && policy(ctx)?.0 != Policy::Off {
-        return Err(bare_yes(command));
+        return Err(bare_yes(op));
     }
     Ok(())
 }
 
-fn bare_yes(command: &str) -> CliError {
+fn bare_yes(command: Critical) -> CliError {
     CliError::usage(
         format!("`{command}` is a critical operation: --yes answers y/N questions, it does not show presence"),
         "drop --yes to confirm in person, or add --no-biometric to skip the check (audited as skipped)",

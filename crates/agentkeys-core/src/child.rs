@@ -19,6 +19,7 @@ use signal_hook::low_level::siginfo::Cause;
 use zeroize::Zeroizing;
 
 use crate::exec::{self, SecretEnv};
+use crate::exit;
 use crate::mask::Masker;
 
 /// Why the child could not be run: an exit code (127 not found, 126 not executable, 2 usage,
@@ -37,7 +38,7 @@ impl ChildError {
     }
 
     fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self::new(2, message, hint)
+        Self::new(exit::USAGE, message, hint)
     }
 }
 
@@ -96,15 +97,17 @@ pub fn prepare_error(program: &OsStr, error: std::io::Error) -> ChildError {
 fn spawn_error(program: &OsStr, error: std::io::Error) -> ChildError {
     let name = program.to_string_lossy();
     match error.kind() {
-        std::io::ErrorKind::NotFound => {
-            ChildError::new(127, format!("command not found: {name}"), "check the spelling and your PATH")
-        }
+        std::io::ErrorKind::NotFound => ChildError::new(
+            exit::COMMAND_NOT_FOUND,
+            format!("command not found: {name}"),
+            "check the spelling and your PATH",
+        ),
         std::io::ErrorKind::PermissionDenied => ChildError::new(
-            126,
+            exit::CANNOT_EXECUTE,
             format!("permission denied running {name}"),
             format!("make it executable: chmod +x {name}"),
         ),
-        _ => ChildError::new(1, format!("cannot start {name}: {error}"), "check the command"),
+        _ => ChildError::new(exit::ERROR, format!("cannot start {name}: {error}"), "check the command"),
     }
 }
 
@@ -201,7 +204,7 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
         Some(_) => None,
         None => Some(
             SignalsInfo::<WithOrigin>::new(FORWARDED_SIGNALS)
-                .map_err(|e| ChildError::new(1, format!("cannot install signal handlers: {e}"), "retry"))?,
+                .map_err(|e| ChildError::new(exit::ERROR, format!("cannot install signal handlers: {e}"), "retry"))?,
         ),
     };
 
@@ -294,7 +297,7 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
 
     let mut pumps = Vec::new();
     let mut sinks = sinks.into_iter();
-    let pipe_error = |e: std::io::Error| ChildError::new(1, format!("cannot make a pipe: {e}"), "retry");
+    let pipe_error = |e: std::io::Error| ChildError::new(exit::ERROR, format!("cannot make a pipe: {e}"), "retry");
     let (stop, stop_writer) = std::io::pipe().map_err(pipe_error)?;
     let sources = [child.stdout.take().map(OwnedFd::from), child.stderr.take().map(OwnedFd::from)];
     for source in sources.into_iter().flatten() {
@@ -336,10 +339,11 @@ fn run_child(spec: ChildSpec, caller: Option<Caller>) -> Result<u8, ChildError> 
     for pump in late {
         let _ = pump.join();
     }
-    let status = status.map_err(|e| ChildError::new(1, format!("lost track of the child process: {e}"), "retry"))?;
+    let status =
+        status.map_err(|e| ChildError::new(exit::ERROR, format!("lost track of the child process: {e}"), "retry"))?;
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => code as u8,
-        (None, Some(signal)) => 128u8.saturating_add(signal as u8),
-        (None, None) => 1,
+        (None, Some(signal)) => exit::SIGNAL_BASE.saturating_add(signal as u8),
+        (None, None) => exit::ERROR,
     })
 }

@@ -20,6 +20,7 @@ use reqwest::Method;
 use secrecy::ExposeSecret as _;
 use serde::de::DeserializeOwned;
 
+use crate::exit;
 use crate::random::OsRandom;
 use crate::session::Session;
 use crate::signing::sign_request;
@@ -41,10 +42,10 @@ impl ClientError {
     /// The CLI exit code (PRODUCT.md §4).
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::BadUrl { .. } => 2,
-            ClientError::Unreachable { .. } => 8,
-            ClientError::Api { detail, .. } => detail.code.exit_code(),
-            ClientError::Protocol { .. } => 1,
+            ClientError::BadUrl { .. } => exit::USAGE,
+            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::Api { detail, .. } => exit::for_code(detail.code),
+            ClientError::Protocol { .. } => exit::ERROR,
         }
     }
 

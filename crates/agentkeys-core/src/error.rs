@@ -10,18 +10,7 @@ use crate::child::ChildError;
 use crate::session::SessionError;
 use crate::vault::VaultError;
 
-/// Exit codes of PRODUCT.md §4.
-pub mod exit {
-    pub const ERROR: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const SESSION: u8 = 3;
-    pub const DENIED: u8 = 4;
-    pub const NOT_FOUND: u8 = 5;
-    /// Approval or presence declined, failed or timed out.
-    pub const DECLINED: u8 = 6;
-    pub const RATE_LIMITED: u8 = 7;
-    pub const UNREACHABLE: u8 = 8;
-}
+pub use crate::exit;
 
 #[derive(Debug)]
 pub struct CommandError {

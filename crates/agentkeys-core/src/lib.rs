@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod daemon_client;
 pub mod error;
 pub mod exec;
+pub mod exit;
 pub mod harden;
 pub mod mask;
 pub mod paths;

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{ApiClient, ClientError};
 use crate::crypto::{self, CredentialContext, CryptoError, KeyPair, SymmetricKey, WrapLabel};
+use crate::exit;
 use crate::random::RandomSource;
 use crate::session::Session;
 
@@ -59,10 +60,10 @@ impl VaultError {
     pub fn exit_code(&self) -> u8 {
         match self {
             VaultError::Client(e) => e.exit_code(),
-            VaultError::InvalidName { .. } | VaultError::EmptyValue | VaultError::ValueTooLarge { .. } => 2,
-            VaultError::Open { .. } | VaultError::Mismatch { .. } | VaultError::TooManyConflicts { .. } => 1,
-            VaultError::NotMaster => 4,
-            VaultError::Uncertified { .. } | VaultError::SecretMemory(_) => 1,
+            VaultError::InvalidName { .. } | VaultError::EmptyValue | VaultError::ValueTooLarge { .. } => exit::USAGE,
+            VaultError::Open { .. } | VaultError::Mismatch { .. } | VaultError::TooManyConflicts { .. } => exit::ERROR,
+            VaultError::NotMaster => exit::DENIED,
+            VaultError::Uncertified { .. } | VaultError::SecretMemory(_) => exit::ERROR,
         }
     }
 

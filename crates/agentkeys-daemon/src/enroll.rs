@@ -156,17 +156,21 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
             }
             (RequestStatus::Denied, _) => {
                 return Err(CommandError::new(
-                    6,
+                    exit::DECLINED,
                     "the master denied this pairing",
                     "ask the account owner, then pair again",
                 ));
             }
             (RequestStatus::Expired, _) => {
-                return Err(CommandError::new(6, "the pair code expired before the master approved it", "pair again"));
+                return Err(CommandError::new(
+                    exit::DECLINED,
+                    "the pair code expired before the master approved it",
+                    "pair again",
+                ));
             }
             _ if Instant::now() >= deadline => {
                 return Err(CommandError::new(
-                    6,
+                    exit::DECLINED,
                     format!("no decision within {}s", args.timeout),
                     "pair again, and approve it on the master while the daemon waits",
                 ));

@@ -15,7 +15,7 @@ pub mod trail;
 
 use agentkeys_core::child::{self, ChildSpec};
 use agentkeys_core::daemon_client::{self, socket_path};
-use agentkeys_core::error::CommandError;
+use agentkeys_core::error::{CommandError, exit};
 use agentkeys_core::{harden, secret_mem};
 use clap::Parser as _;
 
@@ -46,7 +46,7 @@ fn init_logging(command: &Command) {
 fn harden(allow_debugger: bool) -> Result<harden::Report, CommandError> {
     let report = harden::harden(harden::Options { no_new_privs: true }).map_err(|e| {
         CommandError::new(
-            1,
+            exit::ERROR,
             format!("cannot harden the process ({e}): refusing to handle credentials without it"),
             "check that the container or sandbox allows prctl(PR_SET_DUMPABLE) and setrlimit",
         )
@@ -55,7 +55,7 @@ fn harden(allow_debugger: bool) -> Result<harden::Report, CommandError> {
         let who = harden::process_name(pid).map(|name| format!("{pid} ({name})")).unwrap_or_else(|| pid.to_string());
         if !allow_debugger {
             return Err(CommandError::new(
-                1,
+                exit::ERROR,
                 format!(
                     "agentkeys-daemon is being traced by process {who}: refusing to start, a tracer can read every credential it handles"
                 ),
@@ -85,7 +85,7 @@ pub fn main() -> std::process::ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("Error: cannot start: {e}");
-            return std::process::ExitCode::from(1);
+            return std::process::ExitCode::from(exit::ERROR);
         }
     };
     let result = runtime.block_on(async {
@@ -156,7 +156,7 @@ async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
         let mask = !args.no_mask;
         return tokio::task::spawn_blocking(move || daemon_client::run(stream, &args.command, &bindings, mask))
             .await
-            .map_err(|e| CommandError::new(1, format!("the run task failed: {e}"), "retry"))?;
+            .map_err(|e| CommandError::new(exit::ERROR, format!("the run task failed: {e}"), "retry"))?;
     }
     let mut env = agentkeys_core::exec::SecretEnv::new();
     let mut services = Vec::new();
@@ -169,7 +169,7 @@ async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
     let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };
     let result = tokio::task::spawn_blocking(move || child::run(spec))
         .await
-        .map_err(|e| CommandError::new(1, format!("the run task failed: {e}"), "retry"))?;
+        .map_err(|e| CommandError::new(exit::ERROR, format!("the run task failed: {e}"), "retry"))?;
     // The values were in secret memory, now wiped, and in the child's environment.
     if let Some(trail) = &trail {
         for service in &services {

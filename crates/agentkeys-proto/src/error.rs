@@ -1,5 +1,5 @@
 //! The error contract: one `ErrorCode` per failure a client can act on, each with a fixed HTTP
-//! status and a fixed CLI exit code (PRODUCT.md §4), and the `{"error":{code,message,hint}}`
+//! status (its CLI exit code is the clients' to define: `agentkeys_core::exit`), and the `{"error":{code,message,hint}}`
 //! body every non-2xx response carries.
 
 use serde::{Deserialize, Serialize};
@@ -123,27 +123,6 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
         }
     }
-
-    /// The exit code a CLI reports for this failure (PRODUCT.md §4).
-    pub fn exit_code(self) -> u8 {
-        match self {
-            ErrorCode::BadRequest
-            | ErrorCode::InvalidServiceName
-            | ErrorCode::PayloadTooLarge
-            | ErrorCode::MethodNotAllowed => 2,
-            // A bad clock or a replay says nothing about the session itself: exit 3 would invite
-            // scripts to re-initialize, which abandons the account.
-            ErrorCode::Unauthenticated | ErrorCode::SignatureInvalid | ErrorCode::SessionInvalid => 3,
-            ErrorCode::StaleTimestamp | ErrorCode::ReplayedNonce => 1,
-            // PRODUCT.md §4: "4 denied (scope, policy, tier, revoked)".
-            ErrorCode::Denied | ErrorCode::Revoked => 4,
-            ErrorCode::NotFound => 5,
-            ErrorCode::ApprovalRequired | ErrorCode::Declined => 6,
-            ErrorCode::RateLimited => 7,
-            ErrorCode::Unavailable => 8,
-            ErrorCode::VersionConflict | ErrorCode::AlreadyExists | ErrorCode::Internal => 1,
-        }
-    }
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -187,16 +166,5 @@ mod tests {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }
         assert_eq!(ErrorCode::parse("NOPE"), None);
-    }
-
-    #[test]
-    fn exit_codes_follow_the_contract() {
-        assert_eq!(ErrorCode::SessionInvalid.exit_code(), 3);
-        assert_eq!(ErrorCode::Denied.exit_code(), 4);
-        assert_eq!(ErrorCode::Revoked.exit_code(), 4);
-        assert_eq!(ErrorCode::Declined.exit_code(), 6);
-        assert_eq!(ErrorCode::NotFound.exit_code(), 5);
-        assert_eq!(ErrorCode::RateLimited.exit_code(), 7);
-        assert_eq!(ErrorCode::InvalidServiceName.exit_code(), 2);
     }
 }

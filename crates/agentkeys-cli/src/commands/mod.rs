@@ -10,24 +10,34 @@ mod usage;
 mod vault;
 mod whoami;
 
+use agentkeys_proto::critical::Critical;
 use clap::CommandFactory as _;
 
 use crate::cli::{AgentCommand, Cli, Command, ConfigCommand};
 use crate::context::Context;
 use crate::error::CliError;
 
-pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
-    let critical = match &command {
-        Command::Approve(_) => Some("approve"),
-        Command::Revoke(_) => Some("revoke"),
-        Command::Teardown(_) => Some("teardown"),
-        Command::Agent(AgentCommand::Create(_)) => Some("agent-create"),
-        Command::Agent(AgentCommand::Upgrade(_)) => Some("agent-upgrade"),
-        Command::Init(args) if args.force => Some("init-force"),
+/// The critical operation (PRODUCT.md §5) a command line is, when the command line alone says
+/// so: the ones a bare `--yes` is refused for before any work. What only the current state can
+/// tell (`scope --set` adding a service, `config set biometric preferred` below `required`) is
+/// refused at the presence gate instead.
+pub fn critical(command: &Command) -> Option<Critical> {
+    match command {
+        Command::Approve(_) => Some(Critical::Approve),
+        Command::Revoke(_) => Some(Critical::Revoke),
+        Command::Teardown(_) => Some(Critical::Teardown),
+        Command::Agent(AgentCommand::Create(_)) => Some(Critical::AgentCreate),
+        Command::Agent(AgentCommand::Upgrade(_)) => Some(Critical::AgentUpgrade),
+        Command::Init(args) if args.force => Some(Critical::InitForce),
+        Command::Scope(args) if !args.add.is_empty() => Some(Critical::ScopeWiden),
+        Command::Config(ConfigCommand::Set(args)) if args.value == "off" => Some(Critical::ConfigWeaken),
         _ => None,
-    };
-    if let Some(command) = critical {
-        crate::presence::refuse_bare_yes(ctx, command)?;
+    }
+}
+
+pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
+    if let Some(op) = critical(&command) {
+        crate::presence::refuse_bare_yes(ctx, op)?;
     }
     match command {
         Command::Init(args) => init::init(ctx, args).await,
