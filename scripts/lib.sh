@@ -94,11 +94,11 @@ start_server() {
     SERVER_PID=$!
     trap stop_server EXIT
     for _ in $(seq 1 1200); do
-        grep -q "listening on http://" "$SERVER_LOG" && break
+        grep -q "listening on http" "$SERVER_LOG" && break
         kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "agentkeys-server exited"; }
         sleep 0.05
     done
-    AGENTKEYS_SERVER="$(grep -o 'listening on http://[0-9.:]*' "$SERVER_LOG" | head -n 1 | cut -d' ' -f3)"
+    AGENTKEYS_SERVER="$(grep -oE 'listening on https?://[0-9.:]*' "$SERVER_LOG" | head -n 1 | cut -d' ' -f3)"
     [ -n "$AGENTKEYS_SERVER" ] || { cat "$SERVER_LOG" >&2; die "agentkeys-server did not start"; }
     export AGENTKEYS_SERVER
 }

@@ -37,6 +37,8 @@ fi
 # The real fprintd with libfprint's virtual device, and python-dbusmock's polkitd template, for
 # the presence tests (each starts them on its own private system bus: tests/support/fprint.rs).
 apt_install fprintd libfprint-2-2 python3-dbusmock util-linux strace
+# curl: the TLS tests use it as a third-party client.
+apt_install curl ca-certificates
 if [ ! -x /usr/libexec/fprintd ]; then
     is_ci && die "fprintd is required under CI=true"
     log "no fprintd: the fingerprint tests will be skipped"

@@ -727,7 +727,13 @@ async fn pair_codes_expire_after_ten_minutes() {
     let db = TestDb::new(agentkeys_tests::Backend::Sqlite).await.expect("sqlite");
     let clock = agentkeys_server::clock::Clock::from_fn(|| shifted_now_s() * 1000);
     let server = agentkeys_tests::InProcessServer::start_with_clock(&db.url, clock).await;
-    let account = agentkeys_core::account::create_account(&server.url, "clock-master", &mut OsRandom).await.unwrap();
+    let account = agentkeys_core::account::create_account(
+        &ApiClient::anonymous(&server.url).unwrap(),
+        "clock-master",
+        &mut OsRandom,
+    )
+    .await
+    .unwrap();
     let master = ApiClient::for_session(&server.url, account.session.clone()).unwrap().with_clock(shifted_now_s);
     let device = KeyPair::generate(&mut OsRandom).public();
     let b64 = agentkeys_proto::b64::encode;

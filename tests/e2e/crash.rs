@@ -16,7 +16,8 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
     const KILL_AFTER_ACKS: usize = 40;
     let Some(db) = TestDb::new(backend).await else { return };
     let mut server = ServerProcess::start(&db.url);
-    let account = create_account(&server.url, "crash-test", &mut OsRandom).await.unwrap();
+    let account =
+        create_account(&ApiClient::anonymous(&server.url).unwrap(), "crash-test", &mut OsRandom).await.unwrap();
     let client = ApiClient::for_session(&server.url, account.session.clone()).unwrap();
 
     let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();

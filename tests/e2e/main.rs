@@ -14,6 +14,8 @@
 //! * `crash` — SIGKILL during a burst of stores loses nothing acknowledged.
 //! * `hardening` — the daemon and the CLI not dumpable, no core, a tracer refused.
 //! * `terminal` — prompts at a real pseudo-terminal (rexpect): the session passphrase.
+//! * `tls` — the server over TLS: the demo flow over https, curl, each certificate error, the
+//!   certificates the server refuses, reload on SIGHUP with a connection open.
 //! * `presence` — presence gating: the policy matrix, silent commands, the terminal, and the
 //!   real fprintd and polkit (dbusmock) on a private system bus.
 
@@ -51,3 +53,4 @@ mod residue;
 mod run;
 mod storage;
 mod terminal;
+mod tls;

@@ -13,7 +13,8 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let replica_a = ServerProcess::start(&db.url);
     let replica_b = ServerProcess::start(&db.url);
-    let account = create_account(&replica_a.url, "replica-test", &mut OsRandom).await.unwrap();
+    let account =
+        create_account(&ApiClient::anonymous(&replica_a.url).unwrap(), "replica-test", &mut OsRandom).await.unwrap();
     let via_a = ApiClient::for_session(&replica_a.url, account.session.clone()).unwrap();
     let via_b = ApiClient::for_session(&replica_b.url, account.session.clone()).unwrap();
 

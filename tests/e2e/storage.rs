@@ -38,7 +38,9 @@ struct Fixture {
 async fn fixture(backend: Backend) -> Option<Fixture> {
     let db = TestDb::new(backend).await?;
     let server = InProcessServer::start(&db.url).await;
-    let account = create_account(&server.url, "storage-test", &mut OsRandom).await.expect("create account");
+    let account = create_account(&ApiClient::anonymous(&server.url).unwrap(), "storage-test", &mut OsRandom)
+        .await
+        .expect("create account");
     let client = ApiClient::for_session(&server.url, account.session.clone()).expect("client");
     Some(Fixture { db, server, session: account.session, client })
 }

@@ -6,6 +6,7 @@
 //! PostgreSQL test is skipped with a message — except under `CI=true`, where it fails.
 
 pub mod fprint;
+pub mod tls;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -254,11 +255,19 @@ impl Drop for InProcessServer {
 pub struct Master {
     pub home: tempfile::TempDir,
     pub server: String,
+    /// `AGENTKEYS_CA_CERT` for an https server with a test CA.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Master {
     pub fn new(server: &str) -> Self {
-        Self { home: tempfile::tempdir().expect("temp home"), server: server.to_owned() }
+        Self { home: tempfile::tempdir().expect("temp home"), server: server.to_owned(), ca_cert: None }
+    }
+
+    /// Trusts only `ca` (PEM) for the https server.
+    pub fn trusting(mut self, ca: &Path) -> Self {
+        self.ca_cert = Some(ca.to_path_buf());
+        self
     }
 
     /// `agentkeys ARGS` with this master's environment, not yet run.
@@ -269,6 +278,7 @@ impl Master {
             .env("AGENTKEYS_HOME", self.home.path())
             .env("AGENTKEYS_SERVER", &self.server)
             .env_remove("AGENTKEYS_SESSION_ID")
+            .env_remove("AGENTKEYS_CA_CERT")
             // Key files unless a test asks for the keychain: the suite must not depend on whether
             // the machine running it has one.
             .env("AGENTKEYS_SESSION_STORE", "file")
@@ -278,6 +288,9 @@ impl Master {
             .env_remove("AGENTKEYS_PRESENCE_TIMEOUT")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        if let Some(ca) = &self.ca_cert {
+            command.env("AGENTKEYS_CA_CERT", ca);
+        }
         command
     }
 
@@ -329,7 +342,7 @@ impl Master {
 
     /// `agentkeys-daemon ARGS` sharing this master's home: an agent on the master's own machine.
     pub fn daemon_command(&self, args: &[&str]) -> Command {
-        daemon_command(self.home.path(), &self.server, args)
+        daemon_command(self.home.path(), &self.server, self.ca_cert.as_deref(), args)
     }
 }
 
@@ -341,18 +354,22 @@ impl ServerProcess {
 }
 
 /// `agentkeys-daemon ARGS` in `home` against `server`, not yet run.
-fn daemon_command(home: &Path, server: &str, args: &[&str]) -> Command {
+fn daemon_command(home: &Path, server: &str, ca_cert: Option<&Path>, args: &[&str]) -> Command {
     let mut command = Command::new(bin("agentkeys-daemon"));
     command
         .args(args)
         .env("AGENTKEYS_HOME", home)
         .env("AGENTKEYS_SERVER", server)
         .env_remove("AGENTKEYS_SESSION_ID")
+        .env_remove("AGENTKEYS_CA_CERT")
         .env("AGENTKEYS_SESSION_STORE", "file")
         .env_remove("AGENTKEYS_DAEMON_SOCKET")
         .env_remove("XDG_RUNTIME_DIR")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
+    if let Some(ca) = ca_cert {
+        command.env("AGENTKEYS_CA_CERT", ca);
+    }
     command
 }
 
@@ -362,6 +379,8 @@ fn daemon_command(home: &Path, server: &str, args: &[&str]) -> Command {
 pub struct DaemonHost {
     pub home: tempfile::TempDir,
     pub server: String,
+    /// `AGENTKEYS_CA_CERT` for an https server with a test CA.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// What a pairing printed: the code and the OTP, read from the daemon's stderr.
@@ -392,12 +411,18 @@ impl Pairing {
 
 impl DaemonHost {
     pub fn new(server: &str) -> Self {
-        Self { home: tempfile::tempdir().expect("temp home"), server: server.to_owned() }
+        Self { home: tempfile::tempdir().expect("temp home"), server: server.to_owned(), ca_cert: None }
+    }
+
+    /// Trusts only `ca` (PEM) for the https server.
+    pub fn trusting(mut self, ca: &Path) -> Self {
+        self.ca_cert = Some(ca.to_path_buf());
+        self
     }
 
     /// `agentkeys-daemon ARGS` with this host's environment, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
-        daemon_command(self.home.path(), &self.server, args)
+        daemon_command(self.home.path(), &self.server, self.ca_cert.as_deref(), args)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

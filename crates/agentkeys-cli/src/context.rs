@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use agentkeys_core::ApiClient;
+use agentkeys_core::client::Trust;
 use agentkeys_core::session::{EncryptedFileStore, Session, SessionId, SessionStore as _};
 use agentkeys_proto::agents::AgentSummary;
 
@@ -17,6 +18,8 @@ pub struct Context {
     pub out: Output,
     pub session_id: SessionId,
     pub store: EncryptedFileStore,
+    /// The plain-http warning is shown once per command.
+    warned_plain_http: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Context {
@@ -30,7 +33,7 @@ impl Context {
         let out = Output { json: global.json, quiet: global.quiet };
         let session_id = SessionId::parse(&global.session_id)?;
         let store = EncryptedFileStore::from_env()?.with_passphrase_prompt(Arc::new(TerminalPassphrase));
-        Ok(Self { global, out, session_id, store })
+        Ok(Self { global, out, session_id, store, warned_plain_http: Default::default() })
     }
 
     /// The server to talk to for `session` (or for a new account when there is none).
@@ -69,10 +72,26 @@ impl Context {
         ))
     }
 
+    /// An unauthenticated client for `server_url`, trusting as `--ca-cert` says; warns once when
+    /// the URL sends requests in the clear to another machine.
+    pub fn anonymous_client(&self, server_url: &str) -> Result<ApiClient, CliError> {
+        if let Some(warning) = agentkeys_core::client::plain_http_warning(server_url)
+            && !self.warned_plain_http.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.out.warn(warning);
+        }
+        let trust = Trust::ca_file(self.global.ca_cert.as_deref());
+        Ok(ApiClient::new(server_url, &trust)?)
+    }
+
+    /// A client signing as `session`.
+    pub fn client_for(&self, session: Arc<Session>) -> Result<ApiClient, CliError> {
+        Ok(self.anonymous_client(&self.server_url(Some(&session)))?.with_session(session))
+    }
+
     /// A signing client for the saved session.
     pub fn client(&self) -> Result<(ApiClient, Arc<Session>), CliError> {
         let session = self.session()?;
-        let client = ApiClient::for_session(&self.server_url(Some(&session)), session.clone())?;
-        Ok((client, session))
+        Ok((self.client_for(session.clone())?, session))
     }
 }

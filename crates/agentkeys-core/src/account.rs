@@ -33,7 +33,7 @@ pub enum CreateAccountError {
 
 /// Creates the account on `server_url` with this machine as its first master device.
 pub async fn create_account(
-    server_url: &str,
+    client: &ApiClient,
     device_label: &str,
     rng: &mut impl RandomSource,
 ) -> Result<NewAccount, CreateAccountError> {
@@ -66,7 +66,6 @@ pub async fn create_account(
             rng,
         )?),
     };
-    let client = ApiClient::anonymous(server_url)?;
     let response = client.create_account(&request).await?;
     for (field, expected, got) in
         [("account id", &account_id, &response.account_id), ("device id", &device_id, &response.device_id)]

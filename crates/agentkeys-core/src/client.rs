@@ -1,6 +1,9 @@
 //! The HTTP client of the `/v1` API: signs every authenticated request, maps transport failures
-//! to "server unreachable" (exit 8, with the URL) and error bodies to their stable codes.
+//! to "server unreachable" (exit 8, with the URL) — a refused TLS certificate to its cause and
+//! fix — and error bodies to their stable codes. `https://` servers are verified against the
+//! system's roots, or only against the CA of `--ca-cert` / `AGENTKEYS_CA_CERT` ([`Trust`]).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +35,10 @@ pub enum ClientError {
     BadUrl { url: String, reason: String },
     #[error("cannot reach the AgentKeys server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("{}", .problem.message(.url))]
+    Tls { url: String, problem: TlsProblem },
+    #[error("cannot use the CA certificate {path}: {reason}")]
+    BadCa { path: String, reason: String },
     #[error("{}: {}", .detail.code, .detail.message)]
     Api { status: u16, detail: ErrorDetail },
     #[error("unexpected response from the AgentKeys server at {url}: {reason}")]
@@ -43,7 +50,8 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::BadUrl { .. } => exit::USAGE,
-            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::Unreachable { .. } | ClientError::Tls { .. } => exit::UNREACHABLE,
+            ClientError::BadCa { .. } => exit::USAGE,
             ClientError::Api { detail, .. } => exit::for_code(detail.code),
             ClientError::Protocol { .. } => exit::ERROR,
         }
@@ -52,7 +60,11 @@ impl ClientError {
     /// How to fix it.
     pub fn hint(&self) -> String {
         match self {
-            ClientError::BadUrl { .. } => "pass --server http://HOST:PORT (or set AGENTKEYS_SERVER)".into(),
+            ClientError::BadUrl { .. } => "pass --server https://HOST:PORT (or set AGENTKEYS_SERVER)".into(),
+            ClientError::Tls { url, problem } => problem.fix(url),
+            ClientError::BadCa { .. } => {
+                format!("pass --ca-cert (or set {}) to a readable PEM file with the CA's certificate", Trust::ENV)
+            }
             ClientError::Unreachable { url, .. } => format!(
                 "check that agentkeys-server is running and listening at {url}, or pass --server / set AGENTKEYS_SERVER"
             ),
@@ -70,6 +82,140 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// Why a TLS connection to the server was refused, as a person can act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The certificate is not signed by a CA this client trusts.
+    UnknownCa,
+    /// The certificate is not issued for the host the client connected to.
+    WrongHost,
+    /// The certificate has expired.
+    Expired,
+    /// The certificate is not valid yet (or this machine's clock is behind).
+    NotYetValid,
+    /// Anything else the handshake refused.
+    Other(String),
+}
+
+impl TlsProblem {
+    fn message(&self, url: &str) -> String {
+        match self {
+            TlsProblem::UnknownCa => {
+                format!("the TLS certificate of {url} is not signed by a certificate authority this client trusts")
+            }
+            TlsProblem::WrongHost => format!("the TLS certificate of {url} is not valid for that host name"),
+            TlsProblem::Expired => format!("the TLS certificate of {url} has expired"),
+            TlsProblem::NotYetValid => format!("the TLS certificate of {url} is not valid yet"),
+            TlsProblem::Other(reason) => format!("the TLS handshake with {url} failed: {reason}"),
+        }
+    }
+
+    fn fix(&self, url: &str) -> String {
+        let host = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        match self {
+            TlsProblem::UnknownCa => format!(
+                "pass --ca-cert FILE (or set {}) with the CA that signed the server's certificate, or add that CA to \
+                 this system's trust store",
+                Trust::ENV
+            ),
+            TlsProblem::WrongHost => format!(
+                "use the host name the certificate was issued for in --server, or reissue the certificate with \
+                 {host} in its subject alternative names"
+            ),
+            TlsProblem::Expired => {
+                "renew the server's certificate and send agentkeys-server SIGHUP to reload it (or check this \
+                 machine's clock)"
+                    .into()
+            }
+            TlsProblem::NotYetValid => "check this machine's clock (NTP), or the certificate's validity dates".into(),
+            TlsProblem::Other(_) => {
+                "check that the server speaks TLS at that address (agentkeys-server --tls-cert/--tls-key), or use \
+                 http:// for a server without TLS"
+                    .into()
+            }
+        }
+    }
+
+    /// The problem behind a failed request, when a TLS handshake refused the server.
+    fn of(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(error) = current {
+            if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+                return Some(Self::from_rustls(tls));
+            }
+            // An io::Error hides the error it wraps from `source()` (it answers for that one's
+            // source): step into it instead.
+            current = match error.downcast_ref::<std::io::Error>() {
+                Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+                None => error.source(),
+            };
+        }
+        None
+    }
+
+    fn from_rustls(error: &rustls::Error) -> Self {
+        use rustls::CertificateError as C;
+        match error {
+            rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => TlsProblem::UnknownCa,
+            rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                TlsProblem::WrongHost
+            }
+            rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => TlsProblem::Expired,
+            rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => TlsProblem::NotYetValid,
+            other => TlsProblem::Other(other.to_string()),
+        }
+    }
+}
+
+/// How a client trusts an `https://` server: the system's roots, or only the CA certificates in
+/// a PEM file (`--ca-cert FILE`, `AGENTKEYS_CA_CERT`), as `curl --cacert` does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    ca_cert: Option<PathBuf>,
+}
+
+impl Trust {
+    pub const ENV: &'static str = "AGENTKEYS_CA_CERT";
+
+    /// The system's roots.
+    pub fn system() -> Self {
+        Self { ca_cert: None }
+    }
+
+    /// Only the CA certificates in `path` (PEM); `None` means the system's roots.
+    pub fn ca_file(path: Option<&Path>) -> Self {
+        Self { ca_cert: path.filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf) }
+    }
+
+    /// `AGENTKEYS_CA_CERT` when set, else the system's roots.
+    pub fn from_env() -> Self {
+        Self::ca_file(std::env::var_os(Self::ENV).as_deref().map(Path::new))
+    }
+
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
+    }
+}
+
+/// A warning for a server URL that sends requests in the clear to another machine: `http://`
+/// to a host that is not loopback. Values stay sealed and requests signed, but who reads what
+/// is visible on the way.
+pub fn plain_http_warning(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if parsed.scheme() != "http" {
+        return None;
+    }
+    let host = parsed.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "talking to {url} over plain http: service names and who reads what are visible on the network \
+             (values stay sealed); serve it with --tls-cert/--tls-key and use https://"
+        )
+    })
 }
 
 /// Where a server is expected when nothing else says.
@@ -105,14 +251,8 @@ pub struct ApiClient {
 pub fn normalize_server_url(url: &str) -> Result<String, ClientError> {
     let bad = |reason: &str| ClientError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(bad(
-                "https is not supported by this build yet; put the server behind a local TLS terminator or use http on a trusted network",
-            ));
-        }
-        _ => return Err(bad("the scheme must be http")),
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be https (or http for a server without TLS)"));
     }
     if parsed.host_str().is_none() {
         return Err(bad("the URL has no host"));
@@ -123,24 +263,55 @@ pub fn normalize_server_url(url: &str) -> Result<String, ClientError> {
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
+/// The HTTP client for `base_url`. Over `https://` it verifies against `trust`; over `http://`
+/// it gets a TLS setup it never uses, so a plain request does not pay for reading the system's
+/// roots.
+fn http_client(base_url: &str, trust: &Trust) -> Result<reqwest::Client, ClientError> {
+    // One crypto provider in every AgentKeys binary; a second install attempt is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(30));
+    let builder = if !base_url.starts_with("https:") {
+        let unused = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        builder.tls_backend_preconfigured(unused)
+    } else if let Some(path) = trust.ca_cert() {
+        let bad = |reason: String| ClientError::BadCa { path: path.display().to_string(), reason };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("it holds no PEM certificate".into()));
+        }
+        builder.tls_certs_only(certs)
+    } else {
+        builder
+    };
+    builder.build().map_err(|e| ClientError::BadUrl { url: base_url.to_owned(), reason: e.to_string() })
+}
+
 impl ApiClient {
-    /// An unauthenticated client (account creation, health checks).
-    pub fn anonymous(server_url: &str) -> Result<Self, ClientError> {
+    /// An unauthenticated client for `server_url`, trusting an `https://` server as `trust` says.
+    pub fn new(server_url: &str, trust: &Trust) -> Result<Self, ClientError> {
         let base_url = normalize_server_url(server_url)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::BadUrl { url: base_url.clone(), reason: e.to_string() })?;
+        let http = http_client(&base_url, trust)?;
         Ok(Self { http, base_url, session: None, clock: unix_now_s, presence: None })
     }
 
+    /// Signs every request as `session`.
+    pub fn with_session(mut self, session: Arc<Session>) -> Self {
+        self.session = Some(session);
+        self
+    }
+
+    /// An unauthenticated client trusting as `AGENTKEYS_CA_CERT` says (account creation, health checks).
+    pub fn anonymous(server_url: &str) -> Result<Self, ClientError> {
+        Self::new(server_url, &Trust::from_env())
+    }
+
     /// A client that signs as `session`, talking to `server_url` (which may override the
-    /// session's own).
+    /// session's own), trusting as `AGENTKEYS_CA_CERT` says.
     pub fn for_session(server_url: &str, session: Arc<Session>) -> Result<Self, ClientError> {
-        let mut client = Self::anonymous(server_url)?;
-        client.session = Some(session);
-        Ok(client)
+        Ok(Self::anonymous(server_url)?.with_session(session))
     }
 
     /// Replaces the clock used for request timestamps (tests of stale-timestamp handling).
@@ -209,6 +380,9 @@ impl ApiClient {
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> ClientError {
+        if let Some(problem) = TlsProblem::of(error) {
+            return ClientError::Tls { url: self.base_url.clone(), problem };
+        }
         // The innermost cause ("Connection refused (os error 111)") is the one a person can act on.
         let reason = if error.is_timeout() {
             "the request timed out".to_owned()

@@ -21,6 +21,9 @@ pub struct GlobalArgs {
     /// Server URL (default: the one saved at pairing, else http://127.0.0.1:8090).
     #[arg(long, env = "AGENTKEYS_SERVER", global = true, value_name = "URL")]
     pub server: Option<String>,
+    /// Trust only this CA (PEM) for an https:// server, instead of the system's roots.
+    #[arg(long, env = "AGENTKEYS_CA_CERT", global = true, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Session slot (`daemon-<agent id>`); picked automatically when there is exactly one.
     #[arg(long, env = "AGENTKEYS_SESSION_ID", global = true, value_name = "ID")]
     pub session_id: Option<String>,

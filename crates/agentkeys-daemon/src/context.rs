@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use agentkeys_core::ApiClient;
+use agentkeys_core::client::Trust;
 use agentkeys_core::error::{CommandError, exit};
 use agentkeys_core::session::{DAEMON_SESSION_PREFIX, EncryptedFileStore, Session, SessionId, SessionStore};
 
@@ -83,9 +84,19 @@ impl Context {
         Ok((id, Arc::new(session)))
     }
 
+    /// An unauthenticated client for `server_url`, trusting as `--ca-cert` says; warns (once per
+    /// process) when the URL sends requests in the clear to another machine.
+    pub fn anonymous_client(&self, server_url: &str) -> Result<ApiClient, CommandError> {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        if let Some(warning) = agentkeys_core::client::plain_http_warning(server_url) {
+            WARNED.call_once(|| tracing::warn!("{warning}"));
+        }
+        Ok(ApiClient::new(server_url, &Trust::ca_file(self.global.ca_cert.as_deref()))?)
+    }
+
     pub fn client(&self) -> Result<(SessionId, ApiClient, Arc<Session>), CommandError> {
         let (id, session) = self.session()?;
-        let client = ApiClient::for_session(&self.server_url(Some(&session)), session.clone())?;
+        let client = self.anonymous_client(&self.server_url(Some(&session)))?.with_session(session.clone());
         Ok((id, client, session))
     }
 }

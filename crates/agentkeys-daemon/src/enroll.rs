@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use agentkeys_core::crypto::{self, KeyPair, WrapLabel};
 use agentkeys_core::error::{CommandError, exit};
 use agentkeys_core::session::{Session, SessionId, SessionStore as _};
-use agentkeys_core::{ApiClient, ClientError, OsRandom, RandomSource as _, agents::LinkCode, vault};
+use agentkeys_core::{ClientError, OsRandom, RandomSource as _, agents::LinkCode, vault};
 use agentkeys_proto::agents::{
     AgentSessionResponse, DeviceWrap, OpenPairingRequest, RedeemLinkRequest, RequestStatus, redeem_payload,
 };
@@ -107,7 +107,7 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
     scope.sort();
     scope.dedup();
     let server_url = ctx.server_url(None);
-    let client = ApiClient::anonymous(&server_url)?;
+    let client = ctx.anonymous_client(&server_url)?;
     let device = KeyPair::generate(&mut OsRandom);
     let keys = device.public();
     let token = new_secret("akt_");
@@ -202,7 +202,7 @@ pub async fn link(ctx: &Context, args: LinkArgs) -> Result<u8, CommandError> {
     let link_keys = link.public();
     let link_id = ids::link_id(&link_keys.sign);
     let server_url = ctx.server_url(None);
-    let client = ApiClient::anonymous(&server_url)?;
+    let client = ctx.anonymous_client(&server_url)?;
     let info = client.link_info(&link_id).await?;
     // The server relays who we become; check it against the code's own key before trusting it.
     let account_sign = b64::decode_array::<32>(&info.account_sign_public);

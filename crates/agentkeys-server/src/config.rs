@@ -20,6 +20,20 @@ pub struct ServerArgs {
     #[arg(long, env = "AGENTKEYS_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
+    /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
+    /// --tls-key. Both files are read again on SIGHUP.
+    #[arg(long, env = "AGENTKEYS_TLS_CERT", global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "AGENTKEYS_TLS_KEY", global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The origin clients and browsers reach this server at (https://HOST[:PORT]), when it is not
+    /// the listening address (a proxy, a name). Default: the listening address.
+    #[arg(long, env = "AGENTKEYS_PUBLIC_URL", global = true, value_name = "URL")]
+    pub public_url: Option<String>,
+
     /// Credential reads each agent may burst to, shared by every replica.
     #[arg(long, env = "AGENTKEYS_AGENT_READ_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub agent_read_burst: u32,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod random;
 pub mod sessions;
 pub mod state;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(A
         writer,
         clock,
         random: random::Random::system(),
+        public_url: String::new(),
         metrics,
         sessions: sessions::SessionCache::default(),
         limits: state::Limits::default(),
@@ -88,6 +90,50 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Serves `app` over TLS until SIGTERM or Ctrl-C (then finishes in-flight requests for up to
+/// 10 s); SIGHUP reloads the certificate and key.
+async fn serve_tls(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    files: tls::TlsFiles,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> anyhow::Result<()> {
+    let rustls = axum_server::tls_rustls::RustlsConfig::from_config(config);
+    tokio::spawn(reload_on_sighup(Some((files, rustls.clone()))));
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    axum_server::from_tcp_rustls(listener, rustls)?.handle(handle).serve(app.into_make_service()).await?;
+    Ok(())
+}
+
+/// On each SIGHUP, reads the TLS files again: new handshakes get the new certificate, open
+/// connections keep theirs, and files that do not make a usable pair leave the old one in place.
+/// Without TLS, a SIGHUP is logged and otherwise ignored (its default would stop the server).
+async fn reload_on_sighup(tls: Option<(tls::TlsFiles, axum_server::tls_rustls::RustlsConfig)>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot watch for SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match &tls {
+            None => tracing::info!("SIGHUP: no TLS certificate to reload (the server speaks plain HTTP)"),
+            Some((files, rustls)) => match tls::server_config(files) {
+                Ok(config) => {
+                    rustls.reload_from_config(config);
+                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "TLS certificate not reloaded: the server goes on with the previous one")
+                }
+            },
+        }
+    }
 }
 
 /// Runs the command line.
@@ -112,16 +158,37 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         ServerCommand::Serve => {
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(tls::TlsFiles { cert: cert.clone(), key: key.clone() }),
+                _ => None,
+            };
+            // A certificate that cannot be served stops the start, before anything listens.
+            let tls_config = tls.as_ref().map(tls::server_config).transpose()?;
             let url = database_url(&args)?;
             let (mut state, writer_task) = start(&url, clock::Clock::system()).await?;
             state.limits.agent_reads =
                 engine::ratelimit::RateLimit { burst: args.agent_read_burst, per_second: args.agent_read_rate };
-            let listener = tokio::net::TcpListener::bind(&args.listen)
-                .await
+            let listener = std::net::TcpListener::bind(&args.listen)
                 .with_context(|| format!("cannot listen on {}: pass another --listen address", args.listen))?;
+            listener.set_nonblocking(true)?;
             let addr = listener.local_addr()?;
-            tracing::info!(database = %db::redact_url(&url), "agentkeys-server listening on http://{addr}");
-            axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+            state.public_url = tls::public_url(args.public_url.as_deref(), addr, tls.is_some())?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(
+                database = %db::redact_url(&url),
+                public_url = %state.public_url,
+                "agentkeys-server listening on {scheme}://{addr}"
+            );
+            let app = router(state);
+            match (tls, tls_config) {
+                (Some(files), Some(config)) => serve_tls(listener, app, files, config).await?,
+                _ => {
+                    tokio::spawn(reload_on_sighup(None));
+                    axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
+                        .with_graceful_shutdown(shutdown_signal())
+                        .await?;
+                }
+            }
             // Every handle to the writer is gone with the router; let it finish its last batch.
             let finished = tokio::task::spawn_blocking(move || writer_task.join());
             if tokio::time::timeout(Duration::from_secs(10), finished).await.is_err() {

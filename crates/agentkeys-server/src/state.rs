@@ -18,6 +18,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub sessions: SessionCache,
     pub limits: Limits,
+    /// The origin clients and browsers reach the server at (`--public-url`, else the listening
+    /// address); empty for a server not listening on a socket (tests driving the router).
+    pub public_url: String,
 }
 
 /// The limits an operator can set (`--agent-read-burst`, `--agent-read-rate`).

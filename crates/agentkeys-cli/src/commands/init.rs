@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use agentkeys_core::OsRandom;
 use agentkeys_core::account::create_account;
 use agentkeys_core::session::{Session, SessionError, SessionStore as _};
-use agentkeys_core::{ApiClient, OsRandom};
 use agentkeys_proto::{ErrorCode, ids};
 
 use agentkeys_biometric::CriticalOp;
@@ -52,7 +52,7 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
     // Asked before the account exists, so a cancelled prompt leaves nothing behind.
     let passphrase = args.passphrase.then(|| crate::prompt::new_passphrase(&ctx.session_id)).transpose()?;
     let server = ctx.server_url(existing.as_ref());
-    let created = create_account(&server, &label, &mut OsRandom).await?;
+    let created = create_account(&ctx.anonymous_client(&server)?, &label, &mut OsRandom).await?;
     match &passphrase {
         Some(passphrase) => ctx.store.save_with_passphrase(&ctx.session_id, &created.session, passphrase)?,
         // A fresh key whatever sealed the old session, so nothing of it is needed (or asked for).
@@ -84,7 +84,7 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
 
 /// With a session and no `--force`: confirm it still works, and say so.
 async fn already_initialized(ctx: &Context, session: Arc<Session>) -> Result<u8, CliError> {
-    let client = ApiClient::for_session(&ctx.server_url(Some(&session)), session.clone())?;
+    let client = ctx.client_for(session.clone())?;
     let who = client.whoami().await.map_err(|error| match error.code() {
         Some(ErrorCode::Unauthenticated | ErrorCode::SessionInvalid) => CliError::new(
             exit::SESSION,
