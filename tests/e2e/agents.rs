@@ -763,6 +763,17 @@ async fn pair_codes_expire_after_ten_minutes() {
         agentkeys_proto::agents::RequestStatus::Expired
     );
     assert_eq!(api_code(anonymous.pairing_status(&opened.pairing_id, "wrong-secret").await), ErrorCode::NotFound);
+    // An hour after expiry the housekeeping of the next batch deletes it.
+    CLOCK_OFFSET_S.store(2 * 3600, std::sync::atomic::Ordering::SeqCst);
+    master.whoami().await.unwrap();
+    assert_eq!(
+        api_code(anonymous.pairing_status(&opened.pairing_id, "poll-secret").await),
+        ErrorCode::NotFound,
+        "pruned"
+    );
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(&server.state.db.reads).await.unwrap();
+    assert_eq!(left, 0);
     CLOCK_OFFSET_S.store(0, std::sync::atomic::Ordering::SeqCst);
 }
 

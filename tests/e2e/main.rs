@@ -1,5 +1,8 @@
 //! The one integration-test binary: real servers, real databases, real binaries.
 //!
+//! * `anonymous` — traffic without a session: limits per source and in total, refusals counted
+//!   not audited each, a real pairing through a flood, server-wide code guessing, hidden
+//!   characters in text a human reads, `verify-audit` without a database.
 //! * `storage` — the server's storage and auth behaviour through the real client, on SQLite and
 //!   on PostgreSQL.
 //! * `cli` — the `agentkeys` binary end to end against a spawned server.
@@ -42,6 +45,7 @@ macro_rules! on_both_backends {
 }
 
 mod agents;
+mod anonymous;
 mod cli;
 mod crash;
 mod hardening;

@@ -477,7 +477,7 @@ async fn the_presence_parameter_is_signed_checked_and_chained() {
     let (db, server) = server().await;
     let master = master_with_agent(&server);
     let client = ApiClient::for_session(&server.url, master.session()).unwrap();
-    let http = reqwest::Client::new();
+    let http = agentkeys_tests::http_client();
     let send_to = |signed: &reqwest::Request, target: &str| {
         let mut moved =
             reqwest::Request::new(signed.method().clone(), format!("{}{target}", server.url).parse().unwrap());

@@ -29,9 +29,9 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
     let mut replay =
         reqwest::Request::new(Method::GET, format!("{}/v1/credentials/github", replica_b.url).parse().unwrap());
     *replay.headers_mut() = captured.headers().clone();
-    let first = reqwest::Client::new().execute(captured).await.unwrap();
+    let first = agentkeys_tests::http_client().execute(captured).await.unwrap();
     assert_eq!(first.status(), 200);
-    let second = reqwest::Client::new().execute(replay).await.unwrap();
+    let second = agentkeys_tests::http_client().execute(replay).await.unwrap();
     assert_eq!(second.status(), 401);
     let body: agentkeys_proto::ErrorBody = serde_json::from_str(&second.text().await.unwrap()).unwrap();
     assert_eq!(body.error.code, ErrorCode::ReplayedNonce);

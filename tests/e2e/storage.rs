@@ -157,7 +157,7 @@ async fn replayed_and_forged_requests_are_rejected_and_audited(backend: Backend)
     assert_eq!(api_code(thief_client.get_credential("github", None).await), ErrorCode::SignatureInvalid);
 
     // The token without any signature.
-    let http = reqwest::Client::new();
+    let http = agentkeys_tests::http_client();
     let unsigned = http
         .get(format!("{}/v1/credentials/github", f.server.url))
         .bearer_auth(f.session.token.expose_secret())
@@ -273,7 +273,7 @@ async fn server_never_holds_plaintext(backend: Backend) {
 
 async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
-    let http = reqwest::Client::new();
+    let http = agentkeys_tests::http_client();
     let code_of = |body: String| -> String {
         let value: serde_json::Value =
             serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON error body, got {body}"));

@@ -51,6 +51,13 @@ pub fn present_or_skip(present: bool, missing: &str) -> bool {
     false
 }
 
+/// A plain HTTP client for requests the AgentKeys client would not make (anonymous floods,
+/// malformed bodies), with the crypto provider every AgentKeys binary uses.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// The admin URL of the test PostgreSQL, or `None` (skipped) outside CI.
 pub fn pg_admin_url() -> Option<String> {
     let url = std::env::var("AGENTKEYS_TEST_PG_URL").ok().filter(|url| !url.is_empty());

@@ -115,17 +115,35 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
     // The OTP's nonce: committed now, revealed only once a master has claimed the code, so the
     // server cannot search for a key of its own that shows the same number.
     let nonce = Zeroizing::new(OsRandom.array::<32>());
-    let opened = client
-        .open_pairing(&OpenPairingRequest {
-            label: args.label.clone(),
-            scope: scope.clone(),
-            device_sign_public: b64::encode(keys.sign),
-            device_kx_public: b64::encode(keys.kx),
-            token_hash: hash_b64(&token),
-            poll_hash: hash_b64(&poll),
-            commitment: b64::encode(ids::pairing_commitment(&nonce)),
-        })
-        .await?;
+    let request = OpenPairingRequest {
+        label: args.label.clone(),
+        scope: scope.clone(),
+        device_sign_public: b64::encode(keys.sign),
+        device_kx_public: b64::encode(keys.kx),
+        token_hash: hash_b64(&token),
+        poll_hash: hash_b64(&poll),
+        commitment: b64::encode(ids::pairing_commitment(&nonce)),
+    };
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    // A server that is rate limiting pairing requests (someone is flooding it) asks for a retry:
+    // wait as long as it says, a little longer each time, until the deadline.
+    let mut attempt = 0u32;
+    let opened = loop {
+        match client.open_pairing(&request).await {
+            Err(ClientError::Api { detail, .. })
+                if detail.code == agentkeys_proto::ErrorCode::RateLimited && Instant::now() < deadline =>
+            {
+                attempt += 1;
+                let wait = Duration::from_secs(detail.retry_after_s.unwrap_or(1).clamp(1, 30))
+                    + Duration::from_millis(u64::from(OsRandom.array::<1>()[0]) * 4 * u64::from(attempt.min(8)));
+                if attempt == 1 {
+                    eprintln!("The server is busy with pairing requests; retrying until it takes this one…");
+                }
+                tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
+            }
+            other => break other?,
+        }
+    };
     let otp = ids::pairing_otp(&nonce, &opened.code, &args.label, &scope, &keys.sign, &keys.kx);
     eprintln!("Pair code: {}  OTP: {otp}", opened.code);
     eprintln!(
@@ -133,7 +151,6 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
         opened.code,
         args.timeout.min(600)
     );
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
         tokio::time::sleep(POLL_EVERY).await;
         let status = match client.pairing_status(&opened.pairing_id, poll.expose_secret()).await {

@@ -25,7 +25,7 @@ pub fn device_id(device_sign_public: &[u8; 32]) -> String {
     format!("dev_{}", short_hash("agentkeys-device-id-v1", device_sign_public))
 }
 
-/// Longest device label, in bytes.
+/// Longest device label, in characters.
 pub const DEVICE_LABEL_MAX: usize = 64;
 
 /// What the account key signs to certify a device key:

@@ -42,6 +42,16 @@ pub struct ServerArgs {
     #[arg(long, env = "AGENTKEYS_AGENT_READ_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub agent_read_rate: u32,
 
+    /// Requests without a session (account creation, pairing, link codes, unauthenticated
+    /// requests to signed routes) one source address may burst to, per kind; the whole server
+    /// takes ten times as many. Shared by every replica.
+    #[arg(long, env = "AGENTKEYS_ANONYMOUS_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub anonymous_burst: u32,
+
+    /// Such requests per minute one source earns back, per kind (the whole server: ten times as many).
+    #[arg(long, env = "AGENTKEYS_ANONYMOUS_PER_MINUTE", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub anonymous_per_minute: u32,
+
     #[command(subcommand)]
     pub command: Option<ServerCommand>,
 }

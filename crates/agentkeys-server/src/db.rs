@@ -54,6 +54,13 @@ pub fn sqlite_url_for(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("agentkeys.db").display())
 }
 
+/// The file a SQLite URL names; `None` for PostgreSQL and for an in-memory database.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
 /// The database URL with any password replaced, for logs.
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {

@@ -6,6 +6,7 @@
 //! batched transaction → the op's typed output → the answer. [`db`] is the storage layer over
 //! SQLite and PostgreSQL; [`error`] the one error type every layer answers with.
 
+pub mod anonymous;
 pub mod app;
 pub mod clock;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod state;
 pub mod tls;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -57,12 +59,39 @@ fn database_url(args: &ServerArgs) -> anyhow::Result<String> {
     Ok(db::sqlite_url_for(&dir))
 }
 
+/// The database `verify-audit` reads: one that exists. A missing SQLite file is an error (not
+/// an empty chain that verifies), and nothing is created.
+fn existing_database_url(args: &ServerArgs) -> anyhow::Result<String> {
+    let url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => db::sqlite_url_for(&data_dir(args)?),
+    };
+    if let Some(path) = db::sqlite_path(&url)
+        && !path.is_file()
+    {
+        anyhow::bail!(
+            "there is no database at {}: nothing to verify; pass the --data-dir (or --database-url) of the server \
+             whose audit log to check",
+            path.display()
+        );
+    }
+    Ok(url)
+}
+
 /// A running server's state plus the writer's thread, for callers that serve it themselves.
 pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(AppState, std::thread::JoinHandle<()>)> {
     let db = db::Db::connect(database_url).await?;
     let metrics = metrics::Metrics::default();
-    let policy = std::sync::Arc::new(domains::accounts::ops::PresenceSetting);
-    let (writer, writer_task) = engine::writer::Writer::spawn(db.clone(), clock.clone(), metrics.clone(), policy)?;
+    let hooks = engine::writer::Hooks {
+        presence: Arc::new(domains::accounts::ops::PresenceSetting),
+        maintenance: vec![
+            Arc::new(engine::ratelimit::ForgetIdleBuckets),
+            Arc::new(anonymous::Forget),
+            Arc::new(domains::requests::ops::Prune),
+            Arc::new(domains::links::ops::Prune),
+        ],
+    };
+    let (writer, writer_task) = engine::writer::Writer::spawn(db.clone(), clock.clone(), metrics.clone(), hooks)?;
     let state = AppState {
         db,
         writer,
@@ -98,7 +127,7 @@ async fn serve_tls(
     listener: std::net::TcpListener,
     app: axum::Router,
     files: tls::TlsFiles,
-    config: std::sync::Arc<rustls::ServerConfig>,
+    config: Arc<rustls::ServerConfig>,
 ) -> anyhow::Result<()> {
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(config);
     tokio::spawn(reload_on_sighup(Some((files, rustls.clone()))));
@@ -108,7 +137,10 @@ async fn serve_tls(
         shutdown_signal().await;
         stopper.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    axum_server::from_tcp_rustls(listener, rustls)?.handle(handle).serve(app.into_make_service()).await?;
+    // TCP_NODELAY: a TLS record and its ACK must not wait out Nagle against a delayed ACK (40 ms).
+    let acceptor =
+        axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle).serve(app.into_make_service()).await?;
     Ok(())
 }
 
@@ -145,7 +177,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         ServerCommand::VerifyAudit => {
-            let db = db::Db::connect(&database_url(&args)?).await?;
+            let url = match existing_database_url(&args) {
+                Ok(url) => url,
+                Err(error) => {
+                    eprintln!("Error: {error:#}");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+            };
+            let db = db::Db::connect(&url).await?;
             match engine::audit::verify_chain(&db.reads).await {
                 Ok(report) => {
                     println!("audit chain intact: {} rows, head {}", report.rows, hex::encode(&report.head_hash));
@@ -167,7 +206,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
             let url = database_url(&args)?;
             let (mut state, writer_task) = start(&url, clock::Clock::system()).await?;
             state.limits.agent_reads =
-                engine::ratelimit::RateLimit { burst: args.agent_read_burst, per_second: args.agent_read_rate };
+                engine::ratelimit::RateLimit::per_second(args.agent_read_burst, args.agent_read_rate);
+            state.limits.anonymous = anonymous::AnonymousLimits {
+                per_source: engine::ratelimit::RateLimit::every(
+                    args.anonymous_burst,
+                    Duration::from_secs(60) / args.anonymous_per_minute,
+                ),
+            };
             let listener = std::net::TcpListener::bind(&args.listen)
                 .with_context(|| format!("cannot listen on {}: pass another --listen address", args.listen))?;
             listener.set_nonblocking(true)?;
@@ -184,9 +229,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
                 (Some(files), Some(config)) => serve_tls(listener, app, files, config).await?,
                 _ => {
                     tokio::spawn(reload_on_sighup(None));
-                    axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
-                        .with_graceful_shutdown(shutdown_signal())
-                        .await?;
+                    use axum::serve::ListenerExt as _;
+                    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
                 }
             }
             // Every handle to the writer is gone with the router; let it finish its last batch.

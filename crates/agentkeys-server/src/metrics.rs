@@ -1,5 +1,6 @@
 //! Prometheus metrics, served at `/metrics` in the text exposition format: requests by route and
-//! status, and the writer's batch sizes (how much group commit is saving).
+//! status, the writer's batch sizes (how much group commit is saving), and the refused requests
+//! without a session (counted here, audited once per source per minute).
 
 use std::sync::Arc;
 
@@ -17,8 +18,15 @@ struct RequestLabels {
     status: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    door: String,
+    code: String,
+}
+
 #[derive(Debug)]
 struct Inner {
+    anonymous_refusals: Family<RefusalLabels, Counter>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     batch_size: Histogram,
@@ -45,7 +53,13 @@ impl Default for Metrics {
         );
         let audit_rows = Counter::default();
         registry.register("audit_rows", "Audit rows appended", audit_rows.clone());
-        Self(Arc::new(Inner { registry, requests, batch_size, batch_seconds, audit_rows }))
+        let anonymous_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "anonymous_refusals",
+            "Requests without a session refused, by door and code (audited once per source per minute)",
+            anonymous_refusals.clone(),
+        );
+        Self(Arc::new(Inner { anonymous_refusals, registry, requests, batch_size, batch_seconds, audit_rows }))
     }
 }
 
@@ -61,6 +75,10 @@ impl Metrics {
         self.0.batch_size.observe(jobs as f64);
         self.0.batch_seconds.observe(took.as_secs_f64());
         self.0.audit_rows.inc_by(jobs as u64);
+    }
+
+    pub fn record_anonymous_refusal(&self, door: &str, code: &str) {
+        self.0.anonymous_refusals.get_or_create(&RefusalLabels { door: door.to_owned(), code: code.to_owned() }).inc();
     }
 
     /// The text exposition.

@@ -1,6 +1,7 @@
 //! What every handler shares: the database, the writer, the clock and randomness, the metrics, the session
 //! cache and the configured limits. Built once by [`crate::start`].
 
+use crate::anonymous::AnonymousLimits;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::engine::ratelimit::RateLimit;
@@ -23,9 +24,12 @@ pub struct AppState {
     pub public_url: String,
 }
 
-/// The limits an operator can set (`--agent-read-burst`, `--agent-read-rate`).
+/// The limits an operator can set (`--agent-read-burst`, `--agent-read-rate`,
+/// `--anonymous-burst`, `--anonymous-per-minute`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Limits {
     /// Credential reads per agent.
     pub agent_reads: RateLimit,
+    /// Requests without a session, per source and door (ten times that in total).
+    pub anonymous: AnonymousLimits,
 }

@@ -43,10 +43,10 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
         crate::presence::require(ctx, &CriticalOp::replace_account(ctx.session_id.as_str(), account))?;
     }
     let label = args.label.unwrap_or_else(default_label);
-    if label.is_empty() || label.len() > ids::DEVICE_LABEL_MAX || label.chars().any(char::is_control) {
+    if let Err(why) = agentkeys_proto::names::validate_display_text(&label, ids::DEVICE_LABEL_MAX) {
         return Err(CliError::usage(
-            format!("invalid --label: use 1 to {} printable characters", ids::DEVICE_LABEL_MAX),
-            "e.g. --label laptop",
+            format!("invalid --label: {why}"),
+            format!("use 1 to {} visible characters, e.g. --label laptop", ids::DEVICE_LABEL_MAX),
         ));
     }
     // Asked before the account exists, so a cancelled prompt leaves nothing behind.

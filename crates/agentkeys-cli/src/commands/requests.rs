@@ -46,7 +46,9 @@ pub async fn list(ctx: &Context) -> Result<u8, CliError> {
                 r.code.clone(),
                 r.kind.as_str().into(),
                 what(r),
-                r.reason.clone().unwrap_or_else(|| "-".into()),
+                r.reason
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |why| agentkeys_proto::names::escape_hidden(why).into_owned()),
                 timestamp(r.expires_at_ms),
             ]
         })
@@ -72,7 +74,7 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     };
     let mut shown = vec![format!("Request {code}: {}", what(&request))];
     if let Some(reason) = &request.reason {
-        shown.push(format!("  reason:   {reason}"));
+        shown.push(format!("  reason:   {}", agentkeys_proto::names::escape_hidden(reason)));
     }
     let (request, otp) = match request.kind {
         RequestKind::Pairing => {

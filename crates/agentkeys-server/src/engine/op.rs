@@ -109,6 +109,12 @@ pub trait Op: Send + Sync + Sized + 'static {
     fn audited_namespace(_output: &Self::Output) -> Option<String> {
         None
     }
+
+    /// Whether the request gets an audit row, asked after it applied. Every request does, but
+    /// anonymous refusals, which are counted instead (one row per source per minute).
+    fn audited(&self) -> bool {
+        true
+    }
 }
 
 /// The op of a request that changes nothing: only its nonce is consumed and its audit row
@@ -123,6 +129,12 @@ impl Op for Record {
     async fn apply(&self, _conn: &mut AnyConnection, _cx: Ctx) -> Result<(), OpError> {
         Ok(())
     }
+}
+
+/// Housekeeping the writer runs in a batch's transaction every 30 s: deleting what has expired.
+/// Each table's owner supplies its own.
+pub trait Maintenance: Send + Sync + std::fmt::Debug {
+    fn prune<'a>(&'a self, conn: &'a mut AnyConnection, now: i64) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 }
 
 /// Decides whether a critical operation may proceed for an account, given how presence was

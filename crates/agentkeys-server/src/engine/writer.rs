@@ -21,7 +21,7 @@ use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{AuditDraft, AuditRow, outcome_for};
-use super::op::{BoxFuture, Ctx, Op, OpError, PresencePolicy};
+use super::op::{BoxFuture, Ctx, Maintenance, Op, OpError, PresencePolicy};
 use crate::clock::Clock;
 use crate::db::{Backend, Db};
 use crate::error::{ApiError, replayed, session_revoked, shutting_down};
@@ -79,6 +79,8 @@ trait Pending: Send + Any {
     fn refuse(&mut self, error: ApiError);
     fn code(&self) -> Option<ErrorCode>;
     fn audited_namespace(&self) -> Option<String>;
+    /// Whether the job gets an audit row ([`Op::audited`]).
+    fn audited(&self) -> bool;
     /// Sends the result, or the batch's failure.
     fn reply(self: Box<Self>, batch: Result<(), ApiError>);
     fn as_any_mut(&mut self) -> &mut dyn Any;
@@ -178,6 +180,10 @@ impl<O: Op> Pending for Job<O> {
         }
     }
 
+    fn audited(&self) -> bool {
+        self.decision.as_ref().map_or(true, Op::audited)
+    }
+
     fn reply(self: Box<Self>, batch: Result<(), ApiError>) {
         let answer = match batch {
             Ok(()) => self.result.unwrap_or_else(|| Err(ApiError::internal("a job left its batch without a result"))),
@@ -189,6 +195,14 @@ impl<O: Op> Pending for Job<O> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+}
+
+/// What the domains give the writer, which knows none of them: the presence policy of critical
+/// operations, and the housekeeping of their tables.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    pub presence: Arc<dyn PresencePolicy>,
+    pub maintenance: Vec<Arc<dyn Maintenance>>,
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -211,12 +225,12 @@ impl Writer {
         db: Db,
         clock: Clock,
         metrics: Metrics,
-        policy: Arc<dyn PresencePolicy>,
+        hooks: Hooks,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new().name("agentkeys-writer".into()).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(run(db, rx, clock, metrics, policy)),
+                Ok(runtime) => runtime.block_on(run(db, rx, clock, metrics, hooks)),
                 Err(error) => tracing::error!(%error, "cannot start the writer's runtime"),
             }
         })?;
@@ -237,13 +251,7 @@ impl Writer {
     }
 }
 
-async fn run(
-    db: Db,
-    mut rx: mpsc::Receiver<Box<dyn Pending>>,
-    clock: Clock,
-    metrics: Metrics,
-    policy: Arc<dyn PresencePolicy>,
-) {
+async fn run(db: Db, mut rx: mpsc::Receiver<Box<dyn Pending>>, clock: Clock, metrics: Metrics, hooks: Hooks) {
     let mut conn = db.connect_writer().await.inspect_err(|e| tracing::error!(error = %e, "writer cannot connect")).ok();
     let mut last_prune = i64::MIN;
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -256,7 +264,7 @@ async fn run(
         let started = std::time::Instant::now();
         let prune = now.saturating_sub(last_prune) >= PRUNE_EVERY_MS;
         let result = match conn.as_mut() {
-            Some(conn) => apply_batch(conn, db.backend, &mut batch, policy.as_ref(), now, prune).await,
+            Some(conn) => apply_batch(conn, db.backend, &mut batch, &hooks, now, prune).await,
             None => Err(sqlx::Error::PoolClosed),
         };
         let outcome = match result {
@@ -292,10 +300,11 @@ async fn apply_batch(
     conn: &mut AnyConnection,
     backend: Backend,
     batch: &mut [Box<dyn Pending>],
-    policy: &dyn PresencePolicy,
+    hooks: &Hooks,
     now: i64,
     prune: bool,
 ) -> Result<(), sqlx::Error> {
+    let policy = hooks.presence.as_ref();
     let cx = Ctx { now_ms: now };
     let mut tx = conn.begin().await?;
     let head =
@@ -307,6 +316,18 @@ async fn apply_batch(
             .bind(now - PRUNE_MARGIN_MS)
             .execute(&mut *tx)
             .await?;
+        // Each in a savepoint: housekeeping that fails is logged and retried next time, and
+        // never fails the batch it rides with.
+        for chore in &hooks.maintenance {
+            let mut savepoint = tx.begin().await?;
+            match chore.prune(&mut savepoint, now).await {
+                Ok(()) => savepoint.commit().await?,
+                Err(error) => {
+                    tracing::warn!(%error, chore = ?chore, "housekeeping failed; it is retried in 30 s");
+                    savepoint.rollback().await?;
+                }
+            }
+        }
     }
     // Revocation is checked here, in the transaction that answers, never from a cache; a nonce
     // is fresh when its session is live, it was never used, and it is not repeated in the batch.
@@ -374,6 +395,9 @@ async fn apply_batch(
     let mut rows = Vec::with_capacity(batch.len());
     for &i in &order {
         let job = &batch[i];
+        if !job.audited() {
+            continue;
+        }
         let draft = &job.submission().audit;
         let code = job.code();
         seq += 1;

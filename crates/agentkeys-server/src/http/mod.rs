@@ -1,7 +1,9 @@
 //! What every domain's routes share at the HTTP boundary: [`action`] names a route's audit action
 //! where the route is declared, [`signed`] authenticates `/v1` requests and commits them through
-//! the writer, [`decode`] turns paths, queries, bodies and base64url fields into checked values.
+//! the writer, [`decode`] turns paths, queries, bodies and base64url fields into checked values,
+//! and [`door`] admits or counts the requests of routes without a session.
 
 pub mod action;
 pub mod decode;
+pub mod door;
 pub mod signed;

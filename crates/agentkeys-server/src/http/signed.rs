@@ -3,7 +3,8 @@
 //! key's signature over method, path, timestamp, nonce and body digest. Whether the session is
 //! still live, and whether the nonce is fresh, the writer decides later, in the same transaction
 //! as the request's audit row — which is what makes revocation and the replay check hold across
-//! replicas. Failures are audited before they are answered.
+//! replicas. Failures with a known session are audited in its account before they are
+//! answered; those without one are counted at the anonymous door ([`crate::anonymous`]).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::action::Action;
+use crate::anonymous::{Door, Source};
 use crate::engine::audit::{AuditDraft, Subject};
 use crate::engine::op::{Op, Record};
 use crate::engine::writer::{NonceRecord, Submission};
@@ -290,7 +292,13 @@ impl FromRequest<AppState> for Signed {
         let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::payload_too_large())?;
         match authenticate(state, &parts, &body).await {
             Ok(caller) => Ok(Signed { caller, body }),
-            Err(AuthFailure { error, session }) => {
+            Err(AuthFailure { error, session: None }) => {
+                // No session the server knows: counted at the door, not audited row by row.
+                let action = parts.extensions.get::<Action>().map_or("request", |a| a.0);
+                let source = Source::from_request_parts(&mut parts, state).await.unwrap_or_else(|never| match never {});
+                Err(super::door::refuse(state, source, Door::Unauthenticated, action, error).await)
+            }
+            Err(AuthFailure { error, session: Some(session) }) => {
                 let action = parts.extensions.get::<Action>().map_or("request", |a| a.0);
                 // The service an attacker named is recorded only when it is a valid name.
                 let service = axum::extract::RawPathParams::from_request_parts(&mut parts, state)
@@ -298,13 +306,14 @@ impl FromRequest<AppState> for Signed {
                     .ok()
                     .and_then(|params| params.iter().find(|(k, _)| *k == "service").map(|(_, v)| v.to_owned()))
                     .filter(|s| agentkeys_proto::names::validate_service_name(s).is_ok());
+                // A known session that fails (a bad signature, a stale clock): audited in its account.
                 let submission = Submission {
                     nonce: None,
                     presence: None,
                     audit: AuditDraft {
-                        account_id: session.as_ref().map(|s| s.row.account_id.clone()),
-                        actor: session.as_ref().map(|s| s.row.device_id.clone()),
-                        session_id: session.as_ref().map(|s| s.row.session_id.clone()),
+                        account_id: Some(session.row.account_id.clone()),
+                        actor: Some(session.row.device_id.clone()),
+                        session_id: Some(session.row.session_id.clone()),
                         action,
                         subject: Subject { namespace: None, service },
                     },

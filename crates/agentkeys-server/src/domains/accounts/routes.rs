@@ -13,11 +13,12 @@ use utoipa_axum::routes;
 
 use super::ops::{CreateAccount, SetRequirePresence};
 use super::queries;
+use crate::anonymous::{Door, Source};
 use crate::engine::audit::{AuditDraft, Subject};
-use crate::engine::writer::Submission;
 use crate::error::ApiError;
 use crate::http::action::{Action, audited};
 use crate::http::decode::{self, ACCOUNT_KEY_WRAP_LEN};
+use crate::http::door;
 use crate::http::signed::Signed;
 use crate::sessions::NewSession;
 use crate::state::AppState;
@@ -31,12 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 fn validate_new_account(state: &AppState, request: &CreateAccountRequest) -> Result<(CreateAccount, String), ApiError> {
     let label = request.device_label.as_str();
-    if label.is_empty() || label.len() > ids::DEVICE_LABEL_MAX || label.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "device_label must be 1 to {} printable characters",
-            ids::DEVICE_LABEL_MAX
-        )));
-    }
+    agentkeys_proto::names::validate_display_text(label, ids::DEVICE_LABEL_MAX)
+        .map_err(|e| ApiError::bad_request(format!("device_label is refused: {e}")))?;
     let account_sign: [u8; 32] = decode::exact("account_sign_public", &request.account_sign_public)?;
     let account_kx: [u8; 32] = decode::exact("account_kx_public", &request.account_kx_public)?;
     let device_sign: [u8; 32] = decode::exact("device_sign_public", &request.device_sign_public)?;
@@ -88,29 +85,31 @@ fn validate_new_account(state: &AppState, request: &CreateAccountRequest) -> Res
 pub async fn create_account(
     State(state): State<AppState>,
     Action(action): Action,
+    source: Source,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreateAccountResponse>), ApiError> {
     let validated = decode::body(body)
         .and_then(|body| decode::json::<CreateAccountRequest>(&body))
         .and_then(|request| validate_new_account(&state, &request));
-    let reply = validated.as_ref().ok().map(|(account, token)| CreateAccountResponse {
+    let (account, token) = match validated {
+        Ok(valid) => valid,
+        Err(error) => return Err(door::refuse(&state, source, Door::Accounts, action, error).await),
+    };
+    let reply = CreateAccountResponse {
         account_id: account.account_id.clone(),
         device_id: account.device.device_id.clone(),
         session_id: account.session.session_id.clone(),
-        session_token: agentkeys_proto::secret::WireSecret::new(token.clone()),
-    });
-    let submission = Submission {
-        audit: AuditDraft {
-            account_id: reply.as_ref().map(|r| r.account_id.clone()),
-            actor: reply.as_ref().map(|r| r.device_id.clone()),
-            session_id: reply.as_ref().map(|r| r.session_id.clone()),
-            action,
-            subject: Subject::default(),
-        },
-        ..Submission::default()
+        session_token: agentkeys_proto::secret::WireSecret::new(token),
     };
-    state.writer.submit(submission, validated.map(|(account, _)| account)).await?;
-    Ok((StatusCode::CREATED, Json(reply.expect("a committed account has a reply"))))
+    let audit = AuditDraft {
+        account_id: Some(reply.account_id.clone()),
+        actor: Some(reply.device_id.clone()),
+        session_id: Some(reply.session_id.clone()),
+        action,
+        subject: Subject::default(),
+    };
+    door::admit(&state, source, Door::Accounts, audit, account).await?;
+    Ok((StatusCode::CREATED, Json(reply)))
 }
 
 /// The account's server-side policy.

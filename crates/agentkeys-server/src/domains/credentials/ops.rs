@@ -187,8 +187,9 @@ impl Op for AgentRead {
         if let Err(retry_after) = take_token(conn, &format!("read:{agent_id}"), self.limit, cx.now_ms).await? {
             return Err(ApiError::rate_limited(
                 format!(
-                    "agent {agent_id} is over its read rate ({} per second, bursts of {})",
-                    self.limit.per_second, self.limit.burst
+                    "agent {agent_id} is over its read rate ({}, bursts of {})",
+                    self.limit.per_second_shown(),
+                    self.limit.burst
                 ),
                 format!("retry in {retry_after}s; cache the value for the length of a task instead of re-reading it"),
                 retry_after,

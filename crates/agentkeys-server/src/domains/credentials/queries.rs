@@ -129,9 +129,12 @@ pub async fn newest_many(
             (row.try_get("account_id")?, row.try_get("namespace")?, row.try_get("service")?);
         found.insert(key, CredentialRow::from_row(&row)?);
     }
+    // One batch may read the same credential many times: every one of them gets it.
     Ok(keys
         .iter()
-        .map(|(a, n, s)| found.remove(&((*a).to_owned(), n.clone(), (*s).to_owned())).and_then(CredentialRow::sealed))
+        .map(|(a, n, s)| {
+            found.get(&((*a).to_owned(), n.clone(), (*s).to_owned())).cloned().and_then(CredentialRow::sealed)
+        })
         .collect())
 }
 

@@ -9,7 +9,7 @@ use super::queries;
 use crate::domains::agents::ops::{NewAgentDevice, bind_device};
 use crate::domains::agents::queries as agents;
 use crate::domains::credentials::queries::{self as credentials, Wrap};
-use crate::engine::op::{Ctx, Op, OpError};
+use crate::engine::op::{BoxFuture, Ctx, Maintenance, Op, OpError};
 use crate::error::ApiError;
 
 #[derive(Debug, Clone)]
@@ -63,5 +63,19 @@ impl Op for RedeemLink {
         agents::set_status(conn, &link.account_id, &link.agent_id, AgentStatus::Active).await?;
         let scope = agents::scope_of(conn, &link.agent_id).await?;
         Ok(Bound { account_id: link.account_id, agent_id: link.agent_id, label: link.label, tier: link.tier, scope })
+    }
+}
+
+/// How long a link code is kept after it expired (or was used): the agent's devices carry what
+/// they need of it in their certificates.
+pub const KEEP_AFTER_EXPIRY_MS: i64 = 60 * 60 * 1000;
+
+/// Deletes link codes an hour past their expiry, with whatever they still carried.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prune;
+
+impl Maintenance for Prune {
+    fn prune<'a>(&'a self, conn: &'a mut AnyConnection, now: i64) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(queries::delete_expired(conn, now - KEEP_AFTER_EXPIRY_MS))
     }
 }

@@ -220,3 +220,12 @@ pub async fn info(pool: &AnyPool, link_id: &str) -> Result<Option<LinkInfo>, sql
         wraps,
     }))
 }
+
+/// Deletes every link code that expired before `before`, and its wraps.
+pub async fn delete_expired(conn: &mut AnyConnection, before: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM link_wraps WHERE link_id IN (SELECT id FROM links WHERE expires_at_ms < $1)")
+        .bind(before)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM links WHERE expires_at_ms < $1").bind(before).execute(&mut *conn).await.map(|_| ())
+}

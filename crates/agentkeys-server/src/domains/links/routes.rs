@@ -14,13 +14,15 @@ use utoipa_axum::routes;
 
 use super::ops::RedeemLink;
 use super::queries;
+use crate::anonymous::{Door, Source};
 use crate::domains::agents::ops::NewAgentDevice;
 use crate::domains::credentials::ops::decode_wraps;
 use crate::engine::audit::{AuditDraft, Subject};
-use crate::engine::writer::Submission;
+use crate::engine::op::Record;
 use crate::error::ApiError;
 use crate::http::action::{Action, audited};
 use crate::http::decode;
+use crate::http::door;
 use crate::sessions::NewSession;
 use crate::state::AppState;
 
@@ -44,14 +46,32 @@ fn unusable() -> ApiError {
     responses((status = 200, body = LinkInfoResponse), (status = 403, body = ErrorBody)))]
 pub async fn link_info(
     State(state): State<AppState>,
+    Action(action): Action,
+    source: Source,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<LinkInfoResponse>, ApiError> {
-    let link_id = decode::path(path)?;
-    let now = state.clock.now_ms();
-    let info = queries::info(&state.db.reads, &link_id).await?;
-    let Some(info) = info.filter(|info| !info.redeemed && info.expires_at_ms >= now) else {
-        return Err(unusable());
+    let found = match decode::path(path) {
+        Ok(link_id) => {
+            let now = state.clock.now_ms();
+            let info = queries::info(&state.db.reads, &link_id).await?;
+            info.filter(|info| !info.redeemed && info.expires_at_ms >= now)
+                .map(|info| (link_id, info))
+                .ok_or_else(unusable)
+        }
+        Err(error) => Err(error),
     };
+    let (link_id, info) = match found {
+        Ok(found) => found,
+        Err(error) => return Err(door::refuse(&state, source, Door::Links, action, error).await),
+    };
+    // A look-up of a live code spends a token of the door too, and is audited in its account.
+    let audit = AuditDraft {
+        account_id: Some(info.account_id.clone()),
+        action,
+        subject: Subject::agent(&info.agent_id),
+        ..AuditDraft::default()
+    };
+    door::admit(&state, source, Door::Links, audit, Record).await?;
     let mut conn = state.db.reads.acquire().await?;
     let scope = crate::domains::agents::queries::scope_of(&mut conn, &info.agent_id).await?;
     Ok(Json(LinkInfoResponse {
@@ -128,6 +148,7 @@ async fn prepare_redeem(
 pub async fn redeem_link(
     State(state): State<AppState>,
     Action(action): Action,
+    source: Source,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<AgentSessionResponse>), ApiError> {
@@ -135,22 +156,19 @@ pub async fn redeem_link(
         Ok(link_id) => prepare_redeem(&state, link_id, body).await,
         Err(error) => Err(error),
     };
-    let (audit, session) = match &prepared {
-        Ok((account_id, agent_id, op)) => (
-            AuditDraft {
-                account_id: Some(account_id.clone()),
-                actor: Some(op.device.device_id.clone()),
-                session_id: Some(op.device.session.session_id.clone()),
-                action,
-                subject: Subject::agent(agent_id),
-            },
-            Some((op.device.device_id.clone(), op.device.session.session_id.clone())),
-        ),
-        Err(_) => (AuditDraft { action, ..AuditDraft::default() }, None),
+    let (account_id, agent_id, op) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => return Err(door::refuse(&state, source, Door::Links, action, error).await),
     };
-    let submission = Submission { audit, ..Submission::default() };
-    let bound = state.writer.submit(submission, prepared.map(|(_, _, op)| op)).await?;
-    let (device_id, session_id) = session.expect("a bound device was prepared");
+    let audit = AuditDraft {
+        account_id: Some(account_id),
+        actor: Some(op.device.device_id.clone()),
+        session_id: Some(op.device.session.session_id.clone()),
+        action,
+        subject: Subject::agent(&agent_id),
+    };
+    let (device_id, session_id) = (op.device.device_id.clone(), op.device.session.session_id.clone());
+    let bound = door::admit(&state, source, Door::Links, audit, op).await?;
     Ok((
         StatusCode::CREATED,
         Json(AgentSessionResponse {

@@ -6,13 +6,10 @@ use sqlx::AnyConnection;
 use crate::domains::requests::ops::open;
 use crate::domains::requests::queries::{self as requests, NewRequest};
 use crate::engine::op::{Ctx, Op, OpError};
-use crate::engine::ratelimit::{RateLimit, take_token};
 use crate::error::ApiError;
 
-/// Pairing requests need no account, so anyone can open one: a server-wide bucket keeps a flood
-/// of them from filling the table.
-const PAIRING_OPENS: RateLimit = RateLimit { burst: 60, per_second: 2 };
-
+/// Opens a pairing request. Anyone can: the route admits it through the anonymous door
+/// (`crate::anonymous`), limited per source and in total.
 #[derive(Debug, Clone)]
 pub struct OpenPairing(pub NewRequest);
 
@@ -20,14 +17,6 @@ impl Op for OpenPairing {
     type Output = ();
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
-        if let Err(retry_after) = take_token(conn, "pairing-opens", PAIRING_OPENS, cx.now_ms).await? {
-            return Err(ApiError::rate_limited(
-                "too many pairing requests are open on this server right now",
-                format!("retry in {retry_after}s"),
-                retry_after,
-            )
-            .into());
-        }
         open(conn, &self.0, cx.now_ms).await
     }
 }

@@ -16,13 +16,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ops::{OpenPairing, Reveal};
+use crate::anonymous::{Door, Source};
 use crate::domains::agents::queries as agents;
 use crate::domains::requests::queries::{self as requests, NewRequest, RequestRow};
 use crate::engine::audit::AuditDraft;
-use crate::engine::writer::Submission;
 use crate::error::ApiError;
 use crate::http::action::{Action, audited};
 use crate::http::decode;
+use crate::http::door;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -32,8 +33,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(audited("pairing.reveal", routes!(reveal_pairing)))
 }
 
-fn anonymous(action: &'static str) -> Submission {
-    Submission { audit: AuditDraft { action, ..AuditDraft::default() }, ..Submission::default() }
+fn anonymous(action: &'static str) -> AuditDraft {
+    AuditDraft { action, ..AuditDraft::default() }
 }
 
 fn prepare_open(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<NewRequest, ApiError> {
@@ -64,16 +65,20 @@ fn prepare_open(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result
 pub async fn open_pairing(
     State(state): State<AppState>,
     Action(action): Action,
+    source: Source,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<OpenPairingResponse>), ApiError> {
-    let prepared = prepare_open(&state, body);
-    let reply = prepared.as_ref().ok().map(|r| OpenPairingResponse {
-        pairing_id: r.id.clone(),
-        code: r.code.clone(),
-        expires_at_ms: r.expires_at_ms,
-    });
-    state.writer.submit(anonymous(action), prepared.map(OpenPairing)).await?;
-    Ok((StatusCode::CREATED, Json(reply.expect("a committed pairing has a reply"))))
+    let request = match prepare_open(&state, body) {
+        Ok(request) => request,
+        Err(error) => return Err(door::refuse(&state, source, Door::Pairings, action, error).await),
+    };
+    let reply = OpenPairingResponse {
+        pairing_id: request.id.clone(),
+        code: request.code.clone(),
+        expires_at_ms: request.expires_at_ms,
+    };
+    door::admit(&state, source, Door::Pairings, anonymous(action), OpenPairing(request)).await?;
+    Ok((StatusCode::CREATED, Json(reply)))
 }
 
 fn poll_secret(headers: &HeaderMap) -> Result<[u8; 32], ApiError> {
@@ -145,18 +150,26 @@ pub async fn pairing_status(
 pub async fn reveal_pairing(
     State(state): State<AppState>,
     Action(action): Action,
+    source: Source,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let pairing_id = decode::path(path)?;
-    let poll_hash = poll_secret(&headers)?;
-    let request: RevealPairingRequest = decode::json(&decode::body(body)?)?;
-    let nonce = decode::exact::<32>("nonce", &request.nonce)?;
-    let found = polled(&state, &pairing_id, &poll_hash).await?;
-    if found.commitment.as_deref() != Some(ids::pairing_commitment(&nonce).as_slice()) {
-        return Err(ApiError::bad_request("the nonce does not match the pairing's commitment"));
+    let prepared = async {
+        let pairing_id = decode::path(path)?;
+        let poll_hash = poll_secret(&headers)?;
+        let request: RevealPairingRequest = decode::json(&decode::body(body)?)?;
+        let nonce = decode::exact::<32>("nonce", &request.nonce)?;
+        let found = polled(&state, &pairing_id, &poll_hash).await?;
+        if found.commitment.as_deref() != Some(ids::pairing_commitment(&nonce).as_slice()) {
+            return Err(ApiError::bad_request("the nonce does not match the pairing's commitment"));
+        }
+        Ok(Reveal { pairing_id, nonce: nonce.to_vec() })
     }
-    state.writer.submit(anonymous(action), Ok(Reveal { pairing_id, nonce: nonce.to_vec() })).await?;
+    .await;
+    match prepared {
+        Ok(reveal) => door::admit(&state, source, Door::Pairings, anonymous(action), reveal).await?,
+        Err(error) => return Err(door::refuse(&state, source, Door::Pairings, action, error).await),
+    }
     Ok(StatusCode::NO_CONTENT)
 }

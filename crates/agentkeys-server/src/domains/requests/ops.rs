@@ -14,13 +14,33 @@ use crate::domains::agents::ops::{NewAgentDevice, bind_device, change_scope, ups
 use crate::domains::agents::queries as agents;
 use crate::domains::credentials::ops::store_wraps;
 use crate::domains::credentials::queries::Wrap;
-use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError};
+use crate::engine::ratelimit::{RateLimit, available, take_token};
 use crate::error::ApiError;
 
 pub const SLOW_AFTER: i64 = 5;
 pub const LOCK_AFTER: i64 = 10;
 pub const LOCK_MS: i64 = 15 * 60 * 1000;
 pub const FORGET_AFTER_MS: i64 = 60 * 60 * 1000;
+
+/// How long a request is kept after it expired: time enough for a daemon to see its pairing's
+/// answer, and for `requests` to say a code expired rather than that it never existed.
+pub const KEEP_AFTER_EXPIRY_MS: i64 = 60 * 60 * 1000;
+
+/// Deletes requests an hour past their expiry, decided or not (the audit log keeps what happened).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prune;
+
+impl Maintenance for Prune {
+    fn prune<'a>(&'a self, conn: &'a mut AnyConnection, now: i64) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(queries::delete_expired(conn, now - KEEP_AFTER_EXPIRY_MS))
+    }
+}
+
+/// Misses of code look-ups from every account together: a flood of throwaway accounts, each
+/// under its own limit, still runs this dry; then every look-up waits, the right code included.
+const LOOKUP_MISSES: RateLimit = RateLimit { burst: 200, every_us: 2_000_000 };
+const LOOKUP_MISSES_BUCKET: &str = "lookup-misses";
 
 /// Inserts a new request; a code collision (40 random bits) is refused for the client to retry.
 pub async fn open(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> Result<(), OpError> {
@@ -90,9 +110,17 @@ async fn guarded_find(
             seconds,
         )));
     }
+    if let Err(seconds) = available(conn, LOOKUP_MISSES_BUCKET, LOOKUP_MISSES, now).await? {
+        return Err(OpError::RefusedKeeping(ApiError::rate_limited(
+            "too many look-ups of codes that do not exist on this server; look-ups are paused for every account",
+            format!("wait {seconds}s, then type the code exactly as the daemon shows it"),
+            seconds,
+        )));
+    }
     if let Some(row) = queries::find_pending(conn, code, account_id, find == Find::OrUnclaimed, now).await? {
         return Ok(row);
     }
+    let _ = take_token(conn, LOOKUP_MISSES_BUCKET, LOOKUP_MISSES, now).await?;
     let failures = guard.failures + 1;
     let locked_until_ms = if failures >= LOCK_AFTER { now + LOCK_MS } else { 0 };
     queries::set_lookup_guard(conn, account_id, LookupGuard { failures, last_failure_ms: now, locked_until_ms })

@@ -342,3 +342,8 @@ pub async fn set_lookup_guard(
     .await
     .map(|_| ())
 }
+
+/// Deletes every request that expired before `before`.
+pub async fn delete_expired(conn: &mut AnyConnection, before: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM requests WHERE expires_at_ms < $1").bind(before).execute(&mut *conn).await.map(|_| ())
+}

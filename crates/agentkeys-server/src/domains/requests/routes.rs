@@ -27,7 +27,7 @@ use crate::http::signed::{Caller, Signed};
 use crate::sessions::NewSession;
 use crate::state::AppState;
 
-/// Longest reason an agent may give.
+/// Longest reason an agent may give, in characters.
 const MAX_REASON: usize = 500;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -72,12 +72,8 @@ pub async fn ask(
             return Err(ApiError::bad_request("only agents ask; the account owner changes access directly"));
         };
         let request: AgentAskRequest = signed.json()?;
-        if request.reason.trim().is_empty()
-            || request.reason.len() > MAX_REASON
-            || request.reason.chars().any(char::is_control)
-        {
-            return Err(ApiError::bad_request(format!("reason must be 1 to {MAX_REASON} printable characters")));
-        }
+        agentkeys_proto::names::validate_display_text(&request.reason, MAX_REASON)
+            .map_err(|e| ApiError::bad_request(format!("the reason is refused: {e}")))?;
         let (scope, tier) = match (request.kind, &request.service, request.tier) {
             (RequestKind::Access, Some(service), None) => (decode::scope(std::slice::from_ref(service))?, None),
             (RequestKind::Tier, None, Some(tier)) => (Vec::new(), Some(tier)),
