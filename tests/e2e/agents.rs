@@ -895,3 +895,119 @@ async fn an_unknown_stored_tier_or_status_is_an_error_not_a_default() {
         assert!(vault::read(&client, &session, Namespace::Vault, "openai").await.is_ok(), "{column} restored");
     }
 }
+
+fn agent_summary(master: &Master, label: &str) -> agentkeys_proto::agents::AgentSummary {
+    let listed: agentkeys_proto::agents::AgentListResponse =
+        serde_json::from_slice(&master.ok(&["--json", "agents"], None)).unwrap();
+    listed.agents.into_iter().find(|a| a.label == label).expect("the agent is listed")
+}
+
+/// Pending link codes and devices that join during a grant are recipients: a credential stored
+/// (or a new version) between `agent create` and `link` reaches the linked device; a scope change
+/// or a pairing approval prepared before a device joined is refused (VERSION_CONFLICT) instead of
+/// leaving that device without the key, and the CLI's retry covers it.
+#[tokio::test]
+async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
+    let (_db, server) = server().await;
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-openai-v1"));
+    let code = text(&master.ok(&["agent", "create", "late-linker", "--scope", "openai,github", "--yes"], None))
+        .trim()
+        .to_owned();
+    assert_eq!(agent_summary(&master, "late-linker").links.len(), 1, "the pending code is listed as a recipient");
+    // Between create and link: a new version of one service in scope, and a first one of another.
+    master.ok(&["store", "openai"], Some(b"sk-openai-v2"));
+    master.ok(&["store", "github"], Some(b"ghp-stored-after-create"));
+    let host = DaemonHost::new(&server.url);
+    let linked = host.command(&["link", &code]).output().unwrap();
+    assert!(linked.status.success(), "{}", text(&linked.stderr));
+    for (service, value) in [("openai", "sk-openai-v2"), ("github", "ghp-stored-after-create")] {
+        let ran =
+            host.run(&["run", "--no-mask", "--env", &format!("K={service}"), "--", "sh", "-c", "printf %s \"$K\""]);
+        assert_eq!(text(&ran.stdout), value, "{service}: {}", text(&ran.stderr));
+    }
+
+    // A scope change prepared for the devices the agent had, sent after a second device joined.
+    master.ok(&["store", "stripe"], Some(b"sk-stripe"));
+    let first = host.pair(&master, "two-machines", "");
+    let session = master.session();
+    let client = ApiClient::for_session(&server.url, session.clone()).unwrap();
+    let before = agent_summary(&master, "two-machines");
+    let stale = agentkeys_proto::agents::ScopeChangeRequest {
+        add: vec!["stripe".into()],
+        remove: vec![],
+        wraps: agentkeys_core::agents::wrap_current(
+            &client,
+            &session,
+            Namespace::Vault,
+            &["stripe".to_owned()],
+            &before.devices[0].device_id,
+            &vault::certified_kx(&session, &before.devices[0]).unwrap(),
+            &mut OsRandom,
+        )
+        .await
+        .unwrap(),
+    };
+    let second_host = DaemonHost::new(&server.url);
+    let second = second_host.pair(&master, "two-machines", "");
+    assert_eq!(first, second, "the same agent, on a second machine");
+    assert_eq!(
+        api_code(client.change_scope(&first, &stale).await),
+        ErrorCode::VersionConflict,
+        "the new device lacks it"
+    );
+    master.ok(&["scope", "two-machines", "--add", "stripe", "--yes"], None);
+    for host in [&host, &second_host] {
+        let ran = host.run(&[
+            "--session-id",
+            &DaemonHost::session_arg(&first),
+            "run",
+            "--no-mask",
+            "--env",
+            "K=stripe",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$K\"",
+        ]);
+        assert_eq!(text(&ran.stdout), "sk-stripe", "{}", text(&ran.stderr));
+    }
+
+    // A third machine's pairing approved with wraps prepared before the scope widened: refused,
+    // and the approval made again (as the CLI's retry does) opens everything the agent reads.
+    let third_host = DaemonHost::new(&server.url);
+    let pairing = third_host.start_pair("two-machines", "");
+    let pending = client.lookup_request(&pairing.prompt.code).await.unwrap();
+    let sign = agentkeys_proto::b64::decode_array::<32>(pending.device_sign_public.as_deref().unwrap()).unwrap();
+    let kx = agentkeys_proto::b64::decode_array::<32>(pending.device_kx_public.as_deref().unwrap()).unwrap();
+    let device_id = ids::device_id(&sign);
+    let account = session.account.as_ref().unwrap();
+    let certificate = account.sign(&ids::agent_device_payload(&session.account_id, &first, &sign, &kx));
+    let wraps = agentkeys_core::agents::wrap_current(
+        &client,
+        &session,
+        Namespace::Vault,
+        &["stripe".to_owned()],
+        &device_id,
+        &kx,
+        &mut OsRandom,
+    )
+    .await
+    .unwrap();
+    let stale = agentkeys_proto::agents::ApproveRequest {
+        scope: vec![],
+        device_certificate: Some(agentkeys_proto::b64::encode(certificate)),
+        wraps,
+    };
+    master.ok(&["store", "late-service"], Some(b"late-value"));
+    master.ok(&["scope", "two-machines", "--add", "late-service", "--yes"], None);
+    assert_eq!(api_code(client.approve_request(&pending.code, &stale).await), ErrorCode::VersionConflict);
+    agentkeys_core::agents::approve(&client, &session, &pending, &[], &mut OsRandom).await.unwrap();
+    let (exit, stderr) = pairing.finish();
+    assert_eq!(exit, 0, "{stderr}");
+    for service in ["stripe", "late-service"] {
+        let ran = third_host.run(&["run", "--env", &format!("K={service}"), "--", "true"]);
+        assert!(ran.status.success(), "{service}: {}", text(&ran.stderr));
+    }
+}

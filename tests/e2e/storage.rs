@@ -22,6 +22,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 on_both_backends!(
     vault_round_trip_keeps_history,
     concurrent_stores_keep_every_version,
+    concurrent_reads_of_one_credential_all_get_it,
     replayed_and_forged_requests_are_rejected_and_audited,
     audit_chain_detects_changed_and_removed_rows,
     server_never_holds_plaintext,
@@ -93,6 +94,23 @@ async fn vault_round_trip_keeps_history(backend: Backend) {
         4
     );
     assert_eq!(vault::read(client, session, Namespace::Vault, "openai").await.unwrap().as_slice(), b"sk-three");
+}
+
+/// Many reads of one credential land in one writer batch, answered by one grouped `SELECT`:
+/// every one of them gets the value (a batch once served only the first).
+async fn concurrent_reads_of_one_credential_all_get_it(backend: Backend) {
+    let Some(f) = fixture(backend).await else { return };
+    vault::store(&f.client, &f.session, Namespace::Vault, "hot", b"sk-hot", &mut OsRandom).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (client, session) = (f.client.clone(), f.session.clone());
+        tasks.push(tokio::spawn(async move { vault::read(&client, &session, Namespace::Vault, "hot").await }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().as_slice(), b"sk-hot");
+    }
+    let batches = f.server.state.metrics.render();
+    assert!(batches.contains("agentkeys_writer_batch_size"), "{batches}");
 }
 
 async fn concurrent_stores_keep_every_version(backend: Backend) {

@@ -220,7 +220,15 @@ pub async fn approve(
                 let agent_id = ids::agent_id(&session.account_id, &request.label);
                 let device_id = ids::device_id(&sign);
                 let certificate = account.sign(&ids::agent_device_payload(&session.account_id, &agent_id, &sign, &kx));
-                let mut wraps = wrap_current(client, session, Namespace::Vault, scope, &device_id, &kx, rng).await?;
+                // An existing agent gains a device: it must open the agent's whole scope, not
+                // only what the pairing asked for.
+                let mut services = scope.to_vec();
+                let agents = client.list_agents().await?.agents;
+                if let Some(existing) = agents.iter().find(|a| a.agent_id == agent_id) {
+                    services.extend(existing.scope.iter().filter(|s| !scope.contains(s)).cloned());
+                }
+                let mut wraps =
+                    wrap_current(client, session, Namespace::Vault, &services, &device_id, &kx, rng).await?;
                 let private = private_services(client, &agent_id).await?;
                 wraps.extend(
                     wrap_current(client, session, Namespace::Agent(&agent_id), &private, &device_id, &kx, rng).await?,
@@ -255,7 +263,8 @@ pub async fn approve(
     }
 }
 
-/// The current data keys of `services` wrapped to every active device of `agent`.
+/// The current data keys of `services` wrapped to every active device of `agent`, and to each of
+/// its pending link codes.
 async fn wraps_for_devices(
     client: &ApiClient,
     session: &Session,
@@ -264,7 +273,7 @@ async fn wraps_for_devices(
     rng: &mut impl RandomSource,
 ) -> Result<Vec<DeviceWrap>, VaultError> {
     let mut wraps = Vec::new();
-    for device in agent.devices.iter().filter(|d| !d.revoked) {
+    for device in agent.devices.iter().filter(|d| !d.revoked).chain(&agent.links) {
         let kx = certified_kx(session, device)?;
         wraps.extend(wrap_current(client, session, Namespace::Vault, services, &device.device_id, &kx, rng).await?);
     }
@@ -281,17 +290,23 @@ pub async fn change_scope(
     rng: &mut impl RandomSource,
 ) -> Result<(), VaultError> {
     let mut attempts = 0;
+    let mut current = agent.clone();
     loop {
         let request = ScopeChangeRequest {
             add: add.to_vec(),
             remove: remove.to_vec(),
-            wraps: wraps_for_devices(client, session, agent, add, rng).await?,
+            wraps: wraps_for_devices(client, session, &current, add, rng).await?,
         };
         match client.change_scope(&agent.agent_id, &request).await {
             Err(ClientError::Api { detail, .. })
                 if detail.code == ErrorCode::VersionConflict && attempts < MAX_GRANT_ATTEMPTS =>
             {
                 attempts += 1;
+                // A device or link code joined, or a credential changed: read the agent again.
+                let agents = client.list_agents().await?.agents;
+                if let Some(fresh) = agents.into_iter().find(|a| a.agent_id == agent.agent_id) {
+                    current = fresh;
+                }
             }
             other => return Ok(other?),
         }

@@ -274,14 +274,23 @@ fn verify_ed25519(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bo
     crypto::verify(public, message, signature).is_ok()
 }
 
-/// The X25519 key of an agent device, once its id derives from its key and its certificate
-/// chain ties it to this account's key. Anything else is refused: the server may have made it up.
+/// The X25519 key of an agent device (or of a pending link code), once its id derives from its
+/// key and its certificate chain ties it to this account's key. Anything else is refused: the
+/// server may have made it up.
 pub fn certified_kx(session: &Session, device: &AgentDevice) -> Result<[u8; 32], VaultError> {
     let account = account_key(session)?;
     let uncertified =
         || VaultError::Uncertified { agent_id: device.agent_id.clone(), device_id: device.device_id.clone() };
     let sign = b64::decode_array::<32>(&device.sign_public).ok_or_else(uncertified)?;
     let kx = b64::decode_array::<32>(&device.kx_public).ok_or_else(uncertified)?;
+    if device.kind == agentkeys_proto::agents::RecipientKind::Link {
+        // A link code's key: the account's bare signature over the link key payload.
+        let signature = b64::decode_array::<64>(&device.certificate).ok_or_else(uncertified)?;
+        let payload = ids::link_key_payload(&session.account_id, &device.agent_id, &sign, &kx);
+        let valid =
+            ids::link_id(&sign) == device.device_id && verify_ed25519(&account.public().sign, &payload, &signature);
+        return if valid { Ok(kx) } else { Err(uncertified()) };
+    }
     let certificate =
         b64::decode(&device.certificate).and_then(|c| DeviceCertificate::decode(&c)).ok_or_else(uncertified)?;
     let valid = ids::device_id(&sign) == device.device_id

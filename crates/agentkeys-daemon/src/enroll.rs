@@ -220,8 +220,67 @@ pub async fn link(ctx: &Context, args: LinkArgs) -> Result<u8, CommandError> {
     let link_id = ids::link_id(&link_keys.sign);
     let server_url = ctx.server_url(None);
     let client = ctx.anonymous_client(&server_url)?;
-    let info = client.link_info(&link_id).await?;
-    // The server relays who we become; check it against the code's own key before trusting it.
+    let device = KeyPair::generate(&mut OsRandom);
+    let keys = device.public();
+    let device_id = ids::device_id(&keys.sign);
+    let token = new_secret("akt_");
+    let token_hash: [u8; 32] = Sha256::digest(token.expose_secret().as_bytes()).into();
+    // A credential stored while this redeems reaches the code too, and the server then asks for
+    // it as well (VERSION_CONFLICT): look the code up again and re-wrap all it carries.
+    let mut attempts = 0;
+    let joined = loop {
+        let info = client.link_info(&link_id).await?;
+        check_link_info(&info, &link_keys)?;
+        let mut wraps = Vec::with_capacity(info.wraps.len());
+        for wrap in &info.wraps {
+            let sealed = b64::decode(&wrap.wrap).unwrap_or_default();
+            let data_key = link.unwrap(&sealed, WrapLabel::DataKey).map_err(|e| {
+                CommandError::new(
+                    exit::ERROR,
+                    format!("cannot open the key of '{}': {e}", wrap.service),
+                    "ask for a new link code",
+                )
+            })?;
+            let rewrapped = crypto::wrap_to(&keys.kx, &data_key, WrapLabel::DataKey, &mut OsRandom)
+                .map_err(|e| CommandError::new(exit::ERROR, format!("cannot wrap a key: {e}"), "retry"))?;
+            wraps.push(DeviceWrap { device_id: device_id.clone(), wrap: b64::encode(rewrapped), ..wrap.clone() });
+        }
+        let device_certificate =
+            link.sign(&ids::agent_device_payload(&info.account_id, &info.agent_id, &keys.sign, &keys.kx));
+        let proof = link.sign(&redeem_payload(&link_id, &token_hash, &device_certificate));
+        let redeemed = client
+            .redeem_link(
+                &link_id,
+                &RedeemLinkRequest {
+                    device_sign_public: b64::encode(keys.sign),
+                    device_kx_public: b64::encode(keys.kx),
+                    token_hash: b64::encode(token_hash),
+                    device_certificate: b64::encode(device_certificate),
+                    wraps,
+                    proof: b64::encode(proof),
+                },
+            )
+            .await;
+        match redeemed {
+            Err(ClientError::Api { detail, .. })
+                if detail.code == agentkeys_proto::ErrorCode::VersionConflict && attempts < 4 =>
+            {
+                attempts += 1;
+            }
+            other => break other?,
+        }
+    };
+    let id = save(ctx, client.base_url(), device, token, &joined)?;
+    report(ctx, &id, &joined)?;
+    Ok(0)
+}
+
+/// The server relays who a link code makes us; checks it against the code's own key before
+/// trusting it.
+fn check_link_info(
+    info: &agentkeys_proto::agents::LinkInfoResponse,
+    link_keys: &crypto::PublicKeys,
+) -> Result<(), CommandError> {
     let account_sign = b64::decode_array::<32>(&info.account_sign_public);
     let certificate = b64::decode_array::<64>(&info.link_certificate);
     let consistent = match (account_sign, certificate) {
@@ -237,49 +296,13 @@ pub async fn link(ctx: &Context, args: LinkArgs) -> Result<u8, CommandError> {
         }
         _ => false,
     };
-    if !consistent {
-        return Err(CommandError::new(
+    if consistent {
+        Ok(())
+    } else {
+        Err(CommandError::new(
             exit::ERROR,
             "the server's answer for this link code is not signed by the account that minted it",
             "check --server; if it is right, the server is not trustworthy: tell the account owner",
-        ));
+        ))
     }
-    let device = KeyPair::generate(&mut OsRandom);
-    let keys = device.public();
-    let device_id = ids::device_id(&keys.sign);
-    let mut wraps = Vec::with_capacity(info.wraps.len());
-    for wrap in &info.wraps {
-        let sealed = b64::decode(&wrap.wrap).unwrap_or_default();
-        let data_key = link.unwrap(&sealed, WrapLabel::DataKey).map_err(|e| {
-            CommandError::new(
-                exit::ERROR,
-                format!("cannot open the key of '{}': {e}", wrap.service),
-                "ask for a new link code",
-            )
-        })?;
-        let rewrapped = crypto::wrap_to(&keys.kx, &data_key, WrapLabel::DataKey, &mut OsRandom)
-            .map_err(|e| CommandError::new(exit::ERROR, format!("cannot wrap a key: {e}"), "retry"))?;
-        wraps.push(DeviceWrap { device_id: device_id.clone(), wrap: b64::encode(rewrapped), ..wrap.clone() });
-    }
-    let token = new_secret("akt_");
-    let token_hash: [u8; 32] = Sha256::digest(token.expose_secret().as_bytes()).into();
-    let device_certificate =
-        link.sign(&ids::agent_device_payload(&info.account_id, &info.agent_id, &keys.sign, &keys.kx));
-    let proof = link.sign(&redeem_payload(&link_id, &token_hash, &device_certificate));
-    let joined = client
-        .redeem_link(
-            &link_id,
-            &RedeemLinkRequest {
-                device_sign_public: b64::encode(keys.sign),
-                device_kx_public: b64::encode(keys.kx),
-                token_hash: b64::encode(token_hash),
-                device_certificate: b64::encode(device_certificate),
-                wraps,
-                proof: b64::encode(proof),
-            },
-        )
-        .await?;
-    let id = save(ctx, client.base_url(), device, token, &joined)?;
-    report(ctx, &id, &joined)?;
-    Ok(0)
 }

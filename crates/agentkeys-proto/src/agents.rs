@@ -137,12 +137,29 @@ pub struct DeviceWrap {
     pub wrap: String,
 }
 
-/// One device of an agent, with what proves the account owner approved its key.
+/// What receives an agent's data keys: one of its devices, or the key of a link code not
+/// redeemed yet (its daemon re-wraps to its own device key when it redeems the code).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientKind {
+    #[default]
+    Device,
+    Link,
+}
+
+/// One device of an agent (or the key of its pending link code), with what proves the account
+/// owner approved its key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentDevice {
+    /// The device id, or the link id of a link code.
     pub device_id: String,
+    /// A device, or a link code's key: its certificate is then the account's bare signature over
+    /// [`crate::ids::link_key_payload`].
+    #[serde(default)]
+    pub kind: RecipientKind,
     pub agent_id: String,
     pub sign_public: String,
     pub kx_public: String,
@@ -165,6 +182,9 @@ pub struct AgentSummary {
     pub status: AgentStatus,
     pub scope: Vec<String>,
     pub devices: Vec<AgentDevice>,
+    /// Link codes minted for the agent and not redeemed yet: they receive its data keys too.
+    #[serde(default)]
+    pub links: Vec<AgentDevice>,
     pub created_at_ms: i64,
     pub last_seen_ms: Option<i64>,
 }

@@ -4,10 +4,8 @@
 //! transaction that answers it — a scope removal, a downgrade or a revocation committed by any
 //! replica holds for the very next request everywhere.
 
-use std::collections::BTreeSet;
-
 use agentkeys_proto::ErrorCode;
-use agentkeys_proto::agents::{AgentStatus, Tier};
+use agentkeys_proto::agents::{AgentStatus, RecipientKind, Tier};
 use agentkeys_proto::critical::Critical;
 use agentkeys_proto::namespace::Namespace;
 use agentkeys_proto::types::ActorKind;
@@ -15,7 +13,7 @@ use sqlx::AnyConnection;
 
 use super::queries;
 use crate::domains::accounts::queries::{self as accounts, NewDevice};
-use crate::domains::credentials::ops::{check_current, store_wraps};
+use crate::domains::credentials::ops::{check_covered, check_current, store_wraps};
 use crate::domains::credentials::queries::{self as credentials, Wrap};
 use crate::domains::links::queries::{self as links, NewLink};
 use crate::domains::requests::queries as requests;
@@ -103,7 +101,9 @@ pub async fn bind_device(
 }
 
 /// Adds and removes services of an agent's scope: added services come with their current data
-/// key wrapped to each of the agent's active devices; removed ones lose every wrap.
+/// key wrapped to each of the agent's active devices and pending link codes — all of them, as
+/// they are in this transaction, so one that joined while the change was prepared is not left
+/// without; removed ones lose every wrap.
 pub async fn change_scope(
     conn: &mut AnyConnection,
     account_id: &str,
@@ -111,23 +111,37 @@ pub async fn change_scope(
     add: &[String],
     remove: &[String],
     wraps: &[Wrap],
+    now: i64,
 ) -> Result<(), OpError> {
-    let devices: BTreeSet<String> = queries::active_devices(conn, agent_id).await?.into_iter().collect();
-    if let Some(stray) = wraps.iter().find(|w| !devices.contains(&w.recipient) || w.namespace != Namespace::Vault) {
+    let recipients = queries::agent_recipients(conn, agent_id, now).await?;
+    let known = |id: &str| recipients.iter().find(|r| r.device_id == id);
+    if let Some(stray) = wraps.iter().find(|w| known(&w.recipient).is_none() || w.namespace != Namespace::Vault) {
         return Err(ApiError::bad_request(format!(
-            "a wrap is addressed to {} in {}, which is not an active device of this agent in the vault",
+            "a wrap is addressed to {} in {}, which is not an active device or pending link code of this agent in \
+             the vault",
             stray.recipient, stray.namespace
         ))
         .into());
     }
+    let added: Vec<(Namespace, String)> = add.iter().map(|s| (Namespace::Vault, s.clone())).collect();
+    let ids: Vec<String> = recipients.iter().map(|r| r.device_id.clone()).collect();
+    check_covered(conn, account_id, &added, &ids, wraps).await?;
     for service in remove {
         queries::remove_scope(conn, agent_id, service).await?;
         credentials::delete_vault_wraps_of_agent(conn, account_id, service, agent_id).await?;
+        links::delete_wrap_of_agent(conn, agent_id, &Namespace::Vault, service).await?;
     }
     for service in add {
         queries::add_scope(conn, agent_id, service).await?;
     }
-    store_wraps(conn, account_id, wraps).await
+    let (to_links, to_devices): (Vec<Wrap>, Vec<Wrap>) =
+        wraps.iter().cloned().partition(|w| known(&w.recipient).is_some_and(|r| r.kind == RecipientKind::Link));
+    store_wraps(conn, account_id, &to_devices).await?;
+    for wrap in &to_links {
+        check_current(conn, account_id, wrap).await?;
+        links::upsert_wrap(conn, wrap).await?;
+    }
+    Ok(())
 }
 
 /// Ends every session and device of the agent, its open requests and unused link codes.
@@ -179,6 +193,10 @@ impl Op for CreateAgent {
             check_current(conn, account_id, wrap).await?;
             links::insert_wrap(conn, &self.link.link_id, wrap).await?;
         }
+        // Every credential of the scope that exists reaches the link's key (one stored while this
+        // was prepared included).
+        let scope: Vec<(Namespace, String)> = self.scope.iter().map(|s| (Namespace::Vault, s.clone())).collect();
+        check_covered(conn, account_id, &scope, std::slice::from_ref(&self.link.link_id), &self.link.wraps).await?;
         Ok(())
     }
 }
@@ -200,11 +218,14 @@ impl Op for ChangeScope {
         (!self.add.is_empty()).then_some(CriticalFor { op: Critical::ScopeWiden, account_id: &self.account_id })
     }
 
-    async fn apply(&self, conn: &mut AnyConnection, _cx: Ctx) -> Result<(), OpError> {
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
         match queries::status(conn, &self.account_id, &self.agent_id).await? {
             None => Err(no_such_agent(&self.agent_id).into()),
             Some(AgentStatus::TornDown) => Err(agent_torn_down(&self.agent_id).into()),
-            Some(_) => change_scope(conn, &self.account_id, &self.agent_id, &self.add, &self.remove, &self.wraps).await,
+            Some(_) => {
+                change_scope(conn, &self.account_id, &self.agent_id, &self.add, &self.remove, &self.wraps, cx.now_ms)
+                    .await
+            }
         }
     }
 }

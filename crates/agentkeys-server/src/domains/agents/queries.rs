@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use agentkeys_proto::agents::{AgentDevice, AgentStatus, AgentSummary, Tier};
+use agentkeys_proto::agents::{AgentDevice, AgentStatus, AgentSummary, RecipientKind, Tier};
 use agentkeys_proto::b64;
 use agentkeys_proto::namespace::Namespace;
 use sqlx::{AnyConnection, AnyPool, Row as _};
@@ -233,6 +233,7 @@ pub async fn revoke_devices(conn: &mut AnyConnection, agent_id: &str, now: i64) 
 fn device_from_row(row: &sqlx::any::AnyRow) -> Result<AgentDevice, sqlx::Error> {
     Ok(AgentDevice {
         device_id: row.try_get("id")?,
+        kind: RecipientKind::Device,
         agent_id: row.try_get("agent_id")?,
         sign_public: b64::encode(row.try_get::<Vec<u8>, _>("sign_public")?),
         kx_public: b64::encode(row.try_get::<Vec<u8>, _>("kx_public")?),
@@ -242,35 +243,87 @@ fn device_from_row(row: &sqlx::any::AnyRow) -> Result<AgentDevice, sqlx::Error> 
     })
 }
 
-/// The agent devices a new version of `namespace/service` must be wrapped to: every active
-/// device of every active agent with the service in scope (vault), or of the one agent that owns
-/// the namespace.
+/// A pending link code as a recipient: its key receives data keys until a daemon redeems it.
+fn link_from_row(row: &sqlx::any::AnyRow) -> Result<AgentDevice, sqlx::Error> {
+    Ok(AgentDevice {
+        device_id: row.try_get("id")?,
+        kind: RecipientKind::Link,
+        agent_id: row.try_get("agent_id")?,
+        sign_public: b64::encode(row.try_get::<Vec<u8>, _>("sign_public")?),
+        kx_public: b64::encode(row.try_get::<Vec<u8>, _>("kx_public")?),
+        certificate: b64::encode(row.try_get::<Vec<u8>, _>("certificate")?),
+        created_at_ms: row.try_get("created_at_ms")?,
+        revoked: false,
+    })
+}
+
+/// What a new version of `namespace/service` must be wrapped to: every active device of every
+/// active agent with the service in scope (vault), or of the one agent that owns the namespace —
+/// and the key of every link code minted for such an agent and not redeemed yet, so a credential
+/// stored between `agent create` and `link` reaches the linked device too.
 pub async fn recipients(
     conn: &mut AnyConnection,
     account_id: &str,
     namespace: &Namespace,
     service: &str,
+    now: i64,
 ) -> Result<Vec<AgentDevice>, sqlx::Error> {
-    let rows = sqlx::query(
+    let reads = "($2 = 'vault' AND EXISTS (SELECT 1 FROM agent_scope s WHERE s.agent_id = a.id AND s.service = $3)) \
+                 OR a.id = $4";
+    let devices = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT d.id, d.agent_id, d.sign_public, d.kx_public, d.certificate, d.created_at_ms, d.revoked_at_ms \
          FROM devices d JOIN agents a ON a.id = d.agent_id \
-         WHERE a.account_id = $1 AND a.status = 'active' AND d.revoked_at_ms IS NULL AND ( \
-             ($2 = 'vault' AND EXISTS (SELECT 1 FROM agent_scope s WHERE s.agent_id = a.id AND s.service = $3)) \
-             OR a.id = $4) \
-         ORDER BY d.id",
-    )
+         WHERE a.account_id = $1 AND a.status = 'active' AND d.revoked_at_ms IS NULL AND ({reads}) ORDER BY d.id"
+    )))
     .bind(account_id)
     .bind(namespace.as_stored())
     .bind(service)
     .bind(namespace.agent_id().unwrap_or(""))
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter().map(device_from_row).collect()
+    let links = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT l.id, l.agent_id, l.sign_public, l.kx_public, l.certificate, l.created_at_ms FROM links l \
+         JOIN agents a ON a.id = l.agent_id \
+         WHERE a.account_id = $1 AND a.status IN ('pending', 'active') AND l.redeemed_at_ms IS NULL \
+         AND l.expires_at_ms >= $5 AND ({reads}) ORDER BY l.id"
+    )))
+    .bind(account_id)
+    .bind(namespace.as_stored())
+    .bind(service)
+    .bind(namespace.agent_id().unwrap_or(""))
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    devices.iter().map(device_from_row).chain(links.iter().map(link_from_row)).collect()
 }
 
-/// Every agent of the account with its aliases, scope, devices and when it was last seen: five
-/// statements whatever the number of agents.
-pub async fn list(pool: &AnyPool, account_id: &str) -> Result<Vec<AgentSummary>, sqlx::Error> {
+/// Everything that receives one agent's data keys: its active devices and its pending link codes.
+pub async fn agent_recipients(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    now: i64,
+) -> Result<Vec<AgentDevice>, sqlx::Error> {
+    let devices = sqlx::query(
+        "SELECT id, agent_id, sign_public, kx_public, certificate, created_at_ms, revoked_at_ms FROM devices \
+         WHERE agent_id = $1 AND revoked_at_ms IS NULL ORDER BY id",
+    )
+    .bind(agent_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let links = sqlx::query(
+        "SELECT id, agent_id, sign_public, kx_public, certificate, created_at_ms FROM links \
+         WHERE agent_id = $1 AND redeemed_at_ms IS NULL AND expires_at_ms >= $2 ORDER BY id",
+    )
+    .bind(agent_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    devices.iter().map(device_from_row).chain(links.iter().map(link_from_row)).collect()
+}
+
+/// Every agent of the account with its aliases, scope, devices, pending link codes and when it
+/// was last seen: six statements whatever the number of agents.
+pub async fn list(pool: &AnyPool, account_id: &str, now: i64) -> Result<Vec<AgentSummary>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let mut aliases: HashMap<String, Vec<String>> = HashMap::new();
     for row in sqlx::query("SELECT agent_id, alias FROM agent_aliases WHERE account_id = $1 ORDER BY alias")
@@ -303,6 +356,19 @@ pub async fn list(pool: &AnyPool, account_id: &str) -> Result<Vec<AgentSummary>,
         let device = device_from_row(&row)?;
         devices.entry(device.agent_id.clone()).or_default().push(device);
     }
+    let mut links: HashMap<String, Vec<AgentDevice>> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT id, agent_id, sign_public, kx_public, certificate, created_at_ms FROM links \
+         WHERE account_id = $1 AND redeemed_at_ms IS NULL AND expires_at_ms >= $2 ORDER BY created_at_ms, id",
+    )
+    .bind(account_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let link = link_from_row(&row)?;
+        links.entry(link.agent_id.clone()).or_default().push(link);
+    }
     let mut last_seen: HashMap<String, i64> = HashMap::new();
     for row in sqlx::query(
         "SELECT d.agent_id, MAX(l.ts_ms) AS seen FROM audit_log l JOIN devices d ON d.id = l.actor \
@@ -329,6 +395,7 @@ pub async fn list(pool: &AnyPool, account_id: &str) -> Result<Vec<AgentSummary>,
                 aliases: aliases.remove(&agent_id).unwrap_or_default(),
                 scope: scopes.remove(&agent_id).unwrap_or_default(),
                 devices: devices.remove(&agent_id).unwrap_or_default(),
+                links: links.remove(&agent_id).unwrap_or_default(),
                 last_seen_ms: last_seen.get(&agent_id).copied(),
                 label: agent.try_get("label")?,
                 tier: tier(agent)?,

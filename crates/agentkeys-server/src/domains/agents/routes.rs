@@ -58,7 +58,7 @@ pub async fn list_agents(State(state): State<AppState>, signed: Signed) -> Resul
     if let Err(error) = caller.require_master() {
         return Err(caller.refuse(&state, error).await);
     }
-    let agents = queries::list(&state.db.reads, &caller.account_id).await?;
+    let agents = queries::list(&state.db.reads, &caller.account_id, state.clock.now_ms()).await?;
     caller.record(&state, Subject::default()).await?;
     Ok(Json(AgentListResponse { agents }))
 }
@@ -241,7 +241,8 @@ pub async fn recipients(
         Err(error) => return Err(caller.refuse(&state, error).await),
     };
     let mut conn = state.db.reads.acquire().await?;
-    let devices = queries::recipients(&mut conn, &caller.account_id, &namespace, &service).await?;
+    let devices =
+        queries::recipients(&mut conn, &caller.account_id, &namespace, &service, state.clock.now_ms()).await?;
     drop(conn);
     caller.record(&state, Subject::credential(&namespace, &service)).await?;
     Ok(Json(RecipientsResponse { devices }))

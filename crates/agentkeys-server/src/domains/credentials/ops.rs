@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 
 use agentkeys_proto::ErrorCode;
-use agentkeys_proto::agents::{AgentStatus, Tier};
+use agentkeys_proto::agents::{AgentStatus, RecipientKind, Tier};
 use agentkeys_proto::namespace::Namespace;
 use sqlx::AnyConnection;
 
 use super::queries::{self, NewVersionRow, SealedVersion, Wrap};
 use crate::db::Backend;
 use crate::domains::agents::queries as agents;
+use crate::domains::links::queries as links;
 use crate::domains::requests::queries as requests;
 use crate::engine::op::{Ctx, Op, OpError};
 use crate::engine::ratelimit::{RateLimit, take_token};
@@ -111,15 +112,13 @@ impl Op for PutVersion {
             created_by: &self.created_by,
         };
         queries::insert_version(conn, &row, cx.now_ms).await?;
-        // Every agent that may read the service gets the new data key, or the write fails: a
-        // version some reader cannot open would silently cut that agent off.
-        let required: BTreeSet<String> = agents::recipients(conn, &self.account_id, &self.namespace, &self.service)
-            .await?
-            .into_iter()
-            .map(|d| d.device_id)
-            .collect();
+        // Every agent that may read the service gets the new data key, or the write fails:
+        // a version some reader cannot open would silently cut that agent off. A pending link
+        // code's key is one of them: the daemon that redeems it re-wraps what it carries.
+        let recipients = agents::recipients(conn, &self.account_id, &self.namespace, &self.service, cx.now_ms).await?;
+        let required: BTreeSet<&str> = recipients.iter().map(|r| r.device_id.as_str()).collect();
         let given: BTreeSet<&str> = self.wraps.iter().map(|w| w.recipient.as_str()).collect();
-        if required.iter().map(String::as_str).ne(given.iter().copied()) || given.len() != self.wraps.len() {
+        if required != given || given.len() != self.wraps.len() {
             return Err(ApiError::version_conflict(
                 format!("the agents that may read '{}' changed while it was being stored", self.service),
                 "retry; the client re-reads the recipients and wraps again",
@@ -128,7 +127,12 @@ impl Op for PutVersion {
             .into());
         }
         for wrap in &self.wraps {
-            queries::upsert_wrap(conn, &self.account_id, wrap).await?;
+            let to_link = recipients.iter().any(|r| r.device_id == wrap.recipient && r.kind == RecipientKind::Link);
+            if to_link {
+                links::upsert_wrap(conn, wrap).await?;
+            } else {
+                queries::upsert_wrap(conn, &self.account_id, wrap).await?;
+            }
         }
         Ok(StoredVersion { version: self.version, created_at_ms: cx.now_ms })
     }
@@ -290,6 +294,37 @@ pub async fn store_wraps(conn: &mut AnyConnection, account_id: &str, wraps: &[Wr
     for wrap in wraps {
         check_current(conn, account_id, wrap).await?;
         queries::upsert_wrap(conn, account_id, wrap).await?;
+    }
+    Ok(())
+}
+
+/// Refuses (`VERSION_CONFLICT`, for the client to wrap again) unless every one of `recipients`
+/// holds a wrap of the newest version of every one of `credentials` that exists: what an agent
+/// may read after a grant must reach each of its devices and pending link codes, even one that
+/// joined while the grant was being prepared.
+pub async fn check_covered(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    credentials: &[(Namespace, String)],
+    recipients: &[String],
+    wraps: &[Wrap],
+) -> Result<(), OpError> {
+    for (namespace, service) in credentials {
+        let current = queries::newest(conn, account_id, namespace, service).await?;
+        let Some(version) = current.filter(|row| row.ciphertext.is_some()).map(|row| row.version) else { continue };
+        let missing = recipients.iter().find(|recipient| {
+            !wraps.iter().any(|w| {
+                &w.recipient == *recipient && w.namespace == *namespace && &w.service == service && w.version == version
+            })
+        });
+        if let Some(missing) = missing {
+            return Err(ApiError::version_conflict(
+                format!("{missing} has no key for '{service}' version {version}: the agent's devices or its credentials changed while this was prepared"),
+                "retry; the client reads the agent's devices again and wraps to each",
+                Some(version),
+            )
+            .into());
+        }
     }
     Ok(())
 }

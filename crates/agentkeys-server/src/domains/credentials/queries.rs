@@ -312,6 +312,27 @@ pub async fn list_visible_to(pool: &AnyPool, account_id: &str, agent_id: &str) -
     listed(rows)
 }
 
+/// The services of `namespace` whose newest version is live (not removed).
+pub async fn services_in(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    namespace: &Namespace,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query(
+        "SELECT c.service FROM credential_versions c WHERE c.account_id = $1 AND c.namespace = $2 \
+         AND c.ciphertext IS NOT NULL AND c.version = (SELECT MAX(m.version) FROM credential_versions m \
+             WHERE m.account_id = c.account_id AND m.namespace = c.namespace AND m.service = c.service) \
+         ORDER BY c.service",
+    )
+    .bind(account_id)
+    .bind(namespace.as_stored())
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|row| row.try_get("service"))
+    .collect()
+}
+
 /// How many versions (removals included) a credential has had.
 pub async fn history_len(
     pool: &AnyPool,

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 pub struct RedeemLink {
     pub link_id: String,
     pub device: NewAgentDevice,
-    /// The link's wraps, re-wrapped to the new device; each must be one the link carried.
+    /// The link's wraps, re-wrapped to the new device: exactly what the link carries.
     pub wraps: Vec<Wrap>,
 }
 
@@ -49,10 +49,26 @@ impl Op for RedeemLink {
             return Err(gone().into());
         }
         let carried = queries::wrapped_versions(conn, &self.link_id).await?;
-        if self.wraps.iter().any(|w| !carried.contains(&(w.namespace.clone(), w.service.clone(), w.version))) {
+        let rewrapped: std::collections::BTreeSet<_> =
+            self.wraps.iter().map(|w| (w.namespace.clone(), w.service.clone(), w.version)).collect();
+        if !rewrapped.is_subset(&carried) {
             return Err(
                 ApiError::bad_request("a re-wrapped key is for a credential the link code did not carry").into()
             );
+        }
+        if rewrapped != carried || rewrapped.len() != self.wraps.len() {
+            // A credential stored after the daemon looked the code up: it looks up again.
+            return Err(ApiError::version_conflict(
+                format!(
+                    "the link code carries {} keys and {} came back re-wrapped: it received a newer one while \
+                     being redeemed",
+                    carried.len(),
+                    self.wraps.len()
+                ),
+                "redeem again: the daemon looks the code up and re-wraps every key it carries",
+                None,
+            )
+            .into());
         }
         bind_device(conn, &link.account_id, &link.agent_id, &link.label, &self.device, cx.now_ms).await?;
         for wrap in &self.wraps {

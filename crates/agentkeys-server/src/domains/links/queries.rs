@@ -57,6 +57,22 @@ pub async fn insert_wrap(conn: &mut AnyConnection, link_id: &str, wrap: &Wrap) -
         .map(|_| ())
 }
 
+/// Stores the newest data key of a credential for a pending link code, replacing an older one.
+pub async fn upsert_wrap(conn: &mut AnyConnection, wrap: &Wrap) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO link_wraps (link_id, namespace, service, version, wrap) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (link_id, namespace, service) DO UPDATE SET version = excluded.version, wrap = excluded.wrap",
+    )
+    .bind(&wrap.recipient)
+    .bind(wrap.namespace.as_stored())
+    .bind(&wrap.service)
+    .bind(wrap.version)
+    .bind(&wrap.wrap)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
 /// A link with its agent, as a redemption checks it.
 #[derive(Debug, Clone)]
 pub struct LinkState {
@@ -125,6 +141,25 @@ pub async fn expire_unredeemed_of_agent(conn: &mut AnyConnection, agent_id: &str
         "UPDATE links SET expires_at_ms = $1 WHERE agent_id = $2 AND redeemed_at_ms IS NULL AND expires_at_ms > $1",
     )
     .bind(now)
+    .bind(agent_id)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+/// Deletes what the agent's pending link codes carry of one credential (its scope lost it).
+pub async fn delete_wrap_of_agent(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    namespace: &Namespace,
+    service: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM link_wraps WHERE namespace = $1 AND service = $2 \
+         AND link_id IN (SELECT id FROM links WHERE agent_id = $3)",
+    )
+    .bind(namespace.as_stored())
+    .bind(service)
     .bind(agent_id)
     .execute(&mut *conn)
     .await

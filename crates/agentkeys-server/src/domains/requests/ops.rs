@@ -7,12 +7,14 @@
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::agents::{AgentStatus, RequestKind, RequestStatus, Tier};
 use agentkeys_proto::critical::Critical;
+use agentkeys_proto::namespace::Namespace;
 use sqlx::AnyConnection;
 
 use super::queries::{self, LookupGuard, NewRequest, RequestRow};
 use crate::domains::agents::ops::{NewAgentDevice, bind_device, change_scope, upsert_agent};
 use crate::domains::agents::queries as agents;
-use crate::domains::credentials::ops::store_wraps;
+use crate::domains::credentials::ops::{check_covered, store_wraps};
+use crate::domains::credentials::queries as credentials;
 use crate::domains::credentials::queries::Wrap;
 use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError};
 use crate::engine::ratelimit::{RateLimit, available, take_token};
@@ -236,6 +238,16 @@ async fn approve(
                 return Err(ApiError::bad_request("every wrap of a pairing approval must be for the new device").into());
             }
             store_wraps(conn, account_id, wraps).await?;
+            // The new device must open everything its agent may read now: the whole scope (an
+            // existing agent's included, widened while this approval was prepared or not) and
+            // the agent's private credentials.
+            let mut readable: Vec<(Namespace, String)> =
+                agents::scope_of(conn, agent_id).await?.into_iter().map(|s| (Namespace::Vault, s)).collect();
+            let private = Namespace::Agent(agent_id.clone());
+            for service in credentials::services_in(conn, account_id, &private).await? {
+                readable.push((private.clone(), service));
+            }
+            check_covered(conn, account_id, &readable, std::slice::from_ref(&device.device_id), wraps).await?;
             queries::approve_pairing(
                 conn,
                 &row.id,
@@ -253,7 +265,7 @@ async fn approve(
             match agents::status(conn, account_id, &agent_id).await? {
                 None => return Err(crate::error::no_such_agent(&agent_id).into()),
                 Some(AgentStatus::TornDown) => return Err(crate::error::agent_torn_down(&agent_id).into()),
-                Some(_) => change_scope(conn, account_id, &agent_id, scope, &[], wraps).await?,
+                Some(_) => change_scope(conn, account_id, &agent_id, scope, &[], wraps, now).await?,
             }
             queries::decide(conn, &row.id, account_id, RequestStatus::Approved, now).await?;
             Ok(RequestRow { status: RequestStatus::Approved, ..row })
