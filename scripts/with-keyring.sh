@@ -7,6 +7,10 @@
 set -euo pipefail
 export XDG_DATA_HOME; XDG_DATA_HOME="$(mktemp -d /tmp/agentkeys-keyring.XXXXXX)"
 export AGENTKEYS_TEST_KEYRING_PASSWORD="agentkeys-test-keyring"
+# If gnome-keyring exits (it can crash when a client gives up on an unlock prompt), the bus
+# starts it again on demand: on this keyring directory (locked, as after a real restart), not a
+# fresh one under ~/.local/share.
+dbus-update-activation-environment XDG_DATA_HOME
 printf '%s' "$AGENTKEYS_TEST_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
 gdbus wait --session --timeout 10 org.freedesktop.secrets
 locked="$(dbus-send --session --print-reply=literal --dest=org.freedesktop.secrets \

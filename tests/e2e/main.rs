@@ -5,6 +5,8 @@
 //!   characters in text a human reads, `verify-audit` without a database.
 //! * `storage` — the server's storage and auth behaviour through the real client, on SQLite and
 //!   on PostgreSQL.
+//! * `contract` — schemathesis against the OpenAPI document: unauthenticated, and signed as a
+//!   real master and a real agent; zero failures.
 //! * `cli` — the `agentkeys` binary end to end against a spawned server.
 //! * `agents` — `agentkeys-daemon` and the master's agent commands: pairing, link codes, scope,
 //!   revoke and teardown, and MCP through the official Python SDK.
@@ -47,6 +49,7 @@ macro_rules! on_both_backends {
 mod agents;
 mod anonymous;
 mod cli;
+mod contract;
 mod crash;
 mod hardening;
 mod keychain;

@@ -130,10 +130,14 @@ impl std::fmt::Display for RequestStatus {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeviceWrap {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(?:vault|agent:ag_[A-Za-z0-9._-]{0,61})$"))]
     pub namespace: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub service: String,
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_i64))]
     pub version: u64,
     pub device_id: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{108}$"))]
     pub wrap: String,
 }
 
@@ -203,12 +207,17 @@ pub struct AgentListResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub label: String,
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
     pub scope: Vec<String>,
     pub tier: Tier,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub link_sign_public: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub link_kx_public: String,
     /// Account signature over [`crate::ids::link_key_payload`].
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
     pub link_certificate: String,
     /// The scope's current data keys, wrapped to the link key.
     pub wraps: Vec<DeviceWrap>,
@@ -230,15 +239,20 @@ pub struct CreateAgentResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RedeemLinkRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub device_sign_public: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub device_kx_public: String,
     /// SHA-256 of the session token the daemon generated; the token itself never leaves it.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub token_hash: String,
     /// Link-key signature over [`crate::ids::agent_device_payload`] for the new device.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
     pub device_certificate: String,
     /// The data keys, re-wrapped from the link key to the new device key.
     pub wraps: Vec<DeviceWrap>,
     /// Link-key signature over [`redeem_payload`]: proves the caller holds the code's secret.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
     pub proof: String,
 }
 
@@ -287,15 +301,22 @@ pub struct AgentSessionResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OpenPairingRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub label: String,
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
     pub scope: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub device_sign_public: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub device_kx_public: String,
     /// SHA-256 of the session token the daemon generated.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub token_hash: String,
     /// SHA-256 of the secret the daemon polls with.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub poll_hash: String,
     /// [`crate::ids::pairing_commitment`] of the daemon's OTP nonce (revealed later).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub commitment: String,
 }
 
@@ -305,6 +326,7 @@ pub struct OpenPairingRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevealPairingRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub nonce: String,
 }
 
@@ -411,9 +433,11 @@ pub struct RequestListResponse {
 pub struct ApproveRequest {
     /// The scope granted (pairing, access): may differ from what was asked.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
     pub scope: Vec<String>,
     /// Pairing: account signature over [`crate::ids::agent_device_payload`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
     pub device_certificate: Option<String>,
     #[serde(default)]
     pub wraps: Vec<DeviceWrap>,
@@ -438,9 +462,11 @@ pub struct DecisionResponse {
 pub struct AgentAskRequest {
     pub kind: RequestKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,
+    #[cfg_attr(feature = "openapi", schema(format = "display-text", min_length = 1, max_length = 500))]
     pub reason: String,
 }
 
@@ -460,8 +486,10 @@ pub struct AgentAskResponse {
 #[serde(deny_unknown_fields)]
 pub struct ScopeChangeRequest {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
     pub add: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
     pub remove: Vec<String>,
     #[serde(default)]
     pub wraps: Vec<DeviceWrap>,
@@ -480,6 +508,12 @@ pub struct TierChangeRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AliasRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^(?:[0-9A-Zb-z][A-Za-z0-9._-]{0,63}|a(?:[0-9A-Za-fh-z._-][A-Za-z0-9._-]{0,62})?|ag(?:[0-9A-Za-z.-][A-Za-z0-9._-]{0,61})?)$"
+        )
+    )]
     pub alias: String,
 }
 

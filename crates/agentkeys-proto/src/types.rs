@@ -15,6 +15,30 @@ pub use crate::namespace::VAULT_NAMESPACE;
 #[cfg(feature = "openapi")]
 use utoipa::{IntoParams, ToSchema};
 
+/// A service name, as the OpenAPI document states it (the wire carries a plain string checked by
+/// [`crate::names::validate_service_name`]).
+#[cfg(feature = "openapi")]
+#[derive(Debug)]
+pub struct ServiceName;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ServiceName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(crate::names::SERVICE_NAME_PATTERN))
+            .description(Some("A service name"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl ToSchema for ServiceName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ServiceName".into()
+    }
+}
+
 /// `POST /v1/accounts`: create an account and its first (master) device.
 ///
 /// The private half of the account key never appears here: only its wraps, which the server can
@@ -24,20 +48,28 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
     /// A name for this device, shown in `whoami` and the audit log.
+    #[cfg_attr(feature = "openapi", schema(format = "display-text", min_length = 1, max_length = 64))]
     pub device_label: String,
     /// Account Ed25519 public key (32 bytes, base64url).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub account_sign_public: String,
     /// Account X25519 public key (32 bytes, base64url): data keys are wrapped to it.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub account_kx_public: String,
     /// Device Ed25519 public key (32 bytes): signs every request of this device's sessions.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub device_sign_public: String,
     /// Device X25519 public key (32 bytes).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub device_kx_public: String,
     /// Account signature over the device certificate payload (64 bytes, base64url).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
     pub device_certificate: String,
     /// The account private key wrapped to the device key (base64url).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{150}[AEIMQUYcgkosw048]$"))]
     pub account_key_wrap_device: String,
     /// The account private key wrapped to the recovery key (base64url).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{150}[AEIMQUYcgkosw048]$"))]
     pub account_key_wrap_recovery: String,
 }
 
@@ -129,10 +161,20 @@ pub struct AgentIdentity {
 #[serde(deny_unknown_fields)]
 pub struct PutCredentialRequest {
     /// The version this write creates: the current version plus one. The AEAD binds it.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 9223372036854775807_i64))]
     pub version: u64,
     /// XChaCha20-Poly1305 nonce and ciphertext (base64url).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+            min_length = 56,
+            max_length = 43746
+        )
+    )]
     pub ciphertext: String,
     /// The data key wrapped to the account key (base64url).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{108}$"))]
     pub data_key_wrap: String,
     /// The data key wrapped to every agent device that may read this service (from
     /// `GET /v1/recipients`); the server refuses a set that is not exactly those devices.
@@ -146,26 +188,30 @@ pub struct PutCredentialRequest {
 #[serde(deny_unknown_fields)]
 pub struct RecipientWrap {
     pub device_id: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{108}$"))]
     pub wrap: String,
 }
 
 /// Query of the credential routes: the account owner addresses an agent's private namespace
 /// with `?agent=ag_…`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^ag_[A-Za-z0-9._-]{0,61}$"))]
     pub agent: Option<String>,
 }
 
 /// Query of `GET /v1/recipients`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct RecipientsQuery {
+    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub agent: Option<String>,
 }
 
@@ -216,7 +262,7 @@ pub struct CredentialListResponse {
 
 /// Query of `GET /v1/audit`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only rows at or after this time (Unix milliseconds).
@@ -224,9 +270,11 @@ pub struct AuditQuery {
     pub since_ms: Option<i64>,
     /// Only rows about this service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub service: Option<String>,
-    /// At most this many rows, newest last (default and maximum 1000).
+    /// At most this many rows, newest last (1 to 1000; default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
     /// Only rows of this agent (`ag_…`). Agents always see only their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]

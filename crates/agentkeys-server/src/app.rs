@@ -26,9 +26,31 @@ use crate::state::AppState;
                        `Authorization: Bearer <token>` and an Ed25519 signature by the session's device key in \
                        x-agentkeys-timestamp, x-agentkeys-nonce and x-agentkeys-signature (see docs/protocol.md)."
     ),
-    components(schemas(ErrorBody, ErrorCode))
+    components(schemas(ErrorBody, ErrorCode)),
+    modifiers(&SessionScheme)
 )]
 struct ApiDoc;
+
+/// The security scheme of signed routes: a bearer token, with the signature headers each signed
+/// operation lists as parameters.
+struct SessionScheme;
+
+impl utoipa::Modify for SessionScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.description = Some(
+            "The session token, with an Ed25519 signature by the session's device key in the \
+             x-agentkeys-timestamp, x-agentkeys-nonce and x-agentkeys-signature headers (docs/protocol.md)."
+                .into(),
+        );
+        components.add_security_scheme(crate::http::action::SESSION_SCHEME, SecurityScheme::Http(bearer));
+        let mut poll = Http::new(HttpAuthScheme::Bearer);
+        poll.description = Some("The poll secret a daemon opened its pairing with (only its hash was sent).".into());
+        components.add_security_scheme("pairing_poll", SecurityScheme::Http(poll));
+    }
+}
 
 /// The `/v1` routes of every domain and the OpenAPI document generated from their annotations.
 fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -70,8 +92,13 @@ async fn no_such_route() -> ApiError {
     ApiError::not_found("no such endpoint", "see /v1/openapi.json for the API")
 }
 
+/// An endpoint asked with a method it does not take: 405, and axum adds the `Allow` header.
 async fn wrong_method() -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, "this endpoint does not take that method", "see /v1/openapi.json for the API")
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not take that method",
+        "use a method the Allow header lists; see /v1/openapi.json for the API",
+    )
 }
 
 /// The whole HTTP surface.
@@ -133,7 +160,12 @@ mod tests {
         assert!(body["error"]["hint"].as_str().unwrap().contains("agentkeys init"));
 
         let (status, body) = call(&app, Request::delete("/healthz").body(Body::empty()).unwrap()).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BAD_REQUEST")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("METHOD_NOT_ALLOWED"))
+        );
+        let response = app.clone().oneshot(Request::delete("/v1/accounts").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.headers().get(header::ALLOW).map(|v| v.to_str().unwrap()), Some("POST"));
 
         let oversized = Body::from(vec![b'{'; MAX_BODY_BYTES + 1]);
         let (status, body) = call(&app, Request::post("/v1/accounts").body(oversized).unwrap()).await;

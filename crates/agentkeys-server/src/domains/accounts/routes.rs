@@ -16,7 +16,7 @@ use super::queries;
 use crate::anonymous::{Door, Source};
 use crate::engine::audit::{AuditDraft, Subject};
 use crate::error::ApiError;
-use crate::http::action::{Action, audited};
+use crate::http::action::{Action, anonymous, signed};
 use crate::http::decode::{self, ACCOUNT_KEY_WRAP_LEN};
 use crate::http::door;
 use crate::http::signed::Signed;
@@ -25,9 +25,9 @@ use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(audited("account.create", routes!(create_account)))
-        .routes(audited("account.settings", routes!(account_settings)))
-        .routes(audited("account.settings.change", routes!(put_account_settings)))
+        .routes(anonymous("account.create", routes!(create_account)))
+        .routes(signed("account.settings", routes!(account_settings)))
+        .routes(signed("account.settings.change", routes!(put_account_settings)))
 }
 
 fn validate_new_account(state: &AppState, request: &CreateAccountRequest) -> Result<(CreateAccount, String), ApiError> {

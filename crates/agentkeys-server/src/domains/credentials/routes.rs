@@ -18,17 +18,17 @@ use super::ops::{AgentRead, PutVersion, ReadCredential, RemoveCredential, Stored
 use super::queries::{self, SealedVersion, Wrap};
 use crate::engine::audit::Subject;
 use crate::error::ApiError;
-use crate::http::action::audited;
+use crate::http::action::signed;
 use crate::http::decode::{self, DATA_KEY_WRAP_LEN, SEAL_OVERHEAD};
 use crate::http::signed::{Caller, Signed};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(audited("credential.list", routes!(list_credentials)))
-        .routes(audited("credential.read", routes!(get_credential)))
-        .routes(audited("credential.store", routes!(put_credential)))
-        .routes(audited("credential.remove", routes!(delete_credential)))
+        .routes(signed("credential.list", routes!(list_credentials)))
+        .routes(signed("credential.read", routes!(get_credential)))
+        .routes(signed("credential.store", routes!(put_credential)))
+        .routes(signed("credential.remove", routes!(delete_credential)))
 }
 
 /// The namespace a master request addresses: the vault, or `?agent=` an agent's private one.
@@ -78,7 +78,7 @@ fn sealed_response(
 /// vault's when the service is in its scope and its tier allows values — with the data key
 /// wrapped to its own device key.
 #[utoipa::path(get, path = "/v1/credentials/{service}", tag = "credentials",
-    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
+    params(("service" = String, Path, description = "Service name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), NamespaceQuery),
     responses((status = 200, body = SealedCredentialResponse), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn get_credential(
@@ -167,8 +167,8 @@ fn version_response(namespace: Namespace, service: String, stored: StoredVersion
 
 /// Stores a new sealed version. `version` must be the current version plus one.
 #[utoipa::path(put, path = "/v1/credentials/{service}", tag = "credentials", request_body = PutCredentialRequest,
-    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
-    responses((status = 200, body = CredentialVersionResponse), (status = 409, body = ErrorBody), (status = 400, body = ErrorBody)))]
+    params(("service" = String, Path, description = "Service name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), NamespaceQuery),
+    responses((status = 200, body = CredentialVersionResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn put_credential(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -188,7 +188,7 @@ pub async fn put_credential(
 
 /// Removes a credential (a removal marker becomes its newest version; history is kept).
 #[utoipa::path(delete, path = "/v1/credentials/{service}", tag = "credentials",
-    params(("service" = String, Path, description = "Service name"), NamespaceQuery),
+    params(("service" = String, Path, description = "Service name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), NamespaceQuery),
     responses((status = 200, body = CredentialVersionResponse), (status = 404, body = ErrorBody)))]
 pub async fn delete_credential(
     State(state): State<AppState>,

@@ -20,7 +20,7 @@ use crate::domains::credentials::ops::decode_wraps;
 use crate::engine::audit::{AuditDraft, Subject};
 use crate::engine::op::Record;
 use crate::error::ApiError;
-use crate::http::action::{Action, audited};
+use crate::http::action::{Action, anonymous};
 use crate::http::decode;
 use crate::http::door;
 use crate::sessions::NewSession;
@@ -28,8 +28,8 @@ use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(audited("link.info", routes!(link_info)))
-        .routes(audited("link.redeem", routes!(redeem_link)))
+        .routes(anonymous("link.info", routes!(link_info)))
+        .routes(anonymous("link.redeem", routes!(redeem_link)))
 }
 
 fn unusable() -> ApiError {
@@ -144,7 +144,8 @@ async fn prepare_redeem(
 /// link key, which certifies the device key; the session token is the daemon's own (only its
 /// hash is sent).
 #[utoipa::path(post, path = "/v1/links/{link_id}/redeem", tag = "links", request_body = RedeemLinkRequest,
-    params(("link_id" = String, Path)), responses((status = 201, body = AgentSessionResponse), (status = 403, body = ErrorBody)))]
+    params(("link_id" = String, Path)), responses((status = 201, body = AgentSessionResponse), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn redeem_link(
     State(state): State<AppState>,
     Action(action): Action,

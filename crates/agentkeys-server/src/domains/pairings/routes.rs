@@ -21,19 +21,19 @@ use crate::domains::agents::queries as agents;
 use crate::domains::requests::queries::{self as requests, NewRequest, RequestRow};
 use crate::engine::audit::AuditDraft;
 use crate::error::ApiError;
-use crate::http::action::{Action, audited};
+use crate::http::action::{Action, anonymous};
 use crate::http::decode;
 use crate::http::door;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(audited("pairing.open", routes!(open_pairing)))
-        .routes(audited("pairing.status", routes!(pairing_status)))
-        .routes(audited("pairing.reveal", routes!(reveal_pairing)))
+        .routes(anonymous("pairing.open", routes!(open_pairing)))
+        .routes(anonymous("pairing.status", routes!(pairing_status)))
+        .routes(anonymous("pairing.reveal", routes!(reveal_pairing)))
 }
 
-fn anonymous(action: &'static str) -> AuditDraft {
+fn unattributed(action: &'static str) -> AuditDraft {
     AuditDraft { action, ..AuditDraft::default() }
 }
 
@@ -61,7 +61,7 @@ fn prepare_open(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result
 
 /// Opens a pairing request for a daemon (no session yet). Answers with its code.
 #[utoipa::path(post, path = "/v1/pairings", tag = "pairing", request_body = OpenPairingRequest,
-    responses((status = 201, body = OpenPairingResponse), (status = 429, body = ErrorBody)))]
+    responses((status = 201, body = OpenPairingResponse), (status = 409, body = ErrorBody)))]
 pub async fn open_pairing(
     State(state): State<AppState>,
     Action(action): Action,
@@ -77,7 +77,7 @@ pub async fn open_pairing(
         code: request.code.clone(),
         expires_at_ms: request.expires_at_ms,
     };
-    door::admit(&state, source, Door::Pairings, anonymous(action), OpenPairing(request)).await?;
+    door::admit(&state, source, Door::Pairings, unattributed(action), OpenPairing(request)).await?;
     Ok((StatusCode::CREATED, Json(reply)))
 }
 
@@ -108,7 +108,8 @@ async fn polled(state: &AppState, pairing_id: &str, poll_hash: &[u8; 32]) -> Res
 
 /// Where a pairing stands, for the daemon that opened it (its poll secret as bearer).
 #[utoipa::path(get, path = "/v1/pairings/{pairing_id}", tag = "pairing", params(("pairing_id" = String, Path)),
-    responses((status = 200, body = PairingStatusResponse), (status = 404, body = ErrorBody)))]
+    security(("pairing_poll" = [])),
+    responses((status = 200, body = PairingStatusResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn pairing_status(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -146,7 +147,8 @@ pub async fn pairing_status(
 /// The daemon reveals the nonce behind its OTP, once a master has claimed the code (so the keys
 /// that master will certify are fixed before the number they must match becomes computable).
 #[utoipa::path(post, path = "/v1/pairings/{pairing_id}/reveal", tag = "pairing", request_body = RevealPairingRequest,
-    params(("pairing_id" = String, Path)), responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("pairing_id" = String, Path)), security(("pairing_poll" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn reveal_pairing(
     State(state): State<AppState>,
     Action(action): Action,
@@ -168,7 +170,7 @@ pub async fn reveal_pairing(
     }
     .await;
     match prepared {
-        Ok(reveal) => door::admit(&state, source, Door::Pairings, anonymous(action), reveal).await?,
+        Ok(reveal) => door::admit(&state, source, Door::Pairings, unattributed(action), reveal).await?,
         Err(error) => return Err(door::refuse(&state, source, Door::Pairings, action, error).await),
     }
     Ok(StatusCode::NO_CONTENT)

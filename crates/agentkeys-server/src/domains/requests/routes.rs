@@ -21,7 +21,7 @@ use crate::domains::agents::queries as agents;
 use crate::domains::credentials::ops::decode_wraps;
 use crate::engine::audit::Subject;
 use crate::error::{ApiError, no_such_agent};
-use crate::http::action::audited;
+use crate::http::action::signed;
 use crate::http::decode;
 use crate::http::signed::{Caller, Signed};
 use crate::sessions::NewSession;
@@ -32,11 +32,11 @@ const MAX_REASON: usize = 500;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(audited("request.list", routes!(list_requests)))
-        .routes(audited("request.open", routes!(ask)))
-        .routes(audited("request.lookup", routes!(lookup_request)))
-        .routes(audited("request.approve", routes!(approve_request)))
-        .routes(audited("request.deny", routes!(deny_request)))
+        .routes(signed("request.list", routes!(list_requests)))
+        .routes(signed("request.open", routes!(ask)))
+        .routes(signed("request.lookup", routes!(lookup_request)))
+        .routes(signed("request.approve", routes!(approve_request)))
+        .routes(signed("request.deny", routes!(deny_request)))
 }
 
 fn decision(row: RequestRow) -> Json<DecisionResponse> {
@@ -60,7 +60,7 @@ pub async fn list_requests(
 
 /// An agent asks for a service or a tier. Only the account owner can grant it.
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = AgentAskRequest,
-    responses((status = 201, body = AgentAskResponse)))]
+    responses((status = 201, body = AgentAskResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn ask(
     State(state): State<AppState>,
     signed: Signed,
@@ -112,7 +112,7 @@ pub async fn ask(
 
 /// Looks a request up by code, for the master to review before deciding. Misses are counted: the
 /// account is slowed, then locked (see the requests domain's ops).
-#[utoipa::path(get, path = "/v1/requests/{code}", tag = "requests", params(("code" = String, Path)),
+#[utoipa::path(get, path = "/v1/requests/{code}", tag = "requests", params(("code" = String, Path, description = "Request code (case, dashes and spaces do not matter)", pattern = "^[- ]*(?:[0-9A-TV-Za-tv-z][- ]*){8}$")),
     responses((status = 200, body = PendingRequest), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn lookup_request(
     State(state): State<AppState>,
@@ -176,7 +176,7 @@ async fn prepare_grant(
 
 /// Approves a request: certifies a pairing's device, grants access, or raises a tier.
 #[utoipa::path(post, path = "/v1/requests/{code}/approve", tag = "requests", request_body = ApproveRequest,
-    params(("code" = String, Path)), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
+    params(("code" = String, Path, description = "Request code (case, dashes and spaces do not matter)", pattern = "^[- ]*(?:[0-9A-TV-Za-tv-z][- ]*){8}$")), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve_request(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -215,7 +215,7 @@ pub async fn approve_request(
 
 /// Denies a request; a denied pairing's daemon stops waiting and exits 6.
 #[utoipa::path(post, path = "/v1/requests/{code}/deny", tag = "requests",
-    params(("code" = String, Path)), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
+    params(("code" = String, Path, description = "Request code (case, dashes and spaces do not matter)", pattern = "^[- ]*(?:[0-9A-TV-Za-tv-z][- ]*){8}$")), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
 pub async fn deny_request(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
