@@ -663,7 +663,8 @@ async fn mcp_clients_share_a_running_serve_daemon() {
 }
 
 /// Connects to the socket as `uid`, sends an MCP initialize and returns what came back, or `EOF`
-/// when the daemon closed the connection (a close with our line unread arrives as a reset).
+/// when the daemon closed the connection (a close with our line unread arrives as a reset, and a
+/// close before we finished writing as a broken pipe).
 fn probe_socket_as(uid: Option<u32>, socket: &std::path::Path) -> String {
     use std::os::unix::process::CommandExt as _;
     let script = r#"
@@ -671,10 +672,10 @@ import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
 s.connect(sys.argv[1])
-s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}\n')
 try:
+    s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}\n')
     data = s.recv(65536)
-except ConnectionResetError:
+except (ConnectionResetError, BrokenPipeError):
     data = b""
 print(data.decode() if data else "EOF")
 "#;
