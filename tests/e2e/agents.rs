@@ -164,22 +164,69 @@ async fn the_master_refuses_a_key_the_otp_does_not_match(backend: Backend) {
     assert_eq!(pairing.finish().0, 6);
 }
 
+/// The clock of the guessing test (its own, so it cannot move another test's server).
+static GUESS_CLOCK_OFFSET_S: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn guess_clock_now_s() -> i64 {
+    agentkeys_core::client::unix_now_s() + GUESS_CLOCK_OFFSET_S.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Opens a pairing as a daemon would, without one (the test moves the server's clock).
+async fn open_test_pairing(server_url: &str, label: &str) -> agentkeys_proto::agents::OpenPairingResponse {
+    use agentkeys_core::crypto::KeyPair;
+    let device = KeyPair::generate(&mut OsRandom).public();
+    let b64 = agentkeys_proto::b64::encode;
+    ApiClient::anonymous(server_url)
+        .unwrap()
+        .open_pairing(&agentkeys_proto::agents::OpenPairingRequest {
+            label: label.into(),
+            scope: vec![],
+            device_sign_public: b64(device.sign),
+            device_kx_public: b64(device.kx),
+            token_hash: b64([1u8; 32]),
+            poll_hash: b64(sha256(b"poll-secret")),
+            commitment: b64(ids::pairing_commitment(&[7; 32])),
+        })
+        .await
+        .unwrap()
+}
+
+fn retry_after<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Result<u64, ErrorCode> {
+    match result {
+        Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::RateLimited => {
+            Ok(detail.retry_after_s.expect("a rate-limited answer says when to retry"))
+        }
+        other => Err(api_code(other)),
+    }
+}
+
+/// Misses slow an account's look-ups (each wait twice the last after five), the tenth locks them
+/// for fifteen minutes — the right code included — and a flood of concurrent guesses gets no
+/// more misses through than the rule allows. The server's clock is moved by the test, so the
+/// waits are walked through, not slept.
 #[tokio::test]
 async fn guessing_pair_codes_is_slowed_then_locked() {
-    let (_db, server) = server().await;
-    let master = Master::new(&server.url);
-    master.init();
-    let host = DaemonHost::new(&server.url);
-    let pairing = host.start_pair("target-bot", "");
-    let client = ApiClient::for_session(&server.url, master.session()).unwrap();
+    use std::sync::atomic::Ordering::SeqCst;
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let clock = agentkeys_server::clock::Clock::from_fn(|| guess_clock_now_s() * 1000);
+    let server = agentkeys_tests::InProcessServer::start_with_clock(&db.url, clock).await;
+    let anonymous = ApiClient::anonymous(&server.url).unwrap();
+    let master_of = |account: agentkeys_core::account::NewAccount| {
+        ApiClient::for_session(&server.url, account.session).unwrap().with_clock(guess_clock_now_s)
+    };
+    let master =
+        master_of(agentkeys_core::account::create_account(&anonymous, "guarded-master", &mut OsRandom).await.unwrap());
+    let pairing = open_test_pairing(&server.url, "target-bot").await;
+    let random_code = || ids::format_request_code(OsRandom.array::<5>());
+
+    // 1. A flood: 2,000 concurrent guesses, the right code among them once the account is slowed.
     let (mut found, mut not_found, mut limited) = (0, 0, 0);
-    let mut guesses: Vec<String> = (0..10_000).map(|_| ids::format_request_code(OsRandom.array::<5>())).collect();
-    // The right code is among the guesses, after the lock has set in.
-    guesses[5_000] = pairing.prompt.code.clone();
+    let mut guesses: Vec<String> = (0..2_000).map(|_| random_code()).collect();
+    guesses[1_000] = pairing.code.clone();
     for chunk in guesses.chunks(50) {
         let mut tasks = tokio::task::JoinSet::new();
         for code in chunk {
-            let (client, code) = (client.clone(), code.clone());
+            let (client, code) = (master.clone(), code.clone());
             tasks.spawn(async move { client.lookup_request(&code).await });
         }
         while let Some(answer) = tasks.join_next().await {
@@ -194,23 +241,48 @@ async fn guessing_pair_codes_is_slowed_then_locked() {
             }
         }
     }
-    assert_eq!(found, 0, "no guess finds a request, the right one included");
-    assert!(not_found <= 10, "at most 10 misses are answered before the lock ({not_found})");
+    assert_eq!(found, 0, "no guess finds the request, the right one included");
+    // Five misses, then one every doubling wait: only real time passes here (seconds at most).
+    assert!((5..=7).contains(&not_found), "misses answered before the slow-down held: {not_found}");
     assert_eq!(found + not_found + limited, guesses.len());
-    // Locked means locked on every route that takes a code: the right code gets the same answer
-    // as any other, so neither approve nor deny tells a guesser anything.
+
+    // 2. Walk the clock through each wait: every wait is twice the last, until the tenth miss.
+    let mut waits = Vec::new();
+    let mut misses = not_found;
+    while misses < 10 {
+        match retry_after(master.lookup_request(&random_code()).await) {
+            Ok(seconds) => {
+                waits.push(seconds);
+                GUESS_CLOCK_OFFSET_S.fetch_add(seconds as i64, SeqCst);
+            }
+            Err(code) => {
+                assert_eq!(code, ErrorCode::NotFound);
+                misses += 1;
+            }
+        }
+    }
+    assert!(waits.windows(2).all(|w| w[1] >= 2 * w[0] - 1), "each wait doubles: {waits:?}");
+
+    // 3. Locked, and locked means locked on every route that takes a code: the right code gets
+    // the same answer as any other, so neither look-up, approve nor deny tells a guesser anything.
     let empty = agentkeys_proto::agents::ApproveRequest::default();
-    for code in [pairing.prompt.code.clone(), ids::format_request_code(OsRandom.array::<5>())] {
-        assert_eq!(api_code(client.lookup_request(&code).await), ErrorCode::RateLimited);
-        assert_eq!(api_code(client.approve_request(&code, &empty).await), ErrorCode::RateLimited);
-        assert_eq!(api_code(client.deny_request(&code).await), ErrorCode::RateLimited);
+    for code in [pairing.code.clone(), random_code()] {
+        let wait = retry_after(master.lookup_request(&code).await).expect("locked");
+        assert!((14 * 60..=15 * 60).contains(&wait), "locked for fifteen minutes: {wait}s");
+        assert_eq!(api_code(master.approve_request(&code, &empty).await), ErrorCode::RateLimited);
+        assert_eq!(api_code(master.deny_request(&code).await), ErrorCode::RateLimited);
     }
     // Another account that never looked the code up cannot approve it, even with a well-formed body.
-    let other = Master::new(&server.url);
-    other.init();
-    let other_client = ApiClient::for_session(&server.url, other.session()).unwrap();
-    assert_eq!(api_code(other_client.approve_request(&pairing.prompt.code, &empty).await), ErrorCode::NotFound);
-    drop(pairing);
+    let other =
+        master_of(agentkeys_core::account::create_account(&anonymous, "other-master", &mut OsRandom).await.unwrap());
+    assert_eq!(api_code(other.approve_request(&pairing.code, &empty).await), ErrorCode::NotFound);
+
+    // 4. Still locked after fourteen minutes; over after fifteen (the next miss is counted again).
+    GUESS_CLOCK_OFFSET_S.fetch_add(14 * 60, SeqCst);
+    assert!(retry_after(master.lookup_request(&random_code()).await).is_ok(), "still locked");
+    GUESS_CLOCK_OFFSET_S.fetch_add(60 + 5, SeqCst);
+    assert_eq!(api_code(master.lookup_request(&random_code()).await), ErrorCode::NotFound, "the lock is over");
+    assert!(retry_after(master.lookup_request(&random_code()).await).is_ok(), "and the next miss waits again");
 }
 
 async fn link_codes_bind_end_to_end_and_work_once(backend: Backend) {
@@ -723,8 +795,6 @@ fn shifted_now_s() -> i64 {
 
 #[tokio::test]
 async fn pair_codes_expire_after_ten_minutes() {
-    use agentkeys_core::crypto::KeyPair;
-    use agentkeys_proto::agents::OpenPairingRequest;
     let db = TestDb::new(agentkeys_tests::Backend::Sqlite).await.expect("sqlite");
     let clock = agentkeys_server::clock::Clock::from_fn(|| shifted_now_s() * 1000);
     let server = agentkeys_tests::InProcessServer::start_with_clock(&db.url, clock).await;
@@ -736,21 +806,8 @@ async fn pair_codes_expire_after_ten_minutes() {
     .await
     .unwrap();
     let master = ApiClient::for_session(&server.url, account.session.clone()).unwrap().with_clock(shifted_now_s);
-    let device = KeyPair::generate(&mut OsRandom).public();
-    let b64 = agentkeys_proto::b64::encode;
     let anonymous = ApiClient::anonymous(&server.url).unwrap();
-    let opened = anonymous
-        .open_pairing(&OpenPairingRequest {
-            label: "late-bot".into(),
-            scope: vec![],
-            device_sign_public: b64(device.sign),
-            device_kx_public: b64(device.kx),
-            token_hash: b64([1u8; 32]),
-            poll_hash: b64(sha256(b"poll-secret")),
-            commitment: b64(ids::pairing_commitment(&[7; 32])),
-        })
-        .await
-        .unwrap();
+    let opened = open_test_pairing(&server.url, "late-bot").await;
     CLOCK_OFFSET_S.store(9 * 60, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
         anonymous.pairing_status(&opened.pairing_id, "poll-secret").await.unwrap().status,
