@@ -209,7 +209,7 @@ pub struct AgentListResponse {
 pub struct CreateAgentRequest {
     #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub label: String,
-    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::names::ServiceName>))]
     pub scope: Vec<String>,
     pub tier: Tier,
     #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
@@ -303,7 +303,7 @@ pub struct AgentSessionResponse {
 pub struct OpenPairingRequest {
     #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub label: String,
-    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::names::ServiceName>))]
     pub scope: Vec<String>,
     #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
     pub device_sign_public: String,
@@ -433,7 +433,7 @@ pub struct RequestListResponse {
 pub struct ApproveRequest {
     /// The scope granted (pairing, access): may differ from what was asked.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::names::ServiceName>))]
     pub scope: Vec<String>,
     /// Pairing: account signature over [`crate::ids::agent_device_payload`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -486,10 +486,10 @@ pub struct AgentAskResponse {
 #[serde(deny_unknown_fields)]
 pub struct ScopeChangeRequest {
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::names::ServiceName>))]
     pub add: Vec<String>,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::types::ServiceName>))]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::names::ServiceName>))]
     pub remove: Vec<String>,
     #[serde(default)]
     pub wraps: Vec<DeviceWrap>,

@@ -7,6 +7,30 @@ pub const SERVICE_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 /// Longest service name, in bytes.
 pub const SERVICE_NAME_MAX: usize = 64;
 
+/// A service name, as the OpenAPI document states it (the wire carries a plain string checked by
+/// [`validate_service_name`]).
+#[cfg(feature = "openapi")]
+#[derive(Debug)]
+pub struct ServiceName;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ServiceName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(SERVICE_NAME_PATTERN))
+            .description(Some("A service name"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ServiceName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ServiceName".into()
+    }
+}
+
 /// Why a service name was refused; `Display` names the pattern so the user can fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidServiceName {

@@ -15,30 +15,6 @@ pub use crate::namespace::VAULT_NAMESPACE;
 #[cfg(feature = "openapi")]
 use utoipa::{IntoParams, ToSchema};
 
-/// A service name, as the OpenAPI document states it (the wire carries a plain string checked by
-/// [`crate::names::validate_service_name`]).
-#[cfg(feature = "openapi")]
-#[derive(Debug)]
-pub struct ServiceName;
-
-#[cfg(feature = "openapi")]
-impl utoipa::PartialSchema for ServiceName {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some(crate::names::SERVICE_NAME_PATTERN))
-            .description(Some("A service name"))
-            .into()
-    }
-}
-
-#[cfg(feature = "openapi")]
-impl ToSchema for ServiceName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "ServiceName".into()
-    }
-}
-
 /// `POST /v1/accounts`: create an account and its first (master) device.
 ///
 /// The private half of the account key never appears here: only its wraps, which the server can
