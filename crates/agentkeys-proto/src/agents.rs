@@ -132,12 +132,12 @@ impl std::fmt::Display for RequestStatus {
 pub struct DeviceWrap {
     #[cfg_attr(feature = "openapi", schema(pattern = "^(?:vault|agent:ag_[A-Za-z0-9._-]{0,61})$"))]
     pub namespace: String,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::names::ServiceName))]
     pub service: String,
     #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_i64))]
     pub version: u64,
     pub device_id: String,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{108}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes81))]
     pub wrap: String,
 }
 
@@ -207,17 +207,17 @@ pub struct AgentListResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::names::AgentName))]
     pub label: String,
     #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::names::ServiceName>))]
     pub scope: Vec<String>,
     pub tier: Tier,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub link_sign_public: String,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub link_kx_public: String,
     /// Account signature over [`crate::ids::link_key_payload`].
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes64))]
     pub link_certificate: String,
     /// The scope's current data keys, wrapped to the link key.
     pub wraps: Vec<DeviceWrap>,
@@ -239,20 +239,20 @@ pub struct CreateAgentResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RedeemLinkRequest {
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub device_sign_public: String,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub device_kx_public: String,
     /// SHA-256 of the session token the daemon generated; the token itself never leaves it.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub token_hash: String,
     /// Link-key signature over [`crate::ids::agent_device_payload`] for the new device.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes64))]
     pub device_certificate: String,
     /// The data keys, re-wrapped from the link key to the new device key.
     pub wraps: Vec<DeviceWrap>,
     /// Link-key signature over [`redeem_payload`]: proves the caller holds the code's secret.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes64))]
     pub proof: String,
 }
 
@@ -301,22 +301,22 @@ pub struct AgentSessionResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OpenPairingRequest {
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::names::AgentName))]
     pub label: String,
     #[cfg_attr(feature = "openapi", schema(max_items = 256, value_type = Vec<crate::names::ServiceName>))]
     pub scope: Vec<String>,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub device_sign_public: String,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub device_kx_public: String,
     /// SHA-256 of the session token the daemon generated.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub token_hash: String,
     /// SHA-256 of the secret the daemon polls with.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub poll_hash: String,
     /// [`crate::ids::pairing_commitment`] of the daemon's OTP nonce (revealed later).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub commitment: String,
 }
 
@@ -326,7 +326,7 @@ pub struct OpenPairingRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevealPairingRequest {
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub nonce: String,
 }
 
@@ -437,7 +437,7 @@ pub struct ApproveRequest {
     pub scope: Vec<String>,
     /// Pairing: account signature over [`crate::ids::agent_device_payload`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::b64::Bytes64>))]
     pub device_certificate: Option<String>,
     #[serde(default)]
     pub wraps: Vec<DeviceWrap>,
@@ -462,7 +462,7 @@ pub struct DecisionResponse {
 pub struct AgentAskRequest {
     pub kind: RequestKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::names::ServiceName>))]
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,

@@ -113,6 +113,29 @@ pub fn normalize_request_code(text: &str) -> Option<String> {
     (chars.len() == 8).then(|| format!("{}-{}", &chars[..4], &chars[4..]))
 }
 
+/// What [`normalize_request_code`] takes, as a regular expression: eight characters of the
+/// alphabet or the letters read as its digits (I, L, O), any case, with dashes and spaces anywhere.
+pub const REQUEST_CODE_PATTERN: &str = "^[- ]*(?:[0-9A-TV-Za-tv-z][- ]*){8}$";
+
+/// The OpenAPI schema of a request code in a path (see [`REQUEST_CODE_PATTERN`]).
+#[cfg(feature = "openapi")]
+#[derive(Debug)]
+pub struct RequestCode;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for RequestCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(REQUEST_CODE_PATTERN))
+            .description(Some("A request code (case, dashes and spaces do not matter)"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for RequestCode {}
+
 /// What the daemon commits to when it opens a pairing: `SHA-256("agentkeys-pair-commit-v1" || 0 ||
 /// nonce)`. The nonce itself is revealed only after a master has looked the code up, which fixes
 /// the keys that master certifies; see [`pairing_otp`].

@@ -7,28 +7,37 @@ pub const SERVICE_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 /// Longest service name, in bytes.
 pub const SERVICE_NAME_MAX: usize = 64;
 
-/// A service name, as the OpenAPI document states it (the wire carries a plain string checked by
-/// [`validate_service_name`]).
-#[cfg(feature = "openapi")]
-#[derive(Debug)]
-pub struct ServiceName;
+/// Agent ids (`ag_…`), as a regular expression: the service-name rule with the `ag_` prefix.
+pub const AGENT_ID_PATTERN: &str = "^ag_[A-Za-z0-9._-]{0,61}$";
 
+/// Schemas of names for the OpenAPI document (the wire carries a plain string checked by
+/// [`validate_service_name`]): `#[schema(value_type = names::ServiceName)]` on the field.
 #[cfg(feature = "openapi")]
-impl utoipa::PartialSchema for ServiceName {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some(SERVICE_NAME_PATTERN))
-            .description(Some("A service name"))
-            .into()
-    }
+macro_rules! name_schemas {
+    ($($name:ident = $pattern:expr, $what:literal;)*) => {$(
+        #[doc = concat!("The OpenAPI schema of ", $what, ".")]
+        #[derive(Debug)]
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some($pattern))
+                    .description(Some($what))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    )*};
 }
 
 #[cfg(feature = "openapi")]
-impl utoipa::ToSchema for ServiceName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "ServiceName".into()
-    }
+name_schemas! {
+    ServiceName = SERVICE_NAME_PATTERN, "a service name";
+    AgentName = SERVICE_NAME_PATTERN, "an agent's label (the service-name rule), or its id";
+    AgentId = AGENT_ID_PATTERN, "an agent id";
 }
 
 /// Why a service name was refused; `Display` names the pattern so the user can fix it.

@@ -27,25 +27,25 @@ pub struct CreateAccountRequest {
     #[cfg_attr(feature = "openapi", schema(format = "display-text", min_length = 1, max_length = 64))]
     pub device_label: String,
     /// Account Ed25519 public key (32 bytes, base64url).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub account_sign_public: String,
     /// Account X25519 public key (32 bytes, base64url): data keys are wrapped to it.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub account_kx_public: String,
     /// Device Ed25519 public key (32 bytes): signs every request of this device's sessions.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub device_sign_public: String,
     /// Device X25519 public key (32 bytes).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub device_kx_public: String,
     /// Account signature over the device certificate payload (64 bytes, base64url).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes64))]
     pub device_certificate: String,
     /// The account private key wrapped to the device key (base64url).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{150}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes113))]
     pub account_key_wrap_device: String,
     /// The account private key wrapped to the recovery key (base64url).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{150}[AEIMQUYcgkosw048]$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes113))]
     pub account_key_wrap_recovery: String,
 }
 
@@ -150,7 +150,7 @@ pub struct PutCredentialRequest {
     )]
     pub ciphertext: String,
     /// The data key wrapped to the account key (base64url).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{108}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes81))]
     pub data_key_wrap: String,
     /// The data key wrapped to every agent device that may read this service (from
     /// `GET /v1/recipients`); the server refuses a set that is not exactly those devices.
@@ -164,7 +164,7 @@ pub struct PutCredentialRequest {
 #[serde(deny_unknown_fields)]
 pub struct RecipientWrap {
     pub device_id: String,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{108}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes81))]
     pub wrap: String,
 }
 
@@ -175,7 +175,7 @@ pub struct RecipientWrap {
 #[serde(deny_unknown_fields)]
 pub struct NamespaceQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(pattern = "^ag_[A-Za-z0-9._-]{0,61}$"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::names::AgentId>))]
     pub agent: Option<String>,
 }
 
@@ -184,10 +184,10 @@ pub struct NamespaceQuery {
 #[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct RecipientsQuery {
-    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    #[cfg_attr(feature = "openapi", param(value_type = crate::names::ServiceName))]
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::names::AgentName>))]
     pub agent: Option<String>,
 }
 
@@ -246,7 +246,7 @@ pub struct AuditQuery {
     pub since_ms: Option<i64>,
     /// Only rows about this service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::names::ServiceName>))]
     pub service: Option<String>,
     /// At most this many rows, newest last (1 to 1000; default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -123,7 +123,7 @@ pub async fn create_agent(
 /// Adds and removes services. Added services carry their current data key wrapped to each of
 /// the agent's devices; removed ones lose every wrap.
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/scope", tag = "agents", request_body = ScopeChangeRequest,
-    params(("agent_id" = String, Path, description = "Agent id", pattern = "^ag_[A-Za-z0-9._-]{0,61}$")), responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn change_scope(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -146,7 +146,7 @@ pub async fn change_scope(
 
 /// Sets the agent's tier (PRODUCT.md §3).
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/tier", tag = "agents", request_body = TierChangeRequest,
-    params(("agent_id" = String, Path, description = "Agent id", pattern = "^ag_[A-Za-z0-9._-]{0,61}$")), responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn change_tier(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -163,7 +163,7 @@ pub async fn change_tier(
 
 /// Gives the agent another name, unique in the account.
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/aliases", tag = "agents", request_body = AliasRequest,
-    params(("agent_id" = String, Path, description = "Agent id", pattern = "^ag_[A-Za-z0-9._-]{0,61}$")), responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn add_alias(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -184,7 +184,7 @@ pub async fn add_alias(
 
 /// Ends every session of the agent: its next request fails, on every replica.
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/revoke", tag = "agents",
-    params(("agent_id" = String, Path, description = "Agent id", pattern = "^ag_[A-Za-z0-9._-]{0,61}$")), responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn revoke_agent(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -200,7 +200,7 @@ pub async fn revoke_agent(
 
 /// Revokes the agent and deletes its private credentials and every data key wrapped to it.
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/teardown", tag = "agents",
-    params(("agent_id" = String, Path, description = "Agent id", pattern = "^ag_[A-Za-z0-9._-]{0,61}$")), responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn teardown_agent(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

@@ -78,7 +78,7 @@ fn sealed_response(
 /// vault's when the service is in its scope and its tier allows values — with the data key
 /// wrapped to its own device key.
 #[utoipa::path(get, path = "/v1/credentials/{service}", tag = "credentials",
-    params(("service" = String, Path, description = "Service name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), NamespaceQuery),
+    params(("service" = agentkeys_proto::names::ServiceName, Path, description = "Service name"), NamespaceQuery),
     responses((status = 200, body = SealedCredentialResponse), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn get_credential(
@@ -167,7 +167,7 @@ fn version_response(namespace: Namespace, service: String, stored: StoredVersion
 
 /// Stores a new sealed version. `version` must be the current version plus one.
 #[utoipa::path(put, path = "/v1/credentials/{service}", tag = "credentials", request_body = PutCredentialRequest,
-    params(("service" = String, Path, description = "Service name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), NamespaceQuery),
+    params(("service" = agentkeys_proto::names::ServiceName, Path, description = "Service name"), NamespaceQuery),
     responses((status = 200, body = CredentialVersionResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn put_credential(
     State(state): State<AppState>,
@@ -188,7 +188,7 @@ pub async fn put_credential(
 
 /// Removes a credential (a removal marker becomes its newest version; history is kept).
 #[utoipa::path(delete, path = "/v1/credentials/{service}", tag = "credentials",
-    params(("service" = String, Path, description = "Service name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), NamespaceQuery),
+    params(("service" = agentkeys_proto::names::ServiceName, Path, description = "Service name"), NamespaceQuery),
     responses((status = 200, body = CredentialVersionResponse), (status = 404, body = ErrorBody)))]
 pub async fn delete_credential(
     State(state): State<AppState>,

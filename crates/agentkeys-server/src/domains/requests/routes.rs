@@ -112,7 +112,7 @@ pub async fn ask(
 
 /// Looks a request up by code, for the master to review before deciding. Misses are counted: the
 /// account is slowed, then locked (see the requests domain's ops).
-#[utoipa::path(get, path = "/v1/requests/{code}", tag = "requests", params(("code" = String, Path, description = "Request code (case, dashes and spaces do not matter)", pattern = "^[- ]*(?:[0-9A-TV-Za-tv-z][- ]*){8}$")),
+#[utoipa::path(get, path = "/v1/requests/{code}", tag = "requests", params(("code" = ids::RequestCode, Path, description = "Request code (case, dashes and spaces do not matter)")),
     responses((status = 200, body = PendingRequest), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn lookup_request(
     State(state): State<AppState>,
@@ -176,7 +176,7 @@ async fn prepare_grant(
 
 /// Approves a request: certifies a pairing's device, grants access, or raises a tier.
 #[utoipa::path(post, path = "/v1/requests/{code}/approve", tag = "requests", request_body = ApproveRequest,
-    params(("code" = String, Path, description = "Request code (case, dashes and spaces do not matter)", pattern = "^[- ]*(?:[0-9A-TV-Za-tv-z][- ]*){8}$")), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("code" = ids::RequestCode, Path, description = "Request code (case, dashes and spaces do not matter)")), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve_request(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -215,7 +215,7 @@ pub async fn approve_request(
 
 /// Denies a request; a denied pairing's daemon stops waiting and exits 6.
 #[utoipa::path(post, path = "/v1/requests/{code}/deny", tag = "requests",
-    params(("code" = String, Path, description = "Request code (case, dashes and spaces do not matter)", pattern = "^[- ]*(?:[0-9A-TV-Za-tv-z][- ]*){8}$")), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
+    params(("code" = ids::RequestCode, Path, description = "Request code (case, dashes and spaces do not matter)")), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
 pub async fn deny_request(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
