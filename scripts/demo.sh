@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: build, start agentkeys-server on embedded SQLite in a temp dir; as the
-# master init, store, read, run (with masking) and list; pair an agent daemon (its pair code and OTP
-# read from its screen, the OTP typed into `approve`), let the agent read in scope, be denied out of
+# master init, store, read, run (with masking) and list; pair an agent daemon (its pair code, then its
+# OTP, read from its screen, the OTP typed into `approve`), let the agent read in scope, be denied out of
 # scope and call an MCP tool; revoke it and watch the next request fail; show usage, check the
 # audit chain, and stop the server.
 set -euo pipefail
@@ -37,10 +37,15 @@ for _ in $(seq 1 100); do grep -q '^Pair code:' "$DAEMON_HOME/pair.log" && break
 grep -q '^Pair code:' "$DAEMON_HOME/pair.log" || { cat "$DAEMON_HOME/pair.log" >&2; die "the daemon printed no pair code"; }
 cat "$DAEMON_HOME/pair.log" >&2
 CODE="$(awk '/^Pair code:/ {print $3}' "$DAEMON_HOME/pair.log")"
-OTP="$(awk '/^Pair code:/ {print $5}' "$DAEMON_HOME/pair.log")"
+# The daemon shows its OTP once `approve` has looked the code up (the number covers the account
+# key it then pins); the human reads it off the agent's screen and types it, as this pipe does.
+otp_when_shown() {
+  for _ in $(seq 1 300); do grep -q '^OTP:' "$DAEMON_HOME/pair.log" && break; sleep 0.1; done
+  awk '/^OTP:/ {print $2; exit}' "$DAEMON_HOME/pair.log"
+}
 # Critical operations need the human's presence (fingerprint, polkit, or a typed confirmation on a
 # terminal); this unattended demo has none of them, so it skips the check, which the audit records.
-echo "$OTP" | ak approve "$CODE" --no-biometric --yes
+otp_when_shown | ak approve "$CODE" --no-biometric --yes
 wait "$PAIR_PID" || { cat "$DAEMON_HOME/pair.log" >&2; die "pairing failed"; }
 tail -n +3 "$DAEMON_HOME/pair.log" >&2
 ak agents

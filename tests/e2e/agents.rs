@@ -111,7 +111,8 @@ async fn a_denied_pairing_exits_6_and_a_code_is_single_use() {
 
     // A wrong OTP typed at approve refuses, and leaves the request to deny.
     let pairing = host.start_pair("typo-bot", "");
-    let wrong = if pairing.prompt.otp == "123456" { "654321" } else { "123456" };
+    let otp = master.claim_pairing(&pairing);
+    let wrong = if otp == "123456" { "654321" } else { "123456" };
     let refused = master.run(&["approve", &pairing.prompt.code], Some(format!("{wrong}\n").as_bytes()));
     assert_eq!(refused.status.code(), Some(6), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("does not match"), "{}", text(&refused.stderr));
@@ -137,7 +138,7 @@ async fn the_master_refuses_a_key_the_otp_does_not_match(backend: Backend) {
         .execute(&mut conn)
         .await
         .unwrap();
-    let out = master.run(&["approve", &pairing.prompt.code, "--otp", &pairing.prompt.otp], None);
+    let out = master.approve_pairing(&pairing, &[]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("does not match"), "{}", text(&out.stderr));
     let wraps: i64 =
@@ -149,19 +150,39 @@ async fn the_master_refuses_a_key_the_otp_does_not_match(backend: Backend) {
     // The nonce behind the OTP must open the daemon's commitment: a server that changes it after
     // the reveal (to make its own key's number match) is caught too.
     let pairing = host.start_pair("nonce-bot", "openai");
-    let looked = master.run(&["approve", &pairing.prompt.code], None);
-    assert_eq!(looked.status.code(), Some(6), "no OTP typed: {}", text(&looked.stderr));
+    let otp = master.claim_pairing(&pairing);
     sqlx::query("UPDATE requests SET reveal = $1 WHERE code = $2")
         .bind([9u8; 32].to_vec())
         .bind(&pairing.prompt.code)
         .execute(&mut conn)
         .await
         .unwrap();
-    let out = master.run(&["approve", &pairing.prompt.code, "--otp", &pairing.prompt.otp], None);
+    let out = master.run(&["approve", &pairing.prompt.code, "--otp", &otp], None);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("does not open the daemon's commitment"), "{}", text(&out.stderr));
     master.ok(&["deny", &pairing.prompt.code], None);
     assert_eq!(pairing.finish().0, 6);
+
+    // The server shows the daemon an account key of its own (here: its own account claims the
+    // code), then hands the request to the real master: the OTP covers the key the daemon pinned,
+    // so the real master's number differs and nothing is signed; the daemon sees the account
+    // change under it and stops.
+    let impostor = Master::new(&server.url);
+    impostor.init();
+    let pairing = host.start_pair("impostor-bot", "openai");
+    let shown = impostor.claim_pairing(&pairing);
+    sqlx::query("UPDATE requests SET account_id = $1 WHERE code = $2")
+        .bind(&master.session().account_id)
+        .bind(&pairing.prompt.code)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = master.run(&["approve", &pairing.prompt.code, "--otp", &shown], None);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("does not match"), "{}", text(&out.stderr));
+    let (exit, stderr) = pairing.finish();
+    assert_eq!(exit, 1, "{stderr}");
+    assert!(stderr.contains("INTEGRITY"), "{stderr}");
 }
 
 /// The clock of the guessing test (its own, so it cannot move another test's server).
@@ -342,16 +363,48 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
     let (cc, sc) = client_of(&c);
 
     // Reads: a private override wins; scope and tier hold; B's private name means nothing to A.
-    assert_eq!(vault::read(&ca, &sa, Namespace::Vault, "openai").await.unwrap().as_slice(), b"sk-private-for-a");
-    assert_eq!(vault::read(&cb, &sb, Namespace::Vault, "github").await.unwrap().as_slice(), b"ghp-shared-github");
-    assert_eq!(vault::read(&cb, &sb, Namespace::Vault, "b-only").await.unwrap().as_slice(), b"private-for-b");
+    assert_eq!(
+        vault::read(&ca, &sa, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai")
+            .await
+            .unwrap()
+            .as_slice(),
+        b"sk-private-for-a"
+    );
+    assert_eq!(
+        vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "github")
+            .await
+            .unwrap()
+            .as_slice(),
+        b"ghp-shared-github"
+    );
+    assert_eq!(
+        vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "b-only")
+            .await
+            .unwrap()
+            .as_slice(),
+        b"private-for-b"
+    );
     for (client, session, service) in
         [(&ca, &sa, "github"), (&ca, &sa, "b-only"), (&ca, &sa, "stripe"), (&cb, &sb, "openai")]
     {
-        assert_eq!(vault_code(vault::read(client, session, Namespace::Vault, service).await), ErrorCode::Denied);
+        assert_eq!(
+            vault_code(
+                vault::read(
+                    client,
+                    session,
+                    &agentkeys_core::integrity::Verifier::in_memory(),
+                    Namespace::Vault,
+                    service
+                )
+                .await
+            ),
+            ErrorCode::Denied
+        );
     }
     assert_eq!(
-        vault_code(vault::read(&cc, &sc, Namespace::Vault, "openai").await),
+        vault_code(
+            vault::read(&cc, &sc, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai").await
+        ),
         ErrorCode::Denied,
         "safe: no values"
     );
@@ -368,13 +421,28 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
     assert_eq!(api_code(cc.change_tier(&c, &upgrade).await), ErrorCode::Denied, "no agent changes its own tier");
     let widen = agentkeys_proto::agents::ScopeChangeRequest { add: vec!["stripe".into()], ..Default::default() };
     assert_eq!(api_code(ca.change_scope(&a, &widen).await), ErrorCode::Denied, "nor its scope");
-    let store = vault::store(&ca, &sa, Namespace::Vault, "openai", b"overwrite", &mut OsRandom).await;
+    let store = vault::store(
+        &ca,
+        &sa,
+        &agentkeys_core::integrity::Verifier::in_memory(),
+        Namespace::Vault,
+        "openai",
+        b"overwrite",
+        &mut OsRandom,
+    )
+    .await;
     assert!(matches!(store, Err(vault::VaultError::NotMaster)), "{store:?}");
     // The server refuses on its own, whatever a modified client sends.
     let raw_put = agentkeys_proto::types::PutCredentialRequest {
         version: 2,
         ciphertext: agentkeys_proto::b64::encode([0u8; 64]),
         data_key_wrap: agentkeys_proto::b64::encode([0u8; 81]),
+        grant: agentkeys_proto::grant::Grant {
+            recipient: sa.account_id.clone(),
+            signer: sa.device_id.clone(),
+            signature: agentkeys_proto::b64::encode([0u8; 64]),
+        },
+        flags: 0,
         agent_wraps: vec![],
     };
     assert_eq!(api_code(ca.put_credential("openai", None, &raw_put).await), ErrorCode::Denied);
@@ -386,6 +454,7 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
         link_kx_public: agentkeys_proto::b64::encode([1u8; 32]),
         link_certificate: agentkeys_proto::b64::encode([1u8; 64]),
         wraps: vec![],
+        account_binding: agentkeys_proto::b64::encode([1u8; 64]),
     };
     assert_eq!(api_code(ca.create_agent(&create).await), ErrorCode::Denied);
     let alias = agentkeys_proto::agents::AliasRequest { alias: "boss".into() };
@@ -411,12 +480,29 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
 
     // Scope changes hold on the next read: removing deletes the wraps, adding re-wraps.
     master.ok(&["scope", "agent-b", "--remove", "github"], None);
-    assert_eq!(vault_code(vault::read(&cb, &sb, Namespace::Vault, "github").await), ErrorCode::Denied);
+    assert_eq!(
+        vault_code(
+            vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "github").await
+        ),
+        ErrorCode::Denied
+    );
     master.ok(&["scope", "agent-b", "--set", "github,stripe", "--yes"], None);
-    assert_eq!(vault::read(&cb, &sb, Namespace::Vault, "stripe").await.unwrap().as_slice(), b"sk-stripe");
+    assert_eq!(
+        vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "stripe")
+            .await
+            .unwrap()
+            .as_slice(),
+        b"sk-stripe"
+    );
     // A new version is wrapped to every agent that may read it.
     master.ok(&["store", "github"], Some(b"ghp-rotated"));
-    assert_eq!(vault::read(&cb, &sb, Namespace::Vault, "github").await.unwrap().as_slice(), b"ghp-rotated");
+    assert_eq!(
+        vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "github")
+            .await
+            .unwrap()
+            .as_slice(),
+        b"ghp-rotated"
+    );
     let scope = text(&master.ok(&["scope", "agent-b", "--list"], None));
     assert_eq!(scope, "github\nstripe\n");
 }
@@ -927,7 +1013,10 @@ async fn an_unknown_stored_tier_or_status_is_an_error_not_a_default() {
     let session = host.session(&agent);
     let client = ApiClient::for_session(&server.url, session.clone()).unwrap();
     assert_eq!(
-        vault::read(&client, &session, Namespace::Vault, "openai").await.unwrap().as_slice(),
+        vault::read(&client, &session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai")
+            .await
+            .unwrap()
+            .as_slice(),
         b"sk-unknown-state"
     );
 
@@ -942,7 +1031,16 @@ async fn an_unknown_stored_tier_or_status_is_an_error_not_a_default() {
                 .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(set.clone())).bind(value).bind(&agent).execute(&mut conn).await.unwrap();
         assert_eq!(
-            vault_code(vault::read(&client, &session, Namespace::Vault, "openai").await),
+            vault_code(
+                vault::read(
+                    &client,
+                    &session,
+                    &agentkeys_core::integrity::Verifier::in_memory(),
+                    Namespace::Vault,
+                    "openai"
+                )
+                .await
+            ),
             ErrorCode::Internal,
             "{column} = {value}"
         );
@@ -950,7 +1048,18 @@ async fn an_unknown_stored_tier_or_status_is_an_error_not_a_default() {
         assert_eq!(listed.status.code(), Some(1), "{column} = {value}: {}", text(&listed.stderr));
         assert!(text(&listed.stderr).contains("INTERNAL"), "{}", text(&listed.stderr));
         sqlx::query(sqlx::AssertSqlSafe(set)).bind(&good).bind(&agent).execute(&mut conn).await.unwrap();
-        assert!(vault::read(&client, &session, Namespace::Vault, "openai").await.is_ok(), "{column} restored");
+        assert!(
+            vault::read(
+                &client,
+                &session,
+                &agentkeys_core::integrity::Verifier::in_memory(),
+                Namespace::Vault,
+                "openai"
+            )
+            .await
+            .is_ok(),
+            "{column} restored"
+        );
     }
 }
 
@@ -998,10 +1107,10 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
         wraps: agentkeys_core::agents::wrap_current(
             &client,
             &session,
+            &agentkeys_core::integrity::Verifier::in_memory(),
             Namespace::Vault,
             &["stripe".to_owned()],
-            &before.devices[0].device_id,
-            &vault::certified_kx(&session, &before.devices[0]).unwrap(),
+            (&before.devices[0].device_id, &vault::certified_kx(&session, &before.devices[0]).unwrap()),
             &mut OsRandom,
         )
         .await
@@ -1045,10 +1154,10 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
     let wraps = agentkeys_core::agents::wrap_current(
         &client,
         &session,
+        &agentkeys_core::integrity::Verifier::in_memory(),
         Namespace::Vault,
         &["stripe".to_owned()],
-        &device_id,
-        &kx,
+        (&device_id, &kx),
         &mut OsRandom,
     )
     .await
@@ -1061,7 +1170,8 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
     master.ok(&["store", "late-service"], Some(b"late-value"));
     master.ok(&["scope", "two-machines", "--add", "late-service", "--yes"], None);
     assert_eq!(api_code(client.approve_request(&pending.code, &stale).await), ErrorCode::VersionConflict);
-    agentkeys_core::agents::approve(&client, &session, &pending, &[], &mut OsRandom).await.unwrap();
+    let verifier = agentkeys_core::integrity::Verifier::in_memory();
+    agentkeys_core::agents::approve(&client, &session, &verifier, &pending, &[], &mut OsRandom).await.unwrap();
     let (exit, stderr) = pairing.finish();
     assert_eq!(exit, 0, "{stderr}");
     for service in ["stripe", "late-service"] {

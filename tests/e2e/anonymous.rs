@@ -105,8 +105,8 @@ async fn a_flood_of_pairing_opens_is_limited_and_a_real_pair_still_gets_through(
     master.init();
     let host = DaemonHost::new(&server.url);
     let pairing = host.start_pair("patient-bot", "");
-    let otp = format!("{}\n", pairing.prompt.otp);
-    master.ok(&["approve", &pairing.prompt.code, "--yes"], Some(otp.as_bytes()));
+    let approved = master.approve_pairing(&pairing, &["--yes"]);
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
     let (exit, stderr) = pairing.finish();
     assert_eq!(exit, 0, "{stderr}");
     assert!(stderr.contains("retrying until it takes this one"), "{stderr}");

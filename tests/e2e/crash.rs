@@ -26,8 +26,16 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
         tokio::spawn(async move {
             let service = format!("burst-{i}");
             let value = format!("value-{i}-{}", i * 7919);
-            let result =
-                vault::store(&client, &session, Namespace::Vault, &service, value.as_bytes(), &mut OsRandom).await;
+            let result = vault::store(
+                &client,
+                &session,
+                &agentkeys_core::integrity::Verifier::in_memory(),
+                Namespace::Vault,
+                &service,
+                value.as_bytes(),
+                &mut OsRandom,
+            )
+            .await;
             let _ = acks.send((service, value, result.is_ok()));
         });
     }
@@ -58,9 +66,15 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
     let mut restarted = ServerProcess::start(&db.url);
     let client = ApiClient::for_session(&restarted.url, account.session.clone()).unwrap();
     for (service, value) in &acknowledged {
-        let read = vault::read(&client, &account.session, Namespace::Vault, service)
-            .await
-            .unwrap_or_else(|e| panic!("{service} lost: {e}"));
+        let read = vault::read(
+            &client,
+            &account.session,
+            &agentkeys_core::integrity::Verifier::in_memory(),
+            Namespace::Vault,
+            service,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{service} lost: {e}"));
         assert_eq!(read.as_slice(), value.as_bytes(), "{service}");
     }
     assert!(restarted.terminate(), "SIGTERM shuts the server down cleanly (exit 0)");

@@ -8,6 +8,8 @@
 //! * `contract` — schemathesis against the OpenAPI document: unauthenticated, and signed as a
 //!   real master and a real agent; zero failures.
 //! * `cli` — the `agentkeys` binary end to end against a spawned server.
+//! * `hostile` — a server that edits its database between requests: forged versions, a deleted
+//!   newest version, an older database put back; every reader refuses them.
 //! * `agents` — `agentkeys-daemon` and the master's agent commands: pairing, link codes, scope,
 //!   revoke and teardown, and MCP through the official Python SDK.
 //! * `run` — `agentkeys run`: exit codes, signals, masking.
@@ -52,6 +54,7 @@ mod cli;
 mod contract;
 mod crash;
 mod hardening;
+mod hostile;
 mod keychain;
 mod mediated;
 mod presence;

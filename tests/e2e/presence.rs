@@ -328,11 +328,9 @@ async fn a_matching_finger_on_the_real_fprintd_lets_approve_proceed() {
     master.init();
     let host = DaemonHost::new(&server.url);
     let pairing = host.start_pair("fingered", "openai");
-    let (mut approve, lines) = spawn_watching(&gated(
-        &master,
-        &["approve", &pairing.prompt.code, "--otp", &pairing.prompt.otp],
-        Some(&rig.bus),
-    ));
+    let otp = master.claim_pairing(&pairing);
+    let (mut approve, lines) =
+        spawn_watching(&gated(&master, &["approve", &pairing.prompt.code, "--otp", &otp], Some(&rig.bus)));
     let shown = wait_for_finger_prompt(&lines);
     assert!(shown.contains("Approve pairing of fingered (device "), "the exact operation: {shown}");
     rig.scan(ENROLLED);
@@ -431,7 +429,7 @@ async fn an_account_that_requires_presence_refuses_skipped_critical_operations()
     // Every critical operation the server sees, made with presence skipped: refused, unchanged.
     let host = DaemonHost::new(&server.url);
     let pairing = host.start_pair("unattended", "openai");
-    let otp = format!("{}\n", pairing.prompt.otp);
+    let otp = format!("{}\n", master.claim_pairing(&pairing));
     for (args, stdin) in [
         (vec!["agent", "create", "another", "--yes"], None),
         (vec!["agent", "upgrade", "bot", "--tier", "admin", "--yes"], None),

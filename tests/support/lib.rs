@@ -319,6 +319,36 @@ impl Master {
         child.wait_with_output().expect("wait for agentkeys")
     }
 
+    /// `agentkeys approve CODE ARGS` for a pairing, typing the OTP the daemon shows once approve
+    /// has looked the code up (as a human reads it off the agent's screen).
+    pub fn approve_pairing(&self, pairing: &Pairing, args: &[&str]) -> Output {
+        let mut all = vec!["approve", pairing.prompt.code.as_str()];
+        all.extend_from_slice(args);
+        let mut command = self.command(&all);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::piped());
+        let mut child = command.spawn().expect("spawn agentkeys approve");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let otp = pairing.otp();
+        // An approve that refused before asking has closed its stdin.
+        let _ = stdin.write_all(format!("{otp}\n").as_bytes());
+        drop(stdin);
+        child.wait_with_output().expect("wait for agentkeys approve")
+    }
+
+    /// Looks a pairing's code up with `approve` typing nothing (it claims the code, the daemon
+    /// reveals and shows its OTP, and approve exits 6 for want of one); returns that OTP, for a
+    /// later `approve --otp`.
+    pub fn claim_pairing(&self, pairing: &Pairing) -> String {
+        let looked = self.run(&["approve", &pairing.prompt.code], None);
+        assert_eq!(
+            looked.status.code(),
+            Some(6),
+            "a look-up without an OTP: {}",
+            String::from_utf8_lossy(&looked.stderr)
+        );
+        pairing.otp()
+    }
+
     /// Runs and asserts exit 0; returns stdout.
     pub fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
         let out = self.run(args, stdin);
@@ -390,11 +420,10 @@ pub struct DaemonHost {
     pub ca_cert: Option<PathBuf>,
 }
 
-/// What a pairing printed: the code and the OTP, read from the daemon's stderr.
+/// What a pairing printed first: the code, read from the daemon's stderr.
 #[derive(Debug, Clone)]
 pub struct PairPrompt {
     pub code: String,
-    pub otp: String,
 }
 
 /// A `pair` in progress.
@@ -403,10 +432,25 @@ pub struct Pairing {
     pub child: Child,
     pub prompt: PairPrompt,
     pub stderr: Arc<Mutex<String>>,
+    /// The OTP line, printed once a master has claimed the code.
+    otp: Mutex<(std::sync::mpsc::Receiver<String>, Option<String>)>,
     reader: std::thread::JoinHandle<()>,
 }
 
 impl Pairing {
+    /// The OTP the daemon shows once a master looked its code up (waits up to 30 s for it).
+    pub fn otp(&self) -> String {
+        let mut otp = self.otp.lock().unwrap();
+        if otp.1.is_none() {
+            let received = otp
+                .0
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("agentkeys-daemon pair printed no OTP:\n{}", self.stderr.lock().unwrap()));
+            otp.1 = Some(received);
+        }
+        otp.1.clone().expect("set above")
+    }
+
     /// Waits for the daemon to exit; returns its exit code and everything it printed on stderr.
     pub fn finish(mut self) -> (i32, String) {
         let status = self.child.wait().expect("wait for agentkeys-daemon pair");
@@ -446,6 +490,7 @@ impl DaemonHost {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let (otp_tx, otp_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         let reader = std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -453,10 +498,11 @@ impl DaemonHost {
                 if let Some(rest) = line.strip_prefix("Pair code: ")
                     && let Some(tx) = tx.take()
                 {
-                    let mut words = rest.split_whitespace();
-                    let code = words.next().unwrap_or_default().to_owned();
-                    let otp = words.nth(1).unwrap_or_default().to_owned();
-                    let _ = tx.send(PairPrompt { code, otp });
+                    let code = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let _ = tx.send(PairPrompt { code });
+                }
+                if let Some(rest) = line.strip_prefix("OTP: ") {
+                    let _ = otp_tx.send(rest.trim().to_owned());
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -470,15 +516,15 @@ impl DaemonHost {
                 panic!("agentkeys-daemon pair printed no code:\n{}", log.lock().unwrap());
             }
         };
-        Pairing { child, prompt, stderr: log, reader }
+        Pairing { child, prompt, stderr: log, otp: Mutex::new((otp_rx, None)), reader }
     }
 
-    /// Pairs `label` end to end: the daemon's code and OTP read from its stderr, `approve`
-    /// answered with the OTP on stdin. Returns the agent id.
+    /// Pairs `label` end to end: the daemon's code read from its stderr, `approve` answered with
+    /// the OTP the daemon shows once approve looked the code up. Returns the agent id.
     pub fn pair(&self, master: &Master, label: &str, scope: &str) -> String {
         let pairing = self.start_pair(label, scope);
-        let otp = format!("{}\n", pairing.prompt.otp);
-        master.ok(&["approve", &pairing.prompt.code, "--yes"], Some(otp.as_bytes()));
+        let out = master.approve_pairing(&pairing, &["--yes"]);
+        assert!(out.status.success(), "approve failed ({:?}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
         let (code, stderr) = pairing.finish();
         assert_eq!(code, 0, "pair failed:\n{stderr}");
         stderr

@@ -41,6 +41,10 @@ pub struct GlobalArgs {
     /// Skip the presence check of critical operations, with a warning (audited as skipped).
     #[arg(long, global = true)]
     pub no_biometric: bool,
+    /// Take the server's answers even where they are older than what this session verified
+    /// before (a lower credential version): only after the server was restored from a backup.
+    #[arg(long, global = true)]
+    pub accept_rollback: bool,
 }
 
 #[derive(Debug, Subcommand)]

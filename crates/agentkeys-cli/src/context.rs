@@ -94,4 +94,31 @@ impl Context {
         let session = self.session()?;
         Ok((self.client_for(session.clone())?, session))
     }
+
+    /// What this slot verified before (`seen.json`), to check the server's answers against.
+    pub fn verifier(&self) -> agentkeys_core::integrity::Verifier {
+        agentkeys_core::integrity::Verifier::open(&self.store.dir(&self.session_id))
+            .accepting_rollback(self.global.accept_rollback)
+    }
+
+    /// A signing client, the session and its verifier, for commands that read or wrap credentials.
+    /// A master's first such command after upgrading signs the first wave's unsigned versions
+    /// again (stored anew, same values), and says so.
+    pub async fn vault_client(
+        &self,
+    ) -> Result<(ApiClient, Arc<Session>, agentkeys_core::integrity::Verifier), CliError> {
+        let (client, session) = self.client()?;
+        let verifier = self.verifier();
+        let signed =
+            agentkeys_core::vault::sign_first_wave(&client, &session, &verifier, &mut agentkeys_core::OsRandom).await?;
+        if !signed.is_empty() {
+            self.out.warn(format!(
+                "signed {} credential(s) stored before versions were signed, as new versions with the same values: {} \
+                 (agents refuse unsigned versions)",
+                signed.len(),
+                signed.join(", ")
+            ));
+        }
+        Ok((client, session, verifier))
+    }
 }

@@ -84,6 +84,8 @@ pub async fn create_account(
         device,
         account: Some(account),
         agent_id: None,
+        account_sign_public: None,
+        link_id: None,
     };
     Ok(NewAccount { session: Arc::new(session), recovery_key })
 }

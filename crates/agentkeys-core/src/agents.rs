@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{ApiClient, ClientError};
 use crate::crypto::{self, KeyPair, WrapLabel};
+use crate::integrity::{self, Verifier};
 use crate::random::RandomSource;
 use crate::session::Session;
 use crate::vault::{self, Namespace, VaultError, account_key, certified_kx};
@@ -20,31 +21,46 @@ use crate::vault::{self, Namespace, VaultError, account_key, certified_kx};
 /// How often a grant is retried when a store races it.
 const MAX_GRANT_ATTEMPTS: usize = 8;
 
-/// The current data key of each service that exists, wrapped to `recipient_kx` and addressed to
-/// `recipient_id`. Services not stored yet are skipped: their first version will be wrapped to
-/// the agent when it is stored.
+/// The current data key of each service that exists, wrapped to `recipient_kx`, addressed to
+/// `recipient_id` and granted to it (signed by this master device). Services not stored yet are
+/// skipped: their first version will be wrapped to the agent when it is stored.
 pub async fn wrap_current(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     namespace: Namespace<'_>,
     services: &[String],
-    recipient_id: &str,
-    recipient_kx: &[u8; 32],
+    (recipient_id, recipient_kx): (&str, &[u8; 32]),
     rng: &mut impl RandomSource,
 ) -> Result<Vec<DeviceWrap>, VaultError> {
     let mut wraps = Vec::new();
+    let ns = namespace.name();
     for service in services {
-        let Some((version, data_key)) = vault::current_data_key(client, session, namespace, service).await? else {
+        let Some(current) = vault::current_data_key(client, session, verifier, namespace, service).await? else {
             continue;
         };
-        let wrap = crypto::wrap_to(recipient_kx, data_key.expose(), WrapLabel::DataKey, rng)
+        let wrap = crypto::wrap_to(recipient_kx, current.data_key.expose(), WrapLabel::DataKey, rng)
             .map_err(|source| VaultError::Open { service: service.clone(), source })?;
+        let grant = integrity::sign_grant(
+            session,
+            &agentkeys_proto::grant::GrantStatement {
+                account_id: &session.account_id,
+                namespace: &ns,
+                service,
+                version: current.version,
+                ciphertext_sha256: &current.ciphertext_sha256,
+                flags: current.flags,
+                recipient: recipient_id,
+            },
+        );
         wraps.push(DeviceWrap {
-            namespace: namespace.name(),
+            namespace: ns.clone(),
             service: service.clone(),
-            version,
+            version: current.version,
             device_id: recipient_id.to_owned(),
             wrap: b64::encode(wrap),
+            grant: Some(grant),
+            signer: None,
         });
     }
     Ok(wraps)
@@ -133,6 +149,7 @@ impl LinkCode {
 pub async fn create_agent(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     label: &str,
     scope: &[String],
     tier: Tier,
@@ -144,9 +161,12 @@ pub async fn create_agent(
     let link = code.key_pair().public();
     let link_id = ids::link_id(&link.sign);
     let certificate = account.sign(&ids::link_key_payload(&session.account_id, &agent_id, &link.sign, &link.kx));
+    // The link key vouches for the account key: the daemon pins it, and only the master and the
+    // code's holder can make this signature.
+    let account_binding = code.key_pair().sign(&ids::link_account_payload(&link_id, &account.public().sign));
     let mut attempts = 0;
     loop {
-        let wraps = wrap_current(client, session, Namespace::Vault, scope, &link_id, &link.kx, rng).await?;
+        let wraps = wrap_current(client, session, verifier, Namespace::Vault, scope, (&link_id, &link.kx), rng).await?;
         let request = CreateAgentRequest {
             label: label.to_owned(),
             scope: scope.to_vec(),
@@ -155,6 +175,7 @@ pub async fn create_agent(
             link_kx_public: b64::encode(link.kx),
             link_certificate: b64::encode(certificate),
             wraps,
+            account_binding: b64::encode(account_binding),
         };
         match client.create_agent(&request).await {
             Err(ClientError::Api { detail, .. })
@@ -167,10 +188,12 @@ pub async fn create_agent(
     }
 }
 
-/// The OTP of a pairing request as the master computes it, from the keys the server relayed and
-/// the nonce the daemon revealed after this master's look-up. `None` until the nonce is revealed;
-/// an error when the nonce does not open the daemon's commitment.
-pub fn pairing_otp(request: &PendingRequest) -> Result<Option<String>, VaultError> {
+/// The OTP of a pairing request as the master computes it, from the keys the server relayed, the
+/// nonce the daemon revealed after this master's look-up, and this account's own signing key (the
+/// daemon computes it over the key it was shown). `None` until the nonce is revealed; an error
+/// when the nonce does not open the daemon's commitment.
+pub fn pairing_otp(session: &Session, request: &PendingRequest) -> Result<Option<String>, VaultError> {
+    let account_sign = account_key(session)?.public().sign;
     let bad = |what: &str| VaultError::Mismatch {
         wanted: format!("a pairing request with {what}"),
         got: request.code.clone(),
@@ -186,7 +209,7 @@ pub fn pairing_otp(request: &PendingRequest) -> Result<Option<String>, VaultErro
     if ids::pairing_commitment(&nonce) != commitment {
         return Err(bad("a nonce that opens its commitment"));
     }
-    Ok(Some(ids::pairing_otp(&nonce, &request.code, &request.label, &request.scope, &sign, &kx)))
+    Ok(Some(ids::pairing_otp(&nonce, &request.code, &request.label, &request.scope, (&sign, &kx), &account_sign)))
 }
 
 /// The device fingerprint shown at approval: the device id.
@@ -200,6 +223,7 @@ pub fn device_fingerprint(request: &PendingRequest) -> Option<String> {
 pub async fn approve(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     request: &PendingRequest,
     scope: &[String],
     rng: &mut impl RandomSource,
@@ -228,10 +252,12 @@ pub async fn approve(
                     services.extend(existing.scope.iter().filter(|s| !scope.contains(s)).cloned());
                 }
                 let mut wraps =
-                    wrap_current(client, session, Namespace::Vault, &services, &device_id, &kx, rng).await?;
+                    wrap_current(client, session, verifier, Namespace::Vault, &services, (&device_id, &kx), rng)
+                        .await?;
                 let private = private_services(client, &agent_id).await?;
+                let namespace = Namespace::Agent(&agent_id);
                 wraps.extend(
-                    wrap_current(client, session, Namespace::Agent(&agent_id), &private, &device_id, &kx, rng).await?,
+                    wrap_current(client, session, verifier, namespace, &private, (&device_id, &kx), rng).await?,
                 );
                 ApproveRequest {
                     scope: scope.to_vec(),
@@ -245,7 +271,7 @@ pub async fn approve(
                 let agents = client.list_agents().await?.agents;
                 let agent = agents.iter().find(|a| a.agent_id == agent_id);
                 let wraps = match agent {
-                    Some(agent) => wraps_for_devices(client, session, agent, scope, rng).await?,
+                    Some(agent) => wraps_for_devices(client, session, verifier, agent, scope, rng).await?,
                     None => Vec::new(),
                 };
                 ApproveRequest { scope: scope.to_vec(), device_certificate: None, wraps }
@@ -268,6 +294,7 @@ pub async fn approve(
 async fn wraps_for_devices(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     agent: &AgentSummary,
     services: &[String],
     rng: &mut impl RandomSource,
@@ -275,7 +302,8 @@ async fn wraps_for_devices(
     let mut wraps = Vec::new();
     for device in agent.devices.iter().filter(|d| !d.revoked).chain(&agent.links) {
         let kx = certified_kx(session, device)?;
-        wraps.extend(wrap_current(client, session, Namespace::Vault, services, &device.device_id, &kx, rng).await?);
+        let id = &device.device_id;
+        wraps.extend(wrap_current(client, session, verifier, Namespace::Vault, services, (id, &kx), rng).await?);
     }
     Ok(wraps)
 }
@@ -284,6 +312,7 @@ async fn wraps_for_devices(
 pub async fn change_scope(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     agent: &AgentSummary,
     add: &[String],
     remove: &[String],
@@ -295,7 +324,7 @@ pub async fn change_scope(
         let request = ScopeChangeRequest {
             add: add.to_vec(),
             remove: remove.to_vec(),
-            wraps: wraps_for_devices(client, session, &current, add, rng).await?,
+            wraps: wraps_for_devices(client, session, verifier, &current, add, rng).await?,
         };
         match client.change_scope(&agent.agent_id, &request).await {
             Err(ClientError::Api { detail, .. })

@@ -38,7 +38,7 @@ pub fn for_code(code: ErrorCode) -> u8 {
         ErrorCode::ApprovalRequired | ErrorCode::Declined => DECLINED,
         ErrorCode::RateLimited => RATE_LIMITED,
         ErrorCode::Unavailable => UNREACHABLE,
-        ErrorCode::VersionConflict | ErrorCode::AlreadyExists | ErrorCode::Internal => ERROR,
+        ErrorCode::VersionConflict | ErrorCode::AlreadyExists | ErrorCode::Internal | ErrorCode::Integrity => ERROR,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod harden;
+pub mod integrity;
 pub mod mask;
 pub mod paths;
 pub mod random;

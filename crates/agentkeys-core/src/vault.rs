@@ -4,6 +4,7 @@
 use agentkeys_proto::agents::AgentDevice;
 use agentkeys_proto::agents::agent_namespace;
 use agentkeys_proto::certificate::DeviceCertificate;
+use agentkeys_proto::grant::GrantStatement;
 use agentkeys_proto::names::{InvalidServiceName, validate_service_name};
 use agentkeys_proto::types::{
     CredentialVersionResponse, MAX_VALUE_BYTES, PutCredentialRequest, RecipientWrap, SealedCredentialResponse,
@@ -15,6 +16,7 @@ use zeroize::Zeroizing;
 use crate::client::{ApiClient, ClientError};
 use crate::crypto::{self, CredentialContext, CryptoError, KeyPair, SymmetricKey, WrapLabel};
 use crate::exit;
+use crate::integrity::{self, IntegrityError, Verifier};
 use crate::random::RandomSource;
 use crate::session::Session;
 
@@ -46,6 +48,14 @@ pub enum VaultError {
     Uncertified { agent_id: String, device_id: String },
     #[error("cannot allocate protected memory for a credential: {0}")]
     SecretMemory(std::io::Error),
+    #[error("INTEGRITY: {0}")]
+    Integrity(IntegrityError),
+}
+
+impl From<IntegrityError> for VaultError {
+    fn from(error: IntegrityError) -> Self {
+        VaultError::Integrity(error)
+    }
 }
 
 impl VaultError {
@@ -53,6 +63,7 @@ impl VaultError {
     pub fn code(&self) -> Option<agentkeys_proto::ErrorCode> {
         match self {
             VaultError::Client(e) => e.code(),
+            VaultError::Integrity(_) => Some(ErrorCode::Integrity),
             _ => None,
         }
     }
@@ -64,6 +75,7 @@ impl VaultError {
             VaultError::Open { .. } | VaultError::Mismatch { .. } | VaultError::TooManyConflicts { .. } => exit::ERROR,
             VaultError::NotMaster => exit::DENIED,
             VaultError::Uncertified { .. } | VaultError::SecretMemory(_) => exit::ERROR,
+            VaultError::Integrity(_) => exit::for_code(ErrorCode::Integrity),
         }
     }
 
@@ -88,6 +100,7 @@ impl VaultError {
                 "raise the locked-memory limit (`ulimit -l`, LimitMEMLOCK= in a systemd unit) or run fewer commands at once"
                     .into()
             }
+            VaultError::Integrity(e) => e.hint(),
         }
     }
 }
@@ -132,6 +145,7 @@ pub fn account_key(session: &Session) -> Result<&KeyPair, VaultError> {
 pub async fn store(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     namespace: Namespace<'_>,
     service: &str,
     value: &[u8],
@@ -153,6 +167,22 @@ pub async fn store(
         let data_key = SymmetricKey::generate(rng);
         let context = CredentialContext { account_id: &session.account_id, namespace: &ns, service, version };
         let wrap_err = |source| VaultError::Open { service: service.into(), source };
+        let ciphertext = crypto::seal_credential(&data_key, &context, value, rng);
+        let digest = integrity::ciphertext_digest(&ciphertext);
+        let grant = |recipient: &str| {
+            integrity::sign_grant(
+                session,
+                &GrantStatement {
+                    account_id: &session.account_id,
+                    namespace: &ns,
+                    service,
+                    version,
+                    ciphertext_sha256: &digest,
+                    flags: 0,
+                    recipient,
+                },
+            )
+        };
         let mut agent_wraps = Vec::with_capacity(recipients.len());
         for device in &recipients {
             // A private credential goes to its own agent's devices and no one else's, whatever
@@ -167,14 +197,17 @@ pub async fn store(
             agent_wraps.push(RecipientWrap {
                 device_id: device.device_id.clone(),
                 wrap: b64::encode(crypto::wrap_to(&kx, data_key.expose(), WrapLabel::DataKey, rng).map_err(wrap_err)?),
+                grant: grant(&device.device_id),
             });
         }
         let request = PutCredentialRequest {
             version,
-            ciphertext: b64::encode(crypto::seal_credential(&data_key, &context, value, rng)),
+            ciphertext: b64::encode(&ciphertext),
             data_key_wrap: b64::encode(
                 crypto::wrap_to(&account_kx, data_key.expose(), WrapLabel::DataKey, rng).map_err(wrap_err)?,
             ),
+            grant: grant(&session.account_id),
+            flags: 0,
             agent_wraps,
         };
         match client.put_credential(service, namespace.agent(), &request).await {
@@ -183,7 +216,11 @@ pub async fn store(
             Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::VersionConflict => {
                 version = detail.current_version.unwrap_or(version) + 1;
             }
-            other => return Ok(other?),
+            other => {
+                let stored = other?;
+                verifier.wrote(&stored.namespace, &stored.service, stored.version);
+                return Ok(stored);
+            }
         }
     }
     Err(VaultError::TooManyConflicts { service: service.into() })
@@ -218,10 +255,19 @@ fn open_data_key(session: &Session, sealed: &SealedCredentialResponse) -> Result
     SymmetricKey::from_bytes(&key).map_err(open_err)
 }
 
+fn ciphertext_of(sealed: &SealedCredentialResponse) -> Result<Vec<u8>, VaultError> {
+    b64::decode(&sealed.ciphertext).ok_or_else(|| VaultError::Open {
+        service: sealed.service.clone(),
+        source: CryptoError::Malformed("base64 field"),
+    })
+}
+
+/// Opens a sealed answer that was already verified (or, for the first wave's migration, is
+/// trusted as it is).
 fn open_sealed(session: &Session, sealed: &SealedCredentialResponse) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let data_key = open_data_key(session, sealed)?;
     let open_err = |source| VaultError::Open { service: sealed.service.clone(), source };
-    let ciphertext = b64::decode(&sealed.ciphertext).ok_or_else(|| open_err(CryptoError::Malformed("base64 field")))?;
+    let ciphertext = ciphertext_of(sealed)?;
     let context = CredentialContext {
         account_id: &session.account_id,
         namespace: &sealed.namespace,
@@ -237,6 +283,7 @@ fn open_sealed(session: &Session, sealed: &SealedCredentialResponse) -> Result<Z
 pub async fn read(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     namespace: Namespace<'_>,
     service: &str,
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
@@ -247,7 +294,18 @@ pub async fn read(
         None => vec![namespace.name()],
     };
     check_origin(session, &sealed, &expected, service)?;
+    verifier.check(session, &sealed, &ciphertext_of(&sealed)?)?;
     open_sealed(session, &sealed)
+}
+
+/// The current version of a credential as the master wraps it to a new recipient: its data key,
+/// and what a grant of it signs.
+#[derive(Debug)]
+pub struct CurrentKey {
+    pub version: u64,
+    pub data_key: SymmetricKey,
+    pub ciphertext_sha256: [u8; 32],
+    pub flags: u8,
 }
 
 /// The current version of a credential and its data key, for the master to wrap it to an agent;
@@ -255,9 +313,10 @@ pub async fn read(
 pub async fn current_data_key(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     namespace: Namespace<'_>,
     service: &str,
-) -> Result<Option<(u64, SymmetricKey)>, VaultError> {
+) -> Result<Option<CurrentKey>, VaultError> {
     account_key(session)?;
     let sealed = match client.get_credential(service, namespace.agent()).await {
         Ok(sealed) => sealed,
@@ -265,9 +324,49 @@ pub async fn current_data_key(
         Err(error) => return Err(error.into()),
     };
     check_origin(session, &sealed, &[namespace.name()], service)?;
+    // A grant signed now would vouch for whatever this is: it must be the account's own first.
+    let ciphertext = ciphertext_of(&sealed)?;
+    verifier.check(session, &sealed, &ciphertext)?;
     // Opening the value too proves the key is the one that sealed it, not one the server made up.
     open_sealed(session, &sealed)?;
-    Ok(Some((sealed.version, open_data_key(session, &sealed)?)))
+    Ok(Some(CurrentKey {
+        version: sealed.version,
+        data_key: open_data_key(session, &sealed)?,
+        ciphertext_sha256: integrity::ciphertext_digest(&ciphertext),
+        flags: sealed.flags,
+    }))
+}
+
+/// Signs again what the first wave stored unsigned, once per master slot: each current version
+/// without a grant is stored again as a new, signed version (same value), so agents can verify
+/// it. Returns the names it signed. Trusts those versions as they are — the one moment it must;
+/// after it, an unsigned version is refused like any forgery (docs/security.md).
+pub async fn sign_first_wave(
+    client: &ApiClient,
+    session: &Session,
+    verifier: &Verifier,
+    rng: &mut impl RandomSource,
+) -> Result<Vec<String>, VaultError> {
+    if session.account.is_none() || verifier.all_signed() {
+        return Ok(Vec::new());
+    }
+    let mut signed = Vec::new();
+    for listed in client.list_credentials().await?.credentials {
+        let namespace = match listed.namespace.strip_prefix("agent:") {
+            Some(agent_id) => Namespace::Agent(agent_id),
+            None => Namespace::Vault,
+        };
+        let sealed = client.get_credential(&listed.service, namespace.agent()).await?;
+        check_origin(session, &sealed, &[namespace.name()], &listed.service)?;
+        if sealed.grant.is_some() {
+            continue;
+        }
+        let value = open_sealed(session, &sealed)?;
+        store(client, session, verifier, namespace, &listed.service, &value, rng).await?;
+        signed.push(format!("{}/{}", listed.namespace, listed.service));
+    }
+    verifier.mark_all_signed();
+    Ok(signed)
 }
 
 fn verify_ed25519(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {

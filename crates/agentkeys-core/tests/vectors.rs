@@ -124,6 +124,7 @@ fn compute() -> Value {
             "text": recovery.to_text().as_str(),
         },
         "agent": agent_vectors(&keys_secret),
+        "grant": grant_vector(&keys_secret, &sealed),
         "session_passphrase": session_passphrase_vector(),
     })
 }
@@ -188,6 +189,7 @@ fn agent_vectors(account_secret: &[u8]) -> Value {
     let link_payload = ids::link_key_payload(&account_id, &agent_id, &link_public.sign, &link_public.kx);
     let scope = vec!["github".to_owned(), "openai".to_owned()];
     let pair_nonce: [u8; 32] = bytes(&mut seed, 32).try_into().unwrap();
+    let link_account_payload = ids::link_account_payload(&ids::link_id(&link_public.sign), &account.public().sign);
     json!({
         "account_secret_blob": h(account_secret),
         "account_id": account_id,
@@ -209,7 +211,59 @@ fn agent_vectors(account_secret: &[u8]) -> Value {
         "pair_scope": scope.join(","),
         "pair_nonce": h(pair_nonce),
         "pair_commitment": h(ids::pairing_commitment(&pair_nonce)),
-        "pair_otp": ids::pairing_otp(&pair_nonce, "7K3D-QX2M", "build-bot", &scope, &device.sign, &device.kx),
+        "pair_otp": ids::pairing_otp(
+            &pair_nonce,
+            "7K3D-QX2M",
+            "build-bot",
+            &scope,
+            (&device.sign, &device.kx),
+            &account.public().sign
+        ),
+        "link_account_payload": String::from_utf8(link_account_payload.clone()).unwrap(),
+        "link_account_binding": h(link.sign(&link_account_payload)),
+    })
+}
+
+/// A grant (docs/protocol.md "Grants"): a master device, certified by the account key, signs the
+/// account-key wrap of the `seal` vector's ciphertext and a device wrap of it.
+fn grant_vector(account_secret: &[u8], sealed: &[u8]) -> Value {
+    let mut seed = SeededRandom::new(b"agentkeys grant vectors v1");
+    let account = KeyPair::from_secret_blob(account_secret).unwrap();
+    let account_id = ids::account_id(&account.public().sign);
+    let signer_secret = bytes(&mut seed, 64);
+    let signer = KeyPair::from_secret_blob(&signer_secret).unwrap();
+    let certificate_payload = crypto::device_certificate_payload(&account_id, &signer.public(), "laptop");
+    let digest: [u8; 32] = sha2::Sha256::digest(sealed).into();
+    let statement = |recipient| agentkeys_proto::grant::GrantStatement {
+        account_id: &account_id,
+        namespace: "vault",
+        service: "openai",
+        version: 7,
+        ciphertext_sha256: &digest,
+        flags: 0,
+        recipient,
+    };
+    let to_account = statement(&account_id).payload();
+    let to_device = statement("dev_0123456789abcdef0123").payload();
+    json!({
+        "account_secret_blob": h(account_secret),
+        "account_id": account_id,
+        "signer_secret_blob": h(&signer_secret),
+        "signer_device_id": ids::device_id(&signer.public().sign),
+        "signer_label": "laptop",
+        "signer_certificate": h(account.sign(&certificate_payload)),
+        "namespace": "vault",
+        "service": "openai",
+        "version": 7,
+        "sealed": h(sealed),
+        "ciphertext_sha256": h(digest),
+        "flags": 0,
+        "recipient_account": account_id,
+        "payload_account": h(&to_account),
+        "signature_account": h(signer.sign(&to_account)),
+        "recipient_device": "dev_0123456789abcdef0123",
+        "payload_device": h(&to_device),
+        "signature_device": h(signer.sign(&to_device)),
     })
 }
 
@@ -294,6 +348,8 @@ fn the_session_store_reads_the_documented_file_forms() {
         device: KeyPair::generate(&mut rng),
         account: None,
         agent_id: None,
+        account_sign_public: None,
+        link_id: None,
     };
     let id = SessionId::master();
     EncryptedFileStore::new(home.path()).save(&id, &session).unwrap();

@@ -114,10 +114,33 @@ def main(path):
     assert link_key.sign(device_payload.encode()).hex() == a["linked_device_signature"]
     nonce = h(a["pair_nonce"])
     assert hashlib.sha256(b"agentkeys-pair-commit-v1\0" + nonce).hexdigest() == a["pair_commitment"]
-    otp_input = b"agentkeys-pair-otp-v1\0" + nonce + b"".join(
+    otp_input = b"agentkeys-pair-otp-v2\0" + nonce + b"".join(
         part + b"\0" for part in (a["pair_code"].encode(), a["label"].encode(), a["pair_scope"].encode()))
-    digest = hashlib.sha256(otp_input + device_sign + device_kx).digest()
+    digest = hashlib.sha256(otp_input + device_sign + device_kx + raw(account.public_key())).digest()
     assert f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}" == a["pair_otp"]
+    binding = f"agentkeys-link-account-v1\n{a['link_id']}\n{raw(account.public_key()).hex()}"
+    assert binding == a["link_account_payload"]
+    assert link_key.sign(binding.encode()).hex() == a["link_account_binding"]
+
+    g = v["grant"]
+    grant_account = Ed25519PrivateKey.from_private_bytes(h(g["account_secret_blob"])[:32])
+    signer_blob = h(g["signer_secret_blob"])
+    signer = Ed25519PrivateKey.from_private_bytes(signer_blob[:32])
+    signer_sign = raw(signer.public_key())
+    signer_kx = raw(X25519PrivateKey.from_private_bytes(signer_blob[32:]).public_key())
+    assert "dev_" + hashlib.sha256(b"agentkeys-device-id-v1\0" + signer_sign).hexdigest()[:20] == g["signer_device_id"]
+    certificate = f"agentkeys-device-cert-v1\n{g['account_id']}\n{signer_sign.hex()}\n{signer_kx.hex()}\n{g['signer_label']}"
+    grant_account.public_key().verify(h(g["signer_certificate"]), certificate.encode())
+    assert hashlib.sha256(h(g["sealed"])).hexdigest() == g["ciphertext_sha256"]
+    for who in ("account", "device"):
+        payload = b"agentkeys-grant-v1\0"
+        for field in (g["account_id"], g["namespace"], g["service"]):
+            payload += len(field).to_bytes(2, "big") + field.encode()
+        payload += g["version"].to_bytes(8, "big") + h(g["ciphertext_sha256"]) + bytes([g["flags"]])
+        recipient = g["recipient_" + who].encode()
+        payload += len(recipient).to_bytes(2, "big") + recipient
+        assert payload.hex() == g["payload_" + who]
+        assert signer.sign(payload).hex() == g["signature_" + who]
 
     sp = v["session_passphrase"]
     key = Argon2id(salt=h(sp["salt"]), length=32, iterations=sp["iterations"], lanes=sp["lanes"],
@@ -134,7 +157,7 @@ def main(path):
     subkey = hchacha20(key, sealed[1:17])
     plaintext = ChaCha20Poly1305(subkey).decrypt(b"\0" * 4 + sealed[17:25], sealed[25:], aad)
     assert plaintext.decode() == sp["plaintext"]
-    print("test vectors: 9 constructions verified with pyca/cryptography")
+    print("test vectors: 10 constructions verified with pyca/cryptography")
 
 
 if __name__ == "__main__":

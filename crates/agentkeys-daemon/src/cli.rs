@@ -39,6 +39,10 @@ pub struct GlobalArgs {
     #[arg(long, env = "AGENTKEYS_CACHE_TTL", global = true, default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub cache_ttl: u64,
+    /// Take the server's answers even where they are older than what this session verified
+    /// before (a lower credential version): only after the server was restored from a backup.
+    #[arg(long, global = true)]
+    pub accept_rollback: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,15 @@ impl Context {
         Arc::new(crate::credentials::Cache::new(std::time::Duration::from_secs(self.global.cache_ttl), trail.clone()))
     }
 
+    /// What session `id` verified before (`seen.json` in its slot directory), to check answers
+    /// against; `--accept-rollback` takes an older state once.
+    pub fn verifier(&self, id: &SessionId) -> Arc<agentkeys_core::integrity::Verifier> {
+        Arc::new(
+            agentkeys_core::integrity::Verifier::open(&self.store.dir(id))
+                .accepting_rollback(self.global.accept_rollback),
+        )
+    }
+
     /// The daemon's audit trail of session `id`, in its slot directory.
     pub fn trail(&self, id: &SessionId, session: &Session) -> crate::trail::Trail {
         crate::trail::Trail::new(self.store.dir(id), session.agent_id.clone().unwrap_or_default())

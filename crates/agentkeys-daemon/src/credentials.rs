@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use agentkeys_core::ApiClient;
 use agentkeys_core::exec::SecretEnv;
+use agentkeys_core::integrity::Verifier;
 use agentkeys_core::secret_mem::SecretMemory;
 use agentkeys_core::session::Session;
 use agentkeys_core::vault::{self, Namespace, VaultError};
@@ -145,6 +146,7 @@ impl Cache {
 pub async fn open_for_run(
     client: &ApiClient,
     session: &Session,
+    verifier: &Verifier,
     trail: &Trail,
     cache: Option<&Cache>,
     bindings: Vec<(String, String)>,
@@ -158,7 +160,7 @@ pub async fn open_for_run(
             services.push(service);
             continue;
         }
-        let read = vault::read(client, session, Namespace::Vault, &service).await;
+        let read = vault::read(client, session, verifier, Namespace::Vault, &service).await;
         trail.record_read(&service, Via::Run, read.as_ref().map(|_| ()).map_err(|e| e.code()));
         let plaintext = match read {
             Ok(plaintext) => plaintext,

@@ -41,6 +41,13 @@ fn check_label(label: &str) -> Result<(), CommandError> {
     })
 }
 
+/// How the new session trusts its account: the account signing key it pinned end to end, and
+/// the link code it joined by (if it did).
+struct Pinned {
+    account_sign_public: [u8; 32],
+    link_id: Option<String>,
+}
+
 /// Saves the new agent session and says where.
 fn save(
     ctx: &Context,
@@ -48,12 +55,23 @@ fn save(
     device: KeyPair,
     token: SecretString,
     joined: &AgentSessionResponse,
+    pinned: Pinned,
 ) -> Result<SessionId, CommandError> {
     if joined.device_id != ids::device_id(&device.public().sign) {
         return Err(CommandError::new(
             exit::ERROR,
             format!("the server answered for device {}, which is not this machine's key", joined.device_id),
             "check that --server points at a genuine agentkeys-server",
+        ));
+    }
+    if joined.account_id != ids::account_id(&pinned.account_sign_public) {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!(
+                "INTEGRITY: the server answered for account {}, not the account whose key this pairing pinned",
+                joined.account_id
+            ),
+            "check that --server points at a genuine agentkeys-server; nothing was saved",
         ));
     }
     let id = SessionId::daemon(&joined.agent_id)?;
@@ -67,6 +85,8 @@ fn save(
         device,
         account: None,
         agent_id: Some(joined.agent_id.clone()),
+        account_sign_public: Some(pinned.account_sign_public),
+        link_id: pinned.link_id,
     };
     ctx.store.save(&id, &session)?;
     Ok(id)
@@ -144,13 +164,16 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
             other => break other?,
         }
     };
-    let otp = ids::pairing_otp(&nonce, &opened.code, &args.label, &scope, &keys.sign, &keys.kx);
-    eprintln!("Pair code: {}  OTP: {otp}", opened.code);
+    eprintln!("Pair code: {}", opened.code);
     eprintln!(
-        "On the master, run `agentkeys approve {}` and check that it shows OTP {otp}. Waiting (up to {}s)…",
+        "On the master, run `agentkeys approve {}`; once it has looked the code up, the OTP to type there shows \
+         here. Waiting (up to {}s)…",
         opened.code,
         args.timeout.min(600)
     );
+    // The account that claims the code: pinned at the first claim seen, before the nonce is
+    // revealed, and covered by the OTP, so a server that shows a key of its own is caught.
+    let mut account_sign: Option<[u8; 32]> = None;
     loop {
         tokio::time::sleep(POLL_EVERY).await;
         let status = match client.pairing_status(&opened.pairing_id, poll.expose_secret()).await {
@@ -159,6 +182,33 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
             Err(ClientError::Unreachable { .. }) if Instant::now() < deadline => continue,
             Err(error) => return Err(error.into()),
         };
+        if status.claimed && account_sign.is_none() {
+            let claimed = status.account_sign_public.as_deref().and_then(b64::decode_array::<32>).ok_or_else(|| {
+                CommandError::new(
+                    exit::ERROR,
+                    "the server says the code was claimed but names no account key",
+                    "check that --server points at an agentkeys-server of the same version",
+                )
+            })?;
+            account_sign = Some(claimed);
+            let otp = ids::pairing_otp(&nonce, &opened.code, &args.label, &scope, (&keys.sign, &keys.kx), &claimed);
+            eprintln!("OTP: {otp}");
+            eprintln!(
+                "Type {otp} at `agentkeys approve {}` on the master (account {}). A master that shows no such prompt, \
+                 or computes another number, is not the one you meant: deny it there.",
+                opened.code,
+                ids::account_id(&claimed),
+            );
+        }
+        if let (Some(pinned), Some(shown)) = (&account_sign, status.account_sign_public.as_deref())
+            && b64::decode_array::<32>(shown).as_ref() != Some(pinned)
+        {
+            return Err(CommandError::new(
+                exit::ERROR,
+                "INTEGRITY: the server now names another account for this pairing than the one it was claimed by",
+                "the server is not trustworthy: deny the code on the master and pair against a server you trust",
+            ));
+        }
         if status.status == RequestStatus::Pending && status.claimed && !status.revealed {
             match client.reveal_pairing(&opened.pairing_id, poll.expose_secret(), &nonce).await {
                 Ok(()) | Err(ClientError::Unreachable { .. }) => {}
@@ -167,7 +217,15 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
         }
         match (status.status, status.session) {
             (RequestStatus::Approved, Some(joined)) => {
-                let id = save(ctx, client.base_url(), device, token, &joined)?;
+                let Some(account_sign_public) = account_sign else {
+                    return Err(CommandError::new(
+                        exit::ERROR,
+                        "INTEGRITY: the server approved this pairing without it ever being claimed by an account",
+                        "the server is not trustworthy: pair against a server you trust",
+                    ));
+                };
+                let pinned = Pinned { account_sign_public, link_id: None };
+                let id = save(ctx, client.base_url(), device, token, &joined, pinned)?;
                 report(ctx, &id, &joined)?;
                 return Ok(0);
             }
@@ -228,9 +286,18 @@ pub async fn link(ctx: &Context, args: LinkArgs) -> Result<u8, CommandError> {
     // A credential stored while this redeems reaches the code too, and the server then asks for
     // it as well (VERSION_CONFLICT): look the code up again and re-wrap all it carries.
     let mut attempts = 0;
+    let mut pinned = None;
     let joined = loop {
         let info = client.link_info(&link_id).await?;
-        check_link_info(&info, &link_keys)?;
+        let account_sign = check_link_info(&info, &link_id, &link_keys)?;
+        if pinned.is_some_and(|key| key != account_sign) {
+            return Err(CommandError::new(
+                exit::ERROR,
+                "INTEGRITY: the server named another account for this link code on a second look",
+                "the server is not trustworthy: tell the account owner",
+            ));
+        }
+        pinned = Some(account_sign);
         let mut wraps = Vec::with_capacity(info.wraps.len());
         for wrap in &info.wraps {
             let sealed = b64::decode(&wrap.wrap).unwrap_or_default();
@@ -270,22 +337,28 @@ pub async fn link(ctx: &Context, args: LinkArgs) -> Result<u8, CommandError> {
             other => break other?,
         }
     };
-    let id = save(ctx, client.base_url(), device, token, &joined)?;
+    let account_sign_public = pinned.expect("the loop looked the code up");
+    let pinned = Pinned { account_sign_public, link_id: Some(link_id) };
+    let id = save(ctx, client.base_url(), device, token, &joined, pinned)?;
     report(ctx, &id, &joined)?;
     Ok(0)
 }
 
 /// The server relays who a link code makes us; checks it against the code's own key before
-/// trusting it.
+/// trusting it, and returns the account signing key to pin. The link key (which only the master
+/// and this code's holder have) signed that account key, so the server cannot stand in its own.
 fn check_link_info(
     info: &agentkeys_proto::agents::LinkInfoResponse,
+    link_id: &str,
     link_keys: &crypto::PublicKeys,
-) -> Result<(), CommandError> {
+) -> Result<[u8; 32], CommandError> {
     let account_sign = b64::decode_array::<32>(&info.account_sign_public);
     let certificate = b64::decode_array::<64>(&info.link_certificate);
-    let consistent = match (account_sign, certificate) {
-        (Some(account_sign), Some(certificate)) => {
-            ids::account_id(&account_sign) == info.account_id
+    let binding = info.account_binding.as_deref().and_then(b64::decode_array::<64>);
+    let consistent = match (account_sign, certificate, binding) {
+        (Some(account_sign), Some(certificate), Some(binding)) => {
+            crypto::verify(&link_keys.sign, &ids::link_account_payload(link_id, &account_sign), &binding).is_ok()
+                && ids::account_id(&account_sign) == info.account_id
                 && ids::agent_id(&info.account_id, &info.label) == info.agent_id
                 && crypto::verify(
                     &account_sign,
@@ -296,13 +369,12 @@ fn check_link_info(
         }
         _ => false,
     };
-    if consistent {
-        Ok(())
-    } else {
-        Err(CommandError::new(
+    match account_sign {
+        Some(account_sign) if consistent => Ok(account_sign),
+        _ => Err(CommandError::new(
             exit::ERROR,
-            "the server's answer for this link code is not signed by the account that minted it",
+            "INTEGRITY: the server's answer for this link code is not signed by the account that minted it",
             "check --server; if it is right, the server is not trustworthy: tell the account owner",
-        ))
+        )),
     }
 }

@@ -131,14 +131,15 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CommandError> {
             warn_weak_ptrace(ctx);
             let trail = ctx.trail(&id, &session);
             let cache = ctx.cache(&trail);
-            serve::serve(&id, socket_path(&id, args.socket)?, client, session, trail, cache).await
+            let slot = (ctx.verifier(&id), trail);
+            serve::serve(&id, socket_path(&id, args.socket)?, client, session, slot, cache).await
         }
         Command::Mcp => {
             let (id, client, session) = ctx.client()?;
             warn_weak_ptrace(ctx);
             let trail = ctx.trail(&id, &session);
             let cache = ctx.cache(&trail);
-            serve::stdio(socket_path(&id, None)?, client, session, trail, cache).await
+            serve::stdio(socket_path(&id, None)?, client, session, (ctx.verifier(&id), trail), cache).await
         }
         Command::Run(args) => run(ctx, args).await,
         Command::Whoami => whoami(ctx).await,
@@ -164,7 +165,8 @@ async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
     if !bindings.is_empty() {
         let (id, client, session) = ctx.client()?;
         let this_trail = trail.insert(ctx.trail(&id, &session));
-        (env, services) = credentials::open_for_run(&client, &session, this_trail, None, bindings).await?;
+        let verifier = ctx.verifier(&id);
+        (env, services) = credentials::open_for_run(&client, &session, &verifier, this_trail, None, bindings).await?;
     }
     let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };
     let result = tokio::task::spawn_blocking(move || child::run(spec))

@@ -15,6 +15,7 @@ use agentkeys_core::session::Session;
 
 use crate::credentials::{self, Cache};
 use crate::trail::{Event, Trail, Via};
+use agentkeys_core::integrity::Verifier;
 use agentkeys_core::vault::{self, Namespace, VaultError};
 use agentkeys_core::{ApiClient, ClientError};
 use agentkeys_proto::agents::{AgentAskRequest, RequestKind, Tier};
@@ -180,6 +181,7 @@ pub struct RequestTierArgs {
 pub struct AgentKeysMcp {
     client: ApiClient,
     session: Arc<Session>,
+    verifier: Arc<Verifier>,
     trail: Trail,
     cache: Arc<Cache>,
     tool_router: ToolRouter<Self>,
@@ -193,8 +195,14 @@ impl std::fmt::Debug for AgentKeysMcp {
 
 #[tool_router]
 impl AgentKeysMcp {
-    pub fn new(client: ApiClient, session: Arc<Session>, trail: Trail, cache: Arc<Cache>) -> Self {
-        Self { client, session, trail, cache, tool_router: Self::tool_router() }
+    pub fn new(
+        client: ApiClient,
+        session: Arc<Session>,
+        verifier: Arc<Verifier>,
+        trail: Trail,
+        cache: Arc<Cache>,
+    ) -> Self {
+        Self { client, session, verifier, trail, cache, tool_router: Self::tool_router() }
     }
 
     #[tool(
@@ -248,7 +256,7 @@ impl AgentKeysMcp {
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn get_credential(&self, Parameters(args): Parameters<GetCredentialArgs>) -> ToolResult {
-        let read = vault::read(&self.client, &self.session, Namespace::Vault, &args.service).await;
+        let read = vault::read(&self.client, &self.session, &self.verifier, Namespace::Vault, &args.service).await;
         match read {
             Ok(value) => {
                 let text = match std::str::from_utf8(&value) {
@@ -361,8 +369,15 @@ impl AgentKeysMcp {
         let specs: Vec<String> = args.env.iter().map(|(var, service)| format!("{var}={service}")).collect();
         let bindings = agentkeys_core::child::parse_bindings(&specs)
             .map_err(|e| ToolFailure::new("INVALID_INPUT", e.message, e.hint))?;
-        let (values, services) =
-            credentials::open_for_run(&self.client, &self.session, &self.trail, Some(&self.cache), bindings).await?;
+        let (values, services) = credentials::open_for_run(
+            &self.client,
+            &self.session,
+            &self.verifier,
+            &self.trail,
+            Some(&self.cache),
+            bindings,
+        )
+        .await?;
         let timeout = Duration::from_secs(args.timeout_s.unwrap_or(DEFAULT_RUN_TIMEOUT_S).clamp(1, MAX_RUN_TIMEOUT_S));
         let mut command = std::process::Command::new(program);
         command

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use agentkeys_core::ApiClient;
 use agentkeys_core::error::{CommandError, exit};
+use agentkeys_core::integrity::Verifier;
 use agentkeys_core::session::{Session, SessionId};
 use rmcp::ServiceExt as _;
 use tokio::net::{UnixListener, UnixStream};
@@ -62,15 +63,20 @@ pub async fn serve(
     socket: PathBuf,
     client: ApiClient,
     session: Arc<Session>,
-    trail: Trail,
+    (verifier, trail): (Arc<Verifier>, Trail),
     cache: Arc<Cache>,
 ) -> Result<u8, CommandError> {
     let listener = bind(&socket).await?;
     let uid = rustix::process::getuid().as_raw();
     cache.spawn_sweeper();
-    let native =
-        Native { client: client.clone(), session: session.clone(), trail: trail.clone(), cache: cache.clone() };
-    let server = AgentKeysMcp::new(client, session, trail, cache);
+    let native = Native {
+        client: client.clone(),
+        session: session.clone(),
+        verifier: verifier.clone(),
+        trail: trail.clone(),
+        cache: cache.clone(),
+    };
+    let server = AgentKeysMcp::new(client, session, verifier, trail, cache);
     tracing::info!("agentkeys-daemon serving {id} on {}", socket.display());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CommandError::new(exit::ERROR, format!("cannot watch signals: {e}"), "retry"))?;
@@ -132,7 +138,7 @@ pub async fn stdio(
     socket: PathBuf,
     client: ApiClient,
     session: Arc<Session>,
-    trail: Trail,
+    (verifier, trail): (Arc<Verifier>, Trail),
     cache: Arc<Cache>,
 ) -> Result<u8, CommandError> {
     if let Ok(stream) = UnixStream::connect(&socket).await {
@@ -158,9 +164,9 @@ pub async fn stdio(
     }
     cache.spawn_sweeper();
     let running =
-        AgentKeysMcp::new(client, session, trail, cache).serve(rmcp::transport::stdio()).await.map_err(|e| {
-            CommandError::new(exit::ERROR, format!("MCP initialization failed: {e}"), "check the MCP client")
-        })?;
+        AgentKeysMcp::new(client, session, verifier, trail, cache).serve(rmcp::transport::stdio()).await.map_err(
+            |e| CommandError::new(exit::ERROR, format!("MCP initialization failed: {e}"), "check the MCP client"),
+        )?;
     let _ = running.waiting().await;
     Ok(0)
 }

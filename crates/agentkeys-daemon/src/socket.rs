@@ -106,6 +106,7 @@ pub async fn open(stream: &UnixStream) -> std::io::Result<Opening> {
 pub struct Native {
     pub client: ApiClient,
     pub session: Arc<Session>,
+    pub verifier: Arc<agentkeys_core::integrity::Verifier>,
     pub trail: Trail,
     pub cache: Arc<Cache>,
 }
@@ -152,7 +153,7 @@ impl Native {
     /// `get_credential` by descriptor: opened, copied into a credential descriptor, sent, and the
     /// heap copy wiped; the daemon keeps nothing.
     async fn deliver_fd(&self, stream: &mut UnixStream, service: &str) -> std::io::Result<()> {
-        let read = vault::read(&self.client, &self.session, Namespace::Vault, service).await;
+        let read = vault::read(&self.client, &self.session, &self.verifier, Namespace::Vault, service).await;
         self.trail.record_read(service, Via::Fd, read.as_ref().map(|_| ()).map_err(|e| e.code()));
         let plaintext = match read {
             Ok(plaintext) => plaintext,
@@ -234,6 +235,7 @@ impl Native {
         let (values, services) = match credentials::open_for_run(
             &self.client,
             &self.session,
+            &self.verifier,
             &self.trail,
             Some(&self.cache),
             bindings,

@@ -139,6 +139,13 @@ pub struct DeviceWrap {
     pub device_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes81))]
     pub wrap: String,
+    /// The writer's grant of this key (required on every wrap a client sends). Its recipient is
+    /// `device_id`, or — for a wrap a daemon re-wrapped when it redeemed a link code — that link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<crate::grant::Grant>,
+    /// The master device that signed the grant, in what the server relays to a daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<crate::grant::SignerDevice>,
 }
 
 /// What receives an agent's data keys: one of its devices, or the key of a link code not
@@ -221,6 +228,10 @@ pub struct CreateAgentRequest {
     pub link_certificate: String,
     /// The scope's current data keys, wrapped to the link key.
     pub wraps: Vec<DeviceWrap>,
+    /// Link-key signature over [`crate::ids::link_account_payload`]: binds the code to this
+    /// account's signing key, which the daemon pins.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes64))]
+    pub account_binding: String,
 }
 
 /// Answer to [`CreateAgentRequest`].
@@ -277,6 +288,10 @@ pub struct LinkInfoResponse {
     pub scope: Vec<String>,
     pub tier: Tier,
     pub link_certificate: String,
+    /// The link key's signature over [`crate::ids::link_account_payload`] (absent for a code
+    /// minted before it existed, which the daemon refuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_binding: Option<String>,
     pub wraps: Vec<DeviceWrap>,
     pub expires_at_ms: i64,
 }
@@ -352,6 +367,10 @@ pub struct PairingStatusResponse {
     /// The nonce was revealed.
     #[serde(default)]
     pub revealed: bool,
+    /// Once claimed: the signing key of the account that claimed the code. The daemon pins it and
+    /// computes the OTP over it, so a key the server stands in makes the numbers differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_sign_public: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<AgentSessionResponse>,
 }

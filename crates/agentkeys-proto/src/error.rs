@@ -47,11 +47,15 @@ pub enum ErrorCode {
     Unavailable,
     /// A server fault; the details are in the server log, never in the response.
     Internal,
+    /// Found by a client, never sent by a server: the server's answer fails verification — a
+    /// version the account never signed, a key granted to someone it never chose, or an older
+    /// state than this client already saw. The client refuses it and reports it to the audit.
+    Integrity,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidServiceName,
         ErrorCode::PayloadTooLarge,
@@ -71,6 +75,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::Integrity,
     ];
 
     /// The wire name, as serialized.
@@ -95,6 +100,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Integrity => "INTEGRITY",
         }
     }
 
@@ -121,6 +127,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            // Never answered by a server; were a proxy to relay a client's finding, it is a bad
+            // answer from upstream.
+            ErrorCode::Integrity => 502,
         }
     }
 }

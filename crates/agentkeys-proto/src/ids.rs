@@ -86,6 +86,14 @@ pub fn link_id(link_sign_public: &[u8; 32]) -> String {
     format!("lnk_{}", short_hash("agentkeys-link-id-v1", link_sign_public))
 }
 
+/// What the link key signs at `agent create` to bind the code to the account that minted it:
+/// `agentkeys-link-account-v1 \n link id \n hex(account sign key)`. Only the master and the holder
+/// of the code know the link key's private half, so the server cannot make this for an account key
+/// of its own; the daemon checks it before it pins the key.
+pub fn link_account_payload(link_id: &str, account_sign_public: &[u8; 32]) -> Vec<u8> {
+    format!("agentkeys-link-account-v1\n{link_id}\n{}", hex(account_sign_public)).into_bytes()
+}
+
 /// The Crockford base32 alphabet of pair and request codes: no I, L, O or U to misread.
 pub const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -148,25 +156,31 @@ pub fn pairing_commitment(nonce: &[u8; 32]) -> [u8; 32] {
 }
 
 /// The six-digit number the daemon shows and the human types at the master, derived from the
-/// daemon's secret nonce, the pair code and everything the master will certify.
+/// daemon's secret nonce, the pair code, everything the master will certify and the signing key of
+/// the account that claimed the code.
 ///
-/// `SHA-256("agentkeys-pair-otp-v1" || 0 || nonce || code || 0 || label || 0 || scope joined by ","
-/// || 0 || sign key || kx key)`, first 8 bytes big-endian, modulo 10^6, zero-padded.
+/// `SHA-256("agentkeys-pair-otp-v2" || 0 || nonce || code || 0 || label || 0 || scope joined by ","
+/// || 0 || sign key || kx key || account sign key)`, first 8 bytes big-endian, modulo 10^6,
+/// zero-padded.
 ///
 /// Six digits resist a key swap only because the server cannot search for a matching key: the
-/// nonce is committed at open and revealed after the master's look-up has fixed the keys it will
-/// see, so a server choosing keys does not know the number they must match (commit-then-reveal,
-/// as in ZRTP's short authentication string).
+/// nonce is committed at open and revealed after each side's view is fixed (the master's by its
+/// look-up, the daemon's by the claim it saw, which names the account key it pins), so a server
+/// choosing keys does not know the number they must match (commit-then-reveal, as in ZRTP's short
+/// authentication string). The account key in it is what lets the daemon trust the account's
+/// signatures later: a server that showed the daemon an account key of its own makes the numbers
+/// differ.
 pub fn pairing_otp(
     nonce: &[u8; 32],
     code: &str,
     label: &str,
     scope: &[String],
-    sign_public: &[u8; 32],
-    kx_public: &[u8; 32],
+    device: (&[u8; 32], &[u8; 32]),
+    account_sign_public: &[u8; 32],
 ) -> String {
+    let (sign_public, kx_public) = device;
     let mut hasher = Sha256::new();
-    hasher.update(b"agentkeys-pair-otp-v1");
+    hasher.update(b"agentkeys-pair-otp-v2");
     hasher.update([0]);
     hasher.update(nonce);
     for part in [code.as_bytes(), label.as_bytes(), scope.join(",").as_bytes()] {
@@ -175,6 +189,7 @@ pub fn pairing_otp(
     }
     hasher.update(sign_public);
     hasher.update(kx_public);
+    hasher.update(account_sign_public);
     let digest = hasher.finalize();
     let number = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % 1_000_000;
     format!("{number:06}")
@@ -195,11 +210,12 @@ mod tests {
     #[test]
     fn otp_changes_with_the_device_key() {
         let scope = vec!["openai".to_owned()];
-        let a = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, &[1; 32], &[2; 32]);
-        let b = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, &[3; 32], &[2; 32]);
-        let c = super::pairing_otp(&[8; 32], "7K3D-QX2M", "bot", &scope, &[1; 32], &[2; 32]);
+        let a = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[5; 32]);
+        let b = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, (&[3; 32], &[2; 32]), &[5; 32]);
+        let c = super::pairing_otp(&[8; 32], "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[5; 32]);
+        let d = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[6; 32]);
         assert_eq!(a.len(), 6);
-        assert!(a != b && a != c);
+        assert!(a != b && a != c && a != d, "the device key, the nonce and the account key all count");
     }
 
     #[test]

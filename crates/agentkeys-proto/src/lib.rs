@@ -11,6 +11,7 @@ pub mod certificate;
 pub mod critical;
 pub mod daemon;
 pub mod error;
+pub mod grant;
 pub mod ids;
 pub mod names;
 pub mod namespace;

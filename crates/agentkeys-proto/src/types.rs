@@ -152,6 +152,11 @@ pub struct PutCredentialRequest {
     /// The data key wrapped to the account key (base64url).
     #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes81))]
     pub data_key_wrap: String,
+    /// The writer's grant of the account-key wrap (its recipient is the account id).
+    pub grant: crate::grant::Grant,
+    /// [`crate::grant::FLAG_HIGH_VALUE`] and future flags; signed into every grant.
+    #[serde(default)]
+    pub flags: u8,
     /// The data key wrapped to every agent device that may read this service (from
     /// `GET /v1/recipients`); the server refuses a set that is not exactly those devices.
     #[serde(default)]
@@ -166,6 +171,8 @@ pub struct RecipientWrap {
     pub device_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes81))]
     pub wrap: String,
+    /// The writer's grant of this wrap (its recipient is `device_id`).
+    pub grant: crate::grant::Grant,
 }
 
 /// Query of the credential routes: the account owner addresses an agent's private namespace
@@ -215,6 +222,19 @@ pub struct SealedCredentialResponse {
     pub data_key_wrap: String,
     pub created_at_ms: i64,
     pub created_by: String,
+    /// Signed into the grant; see [`crate::grant::FLAG_HIGH_VALUE`].
+    #[serde(default)]
+    pub flags: u8,
+    /// The account's signing key, which certified the signer (agents compare it with the one
+    /// they pinned).
+    pub account_sign_public: String,
+    /// The grant of `data_key_wrap`; absent for a version stored before versions were signed,
+    /// which readers refuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<crate::grant::Grant>,
+    /// The master device that signed the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<crate::grant::SignerDevice>,
 }
 
 /// One line of `GET /v1/credentials`.

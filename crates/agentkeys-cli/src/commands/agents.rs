@@ -63,11 +63,11 @@ pub async fn create(ctx: &Context, args: AgentCreateArgs) -> Result<u8, CliError
         )
     })?;
     let scope = check_services(&args.scope)?;
-    let (client, session) = ctx.client()?;
+    let (client, session, verifier) = ctx.vault_client().await?;
     let presence = crate::presence::require(ctx, &CriticalOp::create_agent(&args.label, args.tier.as_str(), &scope))?;
     let client = client.with_presence(presence.as_str());
     let (created, code) =
-        agents::create_agent(&client, &session, &args.label, &scope, args.tier, &mut OsRandom).await?;
+        agents::create_agent(&client, &session, &verifier, &args.label, &scope, args.tier, &mut OsRandom).await?;
     let code_text = code.to_text();
     if ctx.out.json {
         ctx.out.json(&serde_json::json!({
@@ -129,7 +129,7 @@ fn print_scope(ctx: &Context, agent: &AgentSummary, scope: &[String]) -> Result<
 }
 
 pub async fn scope(ctx: &Context, args: ScopeArgs) -> Result<u8, CliError> {
-    let (client, session) = ctx.client()?;
+    let (client, session, verifier) = ctx.vault_client().await?;
     let agent = ctx.resolve_agent(&client, &args.agent).await?;
     if args.list {
         print_scope(ctx, &agent, &agent.scope)?;
@@ -150,7 +150,7 @@ pub async fn scope(ctx: &Context, args: ScopeArgs) -> Result<u8, CliError> {
         let presence = crate::presence::require(ctx, &CriticalOp::widen_scope(&agent.label, &add))?;
         client.with_presence(presence.as_str())
     };
-    agents::change_scope(&client, &session, &agent, &add, &remove, &mut OsRandom).await?;
+    agents::change_scope(&client, &session, &verifier, &agent, &add, &remove, &mut OsRandom).await?;
     let mut scope: Vec<String> = agent.scope.iter().filter(|s| !remove.contains(s)).cloned().collect();
     scope.extend(add.iter().filter(|s| !scope.contains(s)).cloned().collect::<Vec<_>>());
     scope.sort();

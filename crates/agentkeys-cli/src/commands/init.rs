@@ -58,6 +58,9 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
         // A fresh key whatever sealed the old session, so nothing of it is needed (or asked for).
         None => ctx.store.replace(&ctx.session_id, &created.session)?,
     }
+    // A new account: nothing of the old slot's memory applies, and every version it will hold is
+    // signed from the first.
+    ctx.verifier().start_fresh();
     let session = &created.session;
     let recovery = created.recovery_key.to_text();
     ctx.out.json(&serde_json::json!({

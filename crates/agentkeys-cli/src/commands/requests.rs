@@ -59,7 +59,7 @@ pub async fn list(ctx: &Context) -> Result<u8, CliError> {
 
 pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     let code = ids::normalize_request_code(&args.code).ok_or_else(|| bad_code(&args.code))?;
-    let (client, session) = ctx.client()?;
+    let (client, session, verifier) = ctx.vault_client().await?;
     let request = client.lookup_request(&code).await?;
     let scope = match &args.scope {
         Some(scope) => {
@@ -78,7 +78,7 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     }
     let (request, otp) = match request.kind {
         RequestKind::Pairing => {
-            let (request, otp) = wait_for_reveal(&client, &code, request).await?;
+            let (request, otp) = wait_for_reveal(&client, &session, &code, request).await?;
             (request, Some(otp))
         }
         _ => (request, None),
@@ -155,7 +155,7 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     };
     let presence = crate::presence::require(ctx, &op)?;
     let client = client.with_presence(presence.as_str());
-    let decided = agents::approve(&client, &session, &request, &scope, &mut OsRandom).await?;
+    let decided = agents::approve(&client, &session, &verifier, &request, &scope, &mut OsRandom).await?;
     ctx.out.json(&decided)?;
     ctx.out.note(match (&decided.agent_id, request.kind) {
         (Some(agent_id), RequestKind::Pairing) => format!("Approved: {} is paired as agent {agent_id}", request.label),
@@ -171,12 +171,13 @@ const REVEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// the request up until it has, then compute the OTP from what this master saw.
 async fn wait_for_reveal(
     client: &agentkeys_core::ApiClient,
+    session: &agentkeys_core::session::Session,
     code: &str,
     mut request: PendingRequest,
 ) -> Result<(PendingRequest, String), CliError> {
     let deadline = std::time::Instant::now() + REVEAL_WAIT;
     loop {
-        let computed = agents::pairing_otp(&request).map_err(|_| {
+        let computed = agents::pairing_otp(session, &request).map_err(|_| {
             CliError::new(
                 exit::DECLINED,
                 format!("pairing {code} does not hold together: the nonce it shows does not open the daemon's commitment"),

@@ -29,11 +29,11 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CliError> {
     }
     let mut env = SecretEnv::new();
     if !bindings.is_empty() {
-        let (client, session) = ctx.client()?;
+        let (client, session, verifier) = ctx.vault_client().await?;
         let agent = super::vault::agent_id(ctx, &client, args.agent.as_deref()).await?;
         let namespace = agent.as_deref().map_or(vault::Namespace::Vault, vault::Namespace::Agent);
         for (var, service) in bindings {
-            let plaintext = vault::read(&client, &session, namespace, &service).await?;
+            let plaintext = vault::read(&client, &session, &verifier, namespace, &service).await?;
             let value = SecretMemory::copy_of(&plaintext).map_err(vault::VaultError::SecretMemory)?;
             env.push(var, Arc::new(value));
         }

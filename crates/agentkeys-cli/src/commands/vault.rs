@@ -78,11 +78,11 @@ fn namespace(agent_id: Option<&str>) -> Namespace<'_> {
 
 pub async fn store(ctx: &Context, args: StoreArgs) -> Result<u8, CliError> {
     vault::check_service(&args.service)?;
-    let (client, session) = ctx.client()?;
+    let (client, session, verifier) = ctx.vault_client().await?;
     let agent = agent_id(ctx, &client, args.agent.as_deref()).await?;
     let value = value_to_store(ctx, &args)?;
-    let stored =
-        vault::store(&client, &session, namespace(agent.as_deref()), &args.service, &value, &mut OsRandom).await?;
+    let namespace = namespace(agent.as_deref());
+    let stored = vault::store(&client, &session, &verifier, namespace, &args.service, &value, &mut OsRandom).await?;
     ctx.out.json(&stored)?;
     ctx.out.note(format!("Stored {} (version {})", stored.service, stored.version));
     Ok(0)
@@ -90,9 +90,9 @@ pub async fn store(ctx: &Context, args: StoreArgs) -> Result<u8, CliError> {
 
 pub async fn read(ctx: &Context, service: &str, agent: Option<&str>) -> Result<u8, CliError> {
     vault::check_service(service)?;
-    let (client, session) = ctx.client()?;
+    let (client, session, verifier) = ctx.vault_client().await?;
     let agent = agent_id(ctx, &client, agent).await?;
-    let value = vault::read(&client, &session, namespace(agent.as_deref()), service).await?;
+    let value = vault::read(&client, &session, &verifier, namespace(agent.as_deref()), service).await?;
     if ctx.out.json {
         let text = std::str::from_utf8(&value).ok();
         let encoded = Zeroizing::new(agentkeys_proto::b64::encode(value.as_slice()));
@@ -117,7 +117,7 @@ pub async fn read(ctx: &Context, service: &str, agent: Option<&str>) -> Result<u
 }
 
 pub async fn list(ctx: &Context, agent: Option<&str>) -> Result<u8, CliError> {
-    let (client, session) = ctx.client()?;
+    let (client, session, _) = ctx.vault_client().await?;
     let agent = agent_id(ctx, &client, agent).await?;
     let mut listed = client.list_credentials().await?;
     // The master sees every namespace; it lists the vault, or one agent's with --agent.

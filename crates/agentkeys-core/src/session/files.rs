@@ -16,6 +16,8 @@ use crate::random::{OsRandom, RandomSource as _};
 pub(super) const SESSION_FILE: &str = "session.enc";
 /// The session's data key, when neither a keychain nor a passphrase keeps it.
 pub(super) const KEY_FILE: &str = "session.key";
+/// What the slot verified before (`agentkeys_core::integrity`): it goes when the slot is cleared.
+pub const SEEN_FILE: &str = "seen.json";
 
 pub(super) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SessionError + 'a {
     move |source| SessionError::Io { action, path: path.display().to_string(), source }

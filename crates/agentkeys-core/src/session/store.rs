@@ -10,7 +10,9 @@ use agentkeys_keychain::{Keychain, KeychainError};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::files::{KEY_FILE, SESSION_FILE, ensure_private_dir, io_err, lock, read_private, write_atomically};
+use super::files::{
+    KEY_FILE, SEEN_FILE, SESSION_FILE, ensure_private_dir, io_err, lock, read_private, write_atomically,
+};
 use super::keys::{KeyHome, KeySource, StoreMode};
 use super::passphrase::{self, PassphraseHeader, PassphrasePrompt, Unlocker};
 use super::types::{Session, SessionError, SessionId, SessionRecord, SessionStore, session_aad};
@@ -253,7 +255,7 @@ impl SessionStore for EncryptedFileStore {
                 Err(_) => {}
             }
         }
-        for name in [SESSION_FILE, KEY_FILE, ".lock"] {
+        for name in [SESSION_FILE, KEY_FILE, SEEN_FILE, ".lock"] {
             let path = dir.join(name);
             match fs::remove_file(&path) {
                 Ok(()) => removed |= name != ".lock",
@@ -320,6 +322,8 @@ mod tests {
             device: KeyPair::generate(rng),
             account: Some(KeyPair::generate(rng)),
             agent_id: None,
+            account_sign_public: None,
+            link_id: None,
         }
     }
 

@@ -78,6 +78,14 @@ pub struct Session {
     pub account: Option<KeyPair>,
     /// For an agent device (`daemon-<agent id>` slots): the agent it acts for.
     pub agent_id: Option<String>,
+    /// For an agent device: the account's signing key, pinned end to end when it joined (the
+    /// pairing OTP covers it; a link code's key signs it). Every grant it reads must chain to it.
+    /// `None` in a session saved before versions were signed: then the key the server relays is
+    /// taken when it derives the session's account id.
+    pub account_sign_public: Option<[u8; 32]>,
+    /// For an agent device that joined by a link code: that link's id, to which the master
+    /// granted the keys this device re-wrapped when it redeemed the code.
+    pub link_id: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -110,6 +118,12 @@ pub(super) struct SessionRecord {
     /// Empty for a master session.
     #[serde(default)]
     agent_id: String,
+    /// Agents: the pinned account signing key (base64url); empty before it was pinned.
+    #[serde(default)]
+    account_sign_public: String,
+    /// Agents that joined by a link code: its id.
+    #[serde(default)]
+    link_id: String,
 }
 
 const RECORD_FORMAT: u32 = 1;
@@ -127,6 +141,8 @@ impl Session {
             device_secret: b64::encode(self.device.secret_blob().as_ref()),
             account_secret: self.account.as_ref().map(|a| b64::encode(a.secret_blob().as_ref())).unwrap_or_default(),
             agent_id: self.agent_id.clone().unwrap_or_default(),
+            account_sign_public: self.account_sign_public.map(b64::encode).unwrap_or_default(),
+            link_id: self.link_id.clone().unwrap_or_default(),
         }
     }
 
@@ -148,6 +164,10 @@ impl Session {
             device: key(&record.device_secret)?,
             account: (!record.account_secret.is_empty()).then(|| key(&record.account_secret)).transpose()?,
             agent_id: (!record.agent_id.is_empty()).then(|| record.agent_id.clone()),
+            account_sign_public: (!record.account_sign_public.is_empty())
+                .then(|| b64::decode_array::<32>(&record.account_sign_public).ok_or("bad account key encoding"))
+                .transpose()?,
+            link_id: (!record.link_id.is_empty()).then(|| record.link_id.clone()),
         })
     }
 }

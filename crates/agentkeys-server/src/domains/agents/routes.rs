@@ -91,12 +91,14 @@ pub async fn create_agent(
             return Err(ApiError::bad_request("link_certificate does not verify with the account key"));
         }
         let link_id = ids::link_id(&link_sign);
+        let account_binding = decode::exact::<64>("account_binding", &request.account_binding)?;
         let wraps = decode_wraps(&request.wraps, &agent_id, Some(&link_id))?;
         let link = NewLink {
             link_id,
             sign_public: link_sign.to_vec(),
             kx_public: link_kx.to_vec(),
             certificate: certificate.to_vec(),
+            account_binding: account_binding.to_vec(),
             expires_at_ms: now + REQUEST_TTL_MS,
             wraps,
         };

@@ -9,7 +9,7 @@ use agentkeys_proto::agents::{AgentStatus, RecipientKind, Tier};
 use agentkeys_proto::namespace::Namespace;
 use sqlx::AnyConnection;
 
-use super::queries::{self, NewVersionRow, SealedVersion, Wrap};
+use super::queries::{self, NewVersionRow, SealedVersion, StoredGrant, Wrap};
 use crate::db::Backend;
 use crate::domains::agents::queries as agents;
 use crate::domains::links::queries as links;
@@ -72,6 +72,9 @@ pub struct PutVersion {
     pub ciphertext: Vec<u8>,
     pub data_key_wrap: Vec<u8>,
     pub created_by: String,
+    pub flags: i64,
+    /// The grant of the account-key wrap (signed by the writer; readers check it).
+    pub grant: StoredGrant,
     /// Must be exactly [`agents::recipients`] at commit time.
     pub wraps: Vec<Wrap>,
 }
@@ -110,6 +113,8 @@ impl Op for PutVersion {
             ciphertext: Some(&self.ciphertext),
             data_key_wrap: Some(&self.data_key_wrap),
             created_by: &self.created_by,
+            flags: self.flags,
+            grant: Some((&self.grant.signer, &self.grant.signature)),
         };
         queries::insert_version(conn, &row, cx.now_ms).await?;
         // Every agent that may read the service gets the new data key, or the write fails:
@@ -163,6 +168,8 @@ impl Op for RemoveCredential {
             ciphertext: None,
             data_key_wrap: None,
             created_by: &self.removed_by,
+            flags: 0,
+            grant: None,
         };
         queries::insert_version(conn, &row, cx.now_ms).await?;
         Ok(StoredVersion { version: current + 1, created_at_ms: cx.now_ms })
@@ -236,7 +243,8 @@ impl Op for AgentRead {
         };
         let wrap = queries::wrap_for(conn, &self.account_id, &namespace, service, row.version, &self.device_id).await?;
         let sealed = match (wrap, row.sealed()) {
-            (Some(wrap), Some(sealed)) => SealedVersion { data_key_wrap: wrap, ..sealed },
+            // The reader gets its own wrap, and that wrap's grant (not the account key's).
+            (Some((wrap, grant)), Some(sealed)) => SealedVersion { data_key_wrap: wrap, grant, ..sealed },
             (None, Some(sealed)) => {
                 return Err(refuse(ApiError::new(
                     ErrorCode::Denied,
@@ -329,6 +337,25 @@ pub async fn check_covered(
     Ok(())
 }
 
+/// Longest id a grant names (account, device and link ids are 24–25 characters).
+const GRANT_ID_MAX: usize = 64;
+
+/// A grant as a client sent it, checked for shape only: readers verify the signature.
+pub fn decode_grant(grant: Option<&agentkeys_proto::grant::Grant>) -> Result<StoredGrant, ApiError> {
+    let grant = grant.ok_or_else(|| {
+        ApiError::bad_request("every wrap needs its writer's grant (docs/protocol.md, \"Grants\"); upgrade the client")
+    })?;
+    if grant.recipient.is_empty()
+        || grant.recipient.len() > GRANT_ID_MAX
+        || grant.signer.is_empty()
+        || grant.signer.len() > GRANT_ID_MAX
+    {
+        return Err(ApiError::bad_request("a grant names its recipient and signer by id"));
+    }
+    let signature = crate::http::decode::bounded("grant.signature", &grant.signature, 64, 64)?;
+    Ok(StoredGrant { recipient: grant.recipient.clone(), signer: grant.signer.clone(), signature })
+}
+
 /// The wraps a request carries, decoded for an op: each for the vault or `agent_id`'s private
 /// namespace, and addressed to `recipient` (a device or link id) when one is given.
 pub fn decode_wraps(
@@ -356,7 +383,8 @@ pub fn decode_wraps(
                 crate::http::decode::DATA_KEY_WRAP_LEN,
             )?;
             let version = i64::try_from(w.version).map_err(|_| ApiError::bad_request("wrap version out of range"))?;
-            Ok(Wrap { namespace, service: w.service.clone(), version, recipient: w.device_id.clone(), wrap })
+            let grant = Some(decode_grant(w.grant.as_ref())?);
+            Ok(Wrap { namespace, service: w.service.clone(), version, recipient: w.device_id.clone(), wrap, grant })
         })
         .collect()
 }

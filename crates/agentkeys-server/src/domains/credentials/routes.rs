@@ -14,8 +14,8 @@ use axum::extract::{Path, Query, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ops::{AgentRead, PutVersion, ReadCredential, RemoveCredential, StoredVersion};
-use super::queries::{self, SealedVersion, Wrap};
+use super::ops::{AgentRead, PutVersion, ReadCredential, RemoveCredential, StoredVersion, decode_grant};
+use super::queries::{self, SealedVersion, SignerRow, StoredGrant, Wrap};
 use crate::engine::audit::Subject;
 use crate::error::ApiError;
 use crate::http::action::signed;
@@ -53,12 +53,33 @@ fn subject(namespace: &Result<Namespace, ApiError>, service: &Result<String, Api
     }
 }
 
+/// A stored grant and its signer as they travel.
+pub fn wire_grant(
+    grant: Option<(StoredGrant, Option<SignerRow>)>,
+) -> (Option<agentkeys_proto::grant::Grant>, Option<agentkeys_proto::grant::SignerDevice>) {
+    let Some((grant, signer)) = grant else { return (None, None) };
+    let signer = signer.map(|s| agentkeys_proto::grant::SignerDevice {
+        device_id: s.device_id,
+        label: s.label,
+        sign_public: b64::encode(s.sign_public),
+        kx_public: b64::encode(s.kx_public),
+        certificate: b64::encode(s.certificate),
+    });
+    let grant = agentkeys_proto::grant::Grant {
+        recipient: grant.recipient,
+        signer: grant.signer,
+        signature: b64::encode(grant.signature),
+    };
+    (Some(grant), signer)
+}
+
 fn sealed_response(
     caller: &Caller,
     namespace: Namespace,
     service: String,
     sealed: SealedVersion,
 ) -> SealedCredentialResponse {
+    let (grant, signer) = wire_grant(sealed.grant);
     SealedCredentialResponse {
         account_id: caller.account_id.clone(),
         namespace: namespace.as_stored(),
@@ -68,6 +89,10 @@ fn sealed_response(
         data_key_wrap: b64::encode(sealed.data_key_wrap),
         created_at_ms: sealed.created_at_ms,
         created_by: sealed.created_by,
+        flags: u8::try_from(sealed.flags).unwrap_or(u8::MAX),
+        account_sign_public: b64::encode(sealed.account_sign_public),
+        grant,
+        signer,
     }
 }
 
@@ -136,6 +161,7 @@ fn validate_put(namespace: &Namespace, service: &str, signed: &Signed) -> Result
                 version,
                 recipient: w.device_id.clone(),
                 wrap: decode::bounded("agent_wraps.wrap", &w.wrap, DATA_KEY_WRAP_LEN, DATA_KEY_WRAP_LEN)?,
+                grant: Some(decode_grant(Some(&w.grant))?),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -153,6 +179,8 @@ fn validate_put(namespace: &Namespace, service: &str, signed: &Signed) -> Result
         )?,
         data_key_wrap: decode::bounded("data_key_wrap", &request.data_key_wrap, DATA_KEY_WRAP_LEN, DATA_KEY_WRAP_LEN)?,
         created_by: signed.caller.device_id.clone(),
+        flags: i64::from(request.flags),
+        grant: decode_grant(Some(&request.grant))?,
     })
 }
 

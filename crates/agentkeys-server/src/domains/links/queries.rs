@@ -7,7 +7,7 @@ use agentkeys_proto::namespace::Namespace;
 use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use crate::db::parse_stored;
-use crate::domains::credentials::queries::Wrap;
+use crate::domains::credentials::queries::{SignerRow, StoredGrant, Wrap, grant_from_row};
 
 /// A link code's key as the server keeps it: the public halves, certified by the account key,
 /// and the scope's data keys wrapped to it (each [`Wrap::recipient`] is the link id).
@@ -17,6 +17,8 @@ pub struct NewLink {
     pub sign_public: Vec<u8>,
     pub kx_public: Vec<u8>,
     pub certificate: Vec<u8>,
+    /// The link key's signature over the account's signing key.
+    pub account_binding: Vec<u8>,
     pub expires_at_ms: i64,
     pub wraps: Vec<Wrap>,
 }
@@ -29,8 +31,8 @@ pub async fn insert(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO links (id, account_id, agent_id, sign_public, kx_public, certificate, created_at_ms, expires_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO links (id, account_id, agent_id, sign_public, kx_public, certificate, created_at_ms, expires_at_ms, \
+         account_binding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&link.link_id)
     .bind(account_id)
@@ -40,34 +42,42 @@ pub async fn insert(
     .bind(&link.certificate)
     .bind(now)
     .bind(link.expires_at_ms)
+    .bind(&link.account_binding)
     .execute(&mut *conn)
     .await
     .map(|_| ())
 }
 
 pub async fn insert_wrap(conn: &mut AnyConnection, link_id: &str, wrap: &Wrap) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO link_wraps (link_id, namespace, service, version, wrap) VALUES ($1, $2, $3, $4, $5)")
-        .bind(link_id)
-        .bind(wrap.namespace.as_stored())
-        .bind(&wrap.service)
-        .bind(wrap.version)
-        .bind(&wrap.wrap)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
+    upsert(conn, link_id, wrap, false).await
 }
 
 /// Stores the newest data key of a credential for a pending link code, replacing an older one.
 pub async fn upsert_wrap(conn: &mut AnyConnection, wrap: &Wrap) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO link_wraps (link_id, namespace, service, version, wrap) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (link_id, namespace, service) DO UPDATE SET version = excluded.version, wrap = excluded.wrap",
-    )
-    .bind(&wrap.recipient)
+    upsert(conn, &wrap.recipient, wrap, true).await
+}
+
+async fn upsert(conn: &mut AnyConnection, link_id: &str, wrap: &Wrap, replace: bool) -> Result<(), sqlx::Error> {
+    let grant = wrap.grant.as_ref();
+    let on_conflict = if replace {
+        " ON CONFLICT (link_id, namespace, service) DO UPDATE SET version = excluded.version, wrap = excluded.wrap, \
+         grant_recipient = excluded.grant_recipient, grant_signer = excluded.grant_signer, \
+         grant_signature = excluded.grant_signature"
+    } else {
+        ""
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO link_wraps (link_id, namespace, service, version, wrap, grant_recipient, grant_signer, \
+         grant_signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8){on_conflict}"
+    )))
+    .bind(link_id)
     .bind(wrap.namespace.as_stored())
     .bind(&wrap.service)
     .bind(wrap.version)
     .bind(&wrap.wrap)
+    .bind(grant.map(|g| g.recipient.as_str()))
+    .bind(grant.map(|g| g.signer.as_str()))
+    .bind(grant.map(|g| g.signature.as_slice()))
     .execute(&mut *conn)
     .await
     .map(|_| ())
@@ -217,17 +227,27 @@ pub struct LinkInfo {
     pub label: String,
     pub tier: Tier,
     pub certificate: Vec<u8>,
+    pub account_binding: Option<Vec<u8>>,
     pub expires_at_ms: i64,
     pub redeemed: bool,
-    /// `(namespace, service, version, wrap)`.
-    pub wraps: Vec<(String, String, i64, Vec<u8>)>,
+    pub wraps: Vec<LinkWrap>,
+}
+
+/// One key a link code carries, with its grant and the grant's signer.
+#[derive(Debug, Clone)]
+pub struct LinkWrap {
+    pub namespace: String,
+    pub service: String,
+    pub version: i64,
+    pub wrap: Vec<u8>,
+    pub grant: Option<(StoredGrant, Option<SignerRow>)>,
 }
 
 pub async fn info(pool: &AnyPool, link_id: &str) -> Result<Option<LinkInfo>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let Some(row) = sqlx::query(
-        "SELECT l.account_id, l.agent_id, l.certificate, l.expires_at_ms, l.redeemed_at_ms, a.label, a.tier, \
-                c.sign_public AS account_sign FROM links l JOIN agents a ON a.id = l.agent_id \
+        "SELECT l.account_id, l.agent_id, l.certificate, l.account_binding, l.expires_at_ms, l.redeemed_at_ms, \
+                a.label, a.tier, c.sign_public AS account_sign FROM links l JOIN agents a ON a.id = l.agent_id \
          JOIN accounts c ON c.id = l.account_id WHERE l.id = $1",
     )
     .bind(link_id)
@@ -236,13 +256,32 @@ pub async fn info(pool: &AnyPool, link_id: &str) -> Result<Option<LinkInfo>, sql
     else {
         return Ok(None);
     };
-    let wraps = sqlx::query("SELECT namespace, service, version, wrap FROM link_wraps WHERE link_id = $1")
-        .bind(link_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|w| Ok((w.try_get("namespace")?, w.try_get("service")?, w.try_get("version")?, w.try_get("wrap")?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let mut wraps = Vec::new();
+    for w in sqlx::query(
+        "SELECT namespace, service, version, wrap, grant_recipient, grant_signer, grant_signature FROM link_wraps \
+         WHERE link_id = $1",
+    )
+    .bind(link_id)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let grant = match grant_from_row(&w)? {
+            Some(grant) => {
+                let account_id: String = row.try_get("account_id")?;
+                let signer =
+                    crate::domains::credentials::queries::signer(&mut conn, &account_id, &grant.signer).await?;
+                Some((grant, signer))
+            }
+            None => None,
+        };
+        wraps.push(LinkWrap {
+            namespace: w.try_get("namespace")?,
+            service: w.try_get("service")?,
+            version: w.try_get("version")?,
+            wrap: w.try_get("wrap")?,
+            grant,
+        });
+    }
     Ok(Some(LinkInfo {
         account_id: row.try_get("account_id")?,
         account_sign_public: row.try_get("account_sign")?,
@@ -250,6 +289,7 @@ pub async fn info(pool: &AnyPool, link_id: &str) -> Result<Option<LinkInfo>, sql
         label: row.try_get("label")?,
         tier: parse_stored("agents.tier", &row.try_get::<String, _>("tier")?, Tier::parse)?,
         certificate: row.try_get("certificate")?,
+        account_binding: row.try_get("account_binding")?,
         expires_at_ms: row.try_get("expires_at_ms")?,
         redeemed: row.try_get::<Option<i64>, _>("redeemed_at_ms")?.is_some(),
         wraps,

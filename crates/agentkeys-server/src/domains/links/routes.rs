@@ -81,15 +81,21 @@ pub async fn link_info(
         label: info.label,
         tier: info.tier,
         link_certificate: b64::encode(info.certificate),
+        account_binding: info.account_binding.map(b64::encode),
         wraps: info
             .wraps
             .into_iter()
-            .map(|(namespace, service, version, wrap)| DeviceWrap {
-                namespace,
-                service,
-                version: version as u64,
-                device_id: link_id.clone(),
-                wrap: b64::encode(wrap),
+            .map(|w| {
+                let (grant, signer) = crate::domains::credentials::routes::wire_grant(w.grant);
+                DeviceWrap {
+                    namespace: w.namespace,
+                    service: w.service,
+                    version: w.version as u64,
+                    device_id: link_id.clone(),
+                    wrap: b64::encode(w.wrap),
+                    grant,
+                    signer,
+                }
             })
             .collect(),
         expires_at_ms: info.expires_at_ms,

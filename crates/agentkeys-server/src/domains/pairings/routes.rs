@@ -136,10 +136,18 @@ pub async fn pairing_status(
         }
         _ => None,
     };
+    // The claiming account's signing key: the daemon pins it and computes its OTP over it.
+    let account_sign_public = match &request.account_id {
+        Some(account_id) => crate::domains::accounts::queries::sign_public(&state.db.reads, account_id)
+            .await?
+            .map(agentkeys_proto::b64::encode),
+        None => None,
+    };
     Ok(Json(PairingStatusResponse {
         status,
         claimed: request.account_id.is_some(),
         revealed: request.reveal.is_some(),
+        account_sign_public,
         session,
     }))
 }

@@ -1,0 +1,292 @@
+//! What a reader checks before it trusts a server's answer (PRODUCT.md §2: the server can refuse
+//! service, but can neither forge a credential nor roll a client's view back unseen).
+//!
+//! * **Grants** — every wrap of a data key carries its writer's signature
+//!   ([`agentkeys_proto::grant`]); [`Verifier::check`] verifies the signing master device's
+//!   certificate against the account key (the master's own, or the one an agent pinned when it
+//!   joined) and the statement over the version, the ciphertext's digest and this reader.
+//! * **Memory** — each session slot keeps, in `seen.json` beside its session, the highest version
+//!   it verified of each credential; an older one is refused unless the user says the server was
+//!   restored from a backup (`--accept-rollback`). A master's slot also remembers that its
+//!   account's versions are all signed, so a version without a grant is refused from then on
+//!   instead of being signed as a first-wave leftover.
+//!
+//! Verified signer certificates are cached for the life of the verifier (a daemon's), so a read
+//! costs one Ed25519 verification once the signer is known.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use agentkeys_proto::b64;
+use agentkeys_proto::grant::{Grant, GrantStatement, SignerDevice};
+use agentkeys_proto::ids;
+use agentkeys_proto::types::SealedCredentialResponse;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::crypto;
+use crate::session::{SEEN_FILE, Session, write_atomically};
+
+/// A server answer that fails verification. Each message says what the server returned and
+/// what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntegrityError {
+    #[error("the server returned '{service}' version {version} ({namespace}), which this account never wrote: {why}")]
+    Forged { namespace: String, service: String, version: u64, why: &'static str },
+    #[error(
+        "the server returned '{service}' version {version} ({namespace}) unsigned: it was stored before versions \
+         were signed, or the server made it up"
+    )]
+    Unsigned { namespace: String, service: String, version: u64 },
+    #[error(
+        "the server returned '{service}' version {version} ({namespace}), older than version {seen} this session \
+         already verified: the server's data was rolled back, or a newer version was deleted"
+    )]
+    RolledBack { namespace: String, service: String, version: u64, seen: u64 },
+    #[error("the server presents an account key that is not the one this session pinned when it joined")]
+    AccountKey,
+}
+
+impl IntegrityError {
+    pub fn hint(&self) -> String {
+        match self {
+            IntegrityError::Forged { .. } | IntegrityError::AccountKey => {
+                "do not use this server's answers: check --server, tell whoever runs it that its data was changed, and \
+                 have the account owner store the credential again"
+                    .into()
+            }
+            IntegrityError::Unsigned { service, .. } => format!(
+                "the account owner re-signs it by storing it again (`agentkeys store {service}`), or by reading it once \
+                 on the master with `agentkeys read {service}` right after upgrading"
+            ),
+            IntegrityError::RolledBack { .. } => {
+                "if the server was restored from a backup on purpose, pass --accept-rollback once (it is audited); \
+                 otherwise treat the server as compromised"
+                    .into()
+            }
+        }
+    }
+
+    /// The namespace, service and version the finding is about, for the audit report.
+    pub fn subject(&self) -> Option<(&str, &str, u64)> {
+        match self {
+            IntegrityError::Forged { namespace, service, version, .. }
+            | IntegrityError::Unsigned { namespace, service, version }
+            | IntegrityError::RolledBack { namespace, service, version, .. } => Some((namespace, service, *version)),
+            IntegrityError::AccountKey => None,
+        }
+    }
+}
+
+/// SHA-256 of a sealed value as stored: what every grant of its version signs.
+pub fn ciphertext_digest(ciphertext: &[u8]) -> [u8; 32] {
+    Sha256::digest(ciphertext).into()
+}
+
+/// Signs a grant of one version to `recipient` with this master device's key.
+pub fn sign_grant(session: &Session, statement: &GrantStatement<'_>) -> Grant {
+    Grant {
+        recipient: statement.recipient.to_owned(),
+        signer: session.device_id.clone(),
+        signature: b64::encode(session.device.sign(&statement.payload())),
+    }
+}
+
+/// The account signing key a session trusts: the master's own; an agent's pinned one; for an
+/// agent session saved before keys were pinned, `relayed` if it derives the session's account id.
+pub fn account_sign_key(session: &Session, relayed: &str) -> Result<[u8; 32], IntegrityError> {
+    if let Some(account) = &session.account {
+        return Ok(account.public().sign);
+    }
+    if let Some(pinned) = session.account_sign_public {
+        return Ok(pinned);
+    }
+    b64::decode_array::<32>(relayed)
+        .filter(|key| ids::account_id(key) == session.account_id)
+        .ok_or(IntegrityError::AccountKey)
+}
+
+/// What a slot remembers between commands.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Seen {
+    format: u32,
+    /// Master slots: every version of this account is signed (set at `init`, or once the first
+    /// wave's versions were signed again), so an unsigned one is refused.
+    #[serde(default)]
+    all_signed: bool,
+    /// `namespace/service` → the highest version verified.
+    #[serde(default)]
+    versions: BTreeMap<String, u64>,
+}
+
+const SEEN_FORMAT: u32 = 1;
+
+/// Checks what the server returns for one session, and remembers what it verified.
+#[derive(Debug)]
+pub struct Verifier {
+    path: Option<PathBuf>,
+    seen: Mutex<Seen>,
+    /// Master devices whose certificate verified: device id → signing key.
+    signers: Mutex<HashMap<String, [u8; 32]>>,
+    accept_rollback: bool,
+}
+
+impl Verifier {
+    /// A verifier that remembers in `slot_dir/seen.json`. A missing or unreadable file starts
+    /// empty: the slot then trusts what it first sees (docs/security.md, "first view").
+    pub fn open(slot_dir: &Path) -> Self {
+        let path = slot_dir.join(SEEN_FILE);
+        let seen = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Seen>(&bytes).ok())
+            .filter(|seen| seen.format == SEEN_FORMAT)
+            .unwrap_or_default();
+        Self { path: Some(path), seen: Mutex::new(seen), signers: Mutex::new(HashMap::new()), accept_rollback: false }
+    }
+
+    /// A verifier that remembers nothing past its life (tests, one-off tools).
+    pub fn in_memory() -> Self {
+        Self { path: None, seen: Mutex::default(), signers: Mutex::new(HashMap::new()), accept_rollback: false }
+    }
+
+    /// Takes an older version than was seen as the server's new truth (a restore from backup).
+    pub fn accepting_rollback(mut self, accept: bool) -> Self {
+        self.accept_rollback = accept;
+        self
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn persist(&self, seen: &Seen) {
+        let Some(path) = &self.path else { return };
+        let bytes = serde_json::to_vec(&Seen { format: SEEN_FORMAT, ..seen.clone() }).expect("plain data");
+        // A slot without its directory (a session that was never saved) has nothing to remember
+        // into. A failed write costs only memory: the next command trusts what it sees first.
+        if path.parent().is_some_and(Path::is_dir) {
+            let _ = write_atomically(path, &bytes);
+        }
+    }
+
+    /// Whether this master slot already knows every version of its account is signed.
+    pub fn all_signed(&self) -> bool {
+        self.seen().all_signed
+    }
+
+    /// Forgets what the slot saw (its account was replaced) and records that every version of the
+    /// new account is signed.
+    pub fn start_fresh(&self) {
+        let mut seen = self.seen();
+        *seen = Seen { format: SEEN_FORMAT, all_signed: true, ..Seen::default() };
+        self.persist(&seen);
+    }
+
+    /// Records that every version of the account is signed from now on.
+    pub fn mark_all_signed(&self) {
+        let mut seen = self.seen();
+        if !seen.all_signed {
+            seen.all_signed = true;
+            self.persist(&seen);
+        }
+    }
+
+    /// Checks a sealed answer: signed by a master device of this account for this reader, over
+    /// exactly this ciphertext, and not older than what this slot verified before. Records the
+    /// version when it is newer.
+    pub fn check(
+        &self,
+        session: &Session,
+        sealed: &SealedCredentialResponse,
+        ciphertext: &[u8],
+    ) -> Result<(), IntegrityError> {
+        let forged = |why| IntegrityError::Forged {
+            namespace: sealed.namespace.clone(),
+            service: sealed.service.clone(),
+            version: sealed.version,
+            why,
+        };
+        let (Some(grant), Some(signer)) = (&sealed.grant, &sealed.signer) else {
+            return Err(IntegrityError::Unsigned {
+                namespace: sealed.namespace.clone(),
+                service: sealed.service.clone(),
+                version: sealed.version,
+            });
+        };
+        let account_key = account_sign_key(session, &sealed.account_sign_public)?;
+        let signer_key = self
+            .signer_key(session, &account_key, signer)
+            .ok_or_else(|| forged("its signer is not a master device this account certified"))?;
+        if grant.signer != signer.device_id {
+            return Err(forged("its grant names another signer"));
+        }
+        let readers: [Option<&str>; 2] = match &session.account {
+            Some(_) => [Some(session.account_id.as_str()), None],
+            None => [Some(session.device_id.as_str()), session.link_id.as_deref()],
+        };
+        if !readers.contains(&Some(grant.recipient.as_str())) {
+            return Err(forged("its key was granted to someone else"));
+        }
+        let digest = ciphertext_digest(ciphertext);
+        let statement = GrantStatement {
+            account_id: &session.account_id,
+            namespace: &sealed.namespace,
+            service: &sealed.service,
+            version: sealed.version,
+            ciphertext_sha256: &digest,
+            flags: sealed.flags,
+            recipient: &grant.recipient,
+        };
+        let signature = b64::decode_array::<64>(&grant.signature).ok_or_else(|| forged("its grant is malformed"))?;
+        crypto::verify(&signer_key, &statement.payload(), &signature)
+            .map_err(|_| forged("its signature does not verify"))?;
+        self.remember(&sealed.namespace, &sealed.service, sealed.version)
+    }
+
+    /// Records a version this session wrote itself.
+    pub fn wrote(&self, namespace: &str, service: &str, version: u64) {
+        let _ = self.remember(namespace, service, version);
+    }
+
+    /// Refuses a version older than the one this slot verified; records a newer one.
+    fn remember(&self, namespace: &str, service: &str, version: u64) -> Result<(), IntegrityError> {
+        let key = format!("{namespace}/{service}");
+        let mut seen = self.seen();
+        let known = seen.versions.get(&key).copied().unwrap_or(0);
+        if version < known && !self.accept_rollback {
+            return Err(IntegrityError::RolledBack {
+                namespace: namespace.to_owned(),
+                service: service.to_owned(),
+                version,
+                seen: known,
+            });
+        }
+        if version != known {
+            seen.versions.insert(key, version);
+            self.persist(&seen);
+        }
+        Ok(())
+    }
+
+    /// The signing key of a master device whose certificate chains to `account_key`.
+    fn signer_key(&self, session: &Session, account_key: &[u8; 32], signer: &SignerDevice) -> Option<[u8; 32]> {
+        let sign = b64::decode_array::<32>(&signer.sign_public)?;
+        let mut signers = self.signers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if signers.get(&signer.device_id) == Some(&sign) {
+            return Some(sign);
+        }
+        let kx = b64::decode_array::<32>(&signer.kx_public)?;
+        let certificate = b64::decode_array::<64>(&signer.certificate)?;
+        let payload = ids::device_certificate_payload(&session.account_id, &sign, &kx, &signer.label);
+        let valid = ids::device_id(&sign) == signer.device_id
+            && ids::account_id(account_key) == session.account_id
+            && crypto::verify(account_key, &payload, &certificate).is_ok();
+        if !valid {
+            return None;
+        }
+        signers.insert(signer.device_id.clone(), sign);
+        Some(sign)
+    }
+}

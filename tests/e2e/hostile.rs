@@ -1,0 +1,386 @@
+//! A hostile server (PRODUCT.md §2; docs/security.md, "What a hostile server can and cannot do").
+//! Each test edits the database between requests the way an operator, a compromised host or a
+//! restored backup would, and checks that every reader refuses what it was handed: the master's
+//! `read`, the daemon's `run`, descriptor delivery on its socket and MCP `get_credential`.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use agentkeys_core::crypto::{self, CredentialContext, SymmetricKey, WrapLabel};
+use agentkeys_core::{OsRandom, daemon_client};
+use agentkeys_tests::{Backend, DaemonHost, Master, ServerProcess, TestDb, spawn_serving};
+use sqlx::{Connection as _, Row as _};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+on_both_backends!(forged_versions_are_refused_by_every_reader, a_deleted_newest_version_is_caught_by_every_reader);
+
+async fn conn(db: &TestDb) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(&db.url).await.expect("connect to the test database")
+}
+
+/// What a hostile server can do with public keys alone: seal `value` under a data key of its own
+/// as the newest version of `service`, and wrap that key to the account key and to every agent
+/// device that held a wrap of it. With `keep_grants` it leaves the account's signatures in place
+/// (they no longer match); without, it clears them (an "unsigned" version).
+async fn forge_newest(db: &TestDb, account_id: &str, service: &str, value: &[u8], keep_grants: bool) {
+    let mut conn = conn(db).await;
+    let version: i64 = sqlx::query(
+        "SELECT MAX(version) AS v FROM credential_versions WHERE account_id = $1 AND namespace = 'vault' AND service = $2",
+    )
+    .bind(account_id)
+    .bind(service)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+    .get("v");
+    let account_kx: Vec<u8> = sqlx::query("SELECT kx_public FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get("kx_public");
+    let data_key = SymmetricKey::generate(&mut OsRandom);
+    let context = CredentialContext { account_id, namespace: "vault", service, version: version as u64 };
+    let sealed = crypto::seal_credential(&data_key, &context, value, &mut OsRandom);
+    let wrap_to = |kx: &[u8]| {
+        crypto::wrap_to(&kx.try_into().unwrap(), data_key.expose(), WrapLabel::DataKey, &mut OsRandom).unwrap()
+    };
+    sqlx::query(
+        "UPDATE credential_versions SET ciphertext = $1, data_key_wrap = $2 \
+         WHERE account_id = $3 AND namespace = 'vault' AND service = $4 AND version = $5",
+    )
+    .bind(&sealed)
+    .bind(wrap_to(&account_kx))
+    .bind(account_id)
+    .bind(service)
+    .bind(version)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let devices = sqlx::query(
+        "SELECT w.device_id, d.kx_public FROM credential_wraps w JOIN devices d ON d.id = w.device_id \
+         WHERE w.account_id = $1 AND w.namespace = 'vault' AND w.service = $2 AND w.version = $3",
+    )
+    .bind(account_id)
+    .bind(service)
+    .bind(version)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(!devices.is_empty(), "the agent held a wrap to forge");
+    for device in devices {
+        let (device_id, kx): (String, Vec<u8>) = (device.get("device_id"), device.get("kx_public"));
+        sqlx::query(
+            "UPDATE credential_wraps SET wrap = $1 WHERE account_id = $2 AND namespace = 'vault' AND service = $3 \
+             AND version = $4 AND device_id = $5",
+        )
+        .bind(wrap_to(&kx))
+        .bind(account_id)
+        .bind(service)
+        .bind(version)
+        .bind(&device_id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    if !keep_grants {
+        for sql in [
+            "UPDATE credential_versions SET grant_signer = NULL, grant_signature = NULL \
+             WHERE account_id = $1 AND service = $2 AND version = $3",
+            "UPDATE credential_wraps SET grant_recipient = NULL, grant_signer = NULL, grant_signature = NULL \
+             WHERE account_id = $1 AND service = $2 AND version = $3",
+        ] {
+            sqlx::query(sql).bind(account_id).bind(service).bind(version).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+/// What a hostile server does to hide the newest version of `service`: deletes it.
+async fn delete_newest(db: &TestDb, account_id: &str, service: &str) {
+    let mut conn = conn(db).await;
+    for sql in [
+        "DELETE FROM credential_wraps WHERE account_id = $1 AND service = $2 AND version = \
+         (SELECT MAX(version) FROM credential_versions WHERE account_id = $1 AND service = $2)",
+        "DELETE FROM credential_versions WHERE account_id = $1 AND service = $2 AND version = \
+         (SELECT MAX(version) FROM credential_versions WHERE account_id = $1 AND service = $2)",
+    ] {
+        sqlx::query(sql).bind(account_id).bind(service).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// A master with `openai`, an agent paired with scope `openai`, and its `serve` daemon.
+struct Scene {
+    master: Master,
+    host: DaemonHost,
+    session: String,
+    socket: std::path::PathBuf,
+    _sockets: tempfile::TempDir,
+    serve: std::process::Child,
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.serve.wait();
+    }
+}
+
+impl Scene {
+    fn start(server: &ServerProcess, value: &[u8]) -> Self {
+        let master = Master::new(&server.url);
+        master.init();
+        master.ok(&["store", "openai"], Some(value));
+        let host = DaemonHost::new(&server.url);
+        let agent = host.pair(&master, "victim-bot", "openai");
+        let session = DaemonHost::session_arg(&agent);
+        let sockets = tempfile::tempdir().unwrap();
+        let socket = sockets.path().join("daemon.sock");
+        let serve = spawn_serving(host.command(&[
+            "--session-id",
+            &session,
+            "--cache-ttl",
+            "0",
+            "serve",
+            "--socket",
+            socket.to_str().unwrap(),
+        ]));
+        Self { master, host, session, socket, _sockets: sockets, serve }
+    }
+
+    /// The daemon's own `run` (not through the socket): exit code, stdout, stderr.
+    fn agent_run(&self) -> (Option<i32>, String, String) {
+        let out = self.host.run(&[
+            "--session-id",
+            &self.session,
+            "run",
+            "--no-mask",
+            "--env",
+            "K=openai",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$K\"",
+        ]);
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    }
+
+    fn fd(&self) -> Result<String, String> {
+        daemon_client::get_credential_fd(&self.socket, "openai")
+            .map(|fd| text(&fd.read().unwrap()))
+            .map_err(|e| format!("{:?} {}: {:?}", e.code, e.message, e.hint))
+    }
+
+    /// MCP `get_credential` on the socket: the value, or the tool error's text.
+    fn mcp(&self) -> Result<String, String> {
+        mcp_get_credential(&self.socket, "openai")
+    }
+}
+
+/// `get_credential` through MCP on a daemon socket, by hand (JSON-RPC lines).
+fn mcp_get_credential(socket: &Path, service: &str) -> Result<String, String> {
+    let stream = UnixStream::connect(socket).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut call = |message: serde_json::Value, answer: bool| {
+        writeln!(writer, "{message}").unwrap();
+        if !answer {
+            return serde_json::Value::Null;
+        }
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    call(
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "hostile-test", "version": "1"}}}),
+        true,
+    );
+    call(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), false);
+    let answer = call(
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "get_credential", "arguments": {"service": service}}}),
+        true,
+    );
+    match answer["result"]["structuredContent"]["value"].as_str() {
+        Some(value) if answer["result"]["isError"] != true => Ok(value.to_owned()),
+        _ => Err(answer.to_string()),
+    }
+}
+
+async fn forged_versions_are_refused_by_every_reader(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = ServerProcess::start(&db.url);
+    let scene = Scene::start(&server, b"sk-genuine-0");
+    let account_id = scene.master.session().account_id.clone();
+    assert_eq!(scene.agent_run().1, "sk-genuine-0");
+    assert_eq!(scene.fd().unwrap(), "sk-genuine-0");
+    assert_eq!(scene.mcp().unwrap(), "sk-genuine-0");
+    let attacker = "sk-attacker-chosen";
+    for (round, keep_grants) in [(1, true), (2, false)] {
+        forge_newest(&db, &account_id, "openai", attacker.as_bytes(), keep_grants).await;
+        let what = if keep_grants { "with the account's old signatures" } else { "unsigned" };
+
+        let read = scene.master.run(&["read", "openai"], None);
+        assert_eq!(read.status.code(), Some(1), "master read of a forgery ({what}): {}", text(&read.stderr));
+        assert!(!text(&read.stdout).contains(attacker), "nothing of it printed ({what})");
+        assert!(text(&read.stderr).contains("INTEGRITY"), "{what}: {}", text(&read.stderr));
+        assert!(
+            text(&read.stderr).contains("never wrote") || text(&read.stderr).contains("unsigned"),
+            "{}",
+            text(&read.stderr)
+        );
+
+        let (code, stdout, stderr) = scene.agent_run();
+        assert_eq!(code, Some(1), "agent run of a forgery ({what}): {stderr}");
+        assert!(!stdout.contains(attacker) && stderr.contains("INTEGRITY"), "{what}: {stdout} {stderr}");
+
+        let fd = scene.fd().expect_err("descriptor delivery of a forgery");
+        assert!(fd.contains("INTEGRITY") && !fd.contains(attacker), "{what}: {fd}");
+
+        let mcp = scene.mcp().expect_err("MCP delivery of a forgery");
+        assert!(mcp.contains("INTEGRITY") && !mcp.contains(attacker), "{what}: {mcp}");
+
+        // The owner stores it again: every reader trusts the new, signed version.
+        let genuine = format!("sk-genuine-{round}");
+        scene.master.ok(&["store", "openai"], Some(genuine.as_bytes()));
+        assert_eq!(text(&scene.master.ok(&["read", "openai"], None)).trim_end(), genuine);
+        assert_eq!(scene.agent_run().1, genuine);
+        assert_eq!(scene.fd().unwrap(), genuine);
+        assert_eq!(scene.mcp().unwrap(), genuine);
+    }
+}
+
+async fn a_deleted_newest_version_is_caught_by_every_reader(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = ServerProcess::start(&db.url);
+    let scene = Scene::start(&server, b"sk-one");
+    let account_id = scene.master.session().account_id.clone();
+    scene.master.ok(&["store", "openai"], Some(b"sk-two"));
+    assert_eq!(scene.agent_run().1, "sk-two");
+    assert_eq!(scene.mcp().unwrap(), "sk-two", "the serving daemon saw version 2 too");
+    delete_newest(&db, &account_id, "openai").await;
+
+    let read = scene.master.run(&["read", "openai"], None);
+    assert_eq!(read.status.code(), Some(1), "{}", text(&read.stderr));
+    let stderr = text(&read.stderr);
+    assert!(stderr.contains("INTEGRITY") && stderr.contains("version 1") && stderr.contains("version 2"), "{stderr}");
+    assert!(stderr.contains("--accept-rollback"), "the fix names the way out: {stderr}");
+    assert!(!text(&read.stdout).contains("sk-one"));
+    let (code, stdout, stderr) = scene.agent_run();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stdout.contains("sk-one") && stderr.contains("INTEGRITY"), "{stdout} {stderr}");
+    assert!(scene.mcp().expect_err("MCP of a rolled-back version").contains("INTEGRITY"));
+
+    // The owner says the server was restored on purpose: taken once, then read as usual.
+    assert_eq!(text(&scene.master.ok(&["read", "openai", "--accept-rollback"], None)).trim_end(), "sk-one");
+    assert_eq!(text(&scene.master.ok(&["read", "openai"], None)).trim_end(), "sk-one");
+    let accepted = scene.host.run(&[
+        "--session-id",
+        &scene.session,
+        "--accept-rollback",
+        "run",
+        "--no-mask",
+        "--env",
+        "K=openai",
+        "--",
+        "sh",
+        "-c",
+        "printf %s \"$K\"",
+    ]);
+    assert_eq!(text(&accepted.stdout), "sk-one", "{}", text(&accepted.stderr));
+}
+
+/// An older copy of the whole database put back (SQLite: the files, with the server stopped):
+/// the clients that saw newer versions refuse the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_database_put_back_is_caught() {
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let path = db.sqlite_path.clone().unwrap();
+    let mut server = ServerProcess::start(&db.url);
+    let mut scene = Scene::start(&server, b"sk-old");
+    assert!(server.terminate(), "a clean stop, so the files are whole");
+    let backup = tempfile::tempdir().unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{}{suffix}", path.display());
+        if Path::new(&from).exists() {
+            std::fs::copy(&from, backup.path().join(format!("db{suffix}"))).unwrap();
+        }
+    }
+    let restart = |scene: &mut Scene| {
+        let server = ServerProcess::start(&db.url);
+        scene.master.server = server.url.clone();
+        scene.host.server = server.url.clone();
+        server
+    };
+    let mut server = restart(&mut scene);
+    scene.master.ok(&["store", "openai"], Some(b"sk-new"));
+    assert_eq!(scene.agent_run().1, "sk-new");
+    assert!(server.terminate());
+    for suffix in ["", "-wal", "-shm"] {
+        let target = format!("{}{suffix}", path.display());
+        let _ = std::fs::remove_file(&target);
+        let saved = backup.path().join(format!("db{suffix}"));
+        if saved.exists() {
+            std::fs::copy(&saved, &target).unwrap();
+        }
+    }
+    let _server = restart(&mut scene);
+    let read = scene.master.run(&["read", "openai"], None);
+    assert_eq!(read.status.code(), Some(1), "{}", text(&read.stderr));
+    assert!(text(&read.stderr).contains("INTEGRITY"), "{}", text(&read.stderr));
+    let (code, stdout, stderr) = scene.agent_run();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stdout.contains("sk-old") && stderr.contains("older than version 2"), "{stderr}");
+}
+
+/// The server stands in an account of its own behind a link code: it points the code at its own
+/// agent and certifies the code's (public) link key with its own account key. Only the link key,
+/// which the server never had, could vouch for that account: the daemon refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_code_is_bound_to_the_account_that_minted_it() {
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let server = ServerProcess::start(&db.url);
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-genuine-link"));
+    let code =
+        text(&master.ok(&["agent", "create", "linked-bot", "--scope", "openai", "--yes"], None)).trim().to_owned();
+    let impostor = Master::new(&server.url);
+    impostor.init();
+    impostor.ok(&["agent", "create", "linked-bot", "--yes"], None);
+    let impostor_session = impostor.session();
+    let impostor_agent = agentkeys_proto::ids::agent_id(&impostor_session.account_id, "linked-bot");
+    let link_id = agentkeys_core::agents::LinkCode::parse(&code).unwrap().link_id();
+    let mut conn = conn(&db).await;
+    let keys = sqlx::query("SELECT sign_public, kx_public FROM links WHERE id = $1")
+        .bind(&link_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (sign, kx): (Vec<u8>, Vec<u8>) = (keys.get("sign_public"), keys.get("kx_public"));
+    let certificate = impostor_session.account.as_ref().unwrap().sign(&agentkeys_proto::ids::link_key_payload(
+        &impostor_session.account_id,
+        &impostor_agent,
+        &sign.clone().try_into().unwrap(),
+        &kx.try_into().unwrap(),
+    ));
+    sqlx::query("UPDATE links SET account_id = $1, agent_id = $2, certificate = $3 WHERE id = $4")
+        .bind(&impostor_session.account_id)
+        .bind(&impostor_agent)
+        .bind(certificate.to_vec())
+        .bind(&link_id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let host = DaemonHost::new(&server.url);
+    let linked = host.command(&["link", &code]).output().unwrap();
+    assert_eq!(linked.status.code(), Some(1), "{}", text(&linked.stderr));
+    assert!(text(&linked.stderr).contains("INTEGRITY"), "{}", text(&linked.stderr));
+    assert!(std::fs::read_dir(host.home.path()).map(|d| d.count()).unwrap_or(0) == 0, "no session was saved");
+}
