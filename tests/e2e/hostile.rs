@@ -16,7 +16,24 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-on_both_backends!(forged_versions_are_refused_by_every_reader, a_deleted_newest_version_is_caught_by_every_reader);
+/// `(outcome, code)` of each `integrity.report` row of `openai` in the master's audit.
+fn integrity_reports(master: &Master) -> Vec<(String, String)> {
+    let usage: serde_json::Value =
+        serde_json::from_slice(&master.ok(&["usage", "--json", "--service", "openai"], None)).unwrap();
+    usage["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "integrity.report")
+        .map(|e| (e["outcome"].as_str().unwrap_or("").to_owned(), e["code"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+on_both_backends!(
+    forged_versions_are_refused_by_every_reader,
+    a_deleted_newest_version_is_caught_by_every_reader,
+    a_revoked_device_brought_back_gets_no_key,
+);
 
 async fn conn(db: &TestDb) -> sqlx::AnyConnection {
     sqlx::any::install_default_drivers();
@@ -254,6 +271,10 @@ async fn forged_versions_are_refused_by_every_reader(backend: Backend) {
         assert_eq!(scene.fd().unwrap(), genuine);
         assert_eq!(scene.mcp().unwrap(), genuine);
     }
+    // Each refusal (master read, agent run, descriptor, MCP; two rounds) reached the audit.
+    let reports = integrity_reports(&scene.master);
+    assert_eq!(reports.len(), 8, "{reports:?}");
+    assert!(reports.iter().all(|(_, code)| code == "INTEGRITY"), "{reports:?}");
 }
 
 async fn a_deleted_newest_version_is_caught_by_every_reader(backend: Backend) {
@@ -294,6 +315,10 @@ async fn a_deleted_newest_version_is_caught_by_every_reader(backend: Backend) {
         "printf %s \"$K\"",
     ]);
     assert_eq!(text(&accepted.stdout), "sk-one", "{}", text(&accepted.stderr));
+    let reports = integrity_reports(&scene.master);
+    assert!(reports.iter().any(|(_, code)| code == "INTEGRITY"), "the refusals: {reports:?}");
+    let accepted: Vec<_> = reports.iter().filter(|(outcome, _)| outcome == "allowed").collect();
+    assert_eq!(accepted.len(), 2, "each --accept-rollback is audited: {reports:?}");
 }
 
 /// An older copy of the whole database put back (SQLite: the files, with the server stopped):
@@ -383,4 +408,40 @@ async fn a_link_code_is_bound_to_the_account_that_minted_it() {
     assert_eq!(linked.status.code(), Some(1), "{}", text(&linked.stderr));
     assert!(text(&linked.stderr).contains("INTEGRITY"), "{}", text(&linked.stderr));
     assert!(std::fs::read_dir(host.home.path()).map(|d| d.count()).unwrap_or(0) == 0, "no session was saved");
+}
+
+/// The server un-revokes a device in its database (agent, devices, sessions): the master that
+/// revoked it remembers, and wraps nothing to it; the store is refused whole.
+async fn a_revoked_device_brought_back_gets_no_key(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = ServerProcess::start(&db.url);
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-before-revoke"));
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "bot2", "openai");
+    master.ok(&["revoke", "bot2", "--yes"], None);
+    let mut conn = conn(&db).await;
+    for sql in [
+        "UPDATE agents SET status = 'active' WHERE id = $1",
+        "UPDATE devices SET revoked_at_ms = NULL WHERE agent_id = $1",
+        "UPDATE sessions SET revoked_at_ms = NULL WHERE device_id IN (SELECT id FROM devices WHERE agent_id = $1)",
+    ] {
+        sqlx::query(sql).bind(&agent).execute(&mut conn).await.unwrap();
+    }
+    let store = master.run(&["store", "openai"], Some(b"sk-after-revoke"));
+    assert_eq!(store.status.code(), Some(1), "{}", text(&store.stderr));
+    assert!(
+        text(&store.stderr).contains("INTEGRITY") && text(&store.stderr).contains("revoked"),
+        "{}",
+        text(&store.stderr)
+    );
+    let newest: i64 = sqlx::query("SELECT MAX(version) AS v FROM credential_versions WHERE service = 'openai'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get("v");
+    assert_eq!(newest, 1, "nothing was stored");
+    let ran = host.run(&["run", "--no-mask", "--env", "K=openai", "--", "sh", "-c", "printf %s \"$K\""]);
+    assert!(!text(&ran.stdout).contains("sk-after-revoke"), "{}", text(&ran.stderr));
 }

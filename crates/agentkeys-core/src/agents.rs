@@ -243,6 +243,9 @@ pub async fn approve(
                     b64::decode_array::<32>(request.device_kx_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
                 let agent_id = ids::agent_id(&session.account_id, &request.label);
                 let device_id = ids::device_id(&sign);
+                if let Err(error) = verifier.check_recipient(&agent_id, &device_id) {
+                    return Err(vault::reported(client, error).await);
+                }
                 let certificate = account.sign(&ids::agent_device_payload(&session.account_id, &agent_id, &sign, &kx));
                 // An existing agent gains a device: it must open the agent's whole scope, not
                 // only what the pairing asked for.
@@ -301,6 +304,9 @@ async fn wraps_for_devices(
 ) -> Result<Vec<DeviceWrap>, VaultError> {
     let mut wraps = Vec::new();
     for device in agent.devices.iter().filter(|d| !d.revoked).chain(&agent.links) {
+        if let Err(error) = verifier.check_recipient(&device.agent_id, &device.device_id) {
+            return Err(vault::reported(client, error).await);
+        }
         let kx = certified_kx(session, device)?;
         let id = &device.device_id;
         wraps.extend(wrap_current(client, session, verifier, Namespace::Vault, services, (id, &kx), rng).await?);

@@ -472,6 +472,11 @@ impl ApiClient {
         self.call(Method::GET, "/v1/account/settings", None).await
     }
 
+    /// Tells the server's audit what this client refused (or took with `--accept-rollback`).
+    pub async fn report_integrity(&self, report: &agentkeys_proto::grant::IntegrityReport) -> Result<(), ClientError> {
+        self.call(Method::POST, "/v1/integrity-reports", Self::json(report)).await
+    }
+
     pub async fn put_account_settings(&self, settings: &AccountSettings) -> Result<(), ClientError> {
         self.call(Method::PUT, "/v1/account/settings", Self::json(settings)).await
     }

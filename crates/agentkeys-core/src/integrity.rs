@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use agentkeys_proto::b64;
-use agentkeys_proto::grant::{Grant, GrantStatement, SignerDevice};
+use agentkeys_proto::grant::{Grant, GrantStatement, IntegrityFinding, IntegrityReport, SignerDevice};
 use agentkeys_proto::ids;
 use agentkeys_proto::types::SealedCredentialResponse;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,11 @@ pub enum IntegrityError {
     RolledBack { namespace: String, service: String, version: u64, seen: u64 },
     #[error("the server presents an account key that is not the one this session pinned when it joined")]
     AccountKey,
+    #[error(
+        "the server offers device {device_id} of agent {agent_id} as a recipient, but this master revoked it: refusing \
+         to wrap a key to it"
+    )]
+    RevokedRecipient { agent_id: String, device_id: String },
 }
 
 impl IntegrityError {
@@ -60,6 +65,10 @@ impl IntegrityError {
                 "the account owner re-signs it by storing it again (`agentkeys store {service}`), or by reading it once \
                  on the master with `agentkeys read {service}` right after upgrading"
             ),
+            IntegrityError::RevokedRecipient { agent_id, .. } => format!(
+                "the server's database was changed to bring a revoked device back; nothing was stored. Revoke the \
+                 agent again (`agentkeys revoke {agent_id}`) and check who can write to the server's database"
+            ),
             IntegrityError::RolledBack { .. } => {
                 "if the server was restored from a backup on purpose, pass --accept-rollback once (it is audited); \
                  otherwise treat the server as compromised"
@@ -68,13 +77,39 @@ impl IntegrityError {
         }
     }
 
-    /// The namespace, service and version the finding is about, for the audit report.
-    pub fn subject(&self) -> Option<(&str, &str, u64)> {
+    /// What the server's audit is told about this refusal.
+    pub fn report(&self) -> IntegrityReport {
+        let credential = |finding, namespace: &str, service: &str, version, seen| IntegrityReport {
+            finding,
+            namespace: Some(namespace.to_owned()),
+            service: Some(service.to_owned()),
+            version: Some(version),
+            seen,
+        };
         match self {
-            IntegrityError::Forged { namespace, service, version, .. }
-            | IntegrityError::Unsigned { namespace, service, version }
-            | IntegrityError::RolledBack { namespace, service, version, .. } => Some((namespace, service, *version)),
-            IntegrityError::AccountKey => None,
+            IntegrityError::Forged { namespace, service, version, .. } => {
+                credential(IntegrityFinding::Forged, namespace, service, *version, None)
+            }
+            IntegrityError::Unsigned { namespace, service, version } => {
+                credential(IntegrityFinding::Unsigned, namespace, service, *version, None)
+            }
+            IntegrityError::RolledBack { namespace, service, version, seen } => {
+                credential(IntegrityFinding::RolledBack, namespace, service, *version, Some(*seen))
+            }
+            IntegrityError::RevokedRecipient { .. } => IntegrityReport {
+                finding: IntegrityFinding::RevokedRecipient,
+                namespace: None,
+                service: None,
+                version: None,
+                seen: None,
+            },
+            IntegrityError::AccountKey => IntegrityReport {
+                finding: IntegrityFinding::AccountKey,
+                namespace: None,
+                service: None,
+                version: None,
+                seen: None,
+            },
         }
     }
 }
@@ -119,6 +154,10 @@ struct Seen {
     /// `namespace/service` → the highest version verified.
     #[serde(default)]
     versions: BTreeMap<String, u64>,
+    /// Master slots: the device and link ids this master revoked (or tore down). It never wraps
+    /// a key to one of them again, whatever the server lists.
+    #[serde(default)]
+    revoked: std::collections::BTreeSet<String>,
 }
 
 const SEEN_FORMAT: u32 = 1;
@@ -131,6 +170,8 @@ pub struct Verifier {
     /// Master devices whose certificate verified: device id → signing key.
     signers: Mutex<HashMap<String, [u8; 32]>>,
     accept_rollback: bool,
+    /// Older versions taken under `--accept-rollback`, to be reported to the audit.
+    accepted: Mutex<Vec<IntegrityReport>>,
 }
 
 impl Verifier {
@@ -143,12 +184,24 @@ impl Verifier {
             .and_then(|bytes| serde_json::from_slice::<Seen>(&bytes).ok())
             .filter(|seen| seen.format == SEEN_FORMAT)
             .unwrap_or_default();
-        Self { path: Some(path), seen: Mutex::new(seen), signers: Mutex::new(HashMap::new()), accept_rollback: false }
+        Self {
+            path: Some(path),
+            seen: Mutex::new(seen),
+            signers: Mutex::new(HashMap::new()),
+            accept_rollback: false,
+            accepted: Mutex::default(),
+        }
     }
 
     /// A verifier that remembers nothing past its life (tests, one-off tools).
     pub fn in_memory() -> Self {
-        Self { path: None, seen: Mutex::default(), signers: Mutex::new(HashMap::new()), accept_rollback: false }
+        Self {
+            path: None,
+            seen: Mutex::default(),
+            signers: Mutex::new(HashMap::new()),
+            accept_rollback: false,
+            accepted: Mutex::default(),
+        }
     }
 
     /// Takes an older version than was seen as the server's new truth (a restore from backup).
@@ -245,6 +298,32 @@ impl Verifier {
         self.remember(&sealed.namespace, &sealed.service, sealed.version)
     }
 
+    /// Remembers that these devices and link codes were revoked by this master.
+    pub fn revoked(&self, ids: impl IntoIterator<Item = String>) {
+        let mut seen = self.seen();
+        let before = seen.revoked.len();
+        seen.revoked.extend(ids);
+        if seen.revoked.len() != before {
+            self.persist(&seen);
+        }
+    }
+
+    /// Refuses a recipient this master revoked, whatever the server says about it now.
+    pub fn check_recipient(&self, agent_id: &str, device_id: &str) -> Result<(), IntegrityError> {
+        if self.seen().revoked.contains(device_id) {
+            return Err(IntegrityError::RevokedRecipient {
+                agent_id: agent_id.to_owned(),
+                device_id: device_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The rollbacks taken under `--accept-rollback` since the last call, for the audit.
+    pub fn take_accepted(&self) -> Vec<IntegrityReport> {
+        std::mem::take(&mut *self.accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     /// Records a version this session wrote itself.
     pub fn wrote(&self, namespace: &str, service: &str, version: u64) {
         let _ = self.remember(namespace, service, version);
@@ -261,6 +340,15 @@ impl Verifier {
                 service: service.to_owned(),
                 version,
                 seen: known,
+            });
+        }
+        if version < known {
+            self.accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(IntegrityReport {
+                finding: IntegrityFinding::RollbackAccepted,
+                namespace: Some(namespace.to_owned()),
+                service: Some(service.to_owned()),
+                version: Some(version),
+                seen: Some(known),
             });
         }
         if version != known {

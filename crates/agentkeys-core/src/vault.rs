@@ -193,6 +193,9 @@ pub async fn store(
                     device_id: device.device_id.clone(),
                 });
             }
+            if let Err(error) = verifier.check_recipient(&device.agent_id, &device.device_id) {
+                return Err(reported(client, error).await);
+            }
             let kx = certified_kx(session, device)?;
             agent_wraps.push(RecipientWrap {
                 device_id: device.device_id.clone(),
@@ -294,8 +297,30 @@ pub async fn read(
         None => vec![namespace.name()],
     };
     check_origin(session, &sealed, &expected, service)?;
-    verifier.check(session, &sealed, &ciphertext_of(&sealed)?)?;
+    checked(client, verifier.check(session, &sealed, &ciphertext_of(&sealed)?), verifier).await?;
     open_sealed(session, &sealed)
+}
+
+/// Reports a refusal to the server's audit (best effort) and returns it as the error.
+pub(crate) async fn reported(client: &ApiClient, error: IntegrityError) -> VaultError {
+    let _ = client.report_integrity(&error.report()).await;
+    VaultError::Integrity(error)
+}
+
+/// Reports a verification's finding to the server's audit (best effort: a hostile server may
+/// drop it, an honest one records it), and what was taken under `--accept-rollback`.
+async fn checked(
+    client: &ApiClient,
+    result: Result<(), IntegrityError>,
+    verifier: &Verifier,
+) -> Result<(), VaultError> {
+    if let Err(error) = &result {
+        let _ = client.report_integrity(&error.report()).await;
+    }
+    for accepted in verifier.take_accepted() {
+        let _ = client.report_integrity(&accepted).await;
+    }
+    Ok(result?)
 }
 
 /// The current version of a credential as the master wraps it to a new recipient: its data key,
@@ -326,7 +351,7 @@ pub async fn current_data_key(
     check_origin(session, &sealed, &[namespace.name()], service)?;
     // A grant signed now would vouch for whatever this is: it must be the account's own first.
     let ciphertext = ciphertext_of(&sealed)?;
-    verifier.check(session, &sealed, &ciphertext)?;
+    checked(client, verifier.check(session, &sealed, &ciphertext), verifier).await?;
     // Opening the value too proves the key is the one that sealed it, not one the server made up.
     open_sealed(session, &sealed)?;
     Ok(Some(CurrentKey {

@@ -93,6 +93,55 @@ pub struct SignerDevice {
     pub certificate: String,
 }
 
+/// What a client found wrong with an answer (or took knowingly), reported so the account's audit
+/// says so: `POST /v1/integrity-reports`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrityFinding {
+    /// A version whose grant does not verify: the account never wrote it.
+    Forged,
+    /// A version without a grant where every version must have one.
+    Unsigned,
+    /// An older version than this client already verified.
+    RolledBack,
+    /// An account key other than the one this client pinned.
+    AccountKey,
+    /// A recipient the master revoked, offered again as if it were not.
+    RevokedRecipient,
+    /// The user took an older version on purpose (`--accept-rollback`, after a restore).
+    RollbackAccepted,
+}
+
+impl IntegrityFinding {
+    /// A refusal (audited with the `INTEGRITY` code), as opposed to a rollback the user accepted.
+    pub fn is_refusal(self) -> bool {
+        self != IntegrityFinding::RollbackAccepted
+    }
+}
+
+/// `POST /v1/integrity-reports`. A hostile server can drop it; an honest one keeps it in the
+/// audit chain, which is what makes a tampered database visible to the account owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityReport {
+    pub finding: IntegrityFinding,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(?:vault|agent:ag_[A-Za-z0-9._-]{0,61})$"))]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::names::ServiceName>))]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_i64))]
+    pub version: Option<u64>,
+    /// The newer version the client had verified (rollbacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_i64))]
+    pub seen: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,9 @@ pub async fn revoke(ctx: &Context, name: &str, teardown: bool) -> Result<u8, Cli
     } else {
         client.revoke_agent(&agent.agent_id).await?;
     }
+    // Remembered here too: a server that brings one of them back gets no key from this master.
+    let revoked = agent.devices.iter().chain(&agent.links).map(|d| d.device_id.clone());
+    ctx.verifier().revoked(revoked);
     let status = if teardown { "torn_down" } else { "revoked" };
     let cleared = clear_local_daemon_session(ctx, &agent.agent_id);
     ctx.out

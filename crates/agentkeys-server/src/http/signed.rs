@@ -85,6 +85,17 @@ impl Caller {
         }
     }
 
+    /// Audits a refusal about `subject` (consuming the nonce), for a route whose answer is not
+    /// the refusal itself; returns what the writer answered.
+    pub async fn refuse_with_subject(
+        &self,
+        state: &AppState,
+        subject: Subject,
+        error: ApiError,
+    ) -> Result<(), ApiError> {
+        self.commit::<Record>(state, subject, Err(error)).await
+    }
+
     /// Audits a refused request (consuming its nonce) and returns the error to answer with:
     /// the refusal itself, or `REPLAYED_NONCE` when the request was a replay.
     pub async fn refuse(&self, state: &AppState, error: ApiError) -> ApiError {

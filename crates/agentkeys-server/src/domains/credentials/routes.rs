@@ -29,6 +29,60 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(signed("credential.read", routes!(get_credential)))
         .routes(signed("credential.store", routes!(put_credential)))
         .routes(signed("credential.remove", routes!(delete_credential)))
+        .routes(signed("integrity.report", routes!(report_integrity)))
+}
+
+/// A client reports what it refused as not the account's (a forged, unsigned or rolled-back
+/// version, a foreign account key), or an older version its user took on purpose after a
+/// restore. Recorded in the account's audit chain: refusals with the `INTEGRITY` code.
+#[utoipa::path(post, path = "/v1/integrity-reports", tag = "credentials",
+    request_body = agentkeys_proto::grant::IntegrityReport,
+    responses((status = 202), (status = 400, body = ErrorBody)))]
+pub async fn report_integrity(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let caller = &signed.caller;
+    let report: agentkeys_proto::grant::IntegrityReport = signed.json()?;
+    let namespace = report
+        .namespace
+        .as_deref()
+        .map(|n| Namespace::parse(n).ok_or_else(|| ApiError::bad_request("namespace is vault or agent:<agent id>")))
+        .transpose()?;
+    if [report.version, report.seen].into_iter().flatten().any(|v| i64::try_from(v).is_err()) {
+        return Err(ApiError::bad_request("version and seen are at most 2^63 - 1"));
+    }
+    if let Some(service) = &report.service {
+        agentkeys_proto::names::validate_service_name(service)
+            .map_err(|e| ApiError::bad_request(format!("service: {e}")))?;
+    }
+    let subject = match (&namespace, &report.service) {
+        (Some(namespace), Some(service)) => Subject::credential(namespace, service),
+        (None, Some(service)) => Subject::credential(&Namespace::Vault, service),
+        _ => Subject::default(),
+    };
+    if report.finding.is_refusal() {
+        let what = match (&report.service, report.version, report.seen) {
+            (Some(service), Some(version), Some(seen)) => format!("'{service}' version {version} (had seen {seen})"),
+            (Some(service), Some(version), None) => format!("'{service}' version {version}"),
+            _ => "an answer".to_owned(),
+        };
+        let finding = ApiError::new(
+            agentkeys_proto::ErrorCode::Integrity,
+            format!("a client refused {what} as {:?}", report.finding),
+            "check the server's database and who can write to it",
+        );
+        // The row is the point: the refusal recorded is the report taken. Anything else the
+        // writer answers (a replayed nonce, say) is the answer.
+        match caller.refuse_with_subject(&state, subject, finding).await {
+            Err(recorded) if recorded.code == agentkeys_proto::ErrorCode::Integrity => {}
+            Err(other) => return Err(other),
+            Ok(()) => {}
+        }
+    } else {
+        caller.record(&state, subject).await?;
+    }
+    Ok(axum::http::StatusCode::ACCEPTED)
 }
 
 /// The namespace a master request addresses: the vault, or `?agent=` an agent's private one.
