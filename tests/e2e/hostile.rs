@@ -33,6 +33,7 @@ on_both_backends!(
     forged_versions_are_refused_by_every_reader,
     a_deleted_newest_version_is_caught_by_every_reader,
     a_revoked_device_brought_back_gets_no_key,
+    a_service_slipped_into_a_scope_gets_no_key,
 );
 
 async fn conn(db: &TestDb) -> sqlx::AnyConnection {
@@ -444,4 +445,45 @@ async fn a_revoked_device_brought_back_gets_no_key(backend: Backend) {
     assert_eq!(newest, 1, "nothing was stored");
     let ran = host.run(&["run", "--no-mask", "--env", "K=openai", "--", "sh", "-c", "printf %s \"$K\""]);
     assert!(!text(&ran.stdout).contains("sk-after-revoke"), "{}", text(&ran.stderr));
+}
+
+/// The server adds a service to an agent's scope in its database: the master, which remembers what
+/// it granted, refuses to wrap that service's key to the agent — at a store, and when approving a
+/// second device of the agent — until the owner grants it.
+async fn a_service_slipped_into_a_scope_gets_no_key(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = ServerProcess::start(&db.url);
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-in-scope"));
+    master.ok(&["store", "github"], Some(b"ghp-never-granted"));
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "narrow-bot", "openai");
+    let mut conn = conn(&db).await;
+    sqlx::query("INSERT INTO agent_scope (agent_id, service) VALUES ($1, 'github')")
+        .bind(&agent)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let store = master.run(&["store", "github"], Some(b"ghp-rotated"));
+    assert_eq!(store.status.code(), Some(1), "{}", text(&store.stderr));
+    assert!(
+        text(&store.stderr).contains("INTEGRITY") && text(&store.stderr).contains("never"),
+        "{}",
+        text(&store.stderr)
+    );
+    let second = DaemonHost::new(&server.url);
+    let pairing = second.start_pair("narrow-bot", "");
+    let approve = master.approve_pairing(&pairing, &["--yes"]);
+    assert_eq!(approve.status.code(), Some(1), "{}", text(&approve.stderr));
+    assert!(text(&approve.stderr).contains("INTEGRITY"), "{}", text(&approve.stderr));
+    master.ok(&["deny", &pairing.prompt.code], None);
+    let _ = pairing.finish();
+    let ran = host.run(&["run", "--no-mask", "--env", "K=github", "--", "sh", "-c", "printf %s \"$K\""]);
+    assert!(!text(&ran.stdout).contains("ghp-"), "{}", text(&ran.stderr));
+    // Granted for real, it works.
+    master.ok(&["scope", "narrow-bot", "--add", "github", "--yes"], None);
+    master.ok(&["store", "github"], Some(b"ghp-granted"));
+    let ran = host.run(&["run", "--no-mask", "--env", "K=github", "--", "sh", "-c", "printf %s \"$K\""]);
+    assert_eq!(text(&ran.stdout), "ghp-granted", "{}", text(&ran.stderr));
 }

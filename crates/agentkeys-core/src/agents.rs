@@ -183,7 +183,11 @@ pub async fn create_agent(
             {
                 attempts += 1;
             }
-            other => return Ok((other?, code)),
+            other => {
+                let created = other?;
+                verifier.granted(&created.agent_id, scope, &[]);
+                return Ok((created, code));
+            }
         }
     }
 }
@@ -230,6 +234,8 @@ pub async fn approve(
 ) -> Result<DecisionResponse, VaultError> {
     let account = account_key(session)?;
     let mut attempts = 0;
+    // What the approval grants, and what the server listed for the agent before it.
+    let (mut agent_id, mut known) = (request.agent_id.clone().unwrap_or_default(), Vec::new());
     loop {
         let approval = match request.kind {
             RequestKind::Pairing => {
@@ -241,7 +247,7 @@ pub async fn approve(
                     b64::decode_array::<32>(request.device_sign_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
                 let kx =
                     b64::decode_array::<32>(request.device_kx_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
-                let agent_id = ids::agent_id(&session.account_id, &request.label);
+                agent_id = ids::agent_id(&session.account_id, &request.label);
                 let device_id = ids::device_id(&sign);
                 if let Err(error) = verifier.check_recipient(&agent_id, &device_id) {
                     return Err(vault::reported(client, error).await);
@@ -252,7 +258,14 @@ pub async fn approve(
                 let mut services = scope.to_vec();
                 let agents = client.list_agents().await?.agents;
                 if let Some(existing) = agents.iter().find(|a| a.agent_id == agent_id) {
-                    services.extend(existing.scope.iter().filter(|s| !scope.contains(s)).cloned());
+                    // What it has already must be what this master granted it.
+                    for service in existing.scope.iter().filter(|s| !scope.contains(s)) {
+                        if let Err(error) = verifier.check_in_scope(&agent_id, &device_id, service) {
+                            return Err(vault::reported(client, error).await);
+                        }
+                        services.push(service.clone());
+                    }
+                    known = existing.scope.clone();
                 }
                 let mut wraps =
                     wrap_current(client, session, verifier, Namespace::Vault, &services, (&device_id, &kx), rng)
@@ -270,9 +283,9 @@ pub async fn approve(
                 }
             }
             RequestKind::Access => {
-                let agent_id = request.agent_id.clone().unwrap_or_default();
                 let agents = client.list_agents().await?.agents;
                 let agent = agents.iter().find(|a| a.agent_id == agent_id);
+                known = agent.map(|a| a.scope.clone()).unwrap_or_default();
                 let wraps = match agent {
                     Some(agent) => wraps_for_devices(client, session, verifier, agent, scope, rng).await?,
                     None => Vec::new(),
@@ -287,7 +300,13 @@ pub async fn approve(
             {
                 attempts += 1;
             }
-            other => return Ok(other?),
+            other => {
+                let decided = other?;
+                if request.kind != RequestKind::Tier {
+                    verifier.granted(&agent_id, scope, &known);
+                }
+                return Ok(decided);
+            }
         }
     }
 }
@@ -343,7 +362,12 @@ pub async fn change_scope(
                     current = fresh;
                 }
             }
-            other => return Ok(other?),
+            other => {
+                other?;
+                verifier.granted(&agent.agent_id, add, &current.scope);
+                verifier.ungranted(&agent.agent_id, remove);
+                return Ok(());
+            }
         }
     }
 }

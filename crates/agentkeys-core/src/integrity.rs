@@ -51,6 +51,11 @@ pub enum IntegrityError {
          to wrap a key to it"
     )]
     RevokedRecipient { agent_id: String, device_id: String },
+    #[error(
+        "the server offers device {device_id} of agent {agent_id} as a recipient of '{service}', which this master never \
+         granted that agent: refusing to wrap a key to it"
+    )]
+    OutOfScope { agent_id: String, device_id: String, service: String },
 }
 
 impl IntegrityError {
@@ -64,6 +69,10 @@ impl IntegrityError {
             IntegrityError::Unsigned { service, .. } => format!(
                 "the account owner re-signs it by storing it again (`agentkeys store {service}`), or by reading it once \
                  on the master with `agentkeys read {service}` right after upgrading"
+            ),
+            IntegrityError::OutOfScope { agent_id, service, .. } => format!(
+                "the server's database was changed to widen a scope; nothing was stored. If you meant to grant it, run \
+                 `agentkeys scope {agent_id} --add {service}`; otherwise check who can write to the server's database"
             ),
             IntegrityError::RevokedRecipient { agent_id, .. } => format!(
                 "the server's database was changed to bring a revoked device back; nothing was stored. Revoke the \
@@ -96,6 +105,13 @@ impl IntegrityError {
             IntegrityError::RolledBack { namespace, service, version, seen } => {
                 credential(IntegrityFinding::RolledBack, namespace, service, *version, Some(*seen))
             }
+            IntegrityError::OutOfScope { service, .. } => IntegrityReport {
+                finding: IntegrityFinding::OutOfScope,
+                namespace: Some(agentkeys_proto::types::VAULT_NAMESPACE.to_owned()),
+                service: Some(service.clone()),
+                version: None,
+                seen: None,
+            },
             IntegrityError::RevokedRecipient { .. } => IntegrityReport {
                 finding: IntegrityFinding::RevokedRecipient,
                 namespace: None,
@@ -158,6 +174,11 @@ struct Seen {
     /// a key to one of them again, whatever the server lists.
     #[serde(default)]
     revoked: std::collections::BTreeSet<String>,
+    /// Master slots: agent id → every vault service this master granted it (and did not take
+    /// back). A superset of the true scope, so it never refuses a grant this master made; an agent
+    /// it has no record of (made before this existed) is taken as the server lists it.
+    #[serde(default)]
+    scopes: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 const SEEN_FORMAT: u32 = 1;
@@ -305,6 +326,36 @@ impl Verifier {
         seen.revoked.extend(ids);
         if seen.revoked.len() != before {
             self.persist(&seen);
+        }
+    }
+
+    /// Remembers services granted to an agent. An agent this slot has no record of starts from
+    /// `known` (what the server lists for it now: the first view is trusted).
+    pub fn granted(&self, agent_id: &str, services: &[String], known: &[String]) {
+        let mut seen = self.seen();
+        let scope = seen.scopes.entry(agent_id.to_owned()).or_insert_with(|| known.iter().cloned().collect());
+        scope.extend(services.iter().cloned());
+        self.persist(&seen);
+    }
+
+    /// Forgets services taken back from an agent.
+    pub fn ungranted(&self, agent_id: &str, services: &[String]) {
+        let mut seen = self.seen();
+        if let Some(scope) = seen.scopes.get_mut(agent_id) {
+            scope.retain(|s| !services.contains(s));
+            self.persist(&seen);
+        }
+    }
+
+    /// Refuses a vault recipient whose agent this master never granted `service`.
+    pub fn check_in_scope(&self, agent_id: &str, device_id: &str, service: &str) -> Result<(), IntegrityError> {
+        match self.seen().scopes.get(agent_id) {
+            Some(scope) if !scope.contains(service) => Err(IntegrityError::OutOfScope {
+                agent_id: agent_id.to_owned(),
+                device_id: device_id.to_owned(),
+                service: service.to_owned(),
+            }),
+            _ => Ok(()),
         }
     }
 

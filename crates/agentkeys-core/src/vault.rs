@@ -193,7 +193,12 @@ pub async fn store(
                     device_id: device.device_id.clone(),
                 });
             }
-            if let Err(error) = verifier.check_recipient(&device.agent_id, &device.device_id) {
+            let allowed =
+                verifier.check_recipient(&device.agent_id, &device.device_id).and_then(|()| match namespace {
+                    Namespace::Vault => verifier.check_in_scope(&device.agent_id, &device.device_id, service),
+                    Namespace::Agent(_) => Ok(()),
+                });
+            if let Err(error) = allowed {
                 return Err(reported(client, error).await);
             }
             let kx = certified_kx(session, device)?;

@@ -109,6 +109,8 @@ pub enum IntegrityFinding {
     AccountKey,
     /// A recipient the master revoked, offered again as if it were not.
     RevokedRecipient,
+    /// A recipient offered for a service the master never granted its agent.
+    OutOfScope,
     /// The user took an older version on purpose (`--accept-rollback`, after a restore).
     RollbackAccepted,
 }
