@@ -183,6 +183,12 @@ struct Seen {
 
 const SEEN_FORMAT: u32 = 1;
 
+/// The slot's `seen.json`; `None` when missing or unreadable.
+fn read_seen(path: &Path) -> Option<Seen> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<Seen>(&bytes).ok().filter(|seen| seen.format == SEEN_FORMAT)
+}
+
 /// Checks what the server returns for one session, and remembers what it verified.
 #[derive(Debug)]
 pub struct Verifier {
@@ -200,11 +206,7 @@ impl Verifier {
     /// empty: the slot then trusts what it first sees (docs/security.md, "first view").
     pub fn open(slot_dir: &Path) -> Self {
         let path = slot_dir.join(SEEN_FILE);
-        let seen = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Seen>(&bytes).ok())
-            .filter(|seen| seen.format == SEEN_FORMAT)
-            .unwrap_or_default();
+        let seen = read_seen(&path).unwrap_or_default();
         Self {
             path: Some(path),
             seen: Mutex::new(seen),
@@ -235,7 +237,25 @@ impl Verifier {
         self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn persist(&self, seen: &Seen) {
+    /// Takes in what another process of the same slot wrote meanwhile (the highest versions, every
+    /// revocation and grant). Every change merges first, then changes, then writes, so two commands
+    /// at once do not make the slot forget; merging only adds, so a lost race can leave a superset
+    /// of grants, never a refusal of something this master did.
+    fn merge(&self, seen: &mut Seen) {
+        if let Some(on_disk) = self.path.as_deref().and_then(read_seen) {
+            seen.all_signed |= on_disk.all_signed;
+            for (key, version) in on_disk.versions {
+                let known = seen.versions.entry(key).or_insert(version);
+                *known = (*known).max(version);
+            }
+            seen.revoked.extend(on_disk.revoked);
+            for (agent, services) in on_disk.scopes {
+                seen.scopes.entry(agent).or_default().extend(services);
+            }
+        }
+    }
+
+    fn write(&self, seen: &Seen) {
         let Some(path) = &self.path else { return };
         let bytes = serde_json::to_vec(&Seen { format: SEEN_FORMAT, ..seen.clone() }).expect("plain data");
         // A slot without its directory (a session that was never saved) has nothing to remember
@@ -255,15 +275,16 @@ impl Verifier {
     pub fn start_fresh(&self) {
         let mut seen = self.seen();
         *seen = Seen { format: SEEN_FORMAT, all_signed: true, ..Seen::default() };
-        self.persist(&seen);
+        self.write(&seen);
     }
 
     /// Records that every version of the account is signed from now on.
     pub fn mark_all_signed(&self) {
         let mut seen = self.seen();
+        self.merge(&mut seen);
         if !seen.all_signed {
             seen.all_signed = true;
-            self.persist(&seen);
+            self.write(&seen);
         }
     }
 
@@ -322,10 +343,11 @@ impl Verifier {
     /// Remembers that these devices and link codes were revoked by this master.
     pub fn revoked(&self, ids: impl IntoIterator<Item = String>) {
         let mut seen = self.seen();
+        self.merge(&mut seen);
         let before = seen.revoked.len();
         seen.revoked.extend(ids);
         if seen.revoked.len() != before {
-            self.persist(&seen);
+            self.write(&seen);
         }
     }
 
@@ -333,17 +355,19 @@ impl Verifier {
     /// `known` (what the server lists for it now: the first view is trusted).
     pub fn granted(&self, agent_id: &str, services: &[String], known: &[String]) {
         let mut seen = self.seen();
+        self.merge(&mut seen);
         let scope = seen.scopes.entry(agent_id.to_owned()).or_insert_with(|| known.iter().cloned().collect());
         scope.extend(services.iter().cloned());
-        self.persist(&seen);
+        self.write(&seen);
     }
 
     /// Forgets services taken back from an agent.
     pub fn ungranted(&self, agent_id: &str, services: &[String]) {
         let mut seen = self.seen();
+        self.merge(&mut seen);
         if let Some(scope) = seen.scopes.get_mut(agent_id) {
             scope.retain(|s| !services.contains(s));
-            self.persist(&seen);
+            self.write(&seen);
         }
     }
 
@@ -384,6 +408,11 @@ impl Verifier {
     fn remember(&self, namespace: &str, service: &str, version: u64) -> Result<(), IntegrityError> {
         let key = format!("{namespace}/{service}");
         let mut seen = self.seen();
+        // The steady state (the version it saw last time) touches no file.
+        if seen.versions.get(&key) == Some(&version) {
+            return Ok(());
+        }
+        self.merge(&mut seen);
         let known = seen.versions.get(&key).copied().unwrap_or(0);
         if version < known && !self.accept_rollback {
             return Err(IntegrityError::RolledBack {
@@ -404,7 +433,7 @@ impl Verifier {
         }
         if version != known {
             seen.versions.insert(key, version);
-            self.persist(&seen);
+            self.write(&seen);
         }
         Ok(())
     }
@@ -427,5 +456,39 @@ impl Verifier {
         }
         signers.insert(signer.device_id.clone(), sign);
         Some(sign)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_verifiers_of_one_slot_keep_what_either_learned() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Verifier::open(dir.path()), Verifier::open(dir.path()));
+        a.wrote("vault", "openai", 3);
+        b.wrote("vault", "github", 1);
+        b.revoked(["dev_x".to_owned()]);
+        a.granted("ag_1", &["openai".to_owned()], &[]);
+        let fresh = Verifier::open(dir.path());
+        assert!(fresh.remember("vault", "openai", 2).is_err(), "a's version survived b's write");
+        assert!(fresh.remember("vault", "github", 1).is_ok());
+        assert!(fresh.check_recipient("ag_1", "dev_x").is_err(), "b's revocation survived a's write");
+        assert!(fresh.check_in_scope("ag_1", "dev_y", "github").is_err());
+        assert!(fresh.check_in_scope("ag_1", "dev_y", "openai").is_ok());
+        assert!(fresh.check_in_scope("ag_unknown", "dev_y", "github").is_ok(), "no record: taken as listed");
+    }
+
+    #[test]
+    fn an_accepted_rollback_sticks_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        Verifier::open(dir.path()).wrote("vault", "openai", 5);
+        let accepting = Verifier::open(dir.path()).accepting_rollback(true);
+        assert!(accepting.remember("vault", "openai", 2).is_ok());
+        assert_eq!(accepting.take_accepted().len(), 1);
+        let after = Verifier::open(dir.path());
+        assert!(after.remember("vault", "openai", 2).is_ok(), "version 2 is the new mark");
+        assert!(after.remember("vault", "openai", 1).is_err());
     }
 }
