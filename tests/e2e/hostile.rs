@@ -487,3 +487,29 @@ async fn a_service_slipped_into_a_scope_gets_no_key(backend: Backend) {
     let ran = host.run(&["run", "--no-mask", "--env", "K=github", "--", "sh", "-c", "printf %s \"$K\""]);
     assert_eq!(text(&ran.stdout), "ghp-granted", "{}", text(&ran.stderr));
 }
+
+/// What a slot remembers never refuses what the owner did: an agent torn down and paired again
+/// under its label starts its private versions at 1 again, on the master and on the agent's slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_does_not_refuse_an_agent_made_again() {
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let server = ServerProcess::start(&db.url);
+    let master = Master::new(&server.url);
+    master.init();
+    let host = DaemonHost::new(&server.url);
+    host.pair(&master, "again-bot", "");
+    for value in ["p-1", "p-2", "p-3"] {
+        master.ok(&["store", "openai", "--agent", "again-bot"], Some(value.as_bytes()));
+    }
+    let run = |host: &DaemonHost| {
+        let out = host.run(&["run", "--no-mask", "--env", "K=openai", "--", "sh", "-c", "printf %s \"$K\""]);
+        (text(&out.stdout), text(&out.stderr))
+    };
+    assert_eq!(run(&host).0, "p-3");
+    master.ok(&["teardown", "again-bot", "--yes"], None);
+    host.pair(&master, "again-bot", "");
+    master.ok(&["store", "openai", "--agent", "again-bot"], Some(b"fresh-1"));
+    assert_eq!(text(&master.ok(&["read", "openai", "--agent", "again-bot"], None)).trim_end(), "fresh-1");
+    let (stdout, stderr) = run(&host);
+    assert_eq!(stdout, "fresh-1", "{stderr}");
+}

@@ -303,12 +303,15 @@ impl Verifier {
             version: sealed.version,
             why,
         };
-        let (Some(grant), Some(signer)) = (&sealed.grant, &sealed.signer) else {
+        let Some(grant) = &sealed.grant else {
             return Err(IntegrityError::Unsigned {
                 namespace: sealed.namespace.clone(),
                 service: sealed.service.clone(),
                 version: sealed.version,
             });
+        };
+        let Some(signer) = &sealed.signer else {
+            return Err(forged("its signer is not a master device of this account"));
         };
         let account_key = account_sign_key(session, &sealed.account_sign_public)?;
         let signer_key = self
@@ -358,6 +361,17 @@ impl Verifier {
         self.merge(&mut seen);
         let scope = seen.scopes.entry(agent_id.to_owned()).or_insert_with(|| known.iter().cloned().collect());
         scope.extend(services.iter().cloned());
+        self.write(&seen);
+    }
+
+    /// Forgets an agent that was torn down: its private namespace's versions (a new agent of the
+    /// same label starts them again at 1) and what it was granted.
+    pub fn forget_agent(&self, agent_id: &str) {
+        let mut seen = self.seen();
+        self.merge(&mut seen);
+        let prefix = format!("{}/", agentkeys_proto::agents::agent_namespace(agent_id));
+        seen.versions.retain(|key, _| !key.starts_with(&prefix));
+        seen.scopes.remove(agent_id);
         self.write(&seen);
     }
 

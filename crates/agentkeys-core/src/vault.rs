@@ -226,7 +226,8 @@ pub async fn store(
             }
             other => {
                 let stored = other?;
-                verifier.wrote(&stored.namespace, &stored.service, stored.version);
+                // What this master signed, not what the server says it stored.
+                verifier.wrote(&ns, service, version);
                 return Ok(stored);
             }
         }

@@ -88,6 +88,8 @@ fn save(
         account_sign_public: Some(pinned.account_sign_public),
         link_id: pinned.link_id,
     };
+    // A new session in this slot (the agent paired again): what an earlier one saw does not apply.
+    let _ = std::fs::remove_file(ctx.store.dir(&id).join(agentkeys_core::session::SEEN_FILE));
     ctx.store.save(&id, &session)?;
     Ok(id)
 }

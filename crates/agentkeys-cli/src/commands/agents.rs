@@ -154,6 +154,10 @@ pub async fn scope(ctx: &Context, args: ScopeArgs) -> Result<u8, CliError> {
     let mut scope: Vec<String> = agent.scope.iter().filter(|s| !remove.contains(s)).cloned().collect();
     scope.extend(add.iter().filter(|s| !scope.contains(s)).cloned().collect::<Vec<_>>());
     scope.sort();
+    // `--set` names the whole scope: all of it is this master's grant, not only what it added.
+    if args.set.is_some() {
+        verifier.granted(&agent.agent_id, &scope, &[]);
+    }
     print_scope(ctx, &agent, &scope)?;
     Ok(0)
 }
@@ -171,7 +175,11 @@ pub async fn revoke(ctx: &Context, name: &str, teardown: bool) -> Result<u8, Cli
     }
     // Remembered here too: a server that brings one of them back gets no key from this master.
     let revoked = agent.devices.iter().chain(&agent.links).map(|d| d.device_id.clone());
-    ctx.verifier().revoked(revoked);
+    let verifier = ctx.verifier();
+    verifier.revoked(revoked);
+    if teardown {
+        verifier.forget_agent(&agent.agent_id);
+    }
     let status = if teardown { "torn_down" } else { "revoked" };
     let cleared = clear_local_daemon_session(ctx, &agent.agent_id);
     ctx.out
