@@ -6,7 +6,9 @@
 use agentkeys_core::vault::{self, Namespace};
 use agentkeys_core::{ApiClient, ClientError, OsRandom, RandomSource as _};
 use agentkeys_proto::{ErrorCode, ids};
-use agentkeys_tests::{Backend, DaemonHost, Master, ServerProcess, TestDb, contains_any_window, test_python};
+use agentkeys_tests::{
+    Backend, DaemonHost, Master, ServerProcess, TestDb, contains_any_window, no_memory, test_python,
+};
 use sqlx::{Connection as _, Row as _};
 
 fn text(bytes: &[u8]) -> String {
@@ -364,47 +366,27 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
 
     // Reads: a private override wins; scope and tier hold; B's private name means nothing to A.
     assert_eq!(
-        vault::read(&ca, &sa, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(&ca, &sa, &no_memory(), Namespace::Vault, "openai").await.unwrap().as_slice(),
         b"sk-private-for-a"
     );
     assert_eq!(
-        vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "github")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(&cb, &sb, &no_memory(), Namespace::Vault, "github").await.unwrap().as_slice(),
         b"ghp-shared-github"
     );
     assert_eq!(
-        vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "b-only")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(&cb, &sb, &no_memory(), Namespace::Vault, "b-only").await.unwrap().as_slice(),
         b"private-for-b"
     );
     for (client, session, service) in
         [(&ca, &sa, "github"), (&ca, &sa, "b-only"), (&ca, &sa, "stripe"), (&cb, &sb, "openai")]
     {
         assert_eq!(
-            vault_code(
-                vault::read(
-                    client,
-                    session,
-                    &agentkeys_core::integrity::Verifier::in_memory(),
-                    Namespace::Vault,
-                    service
-                )
-                .await
-            ),
+            vault_code(vault::read(client, session, &no_memory(), Namespace::Vault, service).await),
             ErrorCode::Denied
         );
     }
     assert_eq!(
-        vault_code(
-            vault::read(&cc, &sc, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai").await
-        ),
+        vault_code(vault::read(&cc, &sc, &no_memory(), Namespace::Vault, "openai").await),
         ErrorCode::Denied,
         "safe: no values"
     );
@@ -421,16 +403,7 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
     assert_eq!(api_code(cc.change_tier(&c, &upgrade).await), ErrorCode::Denied, "no agent changes its own tier");
     let widen = agentkeys_proto::agents::ScopeChangeRequest { add: vec!["stripe".into()], ..Default::default() };
     assert_eq!(api_code(ca.change_scope(&a, &widen).await), ErrorCode::Denied, "nor its scope");
-    let store = vault::store(
-        &ca,
-        &sa,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "openai",
-        b"overwrite",
-        &mut OsRandom,
-    )
-    .await;
+    let store = vault::store(&ca, &sa, &no_memory(), Namespace::Vault, "openai", b"overwrite", &mut OsRandom).await;
     assert!(matches!(store, Err(vault::VaultError::NotMaster)), "{store:?}");
     // The server refuses on its own, whatever a modified client sends.
     let raw_put = agentkeys_proto::types::PutCredentialRequest {
@@ -480,27 +453,13 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
 
     // Scope changes hold on the next read: removing deletes the wraps, adding re-wraps.
     master.ok(&["scope", "agent-b", "--remove", "github"], None);
-    assert_eq!(
-        vault_code(
-            vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "github").await
-        ),
-        ErrorCode::Denied
-    );
+    assert_eq!(vault_code(vault::read(&cb, &sb, &no_memory(), Namespace::Vault, "github").await), ErrorCode::Denied);
     master.ok(&["scope", "agent-b", "--set", "github,stripe", "--yes"], None);
-    assert_eq!(
-        vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "stripe")
-            .await
-            .unwrap()
-            .as_slice(),
-        b"sk-stripe"
-    );
+    assert_eq!(vault::read(&cb, &sb, &no_memory(), Namespace::Vault, "stripe").await.unwrap().as_slice(), b"sk-stripe");
     // A new version is wrapped to every agent that may read it.
     master.ok(&["store", "github"], Some(b"ghp-rotated"));
     assert_eq!(
-        vault::read(&cb, &sb, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "github")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(&cb, &sb, &no_memory(), Namespace::Vault, "github").await.unwrap().as_slice(),
         b"ghp-rotated"
     );
     let scope = text(&master.ok(&["scope", "agent-b", "--list"], None));
@@ -1013,10 +972,7 @@ async fn an_unknown_stored_tier_or_status_is_an_error_not_a_default() {
     let session = host.session(&agent);
     let client = ApiClient::for_session(&server.url, session.clone()).unwrap();
     assert_eq!(
-        vault::read(&client, &session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(&client, &session, &no_memory(), Namespace::Vault, "openai").await.unwrap().as_slice(),
         b"sk-unknown-state"
     );
 
@@ -1031,16 +987,7 @@ async fn an_unknown_stored_tier_or_status_is_an_error_not_a_default() {
                 .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(set.clone())).bind(value).bind(&agent).execute(&mut conn).await.unwrap();
         assert_eq!(
-            vault_code(
-                vault::read(
-                    &client,
-                    &session,
-                    &agentkeys_core::integrity::Verifier::in_memory(),
-                    Namespace::Vault,
-                    "openai"
-                )
-                .await
-            ),
+            vault_code(vault::read(&client, &session, &no_memory(), Namespace::Vault, "openai").await),
             ErrorCode::Internal,
             "{column} = {value}"
         );
@@ -1049,15 +996,7 @@ async fn an_unknown_stored_tier_or_status_is_an_error_not_a_default() {
         assert!(text(&listed.stderr).contains("INTERNAL"), "{}", text(&listed.stderr));
         sqlx::query(sqlx::AssertSqlSafe(set)).bind(&good).bind(&agent).execute(&mut conn).await.unwrap();
         assert!(
-            vault::read(
-                &client,
-                &session,
-                &agentkeys_core::integrity::Verifier::in_memory(),
-                Namespace::Vault,
-                "openai"
-            )
-            .await
-            .is_ok(),
+            vault::read(&client, &session, &no_memory(), Namespace::Vault, "openai").await.is_ok(),
             "{column} restored"
         );
     }
@@ -1107,7 +1046,7 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
         wraps: agentkeys_core::agents::wrap_current(
             &client,
             &session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
+            &no_memory(),
             Namespace::Vault,
             &["stripe".to_owned()],
             (&before.devices[0].device_id, &vault::certified_kx(&session, &before.devices[0]).unwrap()),
@@ -1154,7 +1093,7 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
     let wraps = agentkeys_core::agents::wrap_current(
         &client,
         &session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
+        &no_memory(),
         Namespace::Vault,
         &["stripe".to_owned()],
         (&device_id, &kx),
@@ -1170,7 +1109,7 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
     master.ok(&["store", "late-service"], Some(b"late-value"));
     master.ok(&["scope", "two-machines", "--add", "late-service", "--yes"], None);
     assert_eq!(api_code(client.approve_request(&pending.code, &stale).await), ErrorCode::VersionConflict);
-    let verifier = agentkeys_core::integrity::Verifier::in_memory();
+    let verifier = no_memory();
     agentkeys_core::agents::approve(&client, &session, &verifier, &pending, &[], &mut OsRandom).await.unwrap();
     let (exit, stderr) = pairing.finish();
     assert_eq!(exit, 0, "{stderr}");

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use agentkeys_core::vault::Namespace;
 use agentkeys_core::{ApiClient, OsRandom, account::create_account, vault};
-use agentkeys_tests::{Backend, ServerProcess, TestDb, bin};
+use agentkeys_tests::{Backend, ServerProcess, TestDb, bin, no_memory};
 
 on_both_backends!(sigkill_during_a_burst_loses_no_acknowledged_store);
 
@@ -29,7 +29,7 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
             let result = vault::store(
                 &client,
                 &session,
-                &agentkeys_core::integrity::Verifier::in_memory(),
+                &no_memory(),
                 Namespace::Vault,
                 &service,
                 value.as_bytes(),
@@ -66,15 +66,9 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_store(backend: Backend) {
     let mut restarted = ServerProcess::start(&db.url);
     let client = ApiClient::for_session(&restarted.url, account.session.clone()).unwrap();
     for (service, value) in &acknowledged {
-        let read = vault::read(
-            &client,
-            &account.session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            service,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{service} lost: {e}"));
+        let read = vault::read(&client, &account.session, &no_memory(), Namespace::Vault, service)
+            .await
+            .unwrap_or_else(|e| panic!("{service} lost: {e}"));
         assert_eq!(read.as_slice(), value.as_bytes(), "{service}");
     }
     assert!(restarted.terminate(), "SIGTERM shuts the server down cleanly (exit 0)");

@@ -3,8 +3,6 @@
 //! restored backup would, and checks that every reader refuses what it was handed: the master's
 //! `read`, the daemon's `run`, descriptor delivery on its socket and MCP `get_credential`.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use agentkeys_core::crypto::{self, CredentialContext, SymmetricKey, WrapLabel};
@@ -172,18 +170,7 @@ impl Scene {
 
     /// The daemon's own `run` (not through the socket): exit code, stdout, stderr.
     fn agent_run(&self) -> (Option<i32>, String, String) {
-        let out = self.host.run(&[
-            "--session-id",
-            &self.session,
-            "run",
-            "--no-mask",
-            "--env",
-            "K=openai",
-            "--",
-            "sh",
-            "-c",
-            "printf %s \"$K\"",
-        ]);
+        let out = run_printing(&self.host, &["--session-id", &self.session], "openai");
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     }
 
@@ -199,36 +186,21 @@ impl Scene {
     }
 }
 
-/// `get_credential` through MCP on a daemon socket, by hand (JSON-RPC lines).
+/// MCP `get_credential` on a daemon socket: the value, or the whole answer when it is an error.
 fn mcp_get_credential(socket: &Path, service: &str) -> Result<String, String> {
-    let stream = UnixStream::connect(socket).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut call = |message: serde_json::Value, answer: bool| {
-        writeln!(writer, "{message}").unwrap();
-        if !answer {
-            return serde_json::Value::Null;
-        }
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        serde_json::from_str::<serde_json::Value>(&line).unwrap()
-    };
-    call(
-        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "hostile-test", "version": "1"}}}),
-        true,
-    );
-    call(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), false);
-    let answer = call(
-        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "get_credential", "arguments": {"service": service}}}),
-        true,
-    );
+    let answer = agentkeys_tests::mcp_get_credential_answer(socket, service);
     match answer["result"]["structuredContent"]["value"].as_str() {
         Some(value) if answer["result"]["isError"] != true => Ok(value.to_owned()),
         _ => Err(answer.to_string()),
     }
+}
+
+/// `agentkeys-daemon GLOBAL... run` of a command that prints the credential `service` (`$K`).
+fn run_printing(host: &DaemonHost, global: &[&str], service: &str) -> std::process::Output {
+    let binding = format!("K={service}");
+    let mut args = global.to_vec();
+    args.extend(["run", "--no-mask", "--env", &binding, "--", "sh", "-c", "printf %s \"$K\""]);
+    host.run(&args)
 }
 
 async fn forged_versions_are_refused_by_every_reader(backend: Backend) {
@@ -302,19 +274,7 @@ async fn a_deleted_newest_version_is_caught_by_every_reader(backend: Backend) {
     // The owner says the server was restored on purpose: taken once, then read as usual.
     assert_eq!(text(&scene.master.ok(&["read", "openai", "--accept-rollback"], None)).trim_end(), "sk-one");
     assert_eq!(text(&scene.master.ok(&["read", "openai"], None)).trim_end(), "sk-one");
-    let accepted = scene.host.run(&[
-        "--session-id",
-        &scene.session,
-        "--accept-rollback",
-        "run",
-        "--no-mask",
-        "--env",
-        "K=openai",
-        "--",
-        "sh",
-        "-c",
-        "printf %s \"$K\"",
-    ]);
+    let accepted = run_printing(&scene.host, &["--session-id", &scene.session, "--accept-rollback"], "openai");
     assert_eq!(text(&accepted.stdout), "sk-one", "{}", text(&accepted.stderr));
     let reports = integrity_reports(&scene.master);
     assert!(reports.iter().any(|(_, code)| code == "INTEGRITY"), "the refusals: {reports:?}");
@@ -443,7 +403,7 @@ async fn a_revoked_device_brought_back_gets_no_key(backend: Backend) {
         .unwrap()
         .get("v");
     assert_eq!(newest, 1, "nothing was stored");
-    let ran = host.run(&["run", "--no-mask", "--env", "K=openai", "--", "sh", "-c", "printf %s \"$K\""]);
+    let ran = run_printing(&host, &[], "openai");
     assert!(!text(&ran.stdout).contains("sk-after-revoke"), "{}", text(&ran.stderr));
 }
 
@@ -479,12 +439,12 @@ async fn a_service_slipped_into_a_scope_gets_no_key(backend: Backend) {
     assert!(text(&approve.stderr).contains("INTEGRITY"), "{}", text(&approve.stderr));
     master.ok(&["deny", &pairing.prompt.code], None);
     let _ = pairing.finish();
-    let ran = host.run(&["run", "--no-mask", "--env", "K=github", "--", "sh", "-c", "printf %s \"$K\""]);
+    let ran = run_printing(&host, &[], "github");
     assert!(!text(&ran.stdout).contains("ghp-"), "{}", text(&ran.stderr));
     // Granted for real, it works.
     master.ok(&["scope", "narrow-bot", "--add", "github", "--yes"], None);
     master.ok(&["store", "github"], Some(b"ghp-granted"));
-    let ran = host.run(&["run", "--no-mask", "--env", "K=github", "--", "sh", "-c", "printf %s \"$K\""]);
+    let ran = run_printing(&host, &[], "github");
     assert_eq!(text(&ran.stdout), "ghp-granted", "{}", text(&ran.stderr));
 }
 
@@ -502,7 +462,7 @@ async fn memory_does_not_refuse_an_agent_made_again() {
         master.ok(&["store", "openai", "--agent", "again-bot"], Some(value.as_bytes()));
     }
     let run = |host: &DaemonHost| {
-        let out = host.run(&["run", "--no-mask", "--env", "K=openai", "--", "sh", "-c", "printf %s \"$K\""]);
+        let out = run_printing(host, &[], "openai");
         (text(&out.stdout), text(&out.stderr))
     };
     assert_eq!(run(&host).0, "p-3");

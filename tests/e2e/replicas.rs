@@ -4,7 +4,7 @@
 use agentkeys_core::vault::Namespace;
 use agentkeys_core::{ApiClient, ClientError, OsRandom, account::create_account, vault};
 use agentkeys_proto::ErrorCode;
-use agentkeys_tests::{Backend, ServerProcess, TestDb};
+use agentkeys_tests::{Backend, ServerProcess, TestDb, no_memory};
 use reqwest::Method;
 
 on_both_backends!(replicas_share_data_and_nonces);
@@ -18,28 +18,11 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
     let via_a = ApiClient::for_session(&replica_a.url, account.session.clone()).unwrap();
     let via_b = ApiClient::for_session(&replica_b.url, account.session.clone()).unwrap();
 
-    vault::store(
-        &via_a,
-        &account.session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "github",
-        b"ghp_shared",
-        &mut OsRandom,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        vault::read(
-            &via_b,
-            &account.session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "github"
-        )
+    vault::store(&via_a, &account.session, &no_memory(), Namespace::Vault, "github", b"ghp_shared", &mut OsRandom)
         .await
-        .unwrap()
-        .as_slice(),
+        .unwrap();
+    assert_eq!(
+        vault::read(&via_b, &account.session, &no_memory(), Namespace::Vault, "github").await.unwrap().as_slice(),
         b"ghp_shared"
     );
 
@@ -57,8 +40,7 @@ async fn replicas_share_data_and_nonces(backend: Backend) {
 
     // Concurrent stores through both replicas still get one version each.
     let (mut rng_a, mut rng_b) = (OsRandom, OsRandom);
-    let (seen_a, seen_b) =
-        (agentkeys_core::integrity::Verifier::in_memory(), agentkeys_core::integrity::Verifier::in_memory());
+    let (seen_a, seen_b) = (no_memory(), no_memory());
     let (a, b) = tokio::join!(
         vault::store(&via_a, &account.session, &seen_a, Namespace::Vault, "shared", b"from-a", &mut rng_a),
         vault::store(&via_b, &account.session, &seen_b, Namespace::Vault, "shared", b"from-b", &mut rng_b),

@@ -6,8 +6,7 @@
 //! leaves nothing once the connection that carried it is closed; delivery by descriptor leaves
 //! nothing at all. The CLI's `run` parent holds no readable copy once its child started.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -39,33 +38,10 @@ fn release(mut child: Child) {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
-/// `get_credential` through MCP on the daemon's socket, by hand (JSON-RPC lines), on one
-/// connection that is closed before this returns.
+/// `get_credential` through MCP on the daemon's socket, on one connection that is closed before
+/// this returns.
 fn mcp_get_credential(socket: &std::path::Path, service: &str) -> String {
-    let stream = UnixStream::connect(socket).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut call = |message: serde_json::Value, answer: bool| {
-        writeln!(writer, "{message}").unwrap();
-        if !answer {
-            return serde_json::Value::Null;
-        }
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        serde_json::from_str::<serde_json::Value>(&line).unwrap()
-    };
-    call(
-        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "residue-test", "version": "1"}}}),
-        true,
-    );
-    call(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), false);
-    let answer = call(
-        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "get_credential", "arguments": {"service": service}}}),
-        true,
-    );
+    let answer = agentkeys_tests::mcp_get_credential_answer(socket, service);
     answer["result"]["structuredContent"]["value"].as_str().expect("a value").to_owned()
 }
 

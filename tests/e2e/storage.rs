@@ -15,7 +15,7 @@ use agentkeys_proto::ErrorCode;
 use agentkeys_proto::b64;
 use agentkeys_proto::types::{AuditQuery, CreateAccountRequest};
 use agentkeys_server::engine::audit::{ChainError, verify_chain};
-use agentkeys_tests::{Backend, InProcessServer, TestDb, contains_any_window};
+use agentkeys_tests::{Backend, InProcessServer, TestDb, contains_any_window, no_memory};
 use reqwest::Method;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -64,67 +64,34 @@ async fn vault_round_trip_keeps_history(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
     let (client, session) = (&f.client, &f.session);
     assert_eq!(
-        vault::store(
-            client,
-            session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "openai",
-            b"sk-one",
-            &mut OsRandom
-        )
-        .await
-        .unwrap()
-        .version,
+        vault::store(client, session, &no_memory(), Namespace::Vault, "openai", b"sk-one", &mut OsRandom)
+            .await
+            .unwrap()
+            .version,
         1
     );
     assert_eq!(
-        vault::read(client, session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(client, session, &no_memory(), Namespace::Vault, "openai").await.unwrap().as_slice(),
         b"sk-one"
     );
     assert_eq!(
-        vault::store(
-            client,
-            session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "openai",
-            b"sk-two",
-            &mut OsRandom
-        )
-        .await
-        .unwrap()
-        .version,
+        vault::store(client, session, &no_memory(), Namespace::Vault, "openai", b"sk-two", &mut OsRandom)
+            .await
+            .unwrap()
+            .version,
         2
     );
     assert_eq!(
-        vault::read(client, session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(client, session, &no_memory(), Namespace::Vault, "openai").await.unwrap().as_slice(),
         b"sk-two"
     );
 
     let all_bytes: Vec<u8> = (0..=255u8).rev().collect();
-    vault::store(
-        client,
-        session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "binary.key",
-        &all_bytes,
-        &mut OsRandom,
-    )
-    .await
-    .unwrap();
+    vault::store(client, session, &no_memory(), Namespace::Vault, "binary.key", &all_bytes, &mut OsRandom)
+        .await
+        .unwrap();
     assert_eq!(
-        vault::read(client, session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "binary.key")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(client, session, &no_memory(), Namespace::Vault, "binary.key").await.unwrap().as_slice(),
         all_bytes.as_slice()
     );
 
@@ -134,34 +101,20 @@ async fn vault_round_trip_keeps_history(backend: Backend) {
 
     assert_eq!(client.delete_credential("openai", None).await.unwrap().version, 3);
     assert_eq!(
-        vault_code(
-            vault::read(client, session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai")
-                .await
-        ),
+        vault_code(vault::read(client, session, &no_memory(), Namespace::Vault, "openai").await),
         ErrorCode::NotFound
     );
     assert_eq!(api_code(client.delete_credential("openai", None).await), ErrorCode::NotFound);
     assert_eq!(client.list_credentials().await.unwrap().credentials.len(), 1);
     assert_eq!(
-        vault::store(
-            client,
-            session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "openai",
-            b"sk-three",
-            &mut OsRandom
-        )
-        .await
-        .unwrap()
-        .version,
+        vault::store(client, session, &no_memory(), Namespace::Vault, "openai", b"sk-three", &mut OsRandom)
+            .await
+            .unwrap()
+            .version,
         4
     );
     assert_eq!(
-        vault::read(client, session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "openai")
-            .await
-            .unwrap()
-            .as_slice(),
+        vault::read(client, session, &no_memory(), Namespace::Vault, "openai").await.unwrap().as_slice(),
         b"sk-three"
     );
 }
@@ -170,24 +123,13 @@ async fn vault_round_trip_keeps_history(backend: Backend) {
 /// every one of them gets the value (a batch once served only the first).
 async fn concurrent_reads_of_one_credential_all_get_it(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
-    vault::store(
-        &f.client,
-        &f.session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "hot",
-        b"sk-hot",
-        &mut OsRandom,
-    )
-    .await
-    .unwrap();
+    vault::store(&f.client, &f.session, &no_memory(), Namespace::Vault, "hot", b"sk-hot", &mut OsRandom).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let (client, session) = (f.client.clone(), f.session.clone());
-        tasks.push(tokio::spawn(async move {
-            vault::read(&client, &session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "hot")
-                .await
-        }));
+        tasks.push(tokio::spawn(
+            async move { vault::read(&client, &session, &no_memory(), Namespace::Vault, "hot").await },
+        ));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap().as_slice(), b"sk-hot");
@@ -206,7 +148,7 @@ async fn concurrent_stores_keep_every_version(backend: Backend) {
             let stored = vault::store(
                 &client,
                 &session,
-                &agentkeys_core::integrity::Verifier::in_memory(),
+                &no_memory(),
                 Namespace::Vault,
                 "shared",
                 value.as_bytes(),
@@ -225,16 +167,7 @@ async fn concurrent_stores_keep_every_version(backend: Backend) {
     assert_eq!(versions, (1..=8).collect(), "every store got its own version: no write was lost");
     let last = &results.iter().find(|(v, _)| *v == 8).unwrap().1;
     assert_eq!(
-        vault::read(
-            &f.client,
-            &f.session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "shared"
-        )
-        .await
-        .unwrap()
-        .as_slice(),
+        vault::read(&f.client, &f.session, &no_memory(), Namespace::Vault, "shared").await.unwrap().as_slice(),
         last.as_bytes(),
         "last write wins"
     );
@@ -251,17 +184,9 @@ async fn concurrent_stores_keep_every_version(backend: Backend) {
 
 async fn replayed_and_forged_requests_are_rejected_and_audited(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
-    vault::store(
-        &f.client,
-        &f.session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "github",
-        b"ghp_x",
-        &mut OsRandom,
-    )
-    .await
-    .unwrap();
+    vault::store(&f.client, &f.session, &no_memory(), Namespace::Vault, "github", b"ghp_x", &mut OsRandom)
+        .await
+        .unwrap();
 
     // A captured request sent again is refused, even though its signature is valid.
     let captured = f.client.build_signed(Method::GET, "/v1/credentials/github", Vec::new());
@@ -322,28 +247,9 @@ async fn replayed_and_forged_requests_are_rejected_and_audited(backend: Backend)
 
 async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
     let Some(f) = fixture(backend).await else { return };
-    vault::store(
-        &f.client,
-        &f.session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "aws",
-        b"AKIA",
-        &mut OsRandom,
-    )
-    .await
-    .unwrap();
-    let _ = vault::read(
-        &f.client,
-        &f.session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "missing",
-    )
-    .await;
-    vault::read(&f.client, &f.session, &agentkeys_core::integrity::Verifier::in_memory(), Namespace::Vault, "aws")
-        .await
-        .unwrap();
+    vault::store(&f.client, &f.session, &no_memory(), Namespace::Vault, "aws", b"AKIA", &mut OsRandom).await.unwrap();
+    let _ = vault::read(&f.client, &f.session, &no_memory(), Namespace::Vault, "missing").await;
+    vault::read(&f.client, &f.session, &no_memory(), Namespace::Vault, "aws").await.unwrap();
     let pool = &f.server.state.db.reads;
     let intact = verify_chain(pool).await.unwrap();
     assert!(intact.rows >= 4, "{intact:?}");
@@ -408,7 +314,7 @@ async fn server_never_holds_plaintext(backend: Backend) {
     vault::store(
         &f.client,
         &f.session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
+        &no_memory(),
         Namespace::Vault,
         "zero-knowledge-probe",
         secret.as_bytes(),
@@ -417,16 +323,10 @@ async fn server_never_holds_plaintext(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(
-        vault::read(
-            &f.client,
-            &f.session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "zero-knowledge-probe"
-        )
-        .await
-        .unwrap()
-        .as_slice(),
+        vault::read(&f.client, &f.session, &no_memory(), Namespace::Vault, "zero-knowledge-probe")
+            .await
+            .unwrap()
+            .as_slice(),
         secret.as_bytes()
     );
     let raw = f.db.raw_contents();
@@ -470,16 +370,7 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
         assert_eq!(api_code(response), ErrorCode::InvalidServiceName, "{bad}");
     }
     assert!(matches!(
-        vault::store(
-            &f.client,
-            &f.session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "x",
-            b"",
-            &mut OsRandom
-        )
-        .await,
+        vault::store(&f.client, &f.session, &no_memory(), Namespace::Vault, "x", b"", &mut OsRandom).await,
         Err(vault::VaultError::EmptyValue)
     ));
 
@@ -514,17 +405,9 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
             assert_eq!(code_of(response.text().await.unwrap()), "ALREADY_EXISTS");
         }
     }
-    vault::store(
-        &f.client,
-        &f.session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "still-serving",
-        b"v",
-        &mut OsRandom,
-    )
-    .await
-    .unwrap();
+    vault::store(&f.client, &f.session, &no_memory(), Namespace::Vault, "still-serving", b"v", &mut OsRandom)
+        .await
+        .unwrap();
 
     let garbage = http.post(format!("{}/v1/accounts", f.server.url)).body("not json").send().await.unwrap();
     assert_eq!(garbage.status(), 400);
@@ -546,17 +429,7 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_writer_reconnects_after_the_database_drops_it() {
     let Some(f) = fixture(Backend::Postgres).await else { return };
-    vault::store(
-        &f.client,
-        &f.session,
-        &agentkeys_core::integrity::Verifier::in_memory(),
-        Namespace::Vault,
-        "before",
-        b"v1",
-        &mut OsRandom,
-    )
-    .await
-    .unwrap();
+    vault::store(&f.client, &f.session, &no_memory(), Namespace::Vault, "before", b"v1", &mut OsRandom).await.unwrap();
     let admin_url = agentkeys_tests::pg_admin_url().unwrap();
     let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
     let database = f.db.pg_name.clone().unwrap();
@@ -569,16 +442,8 @@ async fn postgres_writer_reconnects_after_the_database_drops_it() {
 
     let mut outcome = Err(vault::VaultError::EmptyValue);
     for _ in 0..3 {
-        outcome = vault::store(
-            &f.client,
-            &f.session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "after",
-            b"v2",
-            &mut OsRandom,
-        )
-        .await;
+        outcome =
+            vault::store(&f.client, &f.session, &no_memory(), Namespace::Vault, "after", b"v2", &mut OsRandom).await;
         match &outcome {
             Err(vault::VaultError::Client(ClientError::Api { detail, .. }))
                 if detail.code == ErrorCode::Unavailable =>
@@ -590,29 +455,11 @@ async fn postgres_writer_reconnects_after_the_database_drops_it() {
     }
     outcome.expect("the server reconnected within three attempts");
     assert_eq!(
-        vault::read(
-            &f.client,
-            &f.session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "before"
-        )
-        .await
-        .unwrap()
-        .as_slice(),
+        vault::read(&f.client, &f.session, &no_memory(), Namespace::Vault, "before").await.unwrap().as_slice(),
         b"v1"
     );
     assert_eq!(
-        vault::read(
-            &f.client,
-            &f.session,
-            &agentkeys_core::integrity::Verifier::in_memory(),
-            Namespace::Vault,
-            "after"
-        )
-        .await
-        .unwrap()
-        .as_slice(),
+        vault::read(&f.client, &f.session, &no_memory(), Namespace::Vault, "after").await.unwrap().as_slice(),
         b"v2"
     );
 }

@@ -144,6 +144,41 @@ impl TestDb {
     }
 }
 
+/// Calls MCP `get_credential` on a daemon socket by hand (JSON-RPC lines: initialize, initialized,
+/// tools/call), on one connection closed before this returns; the `tools/call` answer.
+pub fn mcp_get_credential_answer(socket: &Path, service: &str) -> serde_json::Value {
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the daemon socket");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+    let mut writer = stream;
+    let mut call = |message: serde_json::Value, answer: bool| {
+        writeln!(writer, "{message}").expect("write to the daemon");
+        if !answer {
+            return serde_json::Value::Null;
+        }
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read the daemon's answer");
+        serde_json::from_str::<serde_json::Value>(&line).expect("a JSON-RPC line")
+    };
+    call(
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "agentkeys-tests", "version": "1"}}}),
+        true,
+    );
+    call(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), false);
+    call(
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "get_credential", "arguments": {"service": service}}}),
+        true,
+    )
+}
+
+/// A verifier that remembers nothing between calls: for tests that drive the vault API directly
+/// and are about something other than a client's memory (tests/e2e/hostile.rs is about that).
+pub fn no_memory() -> agentkeys_core::integrity::Verifier {
+    agentkeys_core::integrity::Verifier::in_memory()
+}
+
 /// Does `haystack` contain any 16-byte window of `secret`?
 pub fn contains_any_window(haystack: &[u8], secret: &[u8]) -> bool {
     secret.windows(16.min(secret.len())).any(|window| haystack.windows(window.len()).any(|w| w == window))

@@ -8,8 +8,9 @@
 //! * **Memory** — each session slot keeps, in `seen.json` beside its session, the highest version
 //!   it verified of each credential; an older one is refused unless the user says the server was
 //!   restored from a backup (`--accept-rollback`). A master's slot also remembers that its
-//!   account's versions are all signed, so a version without a grant is refused from then on
-//!   instead of being signed as a first-wave leftover.
+//!   account's versions are all signed (a version without a grant is refused from then on instead
+//!   of being signed as a first-wave leftover), the devices it revoked and the services it granted
+//!   each agent: it wraps a key to none outside them, whatever the server lists.
 //!
 //! Verified signer certificates are cached for the life of the verifier (a daemon's), so a read
 //! costs one Ed25519 verification once the signer is known.
@@ -207,21 +208,19 @@ impl Verifier {
     pub fn open(slot_dir: &Path) -> Self {
         let path = slot_dir.join(SEEN_FILE);
         let seen = read_seen(&path).unwrap_or_default();
-        Self {
-            path: Some(path),
-            seen: Mutex::new(seen),
-            signers: Mutex::new(HashMap::new()),
-            accept_rollback: false,
-            accepted: Mutex::default(),
-        }
+        Self::new(Some(path), seen)
     }
 
     /// A verifier that remembers nothing past its life (tests, one-off tools).
     pub fn in_memory() -> Self {
+        Self::new(None, Seen::default())
+    }
+
+    fn new(path: Option<PathBuf>, seen: Seen) -> Self {
         Self {
-            path: None,
-            seen: Mutex::default(),
-            signers: Mutex::new(HashMap::new()),
+            path,
+            seen: Mutex::new(seen),
+            signers: Mutex::default(),
             accept_rollback: false,
             accepted: Mutex::default(),
         }

@@ -256,6 +256,9 @@ pub async fn info(pool: &AnyPool, link_id: &str) -> Result<Option<LinkInfo>, sql
     else {
         return Ok(None);
     };
+    let account_id: String = row.try_get("account_id")?;
+    // A link's keys are granted by one master device or a few: each is looked up once.
+    let mut signers = std::collections::HashMap::new();
     let mut wraps = Vec::new();
     for w in sqlx::query(
         "SELECT namespace, service, version, wrap, grant_recipient, grant_signer, grant_signature FROM link_wraps \
@@ -267,9 +270,12 @@ pub async fn info(pool: &AnyPool, link_id: &str) -> Result<Option<LinkInfo>, sql
     {
         let grant = match grant_from_row(&w)? {
             Some(grant) => {
-                let account_id: String = row.try_get("account_id")?;
-                let signer =
-                    crate::domains::credentials::queries::signer(&mut conn, &account_id, &grant.signer).await?;
+                if !signers.contains_key(&grant.signer) {
+                    let signer =
+                        crate::domains::credentials::queries::signer(&mut conn, &account_id, &grant.signer).await?;
+                    signers.insert(grant.signer.clone(), signer);
+                }
+                let signer = signers[&grant.signer].clone();
                 Some((grant, signer))
             }
             None => None,
@@ -283,7 +289,7 @@ pub async fn info(pool: &AnyPool, link_id: &str) -> Result<Option<LinkInfo>, sql
         });
     }
     Ok(Some(LinkInfo {
-        account_id: row.try_get("account_id")?,
+        account_id,
         account_sign_public: row.try_get("account_sign")?,
         agent_id: row.try_get("agent_id")?,
         label: row.try_get("label")?,
