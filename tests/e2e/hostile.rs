@@ -32,6 +32,7 @@ on_both_backends!(
     a_deleted_newest_version_is_caught_by_every_reader,
     a_revoked_device_brought_back_gets_no_key,
     a_service_slipped_into_a_scope_gets_no_key,
+    a_truncated_audit_chain_is_caught,
 );
 
 async fn conn(db: &TestDb) -> sqlx::AnyConnection {
@@ -126,6 +127,29 @@ async fn delete_newest(db: &TestDb, account_id: &str, service: &str) {
          (SELECT MAX(version) FROM credential_versions WHERE account_id = $1 AND service = $2)",
     ] {
         sqlx::query(sql).bind(account_id).bind(service).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// What an operator hiding what happened would do: cut the last `rows` rows off the audit log and
+/// move both heads back to match, so that the server's own `verify-audit` finds nothing wrong.
+async fn truncate_audit(db: &TestDb, backend: Backend, rows: i64) {
+    let mut conn = conn(db).await;
+    let drop_triggers: &[&str] = match backend {
+        Backend::Sqlite => &["DROP TRIGGER audit_log_no_delete"],
+        Backend::Postgres => &["DROP TRIGGER audit_log_no_change ON audit_log"],
+    };
+    for sql in drop_triggers.iter().copied().chain([
+        "DELETE FROM audit_log WHERE seq > (SELECT seq FROM audit_head WHERE id = 1) - $1",
+        "UPDATE audit_head SET seq = (SELECT MAX(seq) FROM audit_log), \
+         hash = (SELECT hash FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)) WHERE id = 1",
+        "UPDATE account_audit_heads SET \
+         seq = (SELECT MAX(account_seq) FROM audit_log a WHERE a.account_id = account_audit_heads.account_id), \
+         hash = (SELECT account_hash FROM audit_log a WHERE a.account_id = account_audit_heads.account_id \
+                 AND a.account_seq = (SELECT MAX(account_seq) FROM audit_log b WHERE b.account_id = a.account_id))",
+    ]) {
+        let query = sqlx::query(sql);
+        let query = if sql.contains("$1") { query.bind(rows) } else { query };
+        query.execute(&mut conn).await.unwrap();
     }
 }
 
@@ -317,12 +341,64 @@ async fn an_older_database_put_back_is_caught() {
         }
     }
     let _server = restart(&mut scene);
+    // Any command, not only a read: the audit chain is shorter than the one each client saw.
+    let agents = scene.master.run(&["agents"], None);
+    assert_eq!(agents.status.code(), Some(1), "{}", text(&agents.stderr));
+    assert!(text(&agents.stderr).contains("INTEGRITY"), "{}", text(&agents.stderr));
     let read = scene.master.run(&["read", "openai"], None);
     assert_eq!(read.status.code(), Some(1), "{}", text(&read.stderr));
     assert!(text(&read.stderr).contains("INTEGRITY"), "{}", text(&read.stderr));
     let (code, stdout, stderr) = scene.agent_run();
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(!stdout.contains("sk-old") && stderr.contains("older than version 2"), "{stderr}");
+    assert!(!stdout.contains("sk-old") && stderr.contains("INTEGRITY") && stderr.contains("audit chain"), "{stderr}");
+
+    // The owner says the server was restored on purpose: the older chain and version are taken
+    // once (and audited), then everything works without the flag.
+    assert_eq!(text(&scene.master.ok(&["read", "openai", "--accept-rollback"], None)).trim_end(), "sk-old");
+    scene.master.ok(&["agents"], None);
+    let accepted = run_printing(&scene.host, &["--session-id", &scene.session, "--accept-rollback"], "openai");
+    assert_eq!(text(&accepted.stdout), "sk-old", "{}", text(&accepted.stderr));
+    assert_eq!(scene.agent_run().1, "sk-old");
+}
+
+/// The operator cuts the audit log's tail and moves both heads back, so the server's own check
+/// passes: every client that saw the longer chain refuses the shorter one, naming both places,
+/// on every command, until told the server was restored on purpose.
+async fn a_truncated_audit_chain_is_caught(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = ServerProcess::start(&db.url);
+    let scene = Scene::start(&server, b"sk-audited");
+    assert_eq!(scene.agent_run().1, "sk-audited");
+    scene.master.ok(&["usage"], None);
+    truncate_audit(&db, backend, 3).await;
+    let verify = std::process::Command::new(agentkeys_tests::bin("agentkeys-server"))
+        .args(["verify-audit", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "a careful operator leaves the chain consistent: {}", text(&verify.stderr));
+
+    let whoami = scene.master.run(&["whoami"], None);
+    assert_eq!(whoami.status.code(), Some(1), "{}", text(&whoami.stderr));
+    let stderr = text(&whoami.stderr);
+    assert!(stderr.contains("INTEGRITY") && stderr.contains("place"), "{stderr}");
+    assert!(stderr.contains("--accept-rollback"), "the fix names the way out: {stderr}");
+    let (code, stdout, stderr) = scene.agent_run();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stdout.contains("sk-audited") && stderr.contains("audit chain"), "{stdout} {stderr}");
+    assert!(scene.mcp().expect_err("MCP over a truncated chain").contains("INTEGRITY"));
+    // The refusals' own reports make the chain grow again past the place the master saw: it is
+    // still refused (another row is there now), as a rewritten history.
+    for _ in 0..4 {
+        let again = scene.master.run(&["whoami"], None);
+        assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    }
+    let again = text(&scene.master.run(&["whoami"], None).stderr);
+    assert!(again.contains("rewritten") || again.contains("cut short"), "{again}");
+
+    scene.master.ok(&["whoami", "--accept-rollback"], None);
+    scene.master.ok(&["whoami"], None);
+    let usage = text(&scene.master.ok(&["usage", "--json"], None));
+    assert!(usage.contains("integrity.report"), "the refusals and the accepted rollback were reported: {usage}");
 }
 
 /// The server stands in an account of its own behind a link code: it points the code at its own

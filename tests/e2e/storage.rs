@@ -277,6 +277,32 @@ async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(verify_chain(pool).await.unwrap(), intact, "restoring the row restores the chain");
+    assert_eq!(intact.accounts, 1, "{intact:?}");
+
+    // The account's own chain: a place's hash changed, or its head moved back.
+    for (change, undo, why) in [
+        (
+            "UPDATE audit_log SET account_hash = prev_hash WHERE account_seq = 2",
+            "UPDATE audit_log SET account_hash = (SELECT account_hash FROM saved) WHERE account_seq = 2",
+            "does not match",
+        ),
+        (
+            "UPDATE account_audit_heads SET seq = seq - 1",
+            "UPDATE account_audit_heads SET seq = seq + 1",
+            "head says place",
+        ),
+    ] {
+        sqlx::query("CREATE TABLE saved AS SELECT account_hash FROM audit_log WHERE account_seq = 2")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(change)).execute(pool).await.unwrap();
+        let error = verify_chain(pool).await.unwrap_err();
+        assert!(matches!(&error, ChainError::Broken { reason, .. } if reason.contains(why)), "{error}");
+        sqlx::query(sqlx::AssertSqlSafe(undo)).execute(pool).await.unwrap();
+        sqlx::query("DROP TABLE saved").execute(pool).await.unwrap();
+        assert_eq!(verify_chain(pool).await.unwrap(), intact, "undone: {change}");
+    }
 
     // A row slipped in outside the chain.
     sqlx::query(

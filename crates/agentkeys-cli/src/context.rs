@@ -84,9 +84,14 @@ impl Context {
         Ok(ApiClient::new(server_url, &trust)?)
     }
 
-    /// A client signing as `session`.
+    /// A client signing as `session`, checking each answer's audit head against the slot's memory.
     pub fn client_for(&self, session: Arc<Session>) -> Result<ApiClient, CliError> {
-        Ok(self.anonymous_client(&self.server_url(Some(&session)))?.with_session(session))
+        let memory = agentkeys_core::chain::ChainMemory::open(&self.store.dir(&self.session_id), &session.account_id)
+            .accepting_rollback(self.global.accept_rollback);
+        Ok(self
+            .anonymous_client(&self.server_url(Some(&session)))?
+            .with_session(session)
+            .with_chain_memory(Arc::new(memory)))
     }
 
     /// A signing client for the saved session.

@@ -1,7 +1,8 @@
 //! The HTTP client of the `/v1` API: signs every authenticated request, maps transport failures
 //! to "server unreachable" (exit 8, with the URL) — a refused TLS certificate to its cause and
 //! fix — and error bodies to their stable codes. `https://` servers are verified against the
-//! system's roots, or only against the CA of `--ca-cert` / `AGENTKEYS_CA_CERT` ([`Trust`]).
+//! system's roots, or only against the CA of `--ca-cert` / `AGENTKEYS_CA_CERT` ([`Trust`]). A
+//! client given its slot's [`ChainMemory`] checks every signed answer's audit head against it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +24,9 @@ use reqwest::Method;
 use secrecy::ExposeSecret as _;
 use serde::de::DeserializeOwned;
 
+use crate::chain::{ChainMemory, MemoryError};
 use crate::exit;
+use crate::integrity::IntegrityError;
 use crate::random::OsRandom;
 use crate::session::Session;
 use crate::signing::sign_request;
@@ -43,6 +46,10 @@ pub enum ClientError {
     Api { status: u16, detail: ErrorDetail },
     #[error("unexpected response from the AgentKeys server at {url}: {reason}")]
     Protocol { url: String, reason: String },
+    #[error("INTEGRITY: {0}")]
+    Integrity(IntegrityError),
+    #[error(transparent)]
+    Memory(MemoryError),
 }
 
 impl ClientError {
@@ -53,7 +60,8 @@ impl ClientError {
             ClientError::Unreachable { .. } | ClientError::Tls { .. } => exit::UNREACHABLE,
             ClientError::BadCa { .. } => exit::USAGE,
             ClientError::Api { detail, .. } => exit::for_code(detail.code),
-            ClientError::Protocol { .. } => exit::ERROR,
+            ClientError::Protocol { .. } | ClientError::Memory(_) => exit::ERROR,
+            ClientError::Integrity(_) => exit::for_code(ErrorCode::Integrity),
         }
     }
 
@@ -72,6 +80,8 @@ impl ClientError {
             ClientError::Protocol { .. } => {
                 "check that --server points at an agentkeys-server of the same version".into()
             }
+            ClientError::Integrity(e) => e.hint(),
+            ClientError::Memory(e) => e.hint(),
         }
     }
 
@@ -79,6 +89,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Api { detail, .. } => Some(detail.code),
+            ClientError::Integrity(_) => Some(ErrorCode::Integrity),
             _ => None,
         }
     }
@@ -245,6 +256,8 @@ pub struct ApiClient {
     /// How the human showed presence for the operation this client carries out (`fprintd`,
     /// `prompt`, `skipped`, …): sent as a signed `presence=` query parameter for the server's audit.
     presence: Option<&'static str>,
+    /// The audit head this session's slot saw last: every signed answer is checked against it.
+    chain: Option<Arc<ChainMemory>>,
 }
 
 /// Normalizes and checks a server URL: `http(s)://host[:port]`, no trailing slash.
@@ -294,7 +307,7 @@ impl ApiClient {
     pub fn new(server_url: &str, trust: &Trust) -> Result<Self, ClientError> {
         let base_url = normalize_server_url(server_url)?;
         let http = http_client(&base_url, trust)?;
-        Ok(Self { http, base_url, session: None, clock: unix_now_s, presence: None })
+        Ok(Self { http, base_url, session: None, clock: unix_now_s, presence: None, chain: None })
     }
 
     /// Signs every request as `session`.
@@ -312,6 +325,12 @@ impl ApiClient {
     /// session's own), trusting as `AGENTKEYS_CA_CERT` says.
     pub fn for_session(server_url: &str, session: Arc<Session>) -> Result<Self, ClientError> {
         Ok(Self::anonymous(server_url)?.with_session(session))
+    }
+
+    /// Checks every signed answer's audit head against what `memory` saw, and remembers it.
+    pub fn with_chain_memory(mut self, memory: Arc<ChainMemory>) -> Self {
+        self.chain = Some(memory);
+        self
     }
 
     /// Replaces the clock used for request timestamps (tests of stale-timestamp handling).
@@ -357,15 +376,69 @@ impl ApiClient {
 
     /// Sends a built request and decodes the answer; an empty success body decodes as `()`.
     pub async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let (status, _, bytes) = self.exchange(request).await?;
+        self.decode(status, &bytes)
+    }
+
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        Ok((status, headers, bytes.to_vec()))
+    }
+
+    /// Sends a signed request of this session, checking its answer's audit head against the
+    /// slot's memory (when it has one): a refusal is reported to the server's audit right away.
+    async fn send_checked<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let Some(memory) = self.chain.as_ref().filter(|_| self.session.is_some()) else {
+            return self.send(request).await;
+        };
+        use agentkeys_proto::chain::{ChainPlace, HEADER_AUDIT_AT, HEADER_AUDIT_HEAD, HEADER_AUDIT_SEEN, parse_at};
+        let before = memory.seen().map_err(ClientError::Memory)?;
+        let request = match before {
+            Some(place) => request.header(HEADER_AUDIT_SEEN, place.seq.to_string()),
+            None => request,
+        };
+        let (status, headers, bytes) = self.exchange(request).await?;
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let head = text(HEADER_AUDIT_HEAD).and_then(ChainPlace::parse_header);
+        // An error answered before the request reached the audit (a malformed request) has no
+        // head; every answer that has one, and every success, is checked.
+        if status.is_success() || head.is_some() {
+            let at = text(HEADER_AUDIT_AT).and_then(parse_at);
+            match memory.check(before, head, at) {
+                Ok(accepted) => {
+                    if let Some(report) = accepted {
+                        self.report_unchecked(&report).await;
+                    }
+                }
+                Err(refusal) => {
+                    self.report_unchecked(&refusal.report()).await;
+                    return Err(ClientError::Integrity(refusal));
+                }
+            }
+        }
+        self.decode(status, &bytes)
+    }
+
+    /// Reports a finding about the audit chain itself, best effort, without checking the answer
+    /// against the chain it is about.
+    async fn report_unchecked(&self, report: &agentkeys_proto::grant::IntegrityReport) {
+        let body = serde_json::to_vec(report).expect("request types serialize");
+        let _ = self.send::<()>(self.build_signed(Method::POST, "/v1/integrity-reports", body)).await;
+    }
+
+    fn decode<T: DeserializeOwned>(&self, status: reqwest::StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
         if status.is_success() {
-            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
             return serde_json::from_slice(bytes)
                 .map_err(|e| ClientError::Protocol { url: self.base_url.clone(), reason: e.to_string() });
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
+        match serde_json::from_slice::<ErrorBody>(bytes) {
             Ok(body) => Err(ClientError::Api { status: status.as_u16(), detail: body.error }),
             // A gateway answering for a server it cannot reach.
             Err(_) if matches!(status.as_u16(), 502..=504) => Err(ClientError::Unreachable {
@@ -411,7 +484,7 @@ impl ApiClient {
                 format!("{path_and_query}{separator}presence={presence}")
             }
         };
-        self.send(self.build_signed(method, &path_and_query, body.unwrap_or_default())).await
+        self.send_checked(self.build_signed(method, &path_and_query, body.unwrap_or_default())).await
     }
 
     fn json<B: serde::Serialize>(body: &B) -> Option<Vec<u8>> {

@@ -53,6 +53,18 @@ pub enum IntegrityError {
     )]
     RevokedRecipient { agent_id: String, device_id: String },
     #[error(
+        "the server's audit chain for this account ends at place {now}, but this session already saw place {seen}: \
+         its history was cut short or an older database was put back"
+    )]
+    AuditShorter { seen: u64, now: u64 },
+    #[error(
+        "the server's audit chain for this account no longer has, at place {seen}, the row this session saw there: \
+         its history was rewritten"
+    )]
+    AuditForked { seen: u64 },
+    #[error("the server answered without its audit chain's head, which every signed answer carries")]
+    AuditHeadMissing,
+    #[error(
         "the server offers device {device_id} of agent {agent_id} as a recipient of '{service}', which this master never \
          granted that agent: refusing to wrap a key to it"
     )]
@@ -79,7 +91,10 @@ impl IntegrityError {
                 "the server's database was changed to bring a revoked device back; nothing was stored. Revoke the \
                  agent again (`agentkeys revoke {agent_id}`) and check who can write to the server's database"
             ),
-            IntegrityError::RolledBack { .. } => {
+            IntegrityError::RolledBack { .. }
+            | IntegrityError::AuditShorter { .. }
+            | IntegrityError::AuditForked { .. }
+            | IntegrityError::AuditHeadMissing => {
                 "if the server was restored from a backup on purpose, pass --accept-rollback once (it is audited); \
                  otherwise treat the server as compromised"
                     .into()
@@ -115,6 +130,27 @@ impl IntegrityError {
             },
             IntegrityError::RevokedRecipient { .. } => IntegrityReport {
                 finding: IntegrityFinding::RevokedRecipient,
+                namespace: None,
+                service: None,
+                version: None,
+                seen: None,
+            },
+            IntegrityError::AuditShorter { seen, now } => IntegrityReport {
+                finding: IntegrityFinding::AuditShorter,
+                namespace: None,
+                service: None,
+                version: Some(*now),
+                seen: Some(*seen),
+            },
+            IntegrityError::AuditForked { seen } => IntegrityReport {
+                finding: IntegrityFinding::AuditForked,
+                namespace: None,
+                service: None,
+                version: None,
+                seen: Some(*seen),
+            },
+            IntegrityError::AuditHeadMissing => IntegrityReport {
+                finding: IntegrityFinding::AuditForked,
                 namespace: None,
                 service: None,
                 version: None,

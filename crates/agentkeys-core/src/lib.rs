@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod agents;
+pub mod chain;
 pub mod child;
 pub mod client;
 pub mod crypto;

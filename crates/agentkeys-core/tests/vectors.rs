@@ -126,7 +126,25 @@ fn compute() -> Value {
         "agent": agent_vectors(&keys_secret),
         "grant": grant_vector(&keys_secret, &sealed),
         "session_passphrase": session_passphrase_vector(),
+        "account_audit_chain": account_chain_vector(),
     })
+}
+
+/// Three places of an account's audit chain over given server-chain row hashes
+/// (docs/protocol.md, "Account audit chains").
+fn account_chain_vector() -> Value {
+    let mut seed = SeededRandom::new(b"agentkeys account audit chain vectors v1");
+    let mut prev = [0u8; 32];
+    let places: Vec<Value> = (1..=3u64)
+        .map(|seq| {
+            let row_hash: [u8; 32] = bytes(&mut seed, 32).try_into().unwrap();
+            let hash = agentkeys_proto::chain::account_chain_hash(&prev, seq, &row_hash);
+            let place = json!({ "seq": seq, "row_hash": h(row_hash), "prev": h(prev), "hash": h(hash) });
+            prev = hash;
+            place
+        })
+        .collect();
+    json!({ "domain": "agentkeys-account-audit-v1", "places": places })
 }
 
 /// The passphrase form of a session file (docs/protocol.md "Session file"), at a cost small

@@ -157,7 +157,15 @@ def main(path):
     subkey = hchacha20(key, sealed[1:17])
     plaintext = ChaCha20Poly1305(subkey).decrypt(b"\0" * 4 + sealed[17:25], sealed[25:], aad)
     assert plaintext.decode() == sp["plaintext"]
-    print("test vectors: 10 constructions verified with pyca/cryptography")
+    chain = v["account_audit_chain"]
+    prev = bytes(32)
+    for place in chain["places"]:
+        assert place["prev"] == prev.hex()
+        prev = hashlib.sha256(chain["domain"].encode() + prev + place["seq"].to_bytes(8, "big")
+                              + h(place["row_hash"])).digest()
+        assert prev.hex() == place["hash"]
+
+    print("test vectors: 11 constructions verified with pyca/cryptography")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,12 @@ impl Context {
 
     pub fn client(&self) -> Result<(SessionId, ApiClient, Arc<Session>), CommandError> {
         let (id, session) = self.session()?;
-        let client = self.anonymous_client(&self.server_url(Some(&session)))?.with_session(session.clone());
+        let memory = agentkeys_core::chain::ChainMemory::open(&self.store.dir(&id), &session.account_id)
+            .accepting_rollback(self.global.accept_rollback);
+        let client = self
+            .anonymous_client(&self.server_url(Some(&session)))?
+            .with_session(session.clone())
+            .with_chain_memory(Arc::new(memory));
         Ok((id, client, session))
     }
 }

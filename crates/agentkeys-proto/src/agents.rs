@@ -135,6 +135,7 @@ pub struct DeviceWrap {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::names::ServiceName))]
     pub service: String,
     #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_i64))]
+    #[serde(deserialize_with = "crate::number::whole")]
     pub version: u64,
     pub device_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes81))]

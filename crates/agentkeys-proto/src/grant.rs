@@ -113,6 +113,12 @@ pub enum IntegrityFinding {
     OutOfScope,
     /// The user took an older version on purpose (`--accept-rollback`, after a restore).
     RollbackAccepted,
+    /// The account's audit chain is shorter than the place this client saw (`version` is the
+    /// head now, `seen` the place it saw).
+    AuditShorter,
+    /// The account's audit chain has another hash at the place this client saw (`seen`), or the
+    /// answer did not say (a rewritten history).
+    AuditForked,
 }
 
 impl IntegrityFinding {
@@ -135,11 +141,11 @@ pub struct IntegrityReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::names::ServiceName>))]
     pub service: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::number::whole_opt")]
     #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_i64))]
     pub version: Option<u64>,
     /// The newer version the client had verified (rollbacks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::number::whole_opt")]
     #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_i64))]
     pub seen: Option<u64>,
 }

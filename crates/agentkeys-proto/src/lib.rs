@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod b64;
 pub mod certificate;
+pub mod chain;
 pub mod critical;
 pub mod daemon;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod grant;
 pub mod ids;
 pub mod names;
 pub mod namespace;
+pub mod number;
 pub mod presence;
 pub mod secret;
 pub mod signing;

@@ -138,6 +138,7 @@ pub struct AgentIdentity {
 pub struct PutCredentialRequest {
     /// The version this write creates: the current version plus one. The AEAD binds it.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 9223372036854775807_i64))]
+    #[serde(deserialize_with = "crate::number::whole")]
     pub version: u64,
     /// XChaCha20-Poly1305 nonce and ciphertext (base64url).
     #[cfg_attr(
@@ -155,7 +156,7 @@ pub struct PutCredentialRequest {
     /// The writer's grant of the account-key wrap (its recipient is the account id).
     pub grant: crate::grant::Grant,
     /// [`crate::grant::FLAG_HIGH_VALUE`] and future flags; signed into every grant.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::whole")]
     pub flags: u8,
     /// The data key wrapped to every agent device that may read this service (from
     /// `GET /v1/recipients`); the server refuses a set that is not exactly those devices.

@@ -187,7 +187,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
             let db = db::Db::connect(&url).await?;
             match engine::audit::verify_chain(&db.reads).await {
                 Ok(report) => {
-                    println!("audit chain intact: {} rows, head {}", report.rows, hex::encode(&report.head_hash));
+                    println!(
+                        "audit chain intact: {} rows, head {}; {} account chain(s) intact",
+                        report.rows,
+                        hex::encode(&report.head_hash),
+                        report.accounts
+                    );
                     Ok(std::process::ExitCode::SUCCESS)
                 }
                 Err(error) => {

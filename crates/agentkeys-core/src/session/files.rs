@@ -18,6 +18,8 @@ pub(super) const SESSION_FILE: &str = "session.enc";
 pub(super) const KEY_FILE: &str = "session.key";
 /// What the slot verified before (`agentkeys_core::integrity`): it goes when the slot is cleared.
 pub const SEEN_FILE: &str = "seen.json";
+/// The account audit chain's head the slot saw last (`agentkeys_core::chain`): it goes too.
+pub const CHAIN_FILE: &str = "audit-head.json";
 
 pub(super) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SessionError + 'a {
     move |source| SessionError::Io { action, path: path.display().to_string(), source }
@@ -57,6 +59,27 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SessionError> {
         fs::rename(&tmp, path).map_err(io_err("cannot replace", path))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("cannot sync", dir))
     })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Replaces `path` with `bytes` so that a reader sees the old file or the new one, without the
+/// fsyncs of [`write_atomically`]: for what is rewritten on every request and costs only a
+/// little memory if a power cut loses the newest copy.
+pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<(), SessionError> {
+    let dir = path.parent().expect("session files live in a directory");
+    let suffix = hex::encode(OsRandom.array::<6>());
+    let tmp = dir.join(format!(".{}.{suffix}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let result = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err("cannot create", &tmp))
+        .and_then(|mut file| file.write_all(bytes).map_err(io_err("cannot write", &tmp)))
+        .and_then(|()| fs::rename(&tmp, path).map_err(io_err("cannot replace", path)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

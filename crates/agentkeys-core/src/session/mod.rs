@@ -19,7 +19,7 @@ mod passphrase;
 mod store;
 mod types;
 
-pub use files::{SEEN_FILE, write_atomically};
+pub use files::{CHAIN_FILE, SEEN_FILE, replace_unsynced, write_atomically};
 pub use keys::{KEYCHAIN_TIMEOUT, StoreMode};
 pub use passphrase::{PASSPHRASE_ATTEMPTS, PassphrasePrompt};
 pub use store::EncryptedFileStore;

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use super::files::{
-    KEY_FILE, SEEN_FILE, SESSION_FILE, ensure_private_dir, io_err, lock, read_private, write_atomically,
+    CHAIN_FILE, KEY_FILE, SEEN_FILE, SESSION_FILE, ensure_private_dir, io_err, lock, read_private, write_atomically,
 };
 use super::keys::{KeyHome, KeySource, StoreMode};
 use super::passphrase::{self, PassphraseHeader, PassphrasePrompt, Unlocker};
@@ -255,7 +255,7 @@ impl SessionStore for EncryptedFileStore {
                 Err(_) => {}
             }
         }
-        for name in [SESSION_FILE, KEY_FILE, SEEN_FILE, ".lock"] {
+        for name in [SESSION_FILE, KEY_FILE, SEEN_FILE, CHAIN_FILE, ".lock"] {
             let path = dir.join(name);
             match fs::remove_file(&path) {
                 Ok(()) => removed |= name != ".lock",

@@ -1,9 +1,15 @@
 //! The append-only, hash-chained audit log. Each row's hash covers the previous row's hash and
 //! every field of the row, so changing a row breaks its own hash, removing one breaks the next
 //! row's link, and cutting the tail no longer matches the head that every append updates.
-//! Rows are written only by [`crate::engine::writer`]; [`verify_chain`] is the check.
+//! Each row of an account is also a place in that account's own chain
+//! ([`agentkeys_proto::chain`]), whose head its clients remember. Rows are written only by
+//! [`crate::engine::writer`]; [`verify_chain`] is the check of both.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use agentkeys_proto::ErrorCode;
+use agentkeys_proto::chain::{ChainPlace, account_chain_hash};
 use agentkeys_proto::presence::PresenceMethod;
 use agentkeys_proto::types::{AuditEntry, Outcome};
 use sha2::{Digest, Sha256};
@@ -77,6 +83,10 @@ pub struct AuditRow {
     pub presence: Option<PresenceMethod>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    /// The row's place in its account's chain; `None` without an account, and on rows from
+    /// before account chains.
+    pub account_seq: Option<i64>,
+    pub account_hash: Option<Vec<u8>>,
 }
 
 fn put_field(hasher: &mut Sha256, field: Option<&str>) {
@@ -140,6 +150,8 @@ impl AuditRow {
                 .transpose()?,
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
+            account_seq: row.try_get("account_seq")?,
+            account_hash: row.try_get("account_hash")?,
         })
     }
 
@@ -159,11 +171,51 @@ impl AuditRow {
     }
 }
 
+/// The hash of an account chain's place after `prev` (32 zero bytes before the first place).
+pub fn next_account_hash(prev: &[u8], seq: i64, row_hash: &[u8]) -> Vec<u8> {
+    let as_array = |bytes: &[u8]| <[u8; 32]>::try_from(bytes).unwrap_or([0; 32]);
+    account_chain_hash(&as_array(prev), seq as u64, &as_array(row_hash)).to_vec()
+}
+
+/// What a signed request learns of its account's chain: the place its client said it saw (from
+/// the request), and, once its batch commits, the head after its own row and the chain's hash
+/// at the place it saw. Shared between the request's middleware and the writer.
+#[derive(Debug, Default)]
+pub struct HeadSlot {
+    pub seen: Option<i64>,
+    answer: OnceLock<HeadAnswer>,
+}
+
+/// The writer's answer for one request's [`HeadSlot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadAnswer {
+    pub head: ChainPlace,
+    /// The chain's hash now at [`HeadSlot::seen`]; `None` when it has no such place.
+    pub at_seen: Option<[u8; 32]>,
+}
+
+impl HeadSlot {
+    pub fn new(seen: Option<i64>) -> Arc<Self> {
+        Arc::new(Self { seen, answer: OnceLock::new() })
+    }
+
+    /// Set by the writer after the request's batch committed.
+    pub fn answer(&self, answer: HeadAnswer) {
+        let _ = self.answer.set(answer);
+    }
+
+    pub fn answered(&self) -> Option<&HeadAnswer> {
+        self.answer.get()
+    }
+}
+
 /// What a successful verification saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
     pub rows: i64,
     pub head_hash: Vec<u8>,
+    /// How many account chains were checked, each up to its head.
+    pub accounts: usize,
 }
 
 /// Where the chain is broken.
@@ -195,10 +247,11 @@ pub async fn verify_chain(pool: &AnyPool) -> Result<ChainReport, ChainError> {
     }
     let mut expected_seq = 1i64;
     let mut prev = vec![0u8; 32];
+    let mut accounts: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
     while expected_seq <= head_seq {
         let rows = sqlx::query(
-            "SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, presence, prev_hash, hash \
-             FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq ASC LIMIT $3",
+            "SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, presence, prev_hash, \
+             hash, account_seq, account_hash FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq ASC LIMIT $3",
         )
         .bind(expected_seq)
         .bind(head_seq)
@@ -231,6 +284,9 @@ pub async fn verify_chain(pool: &AnyPool) -> Result<ChainReport, ChainError> {
             if row.hash != row.compute_hash() {
                 return Err(broken("its contents do not match its hash (the row was changed)".into()));
             }
+            if let Some(account) = &row.account_id {
+                check_account_place(&mut accounts, account, &row).map_err(broken)?;
+            }
             prev = row.hash;
             expected_seq += 1;
         }
@@ -241,5 +297,82 @@ pub async fn verify_chain(pool: &AnyPool) -> Result<ChainReport, ChainError> {
             reason: "the last row does not match the head (the head or the last row was changed)".into(),
         });
     }
-    Ok(ChainReport { rows: head_seq, head_hash })
+    check_account_heads(pool, &accounts, head_seq).await?;
+    Ok(ChainReport { rows: head_seq, head_hash, accounts: accounts.len() })
+}
+
+/// Checks a row's place in its account's chain against the place before it: the next number,
+/// linked to the previous hash, over this row's hash. Rows from before account chains have no
+/// place; after an account's first placed row, every row of it must have one.
+fn check_account_place(
+    accounts: &mut HashMap<String, (i64, Vec<u8>)>,
+    account: &str,
+    row: &AuditRow,
+) -> Result<(), String> {
+    let (Some(seq), Some(hash)) = (row.account_seq, &row.account_hash) else {
+        return match accounts.contains_key(account) {
+            true => Err(format!("it has no place in the chain of account {account}, whose earlier rows do")),
+            false => Ok(()),
+        };
+    };
+    let (last_seq, last_hash) = accounts.get(account).cloned().unwrap_or((0, vec![0; 32]));
+    if seq != last_seq + 1 {
+        return Err(format!("it is place {seq} of account {account}'s chain, after place {last_seq}"));
+    }
+    if *hash != next_account_hash(&last_hash, seq, &row.hash) {
+        return Err(format!("its hash in account {account}'s chain does not match (the chain was changed)"));
+    }
+    accounts.insert(account.to_owned(), (seq, hash.clone()));
+    Ok(())
+}
+
+/// Every account head matches the last place of its chain among the rows up to `head_seq` (the
+/// server chain's head read at the start: rows after it belong to the next check).
+async fn check_account_heads(
+    pool: &AnyPool,
+    accounts: &HashMap<String, (i64, Vec<u8>)>,
+    head_seq: i64,
+) -> Result<(), ChainError> {
+    let heads = sqlx::query(
+        "SELECT h.account_id, h.seq, h.hash, (SELECT MAX(seq) FROM audit_log a WHERE a.account_id = h.account_id \
+         AND a.account_seq = h.seq) AS at FROM account_audit_heads h",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut with_head = std::collections::HashSet::new();
+    for head in heads {
+        let account: String = head.try_get("account_id")?;
+        with_head.insert(account.clone());
+        let seq: i64 = head.try_get("seq")?;
+        let hash: Vec<u8> = head.try_get("hash")?;
+        let at: Option<i64> = head.try_get("at")?;
+        if at.is_some_and(|at| at > head_seq) {
+            continue;
+        }
+        match accounts.get(&account) {
+            Some((last_seq, last_hash)) if *last_seq == seq && *last_hash == hash => {}
+            Some((last_seq, _)) => {
+                return Err(ChainError::Broken {
+                    seq: head_seq,
+                    reason: format!(
+                        "account {account}'s head says place {seq} but its chain ends at place {last_seq} with another \
+                         hash (rows were cut off or the head was changed)"
+                    ),
+                });
+            }
+            None => {
+                return Err(ChainError::Broken {
+                    seq: head_seq,
+                    reason: format!("account {account} has a head at place {seq} but no rows in its chain"),
+                });
+            }
+        }
+    }
+    if let Some(account) = accounts.keys().find(|account| !with_head.contains(*account)) {
+        return Err(ChainError::Broken {
+            seq: head_seq,
+            reason: format!("account {account} has rows in its chain but no head (the head was removed)"),
+        });
+    }
+    Ok(())
 }

@@ -6,13 +6,15 @@
 //! A job's reply is sent only after its batch commits, so an acknowledged write is durable and a
 //! replayed nonce is refused before the response leaves. Each writing op runs in a savepoint, so
 //! one failing job (a version conflict) never takes the rest of its batch down. Every batch first
-//! locks the `audit_head` row, which serializes writers across replicas on one PostgreSQL.
+//! locks the `audit_head` row, which serializes writers across replicas on one PostgreSQL. Each
+//! audit row of an account also takes the next place in that account's chain, and the request
+//! learns the head after its row (a [`HeadSlot`]) once the batch is durable.
 //!
 //! The writer knows no domain: a job carries its op behind the object-safe [`Pending`], which
 //! applies it and sends the op's own typed output to the handler that submitted it.
 
 use std::any::{Any, TypeId};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use agentkeys_proto::ErrorCode;
@@ -20,7 +22,7 @@ use agentkeys_proto::presence::PresenceMethod;
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::audit::{AuditDraft, AuditRow, outcome_for};
+use super::audit::{AuditDraft, AuditRow, HeadAnswer, HeadSlot, next_account_hash, outcome_for};
 use super::op::{BoxFuture, Ctx, Maintenance, Op, OpError, PresencePolicy};
 use crate::clock::Clock;
 use crate::db::{Backend, Db};
@@ -44,12 +46,14 @@ pub struct NonceRecord {
 }
 
 /// Everything about a request besides its op: the nonce to consume (none for unsigned routes),
-/// how presence was shown (for the presence policy and the audit), and its audit row's draft.
+/// how presence was shown (for the presence policy and the audit), its audit row's draft, and
+/// where to tell it its account chain's head (signed requests).
 #[derive(Debug, Clone, Default)]
 pub struct Submission {
     pub nonce: Option<NonceRecord>,
     pub presence: Option<PresenceMethod>,
     pub audit: AuditDraft,
+    pub head: Option<Arc<HeadSlot>>,
 }
 
 /// A job as the writer sees it, whatever its op.
@@ -268,7 +272,12 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Box<dyn Pending>>, clock: Clock, met
             None => Err(sqlx::Error::PoolClosed),
         };
         let outcome = match result {
-            Ok(()) => {
+            Ok(heads) => {
+                for (i, answer) in heads {
+                    if let Some(slot) = &batch[i].submission().head {
+                        slot.answer(answer);
+                    }
+                }
                 if prune {
                     last_prune = now;
                 }
@@ -303,7 +312,7 @@ async fn apply_batch(
     hooks: &Hooks,
     now: i64,
     prune: bool,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<(usize, HeadAnswer)>, sqlx::Error> {
     let policy = hooks.presence.as_ref();
     let cx = Ctx { now_ms: now };
     let mut tx = conn.begin().await?;
@@ -392,6 +401,8 @@ async fn apply_batch(
         order.extend(members);
     }
 
+    let (mut account_heads, at_seen) = account_places(&mut tx, backend, batch, &order).await?;
+    let mut answers = Vec::new();
     let mut rows = Vec::with_capacity(batch.len());
     for &i in &order {
         let job = &batch[i];
@@ -415,13 +426,98 @@ async fn apply_batch(
             presence: job.submission().presence,
             prev_hash,
             hash: Vec::new(),
+            account_seq: None,
+            account_hash: None,
         };
         row.hash = row.compute_hash().to_vec();
         prev_hash = row.hash.clone();
+        if let Some(account) = &row.account_id {
+            let (place, hash) = account_heads.entry(account.clone()).or_insert_with(|| (0, vec![0; 32]));
+            *place += 1;
+            *hash = next_account_hash(hash, *place, &row.hash);
+            row.account_seq = Some(*place);
+            row.account_hash = Some(hash.clone());
+            if let Some(slot) = &job.submission().head {
+                let seen = slot.seen.map(|seen| at_seen.get(&(account.clone(), seen)).cloned());
+                answers.push((
+                    i,
+                    HeadAnswer {
+                        head: agentkeys_proto::chain::ChainPlace {
+                            seq: *place as u64,
+                            hash: hash.as_slice().try_into().expect("32-byte hash"),
+                        },
+                        at_seen: seen.flatten().and_then(|hash| hash.as_slice().try_into().ok()),
+                    },
+                ));
+            }
+        }
         rows.push(row);
     }
-    write_tail(&mut tx, backend, &new_nonces, &rows, seq, &prev_hash).await?;
-    tx.commit().await
+    // Every head in the map is of an account that got a row in this batch.
+    let touched: Vec<(&String, &(i64, Vec<u8>))> = account_heads.iter().collect();
+    write_tail(&mut tx, backend, &new_nonces, &rows, seq, &prev_hash, &touched).await?;
+    tx.commit().await?;
+    Ok(answers)
+}
+
+/// The head of each account chain the batch appends to, and the hash of each place its requests
+/// said they saw — one query for both.
+#[allow(clippy::type_complexity)]
+async fn account_places(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &[Box<dyn Pending>],
+    order: &[usize],
+) -> Result<(HashMap<String, (i64, Vec<u8>)>, HashMap<(String, i64), Vec<u8>>), sqlx::Error> {
+    let mut accounts = Vec::new();
+    let mut seen = Vec::new();
+    for &i in order {
+        let job = &batch[i];
+        let Some(account) = job.submission().audit.account_id.as_ref().filter(|_| job.audited()) else { continue };
+        if !accounts.contains(account) {
+            accounts.push(account.clone());
+        }
+        if let Some(place) = job.submission().head.as_ref().and_then(|slot| slot.seen)
+            && !seen.contains(&(account.clone(), place))
+        {
+            seen.push((account.clone(), place));
+        }
+    }
+    if accounts.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut sql = format!(
+        "SELECT 'head' AS kind, account_id, seq, hash FROM account_audit_heads WHERE account_id IN {}",
+        backend.row_placeholders(1, accounts.len())
+    );
+    if !seen.is_empty() {
+        let pairs: Vec<String> =
+            (0..seen.len()).map(|i| backend.row_placeholders(accounts.len() + 2 * i + 1, 2)).collect();
+        sql.push_str(&format!(
+            " UNION ALL SELECT 'at' AS kind, account_id, account_seq AS seq, account_hash AS hash FROM audit_log \
+             WHERE (account_id, account_seq) IN ({})",
+            pairs.join(", ")
+        ));
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for account in &accounts {
+        query = query.bind(account.clone());
+    }
+    for (account, place) in &seen {
+        query = query.bind(account.clone()).bind(*place);
+    }
+    let (mut heads, mut at) = (HashMap::new(), HashMap::new());
+    for row in query.fetch_all(&mut *conn).await? {
+        let account: String = row.try_get("account_id")?;
+        let place: i64 = row.try_get("seq")?;
+        let hash: Vec<u8> = row.try_get("hash")?;
+        if row.try_get::<String, _>("kind")? == "head" {
+            heads.insert(account, (place, hash));
+        } else {
+            at.insert((account, place), hash);
+        }
+    }
+    Ok((heads, at))
 }
 
 /// Which of the batch's sessions are live (exist, not revoked), and which of its nonces were
@@ -475,19 +571,34 @@ async fn write_tail(
     rows: &[AuditRow],
     seq: i64,
     head_hash: &[u8],
+    account_heads: &[(&String, &(i64, Vec<u8>))],
 ) -> Result<(), sqlx::Error> {
     let nonce_sql = (!nonces.is_empty()).then(|| {
         let values: Vec<String> = (0..nonces.len()).map(|i| backend.row_placeholders(3 * i + 1, 3)).collect();
         format!("INSERT INTO nonces (session_id, nonce, expires_at_ms) VALUES {}", values.join(", "))
     });
     let audit_sql = (!rows.is_empty()).then(|| {
-        let values: Vec<String> = (0..rows.len()).map(|i| backend.row_placeholders(13 * i + 1, 13)).collect();
+        let values: Vec<String> = (0..rows.len()).map(|i| backend.row_placeholders(15 * i + 1, 15)).collect();
         format!(
             "INSERT INTO audit_log (seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, \
-             code, presence, prev_hash, hash) VALUES {}",
+             code, presence, prev_hash, hash, account_seq, account_hash) VALUES {}",
             values.join(", ")
         )
     });
+    let heads_sql = (!account_heads.is_empty()).then(|| {
+        let values: Vec<String> = (0..account_heads.len()).map(|i| backend.row_placeholders(3 * i + 1, 3)).collect();
+        format!(
+            "INSERT INTO account_audit_heads (account_id, seq, hash) VALUES {} \
+             ON CONFLICT (account_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            values.join(", ")
+        )
+    });
+    let bind_heads = |mut query: AnyQuery<'static>| {
+        for (account, (place, hash)) in account_heads {
+            query = query.bind((*account).clone()).bind(*place).bind(hash.clone());
+        }
+        query
+    };
     let head_sql = format!(
         "UPDATE audit_head SET seq = {}, hash = {} WHERE id = 1",
         backend.placeholder(1),
@@ -497,12 +608,15 @@ async fn write_tail(
     match backend {
         Backend::Sqlite => {
             let sql: Vec<&str> =
-                [nonce_sql.as_deref(), audit_sql.as_deref(), Some(head_sql.as_str())].into_iter().flatten().collect();
+                [nonce_sql.as_deref(), audit_sql.as_deref(), heads_sql.as_deref(), Some(head_sql.as_str())]
+                    .into_iter()
+                    .flatten()
+                    .collect();
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.join(";\n"))).persistent(false);
             if nonce_sql.is_some() {
                 query = bind_nonces(query, nonces);
             }
-            bind_head(bind_rows(query, rows)).execute(&mut *conn).await?;
+            bind_head(bind_heads(bind_rows(query, rows))).execute(&mut *conn).await?;
         }
         Backend::Postgres => {
             if let Some(sql) = nonce_sql {
@@ -512,6 +626,9 @@ async fn write_tail(
             }
             if let Some(sql) = audit_sql {
                 bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false), rows).execute(&mut *conn).await?;
+            }
+            if let Some(sql) = heads_sql {
+                bind_heads(sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false)).execute(&mut *conn).await?;
             }
             bind_head(sqlx::query(sqlx::AssertSqlSafe(head_sql))).execute(&mut *conn).await?;
         }
@@ -541,7 +658,9 @@ fn bind_rows(mut query: AnyQuery<'static>, rows: &[AuditRow]) -> AnyQuery<'stati
             .bind(row.code.map(ErrorCode::as_str))
             .bind(row.presence.map(PresenceMethod::as_str))
             .bind(row.prev_hash.clone())
-            .bind(row.hash.clone());
+            .bind(row.hash.clone())
+            .bind(row.account_seq)
+            .bind(row.account_hash.clone());
     }
     query
 }

@@ -61,6 +61,10 @@ where
             document(operation, kind);
         }
     }
+    let router = match kind {
+        Kind::Signed => router.route_layer(axum::middleware::from_fn(super::chain::answer_head)),
+        Kind::Anonymous => router,
+    };
     (schemas, paths, router.route_layer(Extension(Action(action))))
 }
 
@@ -106,6 +110,18 @@ fn document(operation: &mut Operation, kind: Kind) {
         ] {
             parameters.push(RefOr::T(header(name, description, pattern)));
         }
+        parameters.push(RefOr::T(
+            ParameterBuilder::new()
+                .name(agentkeys_proto::chain::HEADER_AUDIT_SEEN)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "The place of the account's audit chain this client saw last; the answer's x-agentkeys-audit-at \
+                     says the chain's hash there now (docs/protocol.md, \"Account audit chains\").",
+                ))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(i64::MAX))))
+                .build(),
+        ));
     }
     for (status, description) in common {
         operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error_response(description));

@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::action::Action;
 use crate::anonymous::{Door, Source};
-use crate::engine::audit::{AuditDraft, Subject};
+use crate::engine::audit::{AuditDraft, HeadSlot, Subject};
 use crate::engine::op::{Op, Record};
 use crate::engine::writer::{NonceRecord, Submission};
 use crate::error::{ApiError, session_revoked};
@@ -44,6 +44,8 @@ pub struct Caller {
     pub presence: Option<PresenceMethod>,
     /// The route's audit action.
     pub action: &'static str,
+    /// Where the writer tells this request its account chain's head ([`super::chain`]).
+    pub head: Option<Arc<HeadSlot>>,
 }
 
 impl Caller {
@@ -64,6 +66,7 @@ impl Caller {
                 action: self.action,
                 subject,
             },
+            head: self.head.clone(),
         };
         state.writer.submit(submission, decision).await
     }
@@ -244,6 +247,7 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         agent_id: session.row.agent_id.clone(),
         presence: target.and_then(|t| t.presence),
         action,
+        head: parts.extensions.get::<Arc<HeadSlot>>().cloned(),
     })
 }
 
@@ -328,6 +332,7 @@ impl FromRequest<AppState> for Signed {
                         action,
                         subject: Subject { namespace: None, service },
                     },
+                    head: None,
                 };
                 // The answer is the authentication error whatever the audit write returns.
                 let _ = state.writer.submit::<Record>(submission, Err(error.clone())).await;
