@@ -469,18 +469,15 @@ async fn account_places(
     batch: &[Box<dyn Pending>],
     order: &[usize],
 ) -> Result<(HashMap<String, (i64, Vec<u8>)>, HashMap<(String, i64), Vec<u8>>), sqlx::Error> {
-    let mut accounts = Vec::new();
-    let mut seen = Vec::new();
+    // Sets, not lists: a batch of 512 jobs of one account asks for its head once.
+    let mut accounts = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
     for &i in order {
         let job = &batch[i];
         let Some(account) = job.submission().audit.account_id.as_ref().filter(|_| job.audited()) else { continue };
-        if !accounts.contains(account) {
-            accounts.push(account.clone());
-        }
-        if let Some(place) = job.submission().head.as_ref().and_then(|slot| slot.seen)
-            && !seen.contains(&(account.clone(), place))
-        {
-            seen.push((account.clone(), place));
+        accounts.insert(account.clone());
+        if let Some(place) = job.submission().head.as_ref().and_then(|slot| slot.seen) {
+            seen.insert((account.clone(), place));
         }
     }
     if accounts.is_empty() {
