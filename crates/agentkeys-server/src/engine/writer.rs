@@ -508,6 +508,12 @@ async fn account_places(
         let account: String = row.try_get("account_id")?;
         let place: i64 = row.try_get("seq")?;
         let hash: Vec<u8> = row.try_get("hash")?;
+        // A stored hash of another length is an error, never a chain started afresh.
+        if hash.len() != 32 {
+            return Err(sqlx::Error::Decode(
+                format!("account {account}'s audit chain has a {}-byte hash", hash.len()).into(),
+            ));
+        }
         if row.try_get::<String, _>("kind")? == "head" {
             heads.insert(account, (place, hash));
         } else {
