@@ -395,8 +395,9 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
     assert_eq!(api_code(ca.get_credential("openai", Some(&a)).await), ErrorCode::Denied);
     assert_eq!(api_code(ca.delete_credential("openai", None).await), ErrorCode::Denied);
     assert_eq!(api_code(ca.list_agents().await), ErrorCode::Denied);
-    assert_eq!(api_code(ca.revoke_agent(&b).await), ErrorCode::Denied);
-    assert_eq!(api_code(ca.teardown_agent(&b).await), ErrorCode::Denied);
+    let end = agentkeys_proto::agents::RevokeRequest::default();
+    assert_eq!(api_code(ca.revoke_agent(&b, &end).await), ErrorCode::Denied);
+    assert_eq!(api_code(ca.teardown_agent(&b, &end).await), ErrorCode::Denied);
     assert_eq!(api_code(ca.list_requests().await), ErrorCode::Denied);
     assert_eq!(api_code(ca.recipients("openai", None).await), ErrorCode::Denied);
     let upgrade = agentkeys_proto::agents::TierChangeRequest { tier: agentkeys_proto::agents::Tier::Admin };
@@ -428,6 +429,7 @@ async fn the_access_matrix_holds_on_every_endpoint(backend: Backend) {
         link_certificate: agentkeys_proto::b64::encode([1u8; 64]),
         wraps: vec![],
         account_binding: agentkeys_proto::b64::encode([1u8; 64]),
+        statements: vec![],
     };
     assert_eq!(api_code(ca.create_agent(&create).await), ErrorCode::Denied);
     let alias = agentkeys_proto::agents::AliasRequest { alias: "boss".into() };
@@ -1054,6 +1056,7 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
         )
         .await
         .unwrap(),
+        statements: vec![],
     };
     let second_host = DaemonHost::new(&server.url);
     let second = second_host.pair(&master, "two-machines", "");
@@ -1105,6 +1108,7 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
         scope: vec![],
         device_certificate: Some(agentkeys_proto::b64::encode(certificate)),
         wraps,
+        statements: vec![],
     };
     master.ok(&["store", "late-service"], Some(b"late-value"));
     master.ok(&["scope", "two-machines", "--add", "late-service", "--yes"], None);

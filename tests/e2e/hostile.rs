@@ -33,6 +33,8 @@ on_both_backends!(
     a_revoked_device_brought_back_gets_no_key,
     a_service_slipped_into_a_scope_gets_no_key,
     a_truncated_audit_chain_is_caught,
+    the_account_log_keeps_revocations_and_catches_a_dropped_one,
+    a_statement_the_account_never_signed_is_refused,
 );
 
 async fn conn(db: &TestDb) -> sqlx::AnyConnection {
@@ -459,13 +461,7 @@ async fn a_revoked_device_brought_back_gets_no_key(backend: Backend) {
     let agent = host.pair(&master, "bot2", "openai");
     master.ok(&["revoke", "bot2", "--yes"], None);
     let mut conn = conn(&db).await;
-    for sql in [
-        "UPDATE agents SET status = 'active' WHERE id = $1",
-        "UPDATE devices SET revoked_at_ms = NULL WHERE agent_id = $1",
-        "UPDATE sessions SET revoked_at_ms = NULL WHERE device_id IN (SELECT id FROM devices WHERE agent_id = $1)",
-    ] {
-        sqlx::query(sql).bind(&agent).execute(&mut conn).await.unwrap();
-    }
+    unrevoke(&mut conn, &agent).await;
     let store = master.run(&["store", "openai"], Some(b"sk-after-revoke"));
     assert_eq!(store.status.code(), Some(1), "{}", text(&store.stderr));
     assert!(
@@ -481,6 +477,138 @@ async fn a_revoked_device_brought_back_gets_no_key(backend: Backend) {
     assert_eq!(newest, 1, "nothing was stored");
     let ran = run_printing(&host, &[], "openai");
     assert!(!text(&ran.stdout).contains("sk-after-revoke"), "{}", text(&ran.stderr));
+}
+
+/// The master slot's `seen.json` files under `home` (what a second master device would not have).
+fn forget_master_memory(master: &Master) {
+    let mut removed = 0;
+    for slot in std::fs::read_dir(master.home.path()).unwrap().flatten() {
+        if std::fs::remove_file(slot.path().join("seen.json")).is_ok() {
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "the master slot had a seen.json");
+}
+
+/// Un-revokes every device of `agent` in the database (agent, devices, sessions).
+async fn unrevoke(conn: &mut sqlx::AnyConnection, agent: &str) {
+    for sql in [
+        "UPDATE agents SET status = 'active' WHERE id = $1",
+        "UPDATE devices SET revoked_at_ms = NULL WHERE agent_id = $1",
+        "UPDATE sessions SET revoked_at_ms = NULL WHERE device_id IN (SELECT id FROM devices WHERE agent_id = $1)",
+    ] {
+        sqlx::query(sql).bind(agent).execute(&mut *conn).await.unwrap();
+    }
+}
+
+/// The account's statements as the server keeps them: `(seq, payload)`, in order.
+async fn statements(conn: &mut sqlx::AnyConnection) -> Vec<(i64, Vec<u8>)> {
+    sqlx::query("SELECT seq, payload FROM account_statements ORDER BY seq")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get("seq"), row.get("payload")))
+        .collect()
+}
+
+/// A revocation lives in the account's signed log, not only in the slot that made it: a master
+/// slot with no memory of it (as a second device would be) still refuses the device the server
+/// brings back. A server that then drops the revocation from the log is caught by the number the
+/// slot remembers, and `--accept-rollback` reads the log again without forgetting the revocation.
+async fn the_account_log_keeps_revocations_and_catches_a_dropped_one(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = ServerProcess::start(&db.url);
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-before-revoke"));
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "bot2", "openai");
+    master.ok(&["revoke", "bot2", "--yes"], None);
+    let mut conn = conn(&db).await;
+    let log = statements(&mut conn).await;
+    let kinds: Vec<u8> = log
+        .iter()
+        .map(|(_, payload)| match agentkeys_proto::statement::Statement::parse(payload).unwrap().body {
+            agentkeys_proto::statement::StatementBody::Grant { .. } => b'g',
+            agentkeys_proto::statement::StatementBody::Revoke { .. } => b'r',
+            _ => b'?',
+        })
+        .collect();
+    assert_eq!(kinds, b"gr", "the pairing's grant, then the revocation");
+
+    unrevoke(&mut conn, &agent).await;
+    forget_master_memory(&master);
+    let refused = |out: std::process::Output, what: &str| {
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("INTEGRITY") && stderr.contains(what), "{stderr}");
+    };
+    refused(master.run(&["store", "openai"], Some(b"sk-after-revoke")), "revoked");
+
+    sqlx::query("DELETE FROM account_statements WHERE seq = $1").bind(log[1].0).execute(&mut conn).await.unwrap();
+    refused(
+        master.run(&["store", "openai"], Some(b"sk-after-revoke")),
+        "statement log for this account ends at number 1",
+    );
+    // Told the server was restored, the master reads the log again; it still remembers the
+    // revocation it read before.
+    refused(master.run(&["--accept-rollback", "store", "openai"], Some(b"sk-after-revoke")), "revoked");
+    let newest: i64 = sqlx::query("SELECT MAX(version) AS v FROM credential_versions WHERE service = 'openai'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get("v");
+    assert_eq!(newest, 1, "nothing was stored");
+    let ran = run_printing(&host, &[], "openai");
+    assert!(!text(&ran.stdout).contains("sk-after-revoke"), "{}", text(&ran.stderr));
+}
+
+/// The server appends a statement of its own to the log — a grant of a service the owner never
+/// granted, correctly numbered and linked, signed with a key of its own — and adds the service to
+/// the agent's scope: the master refuses the statement, and wraps nothing.
+async fn a_statement_the_account_never_signed_is_refused(backend: Backend) {
+    use agentkeys_proto::statement::{Statement, StatementBody, statement_hash};
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = ServerProcess::start(&db.url);
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "github"], Some(b"ghp-never-granted"));
+    let host = DaemonHost::new(&server.url);
+    let agent = host.pair(&master, "narrow-bot", "openai");
+    let mut conn = conn(&db).await;
+    let log = statements(&mut conn).await;
+    let (last_seq, last_payload) = log.last().cloned().expect("the pairing's grant");
+    let account_id: String = sqlx::query("SELECT id FROM accounts").fetch_one(&mut conn).await.unwrap().get("id");
+    let forged = Statement {
+        account_id: account_id.clone(),
+        seq: u64::try_from(last_seq).unwrap() + 1,
+        prev: statement_hash(&last_payload),
+        body: StatementBody::Grant { agent_id: agent.clone(), services: vec!["github".into()] },
+    };
+    let payload = forged.payload();
+    let signature = crypto::KeyPair::generate(&mut OsRandom).sign(&payload);
+    sqlx::query(
+        "INSERT INTO account_statements (account_id, seq, payload, signature, created_at_ms) VALUES ($1, $2, $3, $4, 0)",
+    )
+    .bind(&account_id)
+    .bind(last_seq + 1)
+    .bind(payload)
+    .bind(signature.to_vec())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO agent_scope (agent_id, service) VALUES ($1, 'github')")
+        .bind(&agent)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let store = master.run(&["store", "github"], Some(b"ghp-rotated"));
+    assert_eq!(store.status.code(), Some(1), "{}", text(&store.stderr));
+    let stderr = text(&store.stderr);
+    assert!(stderr.contains("INTEGRITY") && stderr.contains("never signed"), "{stderr}");
+    let ran = run_printing(&host, &[], "github");
+    assert!(!text(&ran.stdout).contains("ghp-"), "{}", text(&ran.stderr));
 }
 
 /// The server adds a service to an agent's scope in its database: the master, which remembers what

@@ -4,7 +4,7 @@
 
 use agentkeys_proto::agents::{
     AgentSummary, ApproveRequest, CreateAgentRequest, CreateAgentResponse, DecisionResponse, DeviceWrap,
-    PendingRequest, RequestKind, ScopeChangeRequest, Tier, agent_namespace,
+    PendingRequest, RequestKind, RevokeRequest, ScopeChangeRequest, Tier, agent_namespace,
 };
 use agentkeys_proto::{ErrorCode, b64, ids};
 use hkdf::Hkdf;
@@ -16,6 +16,7 @@ use crate::crypto::{self, KeyPair, WrapLabel};
 use crate::integrity::{self, Verifier};
 use crate::random::RandomSource;
 use crate::session::Session;
+use crate::statements;
 use crate::vault::{self, Namespace, VaultError, account_key, certified_kx};
 
 /// How often a grant is retried when a store races it.
@@ -166,6 +167,8 @@ pub async fn create_agent(
     let account_binding = code.key_pair().sign(&ids::link_account_payload(&link_id, &account.public().sign));
     let mut attempts = 0;
     loop {
+        statements::sync(client, session, verifier).await?;
+        let said = statements::sign(session, verifier, statements::grant(verifier, &agent_id, scope, &[]))?;
         let wraps = wrap_current(client, session, verifier, Namespace::Vault, scope, (&link_id, &link.kx), rng).await?;
         let request = CreateAgentRequest {
             label: label.to_owned(),
@@ -176,6 +179,7 @@ pub async fn create_agent(
             link_certificate: b64::encode(certificate),
             wraps,
             account_binding: b64::encode(account_binding),
+            statements: said.wire(),
         };
         match client.create_agent(&request).await {
             Err(ClientError::Api { detail, .. })
@@ -185,7 +189,7 @@ pub async fn create_agent(
             }
             other => {
                 let created = other?;
-                verifier.granted(&created.agent_id, scope, &[]);
+                said.taken(verifier);
                 return Ok((created, code));
             }
         }
@@ -237,6 +241,9 @@ pub async fn approve(
     // What the approval grants, and what the server listed for the agent before it.
     let (mut agent_id, mut known) = (request.agent_id.clone().unwrap_or_default(), Vec::new());
     loop {
+        if request.kind != RequestKind::Tier {
+            statements::sync(client, session, verifier).await?;
+        }
         let approval = match request.kind {
             RequestKind::Pairing => {
                 let bad = || VaultError::Mismatch {
@@ -280,6 +287,7 @@ pub async fn approve(
                     // The bare signature: the server stores it as a paired certificate chain.
                     device_certificate: Some(b64::encode(certificate)),
                     wraps,
+                    statements: Vec::new(),
                 }
             }
             RequestKind::Access => {
@@ -290,10 +298,16 @@ pub async fn approve(
                     Some(agent) => wraps_for_devices(client, session, verifier, agent, scope, rng).await?,
                     None => Vec::new(),
                 };
-                ApproveRequest { scope: scope.to_vec(), device_certificate: None, wraps }
+                ApproveRequest { scope: scope.to_vec(), device_certificate: None, wraps, statements: Vec::new() }
             }
             RequestKind::Tier => ApproveRequest::default(),
         };
+        let bodies = match request.kind {
+            RequestKind::Tier => Vec::new(),
+            _ => statements::grant(verifier, &agent_id, scope, &known),
+        };
+        let said = statements::sign(session, verifier, bodies)?;
+        let approval = ApproveRequest { statements: said.wire(), ..approval };
         match client.approve_request(&request.code, &approval).await {
             Err(ClientError::Api { detail, .. })
                 if detail.code == ErrorCode::VersionConflict && attempts < MAX_GRANT_ATTEMPTS =>
@@ -302,9 +316,7 @@ pub async fn approve(
             }
             other => {
                 let decided = other?;
-                if request.kind != RequestKind::Tier {
-                    verifier.granted(&agent_id, scope, &known);
-                }
+                said.taken(verifier);
                 return Ok(decided);
             }
         }
@@ -334,6 +346,9 @@ async fn wraps_for_devices(
 }
 
 /// Adds and removes services of an agent's scope; added services are wrapped to every device.
+/// The account's log says `granted` (what was added, or with `--set` the whole scope) is the
+/// agent's, and `remove` no longer.
+#[allow(clippy::too_many_arguments)]
 pub async fn change_scope(
     client: &ApiClient,
     session: &Session,
@@ -341,15 +356,21 @@ pub async fn change_scope(
     agent: &AgentSummary,
     add: &[String],
     remove: &[String],
+    granted: &[String],
     rng: &mut impl RandomSource,
 ) -> Result<(), VaultError> {
     let mut attempts = 0;
     let mut current = agent.clone();
     loop {
+        statements::sync(client, session, verifier).await?;
+        let mut bodies = statements::grant(verifier, &agent.agent_id, granted, &current.scope);
+        bodies.extend(statements::ungrant(verifier, &agent.agent_id, remove));
+        let said = statements::sign(session, verifier, bodies)?;
         let request = ScopeChangeRequest {
             add: add.to_vec(),
             remove: remove.to_vec(),
             wraps: wraps_for_devices(client, session, verifier, &current, add, rng).await?,
+            statements: said.wire(),
         };
         match client.change_scope(&agent.agent_id, &request).await {
             Err(ClientError::Api { detail, .. })
@@ -364,10 +385,41 @@ pub async fn change_scope(
             }
             other => {
                 other?;
-                verifier.granted(&agent.agent_id, add, &current.scope);
-                verifier.ungranted(&agent.agent_id, remove);
+                said.taken(verifier);
                 return Ok(());
             }
         }
     }
+}
+
+/// Revokes an agent (every device and link code), or tears it down, with the account's
+/// statement of it: from then on no master of the account wraps a key to those devices, whatever
+/// the server lists.
+pub async fn end_agent(
+    client: &ApiClient,
+    session: &Session,
+    verifier: &Verifier,
+    agent: &AgentSummary,
+    teardown: bool,
+) -> Result<(), VaultError> {
+    let ids: Vec<String> = agent.devices.iter().chain(&agent.links).map(|d| d.device_id.clone()).collect();
+    for _ in 0..=MAX_GRANT_ATTEMPTS {
+        statements::sync(client, session, verifier).await?;
+        let said = statements::sign(session, verifier, statements::revoke(verifier, &agent.agent_id, &ids, teardown))?;
+        let request = RevokeRequest { statements: said.wire() };
+        let ended = match teardown {
+            true => client.teardown_agent(&agent.agent_id, &request).await,
+            false => client.revoke_agent(&agent.agent_id, &request).await,
+        };
+        match ended {
+            // Another master device said something first: read the log again.
+            Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::VersionConflict => {}
+            other => {
+                other?;
+                said.taken(verifier);
+                return Ok(());
+            }
+        }
+    }
+    Err(VaultError::StatementRace)
 }

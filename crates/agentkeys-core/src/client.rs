@@ -550,6 +550,11 @@ impl ApiClient {
         self.call(Method::POST, "/v1/integrity-reports", Self::json(report)).await
     }
 
+    /// The account's statement log from number `from` on (one page).
+    pub async fn list_statements(&self, from: u64) -> Result<agentkeys_proto::statement::StatementLog, ClientError> {
+        self.call(Method::GET, &format!("/v1/account/statements?from={from}"), None).await
+    }
+
     pub async fn put_account_settings(&self, settings: &AccountSettings) -> Result<(), ClientError> {
         self.call(Method::PUT, "/v1/account/settings", Self::json(settings)).await
     }
@@ -574,12 +579,20 @@ impl ApiClient {
         self.call(Method::POST, &format!("/v1/agents/{agent_id}/aliases"), Self::json(request)).await
     }
 
-    pub async fn revoke_agent(&self, agent_id: &str) -> Result<(), ClientError> {
-        self.call(Method::POST, &format!("/v1/agents/{agent_id}/revoke"), Some(Vec::new())).await
+    pub async fn revoke_agent(
+        &self,
+        agent_id: &str,
+        request: &agentkeys_proto::agents::RevokeRequest,
+    ) -> Result<(), ClientError> {
+        self.call(Method::POST, &format!("/v1/agents/{agent_id}/revoke"), Self::json(request)).await
     }
 
-    pub async fn teardown_agent(&self, agent_id: &str) -> Result<(), ClientError> {
-        self.call(Method::POST, &format!("/v1/agents/{agent_id}/teardown"), Some(Vec::new())).await
+    pub async fn teardown_agent(
+        &self,
+        agent_id: &str,
+        request: &agentkeys_proto::agents::RevokeRequest,
+    ) -> Result<(), ClientError> {
+        self.call(Method::POST, &format!("/v1/agents/{agent_id}/teardown"), Self::json(request)).await
     }
 
     pub async fn list_requests(&self) -> Result<RequestListResponse, ClientError> {

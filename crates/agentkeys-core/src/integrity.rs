@@ -9,8 +9,9 @@
 //!   it verified of each credential; an older one is refused unless the user says the server was
 //!   restored from a backup (`--accept-rollback`). A master's slot also remembers that its
 //!   account's versions are all signed (a version without a grant is refused from then on instead
-//!   of being signed as a first-wave leftover), the devices it revoked and the services it granted
-//!   each agent: it wraps a key to none outside them, whatever the server lists.
+//!   of being signed as a first-wave leftover), and what the account's signed statement log
+//!   ([`crate::statements`]) says: the devices revoked and the services granted each agent. It
+//!   wraps a key to none outside them, whatever the server lists.
 //!
 //! Verified signer certificates are cached for the life of the verifier (a daemon's), so a read
 //! costs one Ed25519 verification once the signer is known.
@@ -22,6 +23,7 @@ use std::sync::Mutex;
 use agentkeys_proto::b64;
 use agentkeys_proto::grant::{Grant, GrantStatement, IntegrityFinding, IntegrityReport, SignerDevice};
 use agentkeys_proto::ids;
+use agentkeys_proto::statement::{Statement, StatementBody};
 use agentkeys_proto::types::SealedCredentialResponse;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -69,6 +71,18 @@ pub enum IntegrityError {
          granted that agent: refusing to wrap a key to it"
     )]
     OutOfScope { agent_id: String, device_id: String, service: String },
+    #[error(
+        "the server's statement log for this account ends at number {now}, but this master already read number \
+         {seen}: a revocation or grant the account signed was dropped, or an older database was put back"
+    )]
+    StatementsShorter { seen: u64, now: u64 },
+    #[error(
+        "the server's statement log for this account no longer has, at number {seen}, the statement this master read \
+         there: its history was rewritten"
+    )]
+    StatementsForked { seen: u64 },
+    #[error("the server's statement log has, at number {seq}, a statement the account key never signed: {why}")]
+    StatementForged { seq: u64, why: &'static str },
 }
 
 impl IntegrityError {
@@ -91,7 +105,13 @@ impl IntegrityError {
                 "the server's database was changed to bring a revoked device back; nothing was stored. Revoke the \
                  agent again (`agentkeys revoke {agent_id}`) and check who can write to the server's database"
             ),
+            IntegrityError::StatementForged { .. } => {
+                "nothing was wrapped: do not trust this server's account state, and check who can write to its database"
+                    .into()
+            }
             IntegrityError::RolledBack { .. }
+            | IntegrityError::StatementsShorter { .. }
+            | IntegrityError::StatementsForked { .. }
             | IntegrityError::AuditShorter { .. }
             | IntegrityError::AuditForked { .. }
             | IntegrityError::AuditHeadMissing => {
@@ -156,6 +176,27 @@ impl IntegrityError {
                 version: None,
                 seen: None,
             },
+            IntegrityError::StatementsShorter { seen, now } => IntegrityReport {
+                finding: IntegrityFinding::StatementsShorter,
+                namespace: None,
+                service: None,
+                version: Some(*now),
+                seen: Some(*seen),
+            },
+            IntegrityError::StatementsForked { seen } => IntegrityReport {
+                finding: IntegrityFinding::StatementsForked,
+                namespace: None,
+                service: None,
+                version: None,
+                seen: Some(*seen),
+            },
+            IntegrityError::StatementForged { seq, .. } => IntegrityReport {
+                finding: IntegrityFinding::StatementForged,
+                namespace: None,
+                service: None,
+                version: Some(*seq),
+                seen: None,
+            },
             IntegrityError::AccountKey => IntegrityReport {
                 finding: IntegrityFinding::AccountKey,
                 namespace: None,
@@ -207,15 +248,45 @@ struct Seen {
     /// `namespace/service` → the highest version verified.
     #[serde(default)]
     versions: BTreeMap<String, u64>,
-    /// Master slots: the device and link ids this master revoked (or tore down). It never wraps
-    /// a key to one of them again, whatever the server lists.
+    /// Master slots: the device and link ids the account revoked (or tore down), from its
+    /// statement log. It never wraps a key to one of them again, whatever the server lists.
     #[serde(default)]
     revoked: std::collections::BTreeSet<String>,
-    /// Master slots: agent id → every vault service this master granted it (and did not take
-    /// back). A superset of the true scope, so it never refuses a grant this master made; an agent
-    /// it has no record of (made before this existed) is taken as the server lists it.
+    /// Master slots: agent id → every vault service the account's statement log granted it (and
+    /// did not take back). Merging slots' writes keeps a superset, so it never refuses a grant
+    /// this account made; an agent it has no record of (made before this existed) is taken as the
+    /// server lists it the first time it is granted something.
     #[serde(default)]
     scopes: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Master slots: the last statement of the account's log folded into the two above.
+    #[serde(default)]
+    statements: StatementMark,
+}
+
+/// Where a slot is in its account's statement log: the number and payload hash of the last
+/// statement it folded (0 and zeros before the first).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementMark {
+    pub seq: u64,
+    #[serde(with = "hex_hash")]
+    pub hash: [u8; 32],
+}
+
+/// A hash as lowercase hex in `seen.json`.
+mod hex_hash {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(hash: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(hash))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let mut hash = [0; 32];
+        hex::decode_to_slice(&text, &mut hash).map_err(serde::de::Error::custom)?;
+        Ok(hash)
+    }
 }
 
 const SEEN_FORMAT: u32 = 1;
@@ -268,6 +339,11 @@ impl Verifier {
         self
     }
 
+    /// Whether the user said the server was restored from a backup (`--accept-rollback`).
+    pub fn accepts_rollback(&self) -> bool {
+        self.accept_rollback
+    }
+
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -286,6 +362,10 @@ impl Verifier {
             seen.revoked.extend(on_disk.revoked);
             for (agent, services) in on_disk.scopes {
                 seen.scopes.entry(agent).or_default().extend(services);
+            }
+            // The process that read further also folded what this one did not.
+            if on_disk.statements.seq > seen.statements.seq {
+                seen.statements = on_disk.statements;
             }
         }
     }
@@ -378,46 +458,77 @@ impl Verifier {
         self.remember(&sealed.namespace, &sealed.service, sealed.version)
     }
 
-    /// Remembers that these devices and link codes were revoked by this master.
-    pub fn revoked(&self, ids: impl IntoIterator<Item = String>) {
+    /// The last statement of the account's log this slot folded.
+    pub fn statement_mark(&self) -> StatementMark {
         let mut seen = self.seen();
         self.merge(&mut seen);
-        let before = seen.revoked.len();
-        seen.revoked.extend(ids);
-        if seen.revoked.len() != before {
-            self.write(&seen);
-        }
+        seen.statements
     }
 
-    /// Remembers services granted to an agent. An agent this slot has no record of starts from
-    /// `known` (what the server lists for it now: the first view is trusted).
-    pub fn granted(&self, agent_id: &str, services: &[String], known: &[String]) {
+    /// Folds checked statements of the account's log, in order, into what this master allows,
+    /// and moves the mark to `mark` (the last of them).
+    pub fn fold(&self, statements: &[Statement], mark: StatementMark) {
         let mut seen = self.seen();
         self.merge(&mut seen);
-        let scope = seen.scopes.entry(agent_id.to_owned()).or_insert_with(|| known.iter().cloned().collect());
-        scope.extend(services.iter().cloned());
+        let folded = seen.statements.seq;
+        for statement in statements.iter().filter(|s| s.seq > folded) {
+            match &statement.body {
+                StatementBody::Grant { agent_id, services } => {
+                    seen.scopes.entry(agent_id.clone()).or_default().extend(services.iter().cloned());
+                }
+                StatementBody::Ungrant { agent_id, services } => {
+                    if let Some(scope) = seen.scopes.get_mut(agent_id) {
+                        scope.retain(|s| !services.contains(s));
+                    }
+                }
+                StatementBody::Revoke { ids, .. } => seen.revoked.extend(ids.iter().cloned()),
+                StatementBody::Teardown { agent_id, ids } => {
+                    seen.revoked.extend(ids.iter().cloned());
+                    let prefix = format!("{}/", agentkeys_proto::agents::agent_namespace(agent_id));
+                    seen.versions.retain(|key, _| !key.starts_with(&prefix));
+                    seen.scopes.remove(agent_id);
+                }
+            }
+        }
+        if mark.seq >= seen.statements.seq {
+            seen.statements = mark;
+        }
         self.write(&seen);
     }
 
-    /// Forgets an agent that was torn down: its private namespace's versions (a new agent of the
-    /// same label starts them again at 1) and what it was granted.
-    pub fn forget_agent(&self, agent_id: &str) {
+    /// Forgets where this slot was in the statement log (the user accepted a restored server):
+    /// the next read folds the whole log again, on top of what the slot already allows.
+    pub fn restart_statements(&self) {
         let mut seen = self.seen();
         self.merge(&mut seen);
-        let prefix = format!("{}/", agentkeys_proto::agents::agent_namespace(agent_id));
-        seen.versions.retain(|key, _| !key.starts_with(&prefix));
-        seen.scopes.remove(agent_id);
+        seen.statements = StatementMark::default();
         self.write(&seen);
     }
 
-    /// Forgets services taken back from an agent.
-    pub fn ungranted(&self, agent_id: &str, services: &[String]) {
+    /// Of `services`, those this master has not yet allowed `agent_id`; for an agent it has no
+    /// record of, also `known` (what the server lists for it now: the first view is trusted).
+    pub fn not_yet_granted(&self, agent_id: &str, services: &[String], known: &[String]) -> Vec<String> {
         let mut seen = self.seen();
         self.merge(&mut seen);
-        if let Some(scope) = seen.scopes.get_mut(agent_id) {
-            scope.retain(|s| !services.contains(s));
-            self.write(&seen);
+        let mut wanted: std::collections::BTreeSet<&String> = services.iter().collect();
+        match seen.scopes.get(agent_id) {
+            Some(scope) => wanted.retain(|s| !scope.contains(*s)),
+            None => wanted.extend(known),
         }
+        wanted.into_iter().cloned().collect()
+    }
+
+    /// Of `services`, those this master allows `agent_id` now.
+    pub fn granted_of(&self, agent_id: &str, services: &[String]) -> Vec<String> {
+        let seen = self.seen();
+        let scope = seen.scopes.get(agent_id);
+        services.iter().filter(|s| scope.is_some_and(|scope| scope.contains(*s))).cloned().collect()
+    }
+
+    /// Whether this master revoked every one of `ids` already.
+    pub fn all_revoked(&self, ids: &[String]) -> bool {
+        let seen = self.seen();
+        ids.iter().all(|id| seen.revoked.contains(id))
     }
 
     /// Refuses a vault recipient whose agent this master never granted `service`.
@@ -518,8 +629,11 @@ mod tests {
         let (a, b) = (Verifier::open(dir.path()), Verifier::open(dir.path()));
         a.wrote("vault", "openai", 3);
         b.wrote("vault", "github", 1);
-        b.revoked(["dev_x".to_owned()]);
-        a.granted("ag_1", &["openai".to_owned()], &[]);
+        let statement = |seq, body| Statement { account_id: "acct_1".into(), seq, prev: [0; 32], body };
+        let revoke = statement(1, StatementBody::Revoke { agent_id: "ag_1".into(), ids: vec!["dev_x".into()] });
+        b.fold(&[revoke], StatementMark { seq: 1, hash: [1; 32] });
+        let grant = statement(2, StatementBody::Grant { agent_id: "ag_1".into(), services: vec!["openai".into()] });
+        a.fold(&[grant], StatementMark { seq: 2, hash: [2; 32] });
         let fresh = Verifier::open(dir.path());
         assert!(fresh.remember("vault", "openai", 2).is_err(), "a's version survived b's write");
         assert!(fresh.remember("vault", "github", 1).is_ok());

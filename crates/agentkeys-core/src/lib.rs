@@ -23,6 +23,7 @@ pub mod random;
 pub mod secret_mem;
 pub mod session;
 pub mod signing;
+pub mod statements;
 pub mod vault;
 
 pub use client::{ApiClient, ClientError};

@@ -48,8 +48,20 @@ pub enum VaultError {
     Uncertified { agent_id: String, device_id: String },
     #[error("cannot allocate protected memory for a credential: {0}")]
     SecretMemory(std::io::Error),
+    #[error("gave up recording a decision in the account's statement log after other master devices raced it")]
+    StatementRace,
     #[error("INTEGRITY: {0}")]
     Integrity(IntegrityError),
+}
+
+impl From<crate::statements::StatementError> for VaultError {
+    fn from(error: crate::statements::StatementError) -> Self {
+        match error {
+            crate::statements::StatementError::Client(e) => VaultError::Client(e),
+            crate::statements::StatementError::Integrity(e) => VaultError::Integrity(e),
+            crate::statements::StatementError::NotMaster => VaultError::NotMaster,
+        }
+    }
 }
 
 impl From<IntegrityError> for VaultError {
@@ -72,7 +84,10 @@ impl VaultError {
         match self {
             VaultError::Client(e) => e.exit_code(),
             VaultError::InvalidName { .. } | VaultError::EmptyValue | VaultError::ValueTooLarge { .. } => exit::USAGE,
-            VaultError::Open { .. } | VaultError::Mismatch { .. } | VaultError::TooManyConflicts { .. } => exit::ERROR,
+            VaultError::Open { .. }
+            | VaultError::Mismatch { .. }
+            | VaultError::TooManyConflicts { .. }
+            | VaultError::StatementRace => exit::ERROR,
             VaultError::NotMaster => exit::DENIED,
             VaultError::Uncertified { .. } | VaultError::SecretMemory(_) => exit::ERROR,
             VaultError::Integrity(_) => exit::for_code(ErrorCode::Integrity),
@@ -90,6 +105,10 @@ impl VaultError {
             }
             VaultError::TooManyConflicts { .. } => {
                 "retry; another process is storing the same service in a loop".into()
+            }
+            VaultError::StatementRace => {
+                "retry; nothing was changed. If it happens again, another master device is changing the same agents"
+                    .into()
             }
             VaultError::NotMaster => "run this on the master with `agentkeys`, not with an agent session".into(),
             VaultError::Uncertified { agent_id, .. } => format!(
@@ -162,8 +181,15 @@ pub async fn store(
     let account_kx = account.public().kx;
     let ns = namespace.name();
     let mut version = 1;
+    let mut synced = false;
     for _ in 0..MAX_STORE_ATTEMPTS {
         let recipients = client.recipients(service, namespace.agent()).await?.devices;
+        // Whom this master allows is the account's signed log: read what is new in it before a
+        // key goes to any agent (a store nobody else reads costs nothing more).
+        if !recipients.is_empty() && !synced {
+            crate::statements::sync(client, session, verifier).await?;
+            synced = true;
+        }
         let data_key = SymmetricKey::generate(rng);
         let context = CredentialContext { account_id: &session.account_id, namespace: &ns, service, version };
         let wrap_err = |source| VaultError::Open { service: service.into(), source };

@@ -127,6 +127,7 @@ fn compute() -> Value {
         "grant": grant_vector(&keys_secret, &sealed),
         "session_passphrase": session_passphrase_vector(),
         "account_audit_chain": account_chain_vector(),
+        "account_statements": account_statements_vector(&keys_secret),
     })
 }
 
@@ -145,6 +146,56 @@ fn account_chain_vector() -> Value {
         })
         .collect();
     json!({ "domain": "agentkeys-account-audit-v1", "places": places })
+}
+
+/// Two statements of an account's log, signed by the account key and linked by hash
+/// (docs/protocol.md, "Account statements").
+fn account_statements_vector(account_secret: &[u8]) -> Value {
+    use agentkeys_proto::statement::{Statement, StatementBody, statement_hash};
+    let account = KeyPair::from_secret_blob(account_secret).unwrap();
+    let account_id = ids::account_id(&account.public().sign);
+    let bodies = [
+        StatementBody::Grant {
+            agent_id: "ag_0123456789abcdef0123".into(),
+            services: vec!["openai".into(), "github.com".into()],
+        },
+        StatementBody::Revoke {
+            agent_id: "ag_0123456789abcdef0123".into(),
+            ids: vec!["dev_0123456789abcdef0123".into(), "lnk_0123456789abcdef0123".into()],
+        },
+    ];
+    let mut prev = [0u8; 32];
+    let statements: Vec<Value> = bodies
+        .into_iter()
+        .zip(1u64..)
+        .map(|(body, seq)| {
+            let (kind, agent_id, items) = match &body {
+                StatementBody::Grant { agent_id, services } => (1, agent_id.clone(), services.clone()),
+                StatementBody::Revoke { agent_id, ids } => (3, agent_id.clone(), ids.clone()),
+                _ => unreachable!("the vector has a grant and a revocation"),
+            };
+            let statement = Statement { account_id: account_id.clone(), seq, prev, body };
+            let payload = statement.payload();
+            let entry = json!({
+                "seq": seq,
+                "prev": h(prev),
+                "kind": kind,
+                "agent_id": agent_id,
+                "items": items,
+                "payload": h(&payload),
+                "signature": h(account.sign(&payload)),
+                "hash": h(statement_hash(&payload)),
+            });
+            prev = statement_hash(&payload);
+            entry
+        })
+        .collect();
+    json!({
+        "account_secret_blob": h(account_secret),
+        "account_id": account_id,
+        "domain": "agentkeys-statement-v1",
+        "statements": statements,
+    })
 }
 
 /// The passphrase form of a session file (docs/protocol.md "Session file"), at a cost small

@@ -165,7 +165,25 @@ def main(path):
                               + h(place["row_hash"])).digest()
         assert prev.hex() == place["hash"]
 
-    print("test vectors: 11 constructions verified with pyca/cryptography")
+    st = v["account_statements"]
+    st_account = Ed25519PrivateKey.from_private_bytes(h(st["account_secret_blob"])[:32])
+    prev = bytes(32)
+    for number, entry in enumerate(st["statements"], start=1):
+        assert entry["seq"] == number and entry["prev"] == prev.hex()
+        payload = st["domain"].encode() + b"\0"
+        payload += len(st["account_id"]).to_bytes(2, "big") + st["account_id"].encode()
+        payload += entry["seq"].to_bytes(8, "big") + prev + bytes([entry["kind"]])
+        payload += len(entry["agent_id"]).to_bytes(2, "big") + entry["agent_id"].encode()
+        payload += len(entry["items"]).to_bytes(2, "big")
+        for item in entry["items"]:
+            payload += len(item).to_bytes(2, "big") + item.encode()
+        assert payload.hex() == entry["payload"]
+        st_account.public_key().verify(h(entry["signature"]), payload)
+        assert st_account.sign(payload).hex() == entry["signature"]
+        prev = hashlib.sha256(payload).digest()
+        assert prev.hex() == entry["hash"]
+
+    print("test vectors: 12 constructions verified with pyca/cryptography")
 
 
 if __name__ == "__main__":

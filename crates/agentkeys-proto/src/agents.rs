@@ -233,6 +233,11 @@ pub struct CreateAgentRequest {
     /// account's signing key, which the daemon pins.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes64))]
     pub account_binding: String,
+    /// The account-key-signed statements of this change (`crate::statement`): appended to the
+    /// account's log in the change's own transaction, so the log and the change never part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 8))]
+    pub statements: Vec<crate::statement::AccountStatement>,
 }
 
 /// Answer to [`CreateAgentRequest`].
@@ -461,6 +466,11 @@ pub struct ApproveRequest {
     pub device_certificate: Option<String>,
     #[serde(default)]
     pub wraps: Vec<DeviceWrap>,
+    /// The account-key-signed statements of this change (`crate::statement`): appended to the
+    /// account's log in the change's own transaction, so the log and the change never part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 8))]
+    pub statements: Vec<crate::statement::AccountStatement>,
 }
 
 /// Answer to an approval or a denial.
@@ -513,6 +523,23 @@ pub struct ScopeChangeRequest {
     pub remove: Vec<String>,
     #[serde(default)]
     pub wraps: Vec<DeviceWrap>,
+    /// The account-key-signed statements of this change (`crate::statement`): appended to the
+    /// account's log in the change's own transaction, so the log and the change never part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 8))]
+    pub statements: Vec<crate::statement::AccountStatement>,
+}
+
+/// `POST /v1/agents/{agent_id}/revoke` and `…/teardown`: the account's statement of it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// The account-key-signed statements of this change (`crate::statement`): appended to the
+    /// account's log in the change's own transaction, so the log and the change never part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 8))]
+    pub statements: Vec<crate::statement::AccountStatement>,
 }
 
 /// `POST /v1/agents/{agent_id}/tier`.

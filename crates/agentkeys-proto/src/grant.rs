@@ -119,6 +119,14 @@ pub enum IntegrityFinding {
     /// The account's audit chain has another hash at the place this client saw (`seen`), or the
     /// answer did not say (a rewritten history).
     AuditForked,
+    /// The account's statement log ends before the statement this master read last (`version`
+    /// is the log's head now, `seen` the number it read): a revocation or grant was dropped.
+    StatementsShorter,
+    /// The account's statement log has another statement at the number this master read last.
+    StatementsForked,
+    /// A statement in the log that the account key did not sign for its place (`version` is its
+    /// number).
+    StatementForged,
 }
 
 impl IntegrityFinding {

@@ -20,6 +20,7 @@ pub mod number;
 pub mod presence;
 pub mod secret;
 pub mod signing;
+pub mod statement;
 pub mod types;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -150,36 +150,25 @@ pub async fn scope(ctx: &Context, args: ScopeArgs) -> Result<u8, CliError> {
         let presence = crate::presence::require(ctx, &CriticalOp::widen_scope(&agent.label, &add))?;
         client.with_presence(presence.as_str())
     };
-    agents::change_scope(&client, &session, &verifier, &agent, &add, &remove, &mut OsRandom).await?;
     let mut scope: Vec<String> = agent.scope.iter().filter(|s| !remove.contains(s)).cloned().collect();
     scope.extend(add.iter().filter(|s| !scope.contains(s)).cloned().collect::<Vec<_>>());
     scope.sort();
     // `--set` names the whole scope: all of it is this master's grant, not only what it added.
-    if args.set.is_some() {
-        verifier.granted(&agent.agent_id, &scope, &[]);
-    }
+    let granted = if args.set.is_some() { &scope } else { &add };
+    agents::change_scope(&client, &session, &verifier, &agent, &add, &remove, granted, &mut OsRandom).await?;
     print_scope(ctx, &agent, &scope)?;
     Ok(0)
 }
 
 pub async fn revoke(ctx: &Context, name: &str, teardown: bool) -> Result<u8, CliError> {
-    let (client, _) = ctx.client()?;
+    let (client, session) = ctx.client()?;
     let agent = ctx.resolve_agent(&client, name).await?;
     let op = if teardown { CriticalOp::teardown(&agent.label) } else { CriticalOp::revoke(&agent.label) };
     let presence = crate::presence::require(ctx, &op)?;
     let client = client.with_presence(presence.as_str());
-    if teardown {
-        client.teardown_agent(&agent.agent_id).await?;
-    } else {
-        client.revoke_agent(&agent.agent_id).await?;
-    }
-    // Remembered here too: a server that brings one of them back gets no key from this master.
-    let revoked = agent.devices.iter().chain(&agent.links).map(|d| d.device_id.clone());
-    let verifier = ctx.verifier();
-    verifier.revoked(revoked);
-    if teardown {
-        verifier.forget_agent(&agent.agent_id);
-    }
+    // Said in the account's signed log, in the same transaction: a server that brings one of
+    // them back, or drops the statement, gets no key from any master of this account.
+    agents::end_agent(&client, &session, &ctx.verifier(), &agent, teardown).await?;
     let status = if teardown { "torn_down" } else { "revoked" };
     let cleared = clear_local_daemon_session(ctx, &agent.agent_id);
     ctx.out

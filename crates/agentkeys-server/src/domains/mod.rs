@@ -9,6 +9,7 @@ pub mod links;
 pub mod pairings;
 pub mod requests;
 pub mod session;
+pub mod statements;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -24,4 +25,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(links::routes::routes())
         .merge(pairings::routes::routes())
         .merge(requests::routes::routes())
+        .merge(statements::routes::routes())
 }

@@ -1,7 +1,7 @@
 //! The statements of the `accounts`, `devices` and `account_key_wraps` tables.
 
 use agentkeys_proto::types::ActorKind;
-use sqlx::{AnyConnection, AnyPool, Row as _};
+use sqlx::{AnyConnection, Row as _};
 
 /// A device row: a master device, or one device of an agent.
 #[derive(Debug, Clone)]
@@ -105,9 +105,13 @@ pub async fn set_requires_presence(
 }
 
 /// The account's Ed25519 public key, which certifies every device of the account.
-pub async fn sign_public(pool: &AnyPool, account_id: &str) -> Result<Option<[u8; 32]>, sqlx::Error> {
+/// From the read pool (routes) or inside a transaction (ops).
+pub async fn sign_public<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    executor: E,
+    account_id: &str,
+) -> Result<Option<[u8; 32]>, sqlx::Error> {
     let Some(row) =
-        sqlx::query("SELECT sign_public FROM accounts WHERE id = $1").bind(account_id).fetch_optional(pool).await?
+        sqlx::query("SELECT sign_public FROM accounts WHERE id = $1").bind(account_id).fetch_optional(executor).await?
     else {
         return Ok(None);
     };

@@ -17,6 +17,7 @@ use crate::domains::credentials::ops::{check_covered, check_current, store_wraps
 use crate::domains::credentials::queries::{self as credentials, Wrap};
 use crate::domains::links::queries::{self as links, NewLink};
 use crate::domains::requests::queries as requests;
+use crate::domains::statements::ops::{self as statements, NewStatement};
 use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
 use crate::error::{ApiError, agent_torn_down, no_such_agent};
 use crate::sessions::{self, NewSession};
@@ -172,6 +173,8 @@ pub struct CreateAgent {
     pub tier: Tier,
     pub scope: Vec<String>,
     pub link: NewLink,
+    /// The account's statements of this change (`crate::domains::statements`).
+    pub statements: Vec<NewStatement>,
 }
 
 impl Op for CreateAgent {
@@ -183,6 +186,7 @@ impl Op for CreateAgent {
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
         let (account_id, agent_id) = (self.account_id.as_str(), self.agent_id.as_str());
+        statements::append_all(conn, account_id, &self.statements, cx.now_ms).await?;
         upsert_agent(conn, account_id, agent_id, &self.label, self.tier, AgentStatus::Pending, cx.now_ms).await?;
         queries::clear_scope(conn, agent_id).await?;
         for service in &self.scope {
@@ -209,6 +213,8 @@ pub struct ChangeScope {
     pub add: Vec<String>,
     pub remove: Vec<String>,
     pub wraps: Vec<Wrap>,
+    /// The account's statements of this change (`crate::domains::statements`).
+    pub statements: Vec<NewStatement>,
 }
 
 impl Op for ChangeScope {
@@ -223,6 +229,7 @@ impl Op for ChangeScope {
             None => Err(no_such_agent(&self.agent_id).into()),
             Some(AgentStatus::TornDown) => Err(agent_torn_down(&self.agent_id).into()),
             Some(_) => {
+                statements::append_all(conn, &self.account_id, &self.statements, cx.now_ms).await?;
                 change_scope(conn, &self.account_id, &self.agent_id, &self.add, &self.remove, &self.wraps, cx.now_ms)
                     .await
             }
@@ -287,6 +294,8 @@ impl Op for AddAlias {
 pub struct Revoke {
     pub account_id: String,
     pub agent_id: String,
+    /// The account's statements of this change (`crate::domains::statements`).
+    pub statements: Vec<NewStatement>,
 }
 
 impl Op for Revoke {
@@ -297,6 +306,7 @@ impl Op for Revoke {
     }
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
+        statements::append_all(conn, &self.account_id, &self.statements, cx.now_ms).await?;
         end(conn, &self.account_id, &self.agent_id, AgentStatus::Revoked, cx.now_ms).await
     }
 }
@@ -308,6 +318,8 @@ impl Op for Revoke {
 pub struct Teardown {
     pub account_id: String,
     pub agent_id: String,
+    /// The account's statements of this change (`crate::domains::statements`).
+    pub statements: Vec<NewStatement>,
 }
 
 impl Op for Teardown {
@@ -319,6 +331,7 @@ impl Op for Teardown {
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
         let (account_id, agent_id) = (self.account_id.as_str(), self.agent_id.as_str());
+        statements::append_all(conn, account_id, &self.statements, cx.now_ms).await?;
         end(conn, account_id, agent_id, AgentStatus::TornDown, cx.now_ms).await?;
         credentials::delete_agent_private(conn, account_id, agent_id).await?;
         links::delete_wraps_of_agent(conn, agent_id).await?;

@@ -2,7 +2,7 @@
 
 use agentkeys_proto::agents::{
     AgentListResponse, AliasRequest, CreateAgentRequest, CreateAgentResponse, REQUEST_TTL_MS, RecipientsResponse,
-    ScopeChangeRequest, TierChangeRequest,
+    RevokeRequest, ScopeChangeRequest, TierChangeRequest,
 };
 use agentkeys_proto::namespace::Namespace;
 use agentkeys_proto::types::RecipientsQuery;
@@ -19,6 +19,7 @@ use super::queries;
 use crate::domains::accounts::queries as accounts;
 use crate::domains::credentials::ops::decode_wraps;
 use crate::domains::links::queries::NewLink;
+use crate::domains::statements::ops::decode_statements;
 use crate::engine::audit::Subject;
 use crate::engine::op::Op;
 use crate::error::ApiError;
@@ -103,6 +104,7 @@ pub async fn create_agent(
             wraps,
         };
         Ok::<_, ApiError>(CreateAgent {
+            statements: decode_statements(&caller.account_id, &request.statements)?,
             account_id: caller.account_id.clone(),
             agent_id,
             label: request.label,
@@ -135,6 +137,7 @@ pub async fn change_scope(
     commit_agent_op(&state, caller, decode::agent_path(path), |agent_id| {
         let request: ScopeChangeRequest = signed.json()?;
         Ok(ChangeScope {
+            statements: decode_statements(&caller.account_id, &request.statements)?,
             account_id: caller.account_id.clone(),
             add: decode::scope(&request.add)?,
             remove: decode::scope(&request.remove)?,
@@ -185,8 +188,8 @@ pub async fn add_alias(
 }
 
 /// Ends every session of the agent: its next request fails, on every replica.
-#[utoipa::path(post, path = "/v1/agents/{agent_id}/revoke", tag = "agents",
-    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/agents/{agent_id}/revoke", tag = "agents", request_body = RevokeRequest,
+    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn revoke_agent(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -194,15 +197,17 @@ pub async fn revoke_agent(
 ) -> Result<StatusCode, ApiError> {
     let caller = &signed.caller;
     commit_agent_op(&state, caller, decode::agent_path(path), |agent_id| {
-        Ok(Revoke { account_id: caller.account_id.clone(), agent_id })
+        let request: RevokeRequest = signed.json()?;
+        let statements = decode_statements(&caller.account_id, &request.statements)?;
+        Ok(Revoke { account_id: caller.account_id.clone(), agent_id, statements })
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Revokes the agent and deletes its private credentials and every data key wrapped to it.
-#[utoipa::path(post, path = "/v1/agents/{agent_id}/teardown", tag = "agents",
-    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/agents/{agent_id}/teardown", tag = "agents", request_body = RevokeRequest,
+    params(("agent_id" = agentkeys_proto::names::AgentId, Path, description = "Agent id")), responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn teardown_agent(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -210,7 +215,9 @@ pub async fn teardown_agent(
 ) -> Result<StatusCode, ApiError> {
     let caller = &signed.caller;
     commit_agent_op(&state, caller, decode::agent_path(path), |agent_id| {
-        Ok(Teardown { account_id: caller.account_id.clone(), agent_id })
+        let request: RevokeRequest = signed.json()?;
+        let statements = decode_statements(&caller.account_id, &request.statements)?;
+        Ok(Teardown { account_id: caller.account_id.clone(), agent_id, statements })
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -16,6 +16,7 @@ use crate::domains::agents::queries as agents;
 use crate::domains::credentials::ops::{check_covered, store_wraps};
 use crate::domains::credentials::queries as credentials;
 use crate::domains::credentials::queries::Wrap;
+use crate::domains::statements::ops::{self as statements, NewStatement};
 use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError};
 use crate::engine::ratelimit::{RateLimit, available, take_token};
 use crate::error::ApiError;
@@ -174,6 +175,8 @@ pub struct Approve {
     pub account_id: String,
     pub code: String,
     pub grant: Option<Box<Grant>>,
+    /// The account's statements of this approval (the grant of its scope).
+    pub statements: Vec<NewStatement>,
 }
 
 impl Op for Approve {
@@ -188,6 +191,7 @@ impl Op for Approve {
         let Some(grant) = &self.grant else {
             return Err(ApiError::bad_request("the approval does not carry what this kind of request needs").into());
         };
+        statements::append_all(conn, &self.account_id, &self.statements, cx.now_ms).await?;
         approve(conn, &self.account_id, row, grant, cx.now_ms).await
     }
 }

@@ -19,6 +19,7 @@ use crate::domains::accounts::queries as accounts;
 use crate::domains::agents::ops::NewAgentDevice;
 use crate::domains::agents::queries as agents;
 use crate::domains::credentials::ops::decode_wraps;
+use crate::domains::statements::ops::decode_statements;
 use crate::engine::audit::Subject;
 use crate::error::{ApiError, no_such_agent};
 use crate::http::action::signed;
@@ -186,7 +187,8 @@ pub async fn approve_request(
     let prepared = async {
         caller.require_master()?;
         let code = decode::code_path(path)?;
-        let request: ApproveRequest = signed.json()?;
+        let mut request: ApproveRequest = signed.json()?;
+        let statements = decode_statements(&caller.account_id, &std::mem::take(&mut request.statements))?;
         let now = state.clock.now_ms();
         // Only a request this account already holds: its own agents' asks, or a pairing it claimed
         // through a guarded look-up. Anything else goes to the op unprepared and counts as a
@@ -204,7 +206,7 @@ pub async fn approve_request(
             Some(Grant::Pairing { agent_id, .. }) => Some(agent_id.clone()),
             _ => row.and_then(|row| row.agent_id),
         };
-        Ok::<_, ApiError>((Approve { account_id: caller.account_id.clone(), code, grant }, subject))
+        Ok::<_, ApiError>((Approve { account_id: caller.account_id.clone(), code, grant, statements }, subject))
     }
     .await;
     let subject =
