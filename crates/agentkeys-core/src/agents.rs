@@ -363,7 +363,9 @@ pub async fn change_scope(
     let mut current = agent.clone();
     loop {
         statements::sync(client, session, verifier).await?;
-        let mut bodies = statements::grant(verifier, &agent.agent_id, granted, &current.scope);
+        // An agent with no record is taken as listed, less what this change takes away.
+        let known: Vec<String> = current.scope.iter().filter(|s| !remove.contains(s)).cloned().collect();
+        let mut bodies = statements::grant(verifier, &agent.agent_id, granted, &known);
         bodies.extend(statements::ungrant(verifier, &agent.agent_id, remove));
         let said = statements::sign(session, verifier, bodies)?;
         let request = ScopeChangeRequest {

@@ -9,10 +9,14 @@
 //! The file is rewritten after every signed request, so it skips the fsyncs of the session's own
 //! files: a power cut can lose the newest head, which only lets the next answer go unchecked
 //! against it. Two processes of one slot at once may leave the older of their two heads; both
-//! are places of the same chain, so that, too, only checks less.
+//! are places of the same chain, so that, too, only checks less. A long-lived process (the
+//! daemon's `serve` and `mcp`) writes at most once per [`ChainMemory::writing_at_most_every`]
+//! interval and keeps the newest head in memory meanwhile (saved when it ends): a write costs
+//! more than the rest of a cached read, and a crash loses only the last interval's heads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use agentkeys_proto::b64;
 use agentkeys_proto::chain::ChainPlace;
@@ -55,18 +59,40 @@ pub struct ChainMemory {
     /// Without a file (tests, one-off tools): what this process saw.
     in_memory: Mutex<Option<ChainPlace>>,
     accept_rollback: bool,
+    /// With a file: write it at most this often, keeping newer heads in `in_memory` meanwhile.
+    write_every: Option<Duration>,
+    /// When this process last wrote the file.
+    written_at: Mutex<Option<Instant>>,
 }
 
 impl ChainMemory {
     /// The memory of the slot in `slot_dir`, for `account_id`'s chain (a head saved for another
     /// account, after `init` made a new one in the slot, counts as none).
     pub fn open(slot_dir: &Path, account_id: &str) -> Self {
-        Self { path: Some(slot_dir.join(CHAIN_FILE)), ..Self::in_memory(account_id) }
+        Self::new(Some(slot_dir.join(CHAIN_FILE)), account_id)
     }
 
     /// A memory that lasts as long as this value.
     pub fn in_memory(account_id: &str) -> Self {
-        Self { path: None, account_id: account_id.to_owned(), in_memory: Mutex::new(None), accept_rollback: false }
+        Self::new(None, account_id)
+    }
+
+    fn new(path: Option<PathBuf>, account_id: &str) -> Self {
+        Self {
+            path,
+            account_id: account_id.to_owned(),
+            in_memory: Mutex::new(None),
+            accept_rollback: false,
+            write_every: None,
+            written_at: Mutex::new(None),
+        }
+    }
+
+    /// For a long-lived process: writes the file at most once per `interval` (the first head at
+    /// once), keeps newer heads in memory meanwhile, and saves the newest when dropped.
+    pub fn writing_at_most_every(mut self, interval: Duration) -> Self {
+        self.write_every = Some(interval);
+        self
     }
 
     /// Takes a shorter or rewritten chain as the server's new truth (a restore from a backup).
@@ -79,9 +105,20 @@ impl ChainMemory {
         self.in_memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The head this slot saw last, if any.
+    /// The head this slot saw last, if any: the file's, or a later one this process has not
+    /// written yet.
     pub fn seen(&self) -> Result<Option<ChainPlace>, MemoryError> {
-        let Some(path) = &self.path else { return Ok(*self.lock()) };
+        let on_disk = self.on_disk()?;
+        let unsaved = *self.lock();
+        Ok(match (on_disk, unsaved) {
+            (Some(disk), Some(mine)) if mine.seq > disk.seq => Some(mine),
+            (None, mine) => mine,
+            (disk, _) => disk,
+        })
+    }
+
+    fn on_disk(&self) -> Result<Option<ChainPlace>, MemoryError> {
+        let Some(path) = &self.path else { return Ok(None) };
         let bad = |reason: String| MemoryError { path: path.display().to_string(), reason };
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
@@ -142,12 +179,37 @@ impl ChainMemory {
         if !replace && self.seen().ok().flatten().is_some_and(|seen| seen.seq >= head.seq) {
             return;
         }
+        if let Some(interval) = self.write_every {
+            let mut written_at = self.written_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !replace && written_at.is_some_and(|at| at.elapsed() < interval) {
+                *self.lock() = Some(head);
+                return;
+            }
+            *written_at = Some(Instant::now());
+        }
+        *self.lock() = None;
+        self.write(path, head);
+    }
+
+    fn write(&self, path: &Path, head: ChainPlace) {
         let stored =
             Stored { format: FORMAT, account_id: self.account_id.clone(), seq: head.seq, hash: b64::encode(head.hash) };
         // A slot without its directory (a session not saved yet) has nothing to remember into;
         // a failed write costs only memory.
         if path.parent().is_some_and(Path::is_dir) {
             let _ = replace_unsynced(path, &serde_json::to_vec(&stored).expect("plain data"));
+        }
+    }
+}
+
+impl Drop for ChainMemory {
+    /// Saves a head kept in memory by [`ChainMemory::writing_at_most_every`], unless another
+    /// process of the slot saved a later one.
+    fn drop(&mut self) {
+        let Some(path) = self.path.clone() else { return };
+        let Some(unsaved) = self.lock().take() else { return };
+        if self.on_disk().ok().flatten().is_none_or(|disk| disk.seq < unsaved.seq) {
+            self.write(&path, unsaved);
         }
     }
 }
@@ -197,6 +259,21 @@ mod tests {
             (IntegrityFinding::RollbackAccepted, Some(4), Some(9))
         );
         assert_eq!(ChainMemory::open(dir.path(), "acc_1").seen().unwrap(), Some(place(4, 4)));
+    }
+
+    #[test]
+    fn a_long_lived_process_writes_at_most_once_per_interval_and_saves_the_rest_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = ChainMemory::open(dir.path(), "acc_1").writing_at_most_every(Duration::from_secs(3600));
+        memory.check(None, Some(place(5, 5)), None).unwrap();
+        let other = || ChainMemory::open(dir.path(), "acc_1").seen().unwrap();
+        assert_eq!(other(), Some(place(5, 5)), "the first head is written at once");
+        memory.check(Some(place(5, 5)), Some(place(7, 7)), Some(Some([5; 32]))).unwrap();
+        assert_eq!(other(), Some(place(5, 5)), "the next waits for the interval");
+        assert_eq!(memory.seen().unwrap(), Some(place(7, 7)), "but this process checks against it");
+        assert!(memory.check(Some(place(7, 7)), Some(place(6, 6)), Some(None)).is_err());
+        drop(memory);
+        assert_eq!(other(), Some(place(7, 7)), "saved when the process ends");
     }
 
     #[test]

@@ -349,9 +349,11 @@ impl Verifier {
     }
 
     /// Takes in what another process of the same slot wrote meanwhile (the highest versions, every
-    /// revocation and grant). Every change merges first, then changes, then writes, so two commands
-    /// at once do not make the slot forget; merging only adds, so a lost race can leave a superset
-    /// of grants, never a refusal of something this master did.
+    /// revocation, and the grants of whichever read further in the statement log). Every change
+    /// merges first, then changes, then writes, so two commands at once do not make the slot
+    /// forget. Grants are a function of the log: the side with the later mark folded everything
+    /// the other did, ungrants and teardowns included, so its grants win; at the same mark they are
+    /// the same but for first views, which are joined.
     fn merge(&self, seen: &mut Seen) {
         if let Some(on_disk) = self.path.as_deref().and_then(read_seen) {
             seen.all_signed |= on_disk.all_signed;
@@ -360,12 +362,17 @@ impl Verifier {
                 *known = (*known).max(version);
             }
             seen.revoked.extend(on_disk.revoked);
-            for (agent, services) in on_disk.scopes {
-                seen.scopes.entry(agent).or_default().extend(services);
-            }
-            // The process that read further also folded what this one did not.
-            if on_disk.statements.seq > seen.statements.seq {
-                seen.statements = on_disk.statements;
+            match on_disk.statements.seq.cmp(&seen.statements.seq) {
+                std::cmp::Ordering::Greater => {
+                    seen.scopes = on_disk.scopes;
+                    seen.statements = on_disk.statements;
+                }
+                std::cmp::Ordering::Equal => {
+                    for (agent, services) in on_disk.scopes {
+                        seen.scopes.entry(agent).or_default().extend(services);
+                    }
+                }
+                std::cmp::Ordering::Less => {}
             }
         }
     }
@@ -486,7 +493,9 @@ impl Verifier {
                     seen.revoked.extend(ids.iter().cloned());
                     let prefix = format!("{}/", agentkeys_proto::agents::agent_namespace(agent_id));
                     seen.versions.retain(|key, _| !key.starts_with(&prefix));
-                    seen.scopes.remove(agent_id);
+                    // An empty record, not none: a device the server hid from the teardown and
+                    // shows again later is then out of scope for everything, not taken as listed.
+                    seen.scopes.insert(agent_id.clone(), std::collections::BTreeSet::new());
                 }
             }
         }
@@ -497,11 +506,13 @@ impl Verifier {
     }
 
     /// Forgets where this slot was in the statement log (the user accepted a restored server):
-    /// the next read folds the whole log again, on top of what the slot already allows.
+    /// the next read folds the whole log again. Revocations the slot saw stay; grants are the
+    /// restored log's (an ungrant it lost must not come back as a grant).
     pub fn restart_statements(&self) {
         let mut seen = self.seen();
         self.merge(&mut seen);
         seen.statements = StatementMark::default();
+        seen.scopes.clear();
         self.write(&seen);
     }
 
@@ -516,6 +527,11 @@ impl Verifier {
             None => wanted.extend(known),
         }
         wanted.into_iter().cloned().collect()
+    }
+
+    /// Whether this slot has a record of what `agent_id` may receive.
+    pub fn knows_agent(&self, agent_id: &str) -> bool {
+        self.seen().scopes.contains_key(agent_id)
     }
 
     /// Of `services`, those this master allows `agent_id` now.
@@ -641,6 +657,20 @@ mod tests {
         assert!(fresh.check_in_scope("ag_1", "dev_y", "github").is_err());
         assert!(fresh.check_in_scope("ag_1", "dev_y", "openai").is_ok());
         assert!(fresh.check_in_scope("ag_unknown", "dev_y", "github").is_ok(), "no record: taken as listed");
+    }
+
+    #[test]
+    fn the_slot_that_read_further_in_the_log_decides_the_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let statement = |seq, body| Statement { account_id: "acct_1".into(), seq, prev: [0; 32], body };
+        let grant = statement(1, StatementBody::Grant { agent_id: "ag_1".into(), services: vec!["x".into()] });
+        Verifier::open(dir.path()).fold(&[grant], StatementMark { seq: 1, hash: [1; 32] });
+        let (behind, ahead) = (Verifier::open(dir.path()), Verifier::open(dir.path()));
+        let ungrant = statement(2, StatementBody::Ungrant { agent_id: "ag_1".into(), services: vec!["x".into()] });
+        ahead.fold(&[ungrant], StatementMark { seq: 2, hash: [2; 32] });
+        // `behind` still holds the grant in memory; merging the later mark takes the ungrant.
+        assert_eq!(behind.statement_mark().seq, 2);
+        assert!(behind.check_in_scope("ag_1", "dev_y", "x").is_err(), "the ungrant another process folded holds");
     }
 
     #[test]

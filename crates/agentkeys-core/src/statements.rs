@@ -122,15 +122,19 @@ pub async fn sync(client: &ApiClient, session: &Session, verifier: &Verifier) ->
     }
 }
 
-/// Every statement from `from` to the head the first answer names, page by page.
+/// Every statement from `from` to the head the first answer names, page by page. Statements past
+/// that head (appended while it read) wait for the next read; a page that does not move forward
+/// ends the reading, and `check_log` judges what came.
 async fn read_from(client: &ApiClient, from: u64) -> Result<(u64, Vec<AccountStatement>), ClientError> {
     let StatementLog { head, mut statements } = client.list_statements(from).await?;
+    statements.retain(|s| s.seq <= head);
     while statements.len() >= STATEMENTS_PAGE {
-        let next = statements.last().map_or(from, |s| s.seq.saturating_add(1));
-        if next > head {
+        let last = statements.last().map_or(from, |s| s.seq);
+        if last >= head {
             break;
         }
-        let page = client.list_statements(next).await?.statements;
+        let mut page = client.list_statements(last + 1).await?.statements;
+        page.retain(|s| s.seq > last && s.seq <= head);
         if page.is_empty() {
             break;
         }
@@ -188,8 +192,13 @@ pub fn sign(session: &Session, verifier: &Verifier, bodies: Vec<StatementBody>) 
 
 /// That `agent_id` may receive those of `services` this master has not allowed it yet (for an
 /// agent it has no record of, with what the server lists for it now, `known`: the first view).
+/// An agent the slot has no record of gets a statement even when it is granted nothing (a new
+/// agent with an empty scope): from then on it is held to its record, not taken as listed.
 pub fn grant(verifier: &Verifier, agent_id: &str, services: &[String], known: &[String]) -> Vec<StatementBody> {
     let new = verifier.not_yet_granted(agent_id, services, known);
+    if new.is_empty() && !verifier.knows_agent(agent_id) {
+        return vec![StatementBody::Grant { agent_id: agent_id.to_owned(), services: Vec::new() }];
+    }
     new.chunks(ITEMS_PER_STATEMENT)
         .map(|chunk| StatementBody::Grant { agent_id: agent_id.to_owned(), services: chunk.to_vec() })
         .collect()
@@ -323,6 +332,43 @@ mod tests {
         let (statements, mark) = log.check(mark).unwrap();
         verifier.fold(&statements, mark);
         assert!(verifier.check_recipient("ag_1", "dev_b").is_err());
-        assert!(verifier.check_in_scope("ag_1", "dev_c", "github").is_ok(), "a torn-down agent's record is gone");
+        // A device the server hid from the teardown gets nothing later: the agent's record is
+        // empty, not gone (which would take it as the server lists it).
+        assert!(verifier.check_in_scope("ag_1", "dev_hidden", "openai").is_err());
+    }
+
+    #[test]
+    fn an_agent_granted_nothing_still_gets_a_record() {
+        let verifier = Verifier::in_memory();
+        assert_eq!(
+            grant(&verifier, "ag_new", &[], &[]),
+            vec![StatementBody::Grant { agent_id: "ag_new".into(), services: vec![] }]
+        );
+        let mut log = Log::new();
+        log.push(grant(&verifier, "ag_new", &[], &[]).remove(0));
+        let (statements, mark) = log.check(StatementMark::default()).unwrap();
+        verifier.fold(&statements, mark);
+        assert!(verifier.check_in_scope("ag_new", "dev_a", "openai").is_err(), "held to its empty record");
+        assert!(grant(&verifier, "ag_new", &[], &[]).is_empty(), "a known agent granted nothing says nothing");
+    }
+
+    #[test]
+    fn a_restored_log_without_an_ungrant_does_not_grant_again() {
+        let mut log = Log::new();
+        log.push(StatementBody::Grant { agent_id: "ag_1".into(), services: vec!["openai".into()] });
+        let verifier = Verifier::in_memory();
+        let (statements, mark) = log.check(StatementMark::default()).unwrap();
+        verifier.fold(&statements, mark);
+        log.push(StatementBody::Ungrant { agent_id: "ag_1".into(), services: vec!["openai".into()] });
+        log.push(revoke("dev_a"));
+        let (statements, mark) = log.check(mark).unwrap();
+        verifier.fold(&statements, mark);
+        // The server is restored to a copy with the first statement only; the user accepts it.
+        verifier.restart_statements();
+        let restored = Log { entries: log.entries[..1].to_vec(), hash: [0; 32], key: log.key };
+        let (statements, mark) = restored.check(StatementMark::default()).unwrap();
+        verifier.fold(&statements, mark);
+        assert!(verifier.check_recipient("ag_1", "dev_a").is_err(), "the revocation it saw stays");
+        assert!(verifier.check_in_scope("ag_1", "dev_b", "openai").is_ok(), "the restored log's grant");
     }
 }

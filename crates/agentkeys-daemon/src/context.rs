@@ -10,6 +10,9 @@ use agentkeys_core::session::{DAEMON_SESSION_PREFIX, EncryptedFileStore, Session
 
 use crate::cli::GlobalArgs;
 
+/// How often a daemon's client rewrites the slot's audit head (`agentkeys_core::chain`).
+const CHAIN_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Context {
     pub global: GlobalArgs,
     pub store: EncryptedFileStore,
@@ -105,8 +108,10 @@ impl Context {
 
     pub fn client(&self) -> Result<(SessionId, ApiClient, Arc<Session>), CommandError> {
         let (id, session) = self.session()?;
+        // `serve` and `mcp` answer many requests: the head is written at most once a second.
         let memory = agentkeys_core::chain::ChainMemory::open(&self.store.dir(&id), &session.account_id)
-            .accepting_rollback(self.global.accept_rollback);
+            .accepting_rollback(self.global.accept_rollback)
+            .writing_at_most_every(CHAIN_WRITE_INTERVAL);
         let client = self
             .anonymous_client(&self.server_url(Some(&session)))?
             .with_session(session.clone())

@@ -81,7 +81,8 @@ impl StatementBody {
 ///
 /// `seq` counts from 1; `prev` is [`statement_hash`] of statement `seq - 1`'s payload (32 zero
 /// bytes for the first). Items are services for grant and ungrant, device and link ids for
-/// revoke and teardown. The account key signs the payload (Ed25519).
+/// revoke and teardown: 1 to 256 of them, or none for a grant (the record of an agent granted no
+/// service yet). The account key signs the payload (Ed25519).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
     pub account_id: String,
@@ -140,8 +141,9 @@ impl Statement {
         let kind = input.array::<1>()?[0];
         let agent_id = input.id("agent id")?;
         let count = usize::from(u16::from_be_bytes(input.array::<2>()?));
-        if count == 0 || count > MAX_STATEMENT_ITEMS {
-            return Err(MalformedStatement("it names no items, or more than 256"));
+        // Only a grant may name nothing: it starts the record of an agent granted no service.
+        if (count == 0 && kind != 1) || count > MAX_STATEMENT_ITEMS {
+            return Err(MalformedStatement("it names no items (only a grant may), or more than 256"));
         }
         let mut items = Vec::with_capacity(count);
         for _ in 0..count {
@@ -284,6 +286,7 @@ mod tests {
             StatementBody::Ungrant { agent_id: "ag_1".into(), services: vec!["openai".into()] },
             StatementBody::Revoke { agent_id: "ag_1".into(), ids: vec!["dev_a".into(), "lnk_b".into()] },
             StatementBody::Teardown { agent_id: "ag_1".into(), ids: vec!["dev_a".into()] },
+            StatementBody::Grant { agent_id: "ag_1".into(), services: vec![] },
         ] {
             let statement = Statement { body, ..grant() };
             assert_eq!(Statement::parse(&statement.payload()), Ok(statement));
@@ -305,6 +308,9 @@ mod tests {
         assert_eq!(Statement::parse(&kind), Err(MalformedStatement("its kind is unknown")));
         let zero = Statement { seq: 0, ..grant() };
         assert!(Statement::parse(&zero.payload()).is_err());
+        let revokes_nothing =
+            Statement { body: StatementBody::Revoke { agent_id: "ag_1".into(), ids: vec![] }, ..grant() };
+        assert!(Statement::parse(&revokes_nothing.payload()).is_err(), "only a grant may name nothing");
         let bad_service = Statement {
             body: StatementBody::Grant { agent_id: "ag_1".into(), services: vec!["no spaces".into()] },
             ..grant()
