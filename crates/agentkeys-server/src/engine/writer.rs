@@ -255,8 +255,23 @@ impl Writer {
     }
 }
 
+/// The account heads this writer moved, and the server chain's head its last batch committed.
+/// Account heads move only with rows of the server chain, under its locked head, so while that
+/// head is still the one this writer left, no other writer (another replica) appended and these
+/// heads are the database's: a batch then asks the database only for accounts it does not hold
+/// and for places before a head.
+#[derive(Debug, Default)]
+struct HeadCache {
+    global_seq: i64,
+    heads: HashMap<String, (i64, Vec<u8>)>,
+}
+
+/// The most accounts a writer keeps heads of; past it the cache starts again.
+const MAX_CACHED_HEADS: usize = 100_000;
+
 async fn run(db: Db, mut rx: mpsc::Receiver<Box<dyn Pending>>, clock: Clock, metrics: Metrics, hooks: Hooks) {
     let mut conn = db.connect_writer().await.inspect_err(|e| tracing::error!(error = %e, "writer cannot connect")).ok();
+    let mut cache = HeadCache::default();
     let mut last_prune = i64::MIN;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -268,7 +283,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Box<dyn Pending>>, clock: Clock, met
         let started = std::time::Instant::now();
         let prune = now.saturating_sub(last_prune) >= PRUNE_EVERY_MS;
         let result = match conn.as_mut() {
-            Some(conn) => apply_batch(conn, db.backend, &mut batch, &hooks, now, prune).await,
+            Some(conn) => apply_batch(conn, db.backend, &mut batch, &hooks, now, prune, &mut cache).await,
             None => Err(sqlx::Error::PoolClosed),
         };
         let outcome = match result {
@@ -285,6 +300,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Box<dyn Pending>>, clock: Clock, met
                 Ok(())
             }
             Err(error) => {
+                cache = HeadCache::default();
                 let failure = ApiError::from(error);
                 // A connection the database dropped is reopened before the next batch.
                 if let Some(current) = conn.as_mut()
@@ -312,6 +328,7 @@ async fn apply_batch(
     hooks: &Hooks,
     now: i64,
     prune: bool,
+    cache: &mut HeadCache,
 ) -> Result<Vec<(usize, HeadAnswer)>, sqlx::Error> {
     let policy = hooks.presence.as_ref();
     let cx = Ctx { now_ms: now };
@@ -320,6 +337,9 @@ async fn apply_batch(
         sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash").fetch_one(&mut *tx).await?;
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev_hash: Vec<u8> = head.try_get("hash")?;
+    if cache.global_seq != seq || cache.heads.len() > MAX_CACHED_HEADS {
+        *cache = HeadCache::default();
+    }
     if prune {
         sqlx::query("DELETE FROM nonces WHERE expires_at_ms < $1")
             .bind(now - PRUNE_MARGIN_MS)
@@ -401,7 +421,7 @@ async fn apply_batch(
         order.extend(members);
     }
 
-    let (mut account_heads, at_seen) = account_places(&mut tx, backend, batch, &order).await?;
+    let (mut account_heads, at_seen) = account_places(&mut tx, backend, batch, &order, &cache.heads).await?;
     let mut answers = Vec::new();
     let mut rows = Vec::with_capacity(batch.len());
     for &i in &order {
@@ -456,33 +476,58 @@ async fn apply_batch(
     // Every head in the map is of an account that got a row in this batch.
     let touched: Vec<(&String, &(i64, Vec<u8>))> = account_heads.iter().collect();
     write_tail(&mut tx, backend, &new_nonces, &rows, seq, &prev_hash, &touched).await?;
+    // Cleared first: a commit that fails leaves the cache empty, never ahead of the database.
+    let moved = std::mem::take(cache);
     tx.commit().await?;
+    *cache = HeadCache { global_seq: seq, heads: moved.heads };
+    cache.heads.extend(account_heads);
     Ok(answers)
 }
 
 /// The head of each account chain the batch appends to, and the hash of each place its requests
-/// said they saw — one query for both.
+/// said they saw — from `cached` heads (valid ones, see [`HeadCache`]) where it can, and for the
+/// rest one query for both.
 #[allow(clippy::type_complexity)]
 async fn account_places(
     conn: &mut AnyConnection,
     backend: Backend,
     batch: &[Box<dyn Pending>],
     order: &[usize],
+    cached: &HashMap<String, (i64, Vec<u8>)>,
 ) -> Result<(HashMap<String, (i64, Vec<u8>)>, HashMap<(String, i64), Vec<u8>>), sqlx::Error> {
     // Sets, not lists: a batch of 512 jobs of one account asks for its head once.
     let mut accounts = std::collections::BTreeSet::new();
     let mut seen = std::collections::BTreeSet::new();
+    let (mut heads, mut at) = (HashMap::new(), HashMap::new());
     for &i in order {
         let job = &batch[i];
         let Some(account) = job.submission().audit.account_id.as_ref().filter(|_| job.audited()) else { continue };
-        accounts.insert(account.clone());
+        let head = cached.get(account);
+        match head {
+            Some(head) => {
+                heads.insert(account.clone(), head.clone());
+            }
+            None => {
+                accounts.insert(account.clone());
+            }
+        }
         if let Some(place) = job.submission().head.as_ref().and_then(|slot| slot.seen) {
-            seen.insert((account.clone(), place));
+            match head {
+                // The place the client saw is the head: its hash is the head's.
+                Some((seq, hash)) if *seq == place => {
+                    at.insert((account.clone(), place), hash.clone());
+                }
+                _ => {
+                    seen.insert((account.clone(), place));
+                }
+            }
         }
     }
-    if accounts.is_empty() {
-        return Ok(Default::default());
+    if accounts.is_empty() && seen.is_empty() {
+        return Ok((heads, at));
     }
+    // `IN ()` is not SQL: an empty set of accounts asks for none.
+    let accounts: Vec<String> = if accounts.is_empty() { vec![String::new()] } else { accounts.into_iter().collect() };
     let mut sql = format!(
         "SELECT 'head' AS kind, account_id, seq, hash FROM account_audit_heads WHERE account_id IN {}",
         backend.row_placeholders(1, accounts.len())
@@ -503,7 +548,6 @@ async fn account_places(
     for (account, place) in &seen {
         query = query.bind(account.clone()).bind(*place);
     }
-    let (mut heads, mut at) = (HashMap::new(), HashMap::new());
     for row in query.fetch_all(&mut *conn).await? {
         let account: String = row.try_get("account_id")?;
         let place: i64 = row.try_get("seq")?;
