@@ -10,6 +10,7 @@
 //! method.
 
 mod backend;
+pub mod fido_hid;
 mod gate;
 mod op;
 pub mod terminal;
