@@ -37,6 +37,23 @@ on_both_backends!(
     a_statement_the_account_never_signed_is_refused,
 );
 
+/// That a command failed with `INTEGRITY` (exit 1) and its error mentions `what`.
+fn assert_integrity(out: &std::process::Output, what: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("INTEGRITY") && stderr.contains(what), "{stderr}");
+}
+
+/// The newest version of `service` in the database, of any namespace.
+async fn newest_version(conn: &mut sqlx::AnyConnection, service: &str) -> i64 {
+    sqlx::query("SELECT MAX(version) AS v FROM credential_versions WHERE service = $1")
+        .bind(service)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .get("v")
+}
+
 async fn conn(db: &TestDb) -> sqlx::AnyConnection {
     sqlx::any::install_default_drivers();
     sqlx::AnyConnection::connect(&db.url).await.expect("connect to the test database")
@@ -462,24 +479,13 @@ async fn a_revoked_device_brought_back_gets_no_key(backend: Backend) {
     master.ok(&["revoke", "bot2", "--yes"], None);
     let mut conn = conn(&db).await;
     unrevoke(&mut conn, &agent).await;
-    let store = master.run(&["store", "openai"], Some(b"sk-after-revoke"));
-    assert_eq!(store.status.code(), Some(1), "{}", text(&store.stderr));
-    assert!(
-        text(&store.stderr).contains("INTEGRITY") && text(&store.stderr).contains("revoked"),
-        "{}",
-        text(&store.stderr)
-    );
-    let newest: i64 = sqlx::query("SELECT MAX(version) AS v FROM credential_versions WHERE service = 'openai'")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-        .get("v");
-    assert_eq!(newest, 1, "nothing was stored");
+    assert_integrity(&master.run(&["store", "openai"], Some(b"sk-after-revoke")), "revoked");
+    assert_eq!(newest_version(&mut conn, "openai").await, 1, "nothing was stored");
     let ran = run_printing(&host, &[], "openai");
     assert!(!text(&ran.stdout).contains("sk-after-revoke"), "{}", text(&ran.stderr));
 }
 
-/// The master slot's `seen.json` files under `home` (what a second master device would not have).
+/// Deletes the master slot's `seen.json`, as a second master device would start without one.
 fn forget_master_memory(master: &Master) {
     let mut removed = 0;
     for slot in std::fs::read_dir(master.home.path()).unwrap().flatten() {
@@ -539,27 +545,15 @@ async fn the_account_log_keeps_revocations_and_catches_a_dropped_one(backend: Ba
 
     unrevoke(&mut conn, &agent).await;
     forget_master_memory(&master);
-    let refused = |out: std::process::Output, what: &str| {
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-        let stderr = text(&out.stderr);
-        assert!(stderr.contains("INTEGRITY") && stderr.contains(what), "{stderr}");
-    };
-    refused(master.run(&["store", "openai"], Some(b"sk-after-revoke")), "revoked");
+    assert_integrity(&master.run(&["store", "openai"], Some(b"sk-after-revoke")), "revoked");
 
     sqlx::query("DELETE FROM account_statements WHERE seq = $1").bind(log[1].0).execute(&mut conn).await.unwrap();
-    refused(
-        master.run(&["store", "openai"], Some(b"sk-after-revoke")),
-        "statement log for this account ends at number 1",
-    );
+    let dropped = master.run(&["store", "openai"], Some(b"sk-after-revoke"));
+    assert_integrity(&dropped, "statement log for this account ends at number 1");
     // Told the server was restored, the master reads the log again; it still remembers the
     // revocation it read before.
-    refused(master.run(&["--accept-rollback", "store", "openai"], Some(b"sk-after-revoke")), "revoked");
-    let newest: i64 = sqlx::query("SELECT MAX(version) AS v FROM credential_versions WHERE service = 'openai'")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-        .get("v");
-    assert_eq!(newest, 1, "nothing was stored");
+    assert_integrity(&master.run(&["--accept-rollback", "store", "openai"], Some(b"sk-after-revoke")), "revoked");
+    assert_eq!(newest_version(&mut conn, "openai").await, 1, "nothing was stored");
     let ran = run_printing(&host, &[], "openai");
     assert!(!text(&ran.stdout).contains("sk-after-revoke"), "{}", text(&ran.stderr));
 }
@@ -603,10 +597,7 @@ async fn a_statement_the_account_never_signed_is_refused(backend: Backend) {
         .execute(&mut conn)
         .await
         .unwrap();
-    let store = master.run(&["store", "github"], Some(b"ghp-rotated"));
-    assert_eq!(store.status.code(), Some(1), "{}", text(&store.stderr));
-    let stderr = text(&store.stderr);
-    assert!(stderr.contains("INTEGRITY") && stderr.contains("never signed"), "{stderr}");
+    assert_integrity(&master.run(&["store", "github"], Some(b"ghp-rotated")), "never signed");
     let ran = run_printing(&host, &[], "github");
     assert!(!text(&ran.stdout).contains("ghp-"), "{}", text(&ran.stderr));
 }
@@ -629,13 +620,7 @@ async fn a_service_slipped_into_a_scope_gets_no_key(backend: Backend) {
         .execute(&mut conn)
         .await
         .unwrap();
-    let store = master.run(&["store", "github"], Some(b"ghp-rotated"));
-    assert_eq!(store.status.code(), Some(1), "{}", text(&store.stderr));
-    assert!(
-        text(&store.stderr).contains("INTEGRITY") && text(&store.stderr).contains("never"),
-        "{}",
-        text(&store.stderr)
-    );
+    assert_integrity(&master.run(&["store", "github"], Some(b"ghp-rotated")), "never");
     let second = DaemonHost::new(&server.url);
     let pairing = second.start_pair("narrow-bot", "");
     let approve = master.approve_pairing(&pairing, &["--yes"]);

@@ -131,6 +131,9 @@ impl IntegrityError {
             version: Some(version),
             seen,
         };
+        // A finding about no credential: at most the numbers it compared.
+        let counted =
+            |finding, version, seen| IntegrityReport { finding, namespace: None, service: None, version, seen };
         match self {
             IntegrityError::Forged { namespace, service, version, .. } => {
                 credential(IntegrityFinding::Forged, namespace, service, *version, None)
@@ -148,62 +151,18 @@ impl IntegrityError {
                 version: None,
                 seen: None,
             },
-            IntegrityError::RevokedRecipient { .. } => IntegrityReport {
-                finding: IntegrityFinding::RevokedRecipient,
-                namespace: None,
-                service: None,
-                version: None,
-                seen: None,
-            },
-            IntegrityError::AuditShorter { seen, now } => IntegrityReport {
-                finding: IntegrityFinding::AuditShorter,
-                namespace: None,
-                service: None,
-                version: Some(*now),
-                seen: Some(*seen),
-            },
-            IntegrityError::AuditForked { seen } => IntegrityReport {
-                finding: IntegrityFinding::AuditForked,
-                namespace: None,
-                service: None,
-                version: None,
-                seen: Some(*seen),
-            },
-            IntegrityError::AuditHeadMissing => IntegrityReport {
-                finding: IntegrityFinding::AuditForked,
-                namespace: None,
-                service: None,
-                version: None,
-                seen: None,
-            },
-            IntegrityError::StatementsShorter { seen, now } => IntegrityReport {
-                finding: IntegrityFinding::StatementsShorter,
-                namespace: None,
-                service: None,
-                version: Some(*now),
-                seen: Some(*seen),
-            },
-            IntegrityError::StatementsForked { seen } => IntegrityReport {
-                finding: IntegrityFinding::StatementsForked,
-                namespace: None,
-                service: None,
-                version: None,
-                seen: Some(*seen),
-            },
-            IntegrityError::StatementForged { seq, .. } => IntegrityReport {
-                finding: IntegrityFinding::StatementForged,
-                namespace: None,
-                service: None,
-                version: Some(*seq),
-                seen: None,
-            },
-            IntegrityError::AccountKey => IntegrityReport {
-                finding: IntegrityFinding::AccountKey,
-                namespace: None,
-                service: None,
-                version: None,
-                seen: None,
-            },
+            IntegrityError::RevokedRecipient { .. } => counted(IntegrityFinding::RevokedRecipient, None, None),
+            IntegrityError::AuditShorter { seen, now } => {
+                counted(IntegrityFinding::AuditShorter, Some(*now), Some(*seen))
+            }
+            IntegrityError::AuditForked { seen } => counted(IntegrityFinding::AuditForked, None, Some(*seen)),
+            IntegrityError::AuditHeadMissing => counted(IntegrityFinding::AuditForked, None, None),
+            IntegrityError::StatementsShorter { seen, now } => {
+                counted(IntegrityFinding::StatementsShorter, Some(*now), Some(*seen))
+            }
+            IntegrityError::StatementsForked { seen } => counted(IntegrityFinding::StatementsForked, None, Some(*seen)),
+            IntegrityError::StatementForged { seq, .. } => counted(IntegrityFinding::StatementForged, Some(*seq), None),
+            IntegrityError::AccountKey => counted(IntegrityFinding::AccountKey, None, None),
         }
     }
 }
