@@ -11,7 +11,7 @@ use x509_cert::Certificate;
 use x509_cert::der::asn1::{ObjectIdentifier, OctetString};
 use x509_cert::der::{Decode as _, Encode as _};
 
-use crate::WebauthnError;
+use crate::error::WebauthnError;
 use crate::key::{Algorithm, CredentialKey};
 
 /// How far an attestation vouches for the authenticator.

@@ -2,8 +2,8 @@
 //! registration the attested credential (AAGUID, credential id, COSE public key). Parsed exactly:
 //! a field that runs past the end, or bytes left after the last one, is an error.
 
+use crate::error::{MAX_CREDENTIAL_ID_LEN, WebauthnError};
 use crate::key::CredentialKey;
-use crate::{MAX_CREDENTIAL_ID_LEN, WebauthnError};
 
 /// The flags byte, as the checks use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

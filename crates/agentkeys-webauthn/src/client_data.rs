@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::{WebauthnError, b64url};
+use crate::error::{WebauthnError, b64url};
 
 /// Which ceremony the client data belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use coset::iana::{self, EnumI64 as _};
 use coset::{AsCborValue as _, CoseKey, KeyType, Label};
 use p256::ecdsa::signature::Verifier as _;
 
-use crate::WebauthnError;
+use crate::error::WebauthnError;
 
 /// A signature algorithm, by its COSE identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use coset::{CborSerializable as _, CoseKeyBuilder};
 use p256::ecdsa::signature::Signer as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::b64url;
+use crate::error::b64url;
 
 pub const ORIGIN: &str = "http://localhost:8090";
 pub const RP_ID: &str = "localhost";
