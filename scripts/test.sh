@@ -37,6 +37,13 @@ fi
 # The real fprintd with libfprint's virtual device, and python-dbusmock's polkitd template, for
 # the presence tests (each starts them on its own private system bus: tests/support/fprint.rs).
 apt_install fprintd libfprint-2-2 python3-dbusmock util-linux strace
+# Chromium and its chromedriver (Debian's): the presence-key tests drive the server's ceremony
+# page in a real browser, with Chromium's WebAuthn virtual authenticator as the key.
+apt_install chromium chromium-driver
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    is_ci && die "chromium and chromium-driver are required under CI=true"
+    log "no chromium or chromedriver: the browser tests will be skipped"
+fi
 # curl: the TLS tests use it as a third-party client.
 apt_install curl ca-certificates
 if [ ! -x /usr/libexec/fprintd ]; then

@@ -25,6 +25,8 @@
 //!   certificates the server refuses, reload on SIGHUP with a connection open.
 //! * `presence` — presence gating: the policy matrix, silent commands, the terminal, and the
 //!   real fprintd and polkit (dbusmock) on a private system bus.
+//! * `webauthn` — presence keys the server verifies, in a real Chromium with its virtual
+//!   authenticator: enrollment, real critical commands, every forged or tampered answer.
 
 /// Declares each listed `async fn name(Backend)` as a test on SQLite and one on PostgreSQL.
 macro_rules! on_both_backends {
@@ -64,3 +66,4 @@ mod run;
 mod storage;
 mod terminal;
 mod tls;
+mod webauthn;

@@ -145,6 +145,8 @@ fn critical_command_line(op: Critical) -> Vec<&'static str> {
         Critical::AgentUpgrade => vec!["agent", "upgrade", "bot", "--tier", "admin"],
         Critical::ScopeWiden => vec!["scope", "bot", "--add", "github"],
         Critical::ConfigWeaken => vec!["config", "set", "require-presence", "off"],
+        Critical::PresenceEnroll => vec!["presence", "enroll"],
+        Critical::PresenceRemove => vec!["presence", "remove", "yubikey"],
     }
 }
 
@@ -172,7 +174,11 @@ async fn every_critical_operation_is_refused_on_a_bare_yes_before_any_work() {
     let entries = |v: &serde_json::Value| v["entries"].as_array().unwrap().clone();
     let new: Vec<String> =
         entries(&after)[entries(&before).len()..].iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(new, ["audit.read", "agent.list"], "no look-up, no request: only the first usage's own rows");
+    assert_eq!(
+        new,
+        ["audit.read", "agent.list", "presence.key.list"],
+        "no look-up, no request: only the first usage's own rows"
+    );
     assert_eq!(agent_field(&master, "tier"), "standard");
     assert_eq!(agent_field(&master, "status"), "pending");
 }

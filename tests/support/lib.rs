@@ -5,6 +5,7 @@
 //! PostgreSQL comes from `AGENTKEYS_TEST_PG_URL` (set by `scripts/test.sh`). Without it a
 //! PostgreSQL test is skipped with a message — except under `CI=true`, where it fails.
 
+pub mod browser;
 pub mod fprint;
 pub mod tls;
 
@@ -275,9 +276,13 @@ impl InProcessServer {
     }
 
     pub async fn start_with_clock(database_url: &str, clock: agentkeys_server::clock::Clock) -> Self {
-        let (state, _writer) = agentkeys_server::start(database_url, clock).await.expect("start server");
+        let (mut state, _writer) = agentkeys_server::start(database_url, clock).await.expect("start server");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("http://{addr}");
+        // As the binary does for a loopback listener: the ceremony page is served, and its
+        // WebAuthn RP ID is, at localhost (a secure context for browsers over plain http).
+        state.public_url = format!("http://localhost:{}", addr.port());
         let router = agentkeys_server::router(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;

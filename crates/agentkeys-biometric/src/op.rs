@@ -118,6 +118,19 @@ impl CriticalOp {
         Self::new(Critical::ScopeWiden, format!("Let agent {label} read {}", list(services)), format!("widen {label}"))
     }
 
+    pub fn enroll_presence_key(name: &str, kind: &str) -> Self {
+        Self::new(
+            Critical::PresenceEnroll,
+            format!("Enroll {kind} presence key '{name}': every critical operation will then need it"),
+            format!("enroll {name}"),
+        )
+    }
+
+    pub fn remove_presence_key(name: &str, last: bool) -> Self {
+        let then = if last { ": it is the last one, the server stops requiring a presence key" } else { "" };
+        Self::new(Critical::PresenceRemove, format!("Remove presence key '{name}'{then}"), format!("remove {name}"))
+    }
+
     /// `setting` as shown ("biometric policy"), `key` as typed in `config set` ("biometric").
     pub fn weaken_setting(setting: &str, key: &str, from: &str, to: &str) -> Self {
         Self::new(Critical::ConfigWeaken, format!("Change {setting} from {from} to {to}"), format!("set {key} {to}"))

@@ -41,6 +41,10 @@ pub struct GlobalArgs {
     /// Skip the presence check of critical operations, with a warning (audited as skipped).
     #[arg(long, global = true)]
     pub no_biometric: bool,
+    /// Do not open a browser for a presence key's ceremony: print its link to open on any
+    /// machine that has the key (the default without a display, as over SSH).
+    #[arg(long, env = "AGENTKEYS_NO_BROWSER", global = true)]
+    pub no_browser: bool,
     /// Take the server's answers even where they are older than what this session verified
     /// before (a lower credential version): only after the server was restored from a backup.
     #[arg(long, global = true)]
@@ -84,6 +88,10 @@ pub enum Command {
     Revoke(AgentArg),
     /// Revoke an agent and delete its private credentials and every key wrapped to it.
     Teardown(AgentArg),
+    /// Enroll, list or remove presence keys (security keys, Touch ID, Windows Hello): once one is
+    /// enrolled, the server requires it for every critical operation.
+    #[command(subcommand)]
+    Presence(PresenceCommand),
     /// Show or change a setting (weakening presence is itself critical).
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -103,6 +111,41 @@ pub struct InitArgs {
     /// every command then asks for it on the terminal.
     #[arg(long)]
     pub passphrase: bool,
+    /// Enroll a roaming authenticator (a YubiKey or another FIDO2 key) as the account's presence
+    /// key right after creating it.
+    #[arg(long)]
+    pub roaming_authenticator: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PresenceCommand {
+    /// Enroll a presence key on the server's page (critical: the first needs this machine's
+    /// presence check, later ones an enrolled key).
+    Enroll(PresenceEnrollArgs),
+    /// List the enrolled presence keys: name, kind, model, created, last used, sign count.
+    List,
+    /// Remove a presence key by name or id (critical; removing the last one turns the server's
+    /// requirement off).
+    Remove(PresenceRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PresenceEnrollArgs {
+    /// A roaming authenticator: a YubiKey or another FIDO2 security key (the default on Linux).
+    #[arg(long, conflicts_with = "platform")]
+    pub roaming: bool,
+    /// A platform authenticator: Touch ID, Windows Hello (the default on macOS and Windows).
+    #[arg(long)]
+    pub platform: bool,
+    /// A name for it, unique in the account (default: its kind and a number, e.g. roaming-1).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PresenceRemoveArgs {
+    /// The key's name or id (pk_…).
+    pub key: String,
 }
 
 #[derive(Debug, Args)]
@@ -261,7 +304,9 @@ pub struct CompletionsArgs {
 pub enum ConfigCommand {
     /// Print a setting: biometric (this machine), require-presence (the account, on the server).
     Get(ConfigGetArgs),
-    /// Change a setting: `biometric required|preferred|off`, `require-presence on|off`.
+    /// Change a setting: `biometric required|preferred|off`, `require-presence on|off`,
+    /// `presence-attestation <PEM file>|yubico|none` (the roots a presence key's attestation
+    /// must chain to; critical).
     Set(ConfigSetArgs),
 }
 
@@ -275,7 +320,7 @@ pub struct ConfigGetArgs {
 #[derive(Debug, Args)]
 pub struct ConfigSetArgs {
     /// The setting's name.
-    #[arg(value_parser = ["biometric", "require-presence"])]
+    #[arg(value_parser = ["biometric", "require-presence", "presence-attestation"])]
     pub key: String,
     /// Its new value.
     pub value: String,

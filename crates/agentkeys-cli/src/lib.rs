@@ -1,6 +1,7 @@
 //! `agentkeys`, the master CLI, as a library: [`main`] parses the command line, builds the
 //! context and dispatches to [`commands`]. The binary's `main.rs` only calls it.
 
+pub mod ceremony;
 pub mod cli;
 pub mod commands;
 pub mod config;

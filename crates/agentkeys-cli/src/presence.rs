@@ -1,12 +1,16 @@
-//! Presence gating of the master's critical operations (PRODUCT.md §5): the policy from
-//! `--no-biometric`, `AGENTKEYS_BIOMETRIC` or `biometric` in config.toml (in that order), the
-//! `--yes` rule, and the gate of `agentkeys-biometric` with the terminal fallback (the session
-//! passphrase when the master has one, else a typed confirmation).
+//! Presence gating of the master's critical operations (PRODUCT.md §5). With a presence key
+//! enrolled on the account, the server's ceremony ([`crate::ceremony`]) is the presence and the
+//! local methods are not asked. Without one: the policy from `--no-biometric`,
+//! `AGENTKEYS_BIOMETRIC` or `biometric` in config.toml (in that order), the `--yes` rule, and the
+//! gate of `agentkeys-biometric` with the terminal fallback (the session passphrase when the
+//! master has one, else a typed confirmation).
 
 use std::time::Duration;
 
 use agentkeys_biometric::terminal::Terminal;
 use agentkeys_biometric::{CriticalOp, Policy, PresenceError, PresenceGate, PresenceMethod};
+use agentkeys_core::ApiClient;
+use agentkeys_core::client::Presence;
 use agentkeys_core::session::SessionId;
 use agentkeys_proto::critical::Critical;
 
@@ -65,9 +69,31 @@ fn bare_yes(command: Critical) -> CliError {
     )
 }
 
-/// Asks for the human's presence before `op`; `Err` means nothing may happen. Returns how
+/// Asks for the human's presence before `op` and returns the client that carries it to the
+/// server: a ceremony per request when the account has presence keys, else the local method's
+/// name for the audit. `Err` means nothing may happen.
+pub async fn require(ctx: &Context, client: ApiClient, op: &CriticalOp) -> Result<ApiClient, CliError> {
+    if ctx.global.yes && policy(ctx)?.0 != Policy::Off {
+        return Err(bare_yes(op.kind));
+    }
+    let keys = client.list_presence_keys().await?.keys;
+    if keys.is_empty() {
+        let method = require_local(ctx, op)?;
+        return Ok(client.with_presence(Presence::Local(method.as_str())));
+    }
+    if ctx.global.no_biometric {
+        ctx.out.warn(
+            "--no-biometric skips only this machine's checks: the account has presence keys, and the server requires \
+             one of them",
+        );
+    }
+    Ok(client.with_presence(Presence::Ceremony(std::sync::Arc::new(crate::ceremony::BrowserCeremony::new(ctx, op)))))
+}
+
+/// Asks for presence on this machine alone, for what the server does not see (`init --force`,
+/// this machine's biometric policy) and for accounts without presence keys. Returns how
 /// presence was shown, which the caller sends to the server for its audit.
-pub fn require(ctx: &Context, op: &CriticalOp) -> Result<PresenceMethod, CliError> {
+pub fn require_local(ctx: &Context, op: &CriticalOp) -> Result<PresenceMethod, CliError> {
     let (policy, source) = policy(ctx)?;
     if policy == Policy::Off {
         ctx.out.warn(format!(

@@ -14,6 +14,9 @@ use agentkeys_proto::agents::{
     OpenPairingResponse, PairingStatusResponse, PendingRequest, RecipientsResponse, RedeemLinkRequest,
     RequestListResponse, RevealPairingRequest, ScopeChangeRequest, TierChangeRequest,
 };
+use agentkeys_proto::ceremony::{
+    AttestationRootsRequest, CeremonyStarted, CeremonyStatus, EnrollRequest, PresenceKeyList, StartCeremonyRequest,
+};
 use agentkeys_proto::signing::{HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use agentkeys_proto::types::{
     AccountSettings, AuditQuery, AuditResponse, CreateAccountRequest, CreateAccountResponse, CredentialListResponse,
@@ -50,6 +53,9 @@ pub enum ClientError {
     Integrity(IntegrityError),
     #[error(transparent)]
     Memory(MemoryError),
+    /// The presence ceremony did not complete: cancelled, refused or out of time.
+    #[error("{message}")]
+    Presence { message: String, hint: String },
 }
 
 impl ClientError {
@@ -62,6 +68,7 @@ impl ClientError {
             ClientError::Api { detail, .. } => exit::for_code(detail.code),
             ClientError::Protocol { .. } | ClientError::Memory(_) => exit::ERROR,
             ClientError::Integrity(_) => exit::for_code(ErrorCode::Integrity),
+            ClientError::Presence { .. } => exit::DECLINED,
         }
     }
 
@@ -82,6 +89,7 @@ impl ClientError {
             }
             ClientError::Integrity(e) => e.hint(),
             ClientError::Memory(e) => e.hint(),
+            ClientError::Presence { hint, .. } => hint.clone(),
         }
     }
 
@@ -253,11 +261,55 @@ pub struct ApiClient {
     base_url: String,
     session: Option<Arc<Session>>,
     clock: fn() -> i64,
-    /// How the human showed presence for the operation this client carries out (`fprintd`,
-    /// `prompt`, `skipped`, …): sent as a signed `presence=` query parameter for the server's audit.
-    presence: Option<&'static str>,
+    /// How the human shows presence for the operation this client carries out.
+    presence: Option<Presence>,
     /// The audit head this session's slot saw last: every signed answer is checked against it.
     chain: Option<Arc<ChainMemory>>,
+}
+
+/// How the human shows presence for the critical request a client sends (PRODUCT.md §5): the
+/// signed `presence=` query parameter of every request but reads.
+#[derive(Clone)]
+pub enum Presence {
+    /// Shown on this machine (`fprintd`, `polkit`, `prompt`, `skipped`, …): the client's word,
+    /// which the server records in its audit.
+    Local(&'static str),
+    /// Shown with an enrolled presence key on the server's ceremony page, which the server
+    /// verifies: each request first opens a ceremony bound to it (method, path, body digest),
+    /// the host shows it to the human and waits, and the request then carries
+    /// `presence=webauthn:<ceremony id>`.
+    Ceremony(Arc<dyn CeremonyHost>),
+}
+
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Presence::Local(method) => f.debug_tuple("Local").field(method).finish(),
+            Presence::Ceremony(host) => f.debug_tuple("Ceremony").field(&host.operation()).finish(),
+        }
+    }
+}
+
+/// A boxed future, for the object-safe [`CeremonyHost`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What shows a presence ceremony to the human and waits for it (the CLI: URL, code, browser,
+/// Ctrl-C).
+pub trait CeremonyHost: Send + Sync {
+    /// The operation as the ceremony page shows it.
+    fn operation(&self) -> &str;
+    /// Returns once the ceremony completed; an error when it was cancelled, refused or expired.
+    fn wait<'a>(
+        &'a self,
+        client: &'a ApiClient,
+        started: &'a CeremonyStarted,
+    ) -> BoxFuture<'a, Result<(), ClientError>>;
+}
+
+/// `path_and_query` with one more query parameter.
+fn with_query_param(path_and_query: &str, key: &str, value: &str) -> String {
+    let separator = if path_and_query.contains('?') { '&' } else { '?' };
+    format!("{path_and_query}{separator}{key}={value}")
 }
 
 /// Normalizes and checks a server URL: `http(s)://host[:port]`, no trailing slash.
@@ -339,9 +391,9 @@ impl ApiClient {
         self
     }
 
-    /// Marks every later request as made after presence shown by `method` (PRODUCT.md §5).
-    pub fn with_presence(mut self, method: &'static str) -> Self {
-        self.presence = Some(method);
+    /// Marks every later request but reads as made after presence shown as `presence` says.
+    pub fn with_presence(mut self, presence: Presence) -> Self {
+        self.presence = Some(presence);
         self
     }
 
@@ -475,16 +527,84 @@ impl ApiClient {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
+        use agentkeys_proto::presence::QUERY_PARAM;
+        let body = body.unwrap_or_default();
         // Only the mutation carries it: the reads around it (look-ups, recipients) are not the
         // critical operation and their audit rows should not claim presence.
-        let path_and_query = match self.presence.filter(|_| method != Method::GET) {
+        let path_and_query = match self.presence.as_ref().filter(|_| method != Method::GET) {
             None => path_and_query.to_owned(),
-            Some(presence) => {
-                let separator = if path_and_query.contains('?') { '&' } else { '?' };
-                format!("{path_and_query}{separator}presence={presence}")
+            Some(Presence::Local(method)) => with_query_param(path_and_query, QUERY_PARAM, method),
+            Some(Presence::Ceremony(host)) => {
+                let id = self.ceremony_for(host.as_ref(), &method, path_and_query, &body).await?;
+                with_query_param(path_and_query, QUERY_PARAM, &format!("webauthn:{id}"))
             }
         };
-        self.send_checked(self.build_signed(method, &path_and_query, body.unwrap_or_default())).await
+        self.send_checked(self.build_signed(method, &path_and_query, body)).await
+    }
+
+    /// A request of this session that claims no presence, whatever the client carries.
+    async fn call_unattended<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        self.send_checked(self.build_signed(method, path_and_query, body.unwrap_or_default())).await
+    }
+
+    /// Opens a ceremony bound to the request about to be sent, has `host` show it and wait,
+    /// and returns its id once the human completed it.
+    async fn ceremony_for(
+        &self,
+        host: &dyn CeremonyHost,
+        method: &Method,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<String, ClientError> {
+        use sha2::Digest as _;
+        let request = StartCeremonyRequest {
+            method: method.as_str().to_owned(),
+            path: path_and_query.to_owned(),
+            body_digest: agentkeys_proto::b64::encode(sha2::Sha256::digest(body)),
+            operation: host.operation().to_owned(),
+        };
+        let started = self.start_ceremony(&request).await?;
+        host.wait(self, &started).await?;
+        Ok(started.id)
+    }
+
+    /// Opens a ceremony for the request `request` describes (which claims no presence itself).
+    pub async fn start_ceremony(&self, request: &StartCeremonyRequest) -> Result<CeremonyStarted, ClientError> {
+        self.call_unattended(Method::POST, "/v1/presence/ceremonies", Self::json(request)).await
+    }
+
+    /// Where a ceremony stands, waiting up to `wait_s` seconds for it to leave `pending`.
+    pub async fn ceremony_status(&self, id: &str, wait_s: u32) -> Result<CeremonyStatus, ClientError> {
+        self.call_unattended(Method::GET, &format!("/v1/presence/ceremonies/{id}?wait_s={wait_s}"), None).await
+    }
+
+    /// Gives up on a pending ceremony.
+    pub async fn cancel_ceremony(&self, id: &str) -> Result<(), ClientError> {
+        self.call_unattended(Method::DELETE, &format!("/v1/presence/ceremonies/{id}"), None).await
+    }
+
+    /// Opens the enrollment of a presence key (critical): the ceremony to complete on its page.
+    pub async fn enroll_presence_key(&self, request: &EnrollRequest) -> Result<CeremonyStarted, ClientError> {
+        self.call(Method::POST, "/v1/presence/keys", Self::json(request)).await
+    }
+
+    pub async fn list_presence_keys(&self) -> Result<PresenceKeyList, ClientError> {
+        self.call(Method::GET, "/v1/presence/keys", None).await
+    }
+
+    /// Removes a presence key by id or name (critical).
+    pub async fn remove_presence_key(&self, key: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/v1/presence/keys/{key}"), None).await
+    }
+
+    /// Restricts enrollment to these attestation roots (critical); empty lifts the restriction.
+    pub async fn set_attestation_roots(&self, request: &AttestationRootsRequest) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/v1/presence/attestation-roots", Self::json(request)).await
     }
 
     fn json<B: serde::Serialize>(body: &B) -> Option<Vec<u8>> {
@@ -547,7 +667,7 @@ impl ApiClient {
 
     /// Tells the server's audit what this client refused (or took with `--accept-rollback`).
     pub async fn report_integrity(&self, report: &agentkeys_proto::grant::IntegrityReport) -> Result<(), ClientError> {
-        self.call(Method::POST, "/v1/integrity-reports", Self::json(report)).await
+        self.call_unattended(Method::POST, "/v1/integrity-reports", Self::json(report)).await
     }
 
     /// The account's statement log from number `from` on (one page).

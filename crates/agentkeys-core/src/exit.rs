@@ -35,7 +35,7 @@ pub fn for_code(code: ErrorCode) -> u8 {
         ErrorCode::StaleTimestamp | ErrorCode::ReplayedNonce => ERROR,
         ErrorCode::Denied | ErrorCode::Revoked => DENIED,
         ErrorCode::NotFound => NOT_FOUND,
-        ErrorCode::ApprovalRequired | ErrorCode::Declined => DECLINED,
+        ErrorCode::ApprovalRequired | ErrorCode::Declined | ErrorCode::PresenceRequired => DECLINED,
         ErrorCode::RateLimited => RATE_LIMITED,
         ErrorCode::Unavailable => UNREACHABLE,
         ErrorCode::VersionConflict | ErrorCode::AlreadyExists | ErrorCode::Internal | ErrorCode::Integrity => ERROR,

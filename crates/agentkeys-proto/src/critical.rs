@@ -22,10 +22,14 @@ pub enum Critical {
     ScopeWiden,
     /// `config set` of a setting that weakens authentication (biometric policy, require-presence).
     ConfigWeaken,
+    /// `presence enroll`: a new presence key.
+    PresenceEnroll,
+    /// `presence remove`: removing the last one turns the server-verified requirement off.
+    PresenceRemove,
 }
 
 impl Critical {
-    pub const ALL: [Critical; 8] = [
+    pub const ALL: [Critical; 10] = [
         Critical::Approve,
         Critical::Revoke,
         Critical::Teardown,
@@ -34,6 +38,8 @@ impl Critical {
         Critical::AgentUpgrade,
         Critical::ScopeWiden,
         Critical::ConfigWeaken,
+        Critical::PresenceEnroll,
+        Critical::PresenceRemove,
     ];
 
     /// A stable name, for messages and tests.
@@ -47,6 +53,8 @@ impl Critical {
             Critical::AgentUpgrade => "agent-upgrade",
             Critical::ScopeWiden => "scope-widen",
             Critical::ConfigWeaken => "config-weaken",
+            Critical::PresenceEnroll => "presence-enroll",
+            Critical::PresenceRemove => "presence-remove",
         }
     }
 

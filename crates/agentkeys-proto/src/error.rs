@@ -37,6 +37,9 @@ pub enum ErrorCode {
     ApprovalRequired,
     /// A pairing or approval request was denied by the account owner, or expired.
     Declined,
+    /// A critical operation of an account with a presence key, sent without a completed, unused
+    /// presence ceremony bound to this exact request (the message says which check failed).
+    PresenceRequired,
     /// A concurrent write took the version this write proposed; retry with `current_version + 1`.
     VersionConflict,
     /// The thing being created exists already.
@@ -55,7 +58,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidServiceName,
         ErrorCode::PayloadTooLarge,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::ApprovalRequired,
         ErrorCode::Declined,
+        ErrorCode::PresenceRequired,
         ErrorCode::VersionConflict,
         ErrorCode::AlreadyExists,
         ErrorCode::RateLimited,
@@ -95,6 +99,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::ApprovalRequired => "APPROVAL_REQUIRED",
             ErrorCode::Declined => "DECLINED",
+            ErrorCode::PresenceRequired => "PRESENCE_REQUIRED",
             ErrorCode::VersionConflict => "VERSION_CONFLICT",
             ErrorCode::AlreadyExists => "ALREADY_EXISTS",
             ErrorCode::RateLimited => "RATE_LIMITED",
@@ -121,7 +126,7 @@ impl ErrorCode {
             | ErrorCode::ReplayedNonce
             | ErrorCode::SessionInvalid
             | ErrorCode::Revoked => 401,
-            ErrorCode::Denied | ErrorCode::ApprovalRequired | ErrorCode::Declined => 403,
+            ErrorCode::Denied | ErrorCode::ApprovalRequired | ErrorCode::Declined | ErrorCode::PresenceRequired => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::VersionConflict | ErrorCode::AlreadyExists => 409,
             ErrorCode::RateLimited => 429,

@@ -94,6 +94,31 @@ pub fn link_account_payload(link_id: &str, account_sign_public: &[u8; 32]) -> Ve
     format!("agentkeys-link-account-v1\n{link_id}\n{}", hex(account_sign_public)).into_bytes()
 }
 
+/// `pk_` + 20 hex digits of `SHA-256("agentkeys-presence-key-id-v1" || 0 || credential id)`: a
+/// presence key's id, derived from the WebAuthn credential id, so one credential has one id.
+pub fn presence_key_id(credential_id: &[u8]) -> String {
+    format!("pk_{}", short_hash("agentkeys-presence-key-id-v1", credential_id))
+}
+
+/// Whether `text` has the form of [`presence_key_id`].
+pub fn is_presence_key_id(text: &str) -> bool {
+    text.strip_prefix("pk_")
+        .is_some_and(|hex| hex.len() == 20 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// A presence ceremony's id: `cer_` + 16 random bytes, base64url (22 characters). It is the
+/// capability of the ceremony page, so it is random, never derived.
+pub fn ceremony_id(random: [u8; 16]) -> String {
+    format!("cer_{}", crate::b64::encode(random))
+}
+
+/// Whether `text` has the form of [`ceremony_id`].
+pub fn is_ceremony_id(text: &str) -> bool {
+    text.strip_prefix("cer_").is_some_and(|rest| {
+        rest.len() == 22 && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 /// The Crockford base32 alphabet of pair and request codes: no I, L, O or U to misread.
 pub const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 

@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod b64;
+pub mod ceremony;
 pub mod certificate;
 pub mod chain;
 pub mod critical;

@@ -54,6 +54,8 @@ pub enum Door {
     Accounts,
     Pairings,
     Links,
+    /// The presence ceremony page, reached with a ceremony id as its only credential.
+    Presence,
     /// A signed route reached without a session the server knows.
     Unauthenticated,
 }
@@ -64,6 +66,7 @@ impl Door {
             Door::Accounts => "accounts",
             Door::Pairings => "pairings",
             Door::Links => "links",
+            Door::Presence => "presence",
             Door::Unauthenticated => "unauthenticated",
         }
     }
@@ -92,6 +95,22 @@ impl Default for AnonymousLimits {
 }
 
 impl AnonymousLimits {
+    /// The presence page gets ten times the budget: a human's browser makes two requests per
+    /// ceremony (options, answer), a ceremony id is 128 random bits (nothing to guess), and
+    /// every ceremony was opened by a signed master request, so the limit only has to stop a
+    /// flood, not throttle a human confirming several operations in a row.
+    fn for_door(self, door: Door) -> Self {
+        match door {
+            Door::Presence => Self {
+                per_source: RateLimit {
+                    burst: self.per_source.burst.saturating_mul(10),
+                    every_us: (self.per_source.every_us / 10).max(1),
+                },
+            },
+            _ => self,
+        }
+    }
+
     fn total(self) -> RateLimit {
         RateLimit { burst: self.per_source.burst.saturating_mul(10), every_us: (self.per_source.every_us / 10).max(1) }
     }
@@ -106,6 +125,7 @@ async fn admit(
     limits: AnonymousLimits,
     now: i64,
 ) -> Result<(), OpError> {
+    let limits = limits.for_door(door);
     let own = format!("anon:{}:{}", door.as_str(), source.as_str());
     if let Err(retry_after) = take_token(conn, &own, limits.per_source, now).await? {
         return Err(OpError::RefusedKeeping(door.refusal(retry_after, false)));

@@ -116,6 +116,7 @@ pub fn router(state: AppState) -> Router {
     .route("/healthz", get(healthz))
     .route("/readyz", get(readyz))
     .route("/metrics", get(metrics))
+    .merge(crate::domains::presence::page::routes())
     .route_layer(middleware::from_fn_with_state(state.metrics.clone(), track))
     .fallback(no_such_route)
     .method_not_allowed_fallback(wrong_method)

@@ -83,12 +83,13 @@ pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(A
     let db = db::Db::connect(database_url).await?;
     let metrics = metrics::Metrics::default();
     let hooks = engine::writer::Hooks {
-        presence: Arc::new(domains::accounts::ops::PresenceSetting),
+        presence: Arc::new(domains::presence::ops::PresenceKeys),
         maintenance: vec![
             Arc::new(engine::ratelimit::ForgetIdleBuckets),
             Arc::new(anonymous::Forget),
             Arc::new(domains::requests::ops::Prune),
             Arc::new(domains::links::ops::Prune),
+            Arc::new(domains::presence::ops::Prune),
         ],
     };
     let (writer, writer_task) = engine::writer::Writer::spawn(db.clone(), clock.clone(), metrics.clone(), hooks)?;
@@ -100,6 +101,7 @@ pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(A
         public_url: String::new(),
         metrics,
         sessions: sessions::SessionCache::default(),
+        ceremony_events: Arc::default(),
         limits: state::Limits::default(),
     };
     Ok((state, writer_task))

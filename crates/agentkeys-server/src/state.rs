@@ -22,6 +22,8 @@ pub struct AppState {
     /// The origin clients and browsers reach the server at (`--public-url`, else the listening
     /// address); empty for a server not listening on a socket (tests driving the router).
     pub public_url: String,
+    /// Woken when a presence ceremony changes on this replica, so its poller answers at once.
+    pub ceremony_events: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The limits an operator can set (`--agent-read-burst`, `--agent-read-rate`,

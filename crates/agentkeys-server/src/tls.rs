@@ -68,7 +68,13 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
 /// server speaks.
 pub fn public_url(given: Option<&str>, listening: std::net::SocketAddr, tls: bool) -> anyhow::Result<String> {
     let Some(given) = given.filter(|g| !g.is_empty()) else {
-        return Ok(format!("{}://{listening}", if tls { "https" } else { "http" }));
+        let scheme = if tls { "https" } else { "http" };
+        // A loopback listener is reached as `localhost`: a browser's WebAuthn takes it as an RP
+        // ID (an IP address it refuses), and treats http://localhost as a secure context.
+        if listening.ip().is_loopback() {
+            return Ok(format!("{scheme}://localhost:{}", listening.port()));
+        }
+        return Ok(format!("{scheme}://{listening}"));
     };
     let invalid =
         |why: &str| anyhow::anyhow!("--public-url {given:?} {why}: pass an origin like https://keys.example.com");
@@ -90,8 +96,10 @@ mod tests {
     #[test]
     fn public_urls_are_origins() {
         let addr: std::net::SocketAddr = "127.0.0.1:8443".parse().unwrap();
-        assert_eq!(public_url(None, addr, true).unwrap(), "https://127.0.0.1:8443");
-        assert_eq!(public_url(None, addr, false).unwrap(), "http://127.0.0.1:8443");
+        assert_eq!(public_url(None, addr, true).unwrap(), "https://localhost:8443");
+        assert_eq!(public_url(None, addr, false).unwrap(), "http://localhost:8443");
+        let wide: std::net::SocketAddr = "192.0.2.7:8443".parse().unwrap();
+        assert_eq!(public_url(None, wide, true).unwrap(), "https://192.0.2.7:8443");
         assert_eq!(public_url(Some("https://keys.example.com/"), addr, true).unwrap(), "https://keys.example.com");
         for bad in ["keys.example.com", "ftp://x", "https://x/path", "https://x?q", "https://u@x", "https://"] {
             assert!(public_url(Some(bad), addr, true).is_err(), "{bad}");

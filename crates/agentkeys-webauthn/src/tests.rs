@@ -24,7 +24,7 @@ fn register(key: &SoftKey, format: &str, challenge: &[u8]) -> (Vec<u8>, Vec<u8>)
 fn rp_ids_are_the_host_of_the_public_url() {
     assert_eq!(RelyingParty::for_origin("http://localhost:8090").unwrap().id, "localhost");
     assert_eq!(RelyingParty::for_origin("https://Keys.Example.com").unwrap().id, "keys.example.com");
-    for bad in ["localhost", "ftp://x", "https://x/y", "https://[::1]:8090", "https://:8090"] {
+    for bad in ["localhost", "ftp://x", "https://x/y", "https://[::1]:8090", "https://:8090", "http://127.0.0.1:8090"] {
         assert!(RelyingParty::for_origin(bad).is_none(), "{bad}");
     }
 }

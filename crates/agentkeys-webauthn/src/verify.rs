@@ -29,7 +29,8 @@ impl RelyingParty {
             Some(_) => return None,
             None => rest.rsplit_once(':').map_or(rest, |(host, _port)| host),
         };
-        if host.is_empty() {
+        // An IP address cannot be an RP ID either (WebAuthn §5.1.3: a valid domain string).
+        if host.is_empty() || host.parse::<std::net::Ipv4Addr>().is_ok() {
             return None;
         }
         Some(Self { id: host.to_ascii_lowercase(), origin: public_url.to_owned() })

@@ -64,8 +64,8 @@ pub async fn create(ctx: &Context, args: AgentCreateArgs) -> Result<u8, CliError
     })?;
     let scope = check_services(&args.scope)?;
     let (client, session, verifier) = ctx.vault_client().await?;
-    let presence = crate::presence::require(ctx, &CriticalOp::create_agent(&args.label, args.tier.as_str(), &scope))?;
-    let client = client.with_presence(presence.as_str());
+    let op = CriticalOp::create_agent(&args.label, args.tier.as_str(), &scope);
+    let client = crate::presence::require(ctx, client, &op).await?;
     let (created, code) =
         agents::create_agent(&client, &session, &verifier, &args.label, &scope, args.tier, &mut OsRandom).await?;
     let code_text = code.to_text();
@@ -92,11 +92,8 @@ pub async fn create(ctx: &Context, args: AgentCreateArgs) -> Result<u8, CliError
 pub async fn upgrade(ctx: &Context, args: AgentUpgradeArgs) -> Result<u8, CliError> {
     let (client, _) = ctx.client()?;
     let agent = ctx.resolve_agent(&client, &args.agent).await?;
-    let presence = crate::presence::require(
-        ctx,
-        &CriticalOp::upgrade_agent(&agent.label, agent.tier.as_str(), args.tier.as_str()),
-    )?;
-    let client = client.with_presence(presence.as_str());
+    let op = CriticalOp::upgrade_agent(&agent.label, agent.tier.as_str(), args.tier.as_str());
+    let client = crate::presence::require(ctx, client, &op).await?;
     client.change_tier(&agent.agent_id, &TierChangeRequest { tier: args.tier }).await?;
     ctx.out.json(&serde_json::json!({"agent_id": agent.agent_id, "tier": args.tier}))?;
     ctx.out.note(format!("Agent {} is now at tier {}", agent.label, args.tier));
@@ -147,8 +144,7 @@ pub async fn scope(ctx: &Context, args: ScopeArgs) -> Result<u8, CliError> {
     let client = if add.is_empty() {
         client
     } else {
-        let presence = crate::presence::require(ctx, &CriticalOp::widen_scope(&agent.label, &add))?;
-        client.with_presence(presence.as_str())
+        crate::presence::require(ctx, client, &CriticalOp::widen_scope(&agent.label, &add)).await?
     };
     let mut scope: Vec<String> = agent.scope.iter().filter(|s| !remove.contains(s)).cloned().collect();
     scope.extend(add.iter().filter(|s| !scope.contains(s)).cloned().collect::<Vec<_>>());
@@ -164,8 +160,7 @@ pub async fn revoke(ctx: &Context, name: &str, teardown: bool) -> Result<u8, Cli
     let (client, session) = ctx.client()?;
     let agent = ctx.resolve_agent(&client, name).await?;
     let op = if teardown { CriticalOp::teardown(&agent.label) } else { CriticalOp::revoke(&agent.label) };
-    let presence = crate::presence::require(ctx, &op)?;
-    let client = client.with_presence(presence.as_str());
+    let client = crate::presence::require(ctx, client, &op).await?;
     // Said in the account's signed log, in the same transaction: a server that brings one of
     // them back, or drops the statement, gets no key from any master of this account.
     agents::end_agent(&client, &session, &ctx.verifier(), &agent, teardown).await?;

@@ -1,6 +1,7 @@
-//! `agentkeys config get|set`: `biometric` in `$AGENTKEYS_HOME/config.toml` (this machine) and
-//! `require-presence` on the server (the account). Weakening either is itself a critical
-//! operation, shown and gated like the others.
+//! `agentkeys config get|set`: `biometric` in `$AGENTKEYS_HOME/config.toml` (this machine),
+//! `require-presence` and `presence-attestation` on the server (the account). Weakening any is
+//! itself a critical operation, shown and gated like the others; any change of the attestation
+//! roots is, since a new list may admit what the old one refused.
 
 use agentkeys_biometric::{CriticalOp, Policy};
 use agentkeys_proto::types::AccountSettings;
@@ -11,6 +12,7 @@ use crate::context::Context;
 use crate::error::CliError;
 
 const REQUIRE_PRESENCE: &str = "require-presence";
+pub const PRESENCE_ATTESTATION: &str = "presence-attestation";
 
 fn on_off(on: bool) -> &'static str {
     if on { "on" } else { "off" }
@@ -34,12 +36,15 @@ pub async fn set(ctx: &Context, args: ConfigSetArgs) -> Result<u8, CliError> {
     if args.key == REQUIRE_PRESENCE {
         return set_require_presence(ctx, &args.value).await;
     }
+    if args.key == PRESENCE_ATTESTATION {
+        return set_presence_attestation(ctx, &args.value).await;
+    }
     let new = Policy::parse(&args.value).ok_or_else(|| {
         CliError::usage(format!("{:?} is not a presence policy", args.value), "use required, preferred or off")
     })?;
     let current = Config::load()?.biometric.unwrap_or(Policy::Preferred);
     if new < current {
-        crate::presence::require(
+        crate::presence::require_local(
             ctx,
             &CriticalOp::weaken_setting("biometric policy", "biometric", current.as_str(), new.as_str()),
         )?;
@@ -63,11 +68,8 @@ async fn set_require_presence(ctx: &Context, value: &str) -> Result<u8, CliError
     let (client, _) = ctx.client()?;
     let current = client.account_settings().await?.require_presence_for_critical;
     let client = if current && !on {
-        let presence = crate::presence::require(
-            ctx,
-            &CriticalOp::weaken_setting("the account's presence requirement", REQUIRE_PRESENCE, "on", "off"),
-        )?;
-        client.with_presence(presence.as_str())
+        let op = CriticalOp::weaken_setting("the account's presence requirement", REQUIRE_PRESENCE, "on", "off");
+        crate::presence::require(ctx, client, &op).await?
     } else {
         client
     };
@@ -79,5 +81,55 @@ async fn set_require_presence(ctx: &Context, value: &str) -> Result<u8, CliError
         on_off(current),
         if on { ": the server now refuses critical operations made with --no-biometric" } else { "" }
     ));
+    Ok(0)
+}
+
+/// The attestation roots enrollment is restricted to: the certificates of a PEM file, or
+/// `none` to lift the restriction. Keys already enrolled stay.
+async fn set_presence_attestation(ctx: &Context, value: &str) -> Result<u8, CliError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let certificates: Vec<Vec<u8>> = if value == "none" {
+        Vec::new()
+    } else {
+        let bad = |why: String| {
+            CliError::usage(
+                format!("cannot use {value:?} as attestation roots: {why}"),
+                "pass a PEM file with one or more CA certificates (-----BEGIN CERTIFICATE-----), or none",
+            )
+        };
+        let pem = std::fs::read(value).map_err(|e| bad(e.to_string()))?;
+        let certificates: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(bad("it holds no certificate".to_owned()));
+        }
+        certificates
+    };
+    let (client, _) = ctx.client()?;
+    let what = if certificates.is_empty() { "none (any authenticator)".to_owned() } else { value.to_owned() };
+    let op = CriticalOp::weaken_setting(
+        "the presence keys' attestation roots",
+        PRESENCE_ATTESTATION,
+        "the current list",
+        &what,
+    );
+    let client = crate::presence::require(ctx, client, &op).await?;
+    let request = agentkeys_proto::ceremony::AttestationRootsRequest {
+        certificates: certificates.iter().map(agentkeys_proto::b64::encode).collect(),
+    };
+    client.set_attestation_roots(&request).await?;
+    ctx.out.json(&serde_json::json!({ PRESENCE_ATTESTATION: request.certificates.len() }))?;
+    ctx.out.note(if certificates.is_empty() {
+        "presence-attestation = none: any authenticator may be enrolled".to_owned()
+    } else {
+        format!(
+            "presence-attestation = {} root(s) from {value}: only authenticators whose attestation chains to one of them \
+             may be enrolled (keys enrolled before stay)",
+            certificates.len()
+        )
+    });
     Ok(0)
 }

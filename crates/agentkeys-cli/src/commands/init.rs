@@ -6,6 +6,7 @@ use std::sync::Arc;
 use agentkeys_core::OsRandom;
 use agentkeys_core::account::create_account;
 use agentkeys_core::session::{Session, SessionError, SessionStore as _};
+use agentkeys_proto::ceremony::{KeyKind, PresenceKey};
 use agentkeys_proto::{ErrorCode, ids};
 
 use agentkeys_biometric::CriticalOp;
@@ -40,7 +41,7 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
     // Replacing a session abandons its account here: critical, like approve and revoke.
     if args.force {
         let account = existing.as_ref().map(|s| s.account_id.as_str());
-        crate::presence::require(ctx, &CriticalOp::replace_account(ctx.session_id.as_str(), account))?;
+        crate::presence::require_local(ctx, &CriticalOp::replace_account(ctx.session_id.as_str(), account))?;
     }
     let label = args.label.unwrap_or_else(default_label);
     if let Err(why) = agentkeys_proto::names::validate_display_text(&label, ids::DEVICE_LABEL_MAX) {
@@ -63,14 +64,6 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
     ctx.verifier().start_fresh();
     let session = &created.session;
     let recovery = created.recovery_key.to_text();
-    ctx.out.json(&serde_json::json!({
-        "account_id": session.account_id,
-        "device_id": session.device_id,
-        "device_label": session.device_label,
-        "server": session.server_url,
-        "session_store": ctx.store.describe(&ctx.session_id),
-        "recovery_key": recovery.as_str(),
-    }))?;
     ctx.out.line(format!(
         "Initialized account {} on {}\nThis device: {} ({})\nSession saved in {}\n\n\
          Recovery key — shown once. Keep it offline (password manager or paper); with it the account can be\n\
@@ -82,7 +75,39 @@ pub async fn init(ctx: &Context, args: InitArgs) -> Result<u8, CliError> {
         ctx.store.describe(&ctx.session_id),
         recovery.as_str()
     ))?;
+    let presence_key = if args.roaming_authenticator {
+        Some(super::presence_keys::enroll_key(ctx, KeyKind::Roaming, None).await?)
+    } else {
+        offer_security_key(ctx).await?
+    };
+    ctx.out.json(&serde_json::json!({
+        "account_id": session.account_id,
+        "device_id": session.device_id,
+        "device_label": session.device_label,
+        "server": session.server_url,
+        "session_store": ctx.store.describe(&ctx.session_id),
+        "recovery_key": recovery.as_str(),
+        "presence_key": presence_key,
+    }))?;
     Ok(0)
+}
+
+/// A plain `init` with a FIDO security key plugged in offers to enroll it (asked on a terminal,
+/// said otherwise).
+async fn offer_security_key(ctx: &Context) -> Result<Option<PresenceKey>, CliError> {
+    let devices = agentkeys_biometric::fido_hid::fido_devices(std::path::Path::new("/sys"));
+    let Some(device) = devices.first() else { return Ok(None) };
+    let name = device.name.clone().unwrap_or_else(|| device.hidraw.clone());
+    let offer = format!("A FIDO security key is plugged in ({name}). Enroll it as this account's presence key?");
+    if ctx.out.json || ctx.global.yes || !crate::output::stdin_is_terminal() {
+        ctx.out.note(format!("{offer} Run `agentkeys presence enroll --roaming`."));
+        return Ok(None);
+    }
+    if crate::prompt::confirm(false, "enrolling the security key", &offer).is_err() {
+        ctx.out.note("Not enrolled; `agentkeys presence enroll --roaming` does it later.");
+        return Ok(None);
+    }
+    super::presence_keys::enroll_key(ctx, KeyKind::Roaming, None).await.map(Some)
 }
 
 /// With a session and no `--force`: confirm it still works, and say so.

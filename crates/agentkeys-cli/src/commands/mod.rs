@@ -4,6 +4,7 @@
 mod agents;
 mod config;
 mod init;
+mod presence_keys;
 mod requests;
 mod run;
 mod usage;
@@ -13,7 +14,7 @@ mod whoami;
 use agentkeys_proto::critical::Critical;
 use clap::CommandFactory as _;
 
-use crate::cli::{AgentCommand, Cli, Command, ConfigCommand};
+use crate::cli::{AgentCommand, Cli, Command, ConfigCommand, PresenceCommand};
 use crate::context::Context;
 use crate::error::CliError;
 
@@ -30,7 +31,13 @@ pub fn critical(command: &Command) -> Option<Critical> {
         Command::Agent(AgentCommand::Upgrade(_)) => Some(Critical::AgentUpgrade),
         Command::Init(args) if args.force => Some(Critical::InitForce),
         Command::Scope(args) if !args.add.is_empty() => Some(Critical::ScopeWiden),
-        Command::Config(ConfigCommand::Set(args)) if args.value == "off" => Some(Critical::ConfigWeaken),
+        Command::Config(ConfigCommand::Set(args))
+            if args.value == "off" || args.key == config::PRESENCE_ATTESTATION =>
+        {
+            Some(Critical::ConfigWeaken)
+        }
+        Command::Presence(PresenceCommand::Enroll(_)) => Some(Critical::PresenceEnroll),
+        Command::Presence(PresenceCommand::Remove(_)) => Some(Critical::PresenceRemove),
         _ => None,
     }
 }
@@ -58,6 +65,9 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
         Command::Deny(args) => requests::deny(ctx, &args.code).await,
         Command::Revoke(args) => agents::revoke(ctx, &args.agent, false).await,
         Command::Teardown(args) => agents::revoke(ctx, &args.agent, true).await,
+        Command::Presence(PresenceCommand::Enroll(args)) => presence_keys::enroll(ctx, args).await,
+        Command::Presence(PresenceCommand::List) => presence_keys::list(ctx).await,
+        Command::Presence(PresenceCommand::Remove(args)) => presence_keys::remove(ctx, &args.key).await,
         Command::Config(ConfigCommand::Get(args)) => config::get(ctx, args).await,
         Command::Config(ConfigCommand::Set(args)) => config::set(ctx, args).await,
         Command::Completions(args) => {

@@ -153,8 +153,7 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
         }
         _ => CriticalOp::approve_access(&request.label, &scope),
     };
-    let presence = crate::presence::require(ctx, &op)?;
-    let client = client.with_presence(presence.as_str());
+    let client = crate::presence::require(ctx, client, &op).await?;
     let decided = agents::approve(&client, &session, &verifier, &request, &scope, &mut OsRandom).await?;
     ctx.out.json(&decided)?;
     ctx.out.note(match (&decided.agent_id, request.kind) {

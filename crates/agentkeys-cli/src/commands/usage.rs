@@ -40,6 +40,18 @@ pub async fn usage(ctx: &Context, args: UsageArgs) -> Result<u8, CliError> {
             .collect(),
         Err(_) => Default::default(),
     };
+    // Presence keys are shown by name: `webauthn:pk_…` reads `webauthn (yubikey)`.
+    let key_names: std::collections::HashMap<String, String> = match client.list_presence_keys().await {
+        Ok(listed) => listed.keys.into_iter().map(|k| (k.id, k.name)).collect(),
+        Err(_) => Default::default(),
+    };
+    let presence = |text: &str| match text.split_once(':') {
+        Some(("webauthn", key)) => match key_names.get(key) {
+            Some(name) => format!("webauthn ({name})"),
+            None => format!("webauthn ({key}, removed)"),
+        },
+        _ => text.to_owned(),
+    };
     let rows: Vec<Vec<String>> = audit
         .entries
         .iter()
@@ -65,7 +77,7 @@ pub async fn usage(ctx: &Context, args: UsageArgs) -> Result<u8, CliError> {
                 subject,
                 e.outcome_str().into(),
                 e.code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
-                e.presence.clone().unwrap_or_default(),
+                e.presence.as_deref().map(presence).unwrap_or_default(),
             ]
         })
         .collect();

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod credentials;
 pub mod links;
 pub mod pairings;
+pub mod presence;
 pub mod requests;
 pub mod session;
 pub mod statements;
@@ -26,4 +27,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(pairings::routes::routes())
         .merge(requests::routes::routes())
         .merge(statements::routes::routes())
+        .merge(presence::routes::routes())
 }

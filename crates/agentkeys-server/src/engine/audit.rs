@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::chain::{ChainPlace, account_chain_hash};
-use agentkeys_proto::presence::PresenceMethod;
+use agentkeys_proto::presence::PresenceRecord;
 use agentkeys_proto::types::{AuditEntry, Outcome};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
@@ -80,7 +80,7 @@ pub struct AuditRow {
     pub service: Option<String>,
     pub outcome: Outcome,
     pub code: Option<ErrorCode>,
-    pub presence: Option<PresenceMethod>,
+    pub presence: Option<PresenceRecord>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
     /// The row's place in its account's chain; `None` without an account, and on rows from
@@ -122,9 +122,9 @@ impl AuditRow {
         ] {
             put_field(&mut hasher, field);
         }
-        if let Some(presence) = self.presence {
+        if let Some(presence) = &self.presence {
             hasher.update([0x01]);
-            put_field(&mut hasher, Some(presence.as_str()));
+            put_field(&mut hasher, Some(&presence.to_text()));
         }
         hasher.finalize().into()
     }
@@ -146,7 +146,7 @@ impl AuditRow {
                 .transpose()?,
             presence: row
                 .try_get::<Option<String>, _>("presence")?
-                .map(|method| parse_stored("audit_log.presence", &method, PresenceMethod::parse))
+                .map(|text| parse_stored("audit_log.presence", &text, PresenceRecord::parse))
                 .transpose()?,
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
@@ -166,7 +166,7 @@ impl AuditRow {
             service: self.service.clone(),
             outcome: self.outcome,
             code: self.code,
-            presence: self.presence.map(|p| p.as_str().to_owned()),
+            presence: self.presence.as_ref().map(PresenceRecord::to_text),
         }
     }
 }

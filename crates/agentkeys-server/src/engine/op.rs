@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use agentkeys_proto::critical::Critical;
-use agentkeys_proto::presence::PresenceMethod;
+use agentkeys_proto::presence::{PresenceClaim, PresenceRecord};
 use sqlx::AnyConnection;
 
 use crate::error::ApiError;
@@ -65,6 +65,23 @@ impl OpError {
 pub struct CriticalFor<'a> {
     pub op: Critical,
     pub account_id: &'a str,
+}
+
+/// The request a signed job came from, as its signature covers it: what a presence ceremony is
+/// bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestBinding {
+    pub method: String,
+    /// The path and query without `presence=`.
+    pub path: String,
+    pub body_digest: [u8; 32],
+}
+
+/// How a request says presence was shown, and the request itself.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceShown<'a> {
+    pub claim: Option<&'a PresenceClaim>,
+    pub request: Option<&'a RequestBinding>,
 }
 
 /// One unit of work, applied by the writer in its batch's transaction.
@@ -138,12 +155,15 @@ pub trait Maintenance: Send + Sync + std::fmt::Debug {
 }
 
 /// Decides whether a critical operation may proceed for an account, given how presence was
-/// shown. Supplied by the domain that owns the account's settings; the engine only calls it.
+/// shown, in the op's own savepoint (so a ceremony it consumes is given back if the op fails).
+/// Returns what the audit row records about presence when the check established it (the
+/// presence key that answered). Supplied by the presence domain; the engine only calls it.
 pub trait PresencePolicy: Send + Sync + std::fmt::Debug {
     fn check<'a>(
         &'a self,
         conn: &'a mut AnyConnection,
         critical: CriticalFor<'a>,
-        presence: Option<PresenceMethod>,
-    ) -> BoxFuture<'a, Result<(), OpError>>;
+        shown: PresenceShown<'a>,
+        cx: Ctx,
+    ) -> BoxFuture<'a, Result<Option<PresenceRecord>, OpError>>;
 }

@@ -18,12 +18,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use agentkeys_proto::ErrorCode;
-use agentkeys_proto::presence::PresenceMethod;
+use agentkeys_proto::presence::{PresenceClaim, PresenceRecord};
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{AuditDraft, AuditRow, HeadAnswer, HeadSlot, next_account_hash, outcome_for};
-use super::op::{BoxFuture, Ctx, Maintenance, Op, OpError, PresencePolicy};
+use super::op::{BoxFuture, Ctx, Maintenance, Op, OpError, PresencePolicy, PresenceShown, RequestBinding};
 use crate::clock::Clock;
 use crate::db::{Backend, Db};
 use crate::error::{ApiError, replayed, session_revoked, shutting_down};
@@ -51,7 +51,9 @@ pub struct NonceRecord {
 #[derive(Debug, Clone, Default)]
 pub struct Submission {
     pub nonce: Option<NonceRecord>,
-    pub presence: Option<PresenceMethod>,
+    pub presence: Option<PresenceClaim>,
+    /// The signed request (signed routes only), which a presence ceremony binds.
+    pub request: Option<RequestBinding>,
     pub audit: AuditDraft,
     pub head: Option<Arc<HeadSlot>>,
 }
@@ -85,6 +87,8 @@ trait Pending: Send + Any {
     fn audited_namespace(&self) -> Option<String>;
     /// Whether the job gets an audit row ([`Op::audited`]).
     fn audited(&self) -> bool;
+    /// What the audit row records about presence.
+    fn presence_record(&self) -> Option<PresenceRecord>;
     /// Sends the result, or the batch's failure.
     fn reply(self: Box<Self>, batch: Result<(), ApiError>);
     fn as_any_mut(&mut self) -> &mut dyn Any;
@@ -94,6 +98,8 @@ struct Job<O: Op> {
     submission: Submission,
     decision: Result<O, ApiError>,
     result: Option<Result<O::Output, ApiError>>,
+    /// Presence as the policy established it (the key that answered a ceremony).
+    established: Option<PresenceRecord>,
     reply: oneshot::Sender<Result<O::Output, ApiError>>,
 }
 
@@ -133,11 +139,22 @@ impl<O: Op> Pending for Job<O> {
             };
             // In the op's own transaction, so a requirement switched on holds at once on every replica.
             let checked = match op.critical() {
-                Some(critical) => policy.check(conn, critical, self.submission.presence).await,
-                None => Ok(()),
+                Some(critical) => {
+                    let shown = PresenceShown {
+                        claim: self.submission.presence.as_ref(),
+                        request: self.submission.request.as_ref(),
+                    };
+                    policy.check(conn, critical, shown, cx).await
+                }
+                None => Ok(None),
             };
             let outcome = match checked {
-                Ok(()) => op.apply(conn, cx).await,
+                Ok(established) => {
+                    let outcome = op.apply(conn, cx).await;
+                    // A ceremony consumed by an op that failed is given back with its savepoint.
+                    self.established = established.filter(|_| outcome.is_ok());
+                    outcome
+                }
                 Err(refusal) => Err(refusal),
             };
             let keep = outcome.as_ref().map_or_else(OpError::keeps_writes, |_| true);
@@ -186,6 +203,12 @@ impl<O: Op> Pending for Job<O> {
 
     fn audited(&self) -> bool {
         self.decision.as_ref().map_or(true, Op::audited)
+    }
+
+    fn presence_record(&self) -> Option<PresenceRecord> {
+        self.established
+            .clone()
+            .or_else(|| self.submission.presence.as_ref().map(|claim| PresenceRecord::local(claim.method())))
     }
 
     fn reply(self: Box<Self>, batch: Result<(), ApiError>) {
@@ -249,7 +272,7 @@ impl Writer {
         decision: Result<O, ApiError>,
     ) -> Result<O::Output, ApiError> {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Pending> = Box::new(Job { submission, decision, result: None, reply });
+        let job: Box<dyn Pending> = Box::new(Job { submission, decision, result: None, established: None, reply });
         self.jobs.send(job).await.map_err(|_| shutting_down())?;
         answer.await.map_err(|_| shutting_down())?
     }
@@ -443,7 +466,7 @@ async fn apply_batch(
             service: draft.subject.service.clone(),
             outcome: outcome_for(code),
             code,
-            presence: job.submission().presence,
+            presence: job.presence_record(),
             prev_hash,
             hash: Vec::new(),
             account_seq: None,
@@ -703,7 +726,7 @@ fn bind_rows(mut query: AnyQuery<'static>, rows: &[AuditRow]) -> AnyQuery<'stati
             .bind(row.service.clone())
             .bind(row.outcome.as_str())
             .bind(row.code.map(ErrorCode::as_str))
-            .bind(row.presence.map(PresenceMethod::as_str))
+            .bind(row.presence.as_ref().map(PresenceRecord::to_text))
             .bind(row.prev_hash.clone())
             .bind(row.hash.clone())
             .bind(row.account_seq)

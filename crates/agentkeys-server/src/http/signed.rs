@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use agentkeys_proto::presence::{self, PresenceMethod};
+use agentkeys_proto::presence::{self, PresenceClaim};
 use agentkeys_proto::signing::{self, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_CLOCK_SKEW_S};
 use agentkeys_proto::types::{ActorKind, MAX_BODY_BYTES};
 use agentkeys_proto::{ErrorCode, b64};
@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq as _;
 use super::action::Action;
 use crate::anonymous::{Door, Source};
 use crate::engine::audit::{AuditDraft, HeadSlot, Subject};
-use crate::engine::op::{Op, Record};
+use crate::engine::op::{Op, Record, RequestBinding};
 use crate::engine::writer::{NonceRecord, Submission};
 use crate::error::{ApiError, session_revoked};
 use crate::sessions::KnownSession;
@@ -41,7 +41,9 @@ pub struct Caller {
     pub agent_id: Option<String>,
     pub nonce: NonceRecord,
     /// How the human showed presence, when the request is a critical master operation.
-    pub presence: Option<PresenceMethod>,
+    pub presence: Option<PresenceClaim>,
+    /// The request as signed, minus `presence=`: what a presence ceremony is bound to.
+    pub request: RequestBinding,
     /// The route's audit action.
     pub action: &'static str,
     /// Where the writer tells this request its account chain's head ([`super::chain`]).
@@ -58,7 +60,8 @@ impl Caller {
     ) -> Result<O::Output, ApiError> {
         let submission = Submission {
             nonce: Some(self.nonce.clone()),
-            presence: self.presence,
+            presence: self.presence.clone(),
+            request: Some(self.request.clone()),
             audit: AuditDraft {
                 account_id: Some(self.account_id.clone()),
                 actor: Some(self.device_id.clone()),
@@ -212,13 +215,14 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         Some(target) => target.path_and_query.as_str(),
         None => parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
     };
+    let body_digest = signing::body_digest(body);
     let payload = signing::signing_payload(
         parts.method.as_str(),
         path_and_query,
         &session.row.session_id,
         timestamp,
         nonce,
-        &signing::body_digest(body),
+        &body_digest,
     );
     let verified = (|| {
         let signature: [u8; 64] = b64::decode_array(signature)?;
@@ -245,7 +249,13 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
         kind: session.row.device_kind,
         session_created_at_ms: session.row.created_at_ms,
         agent_id: session.row.agent_id.clone(),
-        presence: target.and_then(|t| t.presence),
+        presence: target.and_then(|t| t.presence.clone()),
+        request: RequestBinding {
+            method: parts.method.as_str().to_owned(),
+            // After [`take_presence`], the target without `presence=`.
+            path: parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            body_digest,
+        },
         action,
         head: parts.extensions.get::<Arc<HeadSlot>>().cloned(),
     })
@@ -256,11 +266,11 @@ async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Ca
 #[derive(Debug, Clone)]
 pub struct SignedTarget {
     pub path_and_query: String,
-    pub presence: Option<PresenceMethod>,
+    pub presence: Option<PresenceClaim>,
 }
 
 /// Takes `presence=` out of the query (the signature still covers it: see [`SignedTarget`]);
-/// an unknown method is a bad request.
+/// an unknown method, or `webauthn:` without a well-formed ceremony id, is a bad request.
 pub async fn take_presence(mut request: Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let prefix = format!("{}=", presence::QUERY_PARAM);
@@ -279,11 +289,14 @@ pub async fn take_presence(mut request: Request, next: axum::middleware::Next) -
         })
         .collect();
     let method = match shown.as_slice() {
-        [one] => PresenceMethod::parse(one),
+        [one] => PresenceClaim::parse(one),
         _ => None,
     };
     let Some(method) = method else {
-        return ApiError::bad_request(format!("presence={shown:?} is not one presence method")).into_response();
+        return ApiError::bad_request(format!(
+            "presence={shown:?} is not one presence method (or webauthn:<ceremony id>)"
+        ))
+        .into_response();
     };
     let original = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     let stripped = if rest.is_empty() {
@@ -325,6 +338,7 @@ impl FromRequest<AppState> for Signed {
                 let submission = Submission {
                     nonce: None,
                     presence: None,
+                    request: None,
                     audit: AuditDraft {
                         account_id: Some(session.row.account_id.clone()),
                         actor: Some(session.row.device_id.clone()),

@@ -1,15 +1,14 @@
-//! The accounts domain's ops, and [`PresenceSetting`]: the presence policy the engine applies to
-//! every critical operation, read from the account's setting in the operation's transaction.
+//! The accounts domain's ops: creating an account and changing its settings. The presence
+//! policy those settings feed is the presence domain's ([`crate::domains::presence::ops`]).
 
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::critical::Critical;
-use agentkeys_proto::presence::PresenceMethod;
 use agentkeys_proto::types::ActorKind;
 use sqlx::AnyConnection;
 
 use super::queries::{self, NewDevice};
-use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Op, OpError, PresencePolicy};
-use crate::error::{ApiError, presence_required};
+use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use crate::error::ApiError;
 use crate::sessions::{self, NewSession};
 
 /// A new account with its first master device and that device's session.
@@ -82,28 +81,5 @@ impl Op for SetRequirePresence {
     async fn apply(&self, conn: &mut AnyConnection, _cx: Ctx) -> Result<(), OpError> {
         queries::set_requires_presence(conn, &self.account_id, self.required).await?;
         Ok(())
-    }
-}
-
-/// An account that requires presence refuses a critical operation whose presence was skipped or
-/// not reported (PRODUCT.md §5).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PresenceSetting;
-
-impl PresencePolicy for PresenceSetting {
-    fn check<'a>(
-        &'a self,
-        conn: &'a mut AnyConnection,
-        critical: CriticalFor<'a>,
-        presence: Option<PresenceMethod>,
-    ) -> BoxFuture<'a, Result<(), OpError>> {
-        Box::pin(async move {
-            if presence.is_none_or(|p| p == PresenceMethod::Skipped)
-                && queries::requires_presence(conn, critical.account_id).await?
-            {
-                return Err(presence_required().into());
-            }
-            Ok(())
-        })
     }
 }
