@@ -174,11 +174,7 @@ async fn every_critical_operation_is_refused_on_a_bare_yes_before_any_work() {
     let entries = |v: &serde_json::Value| v["entries"].as_array().unwrap().clone();
     let new: Vec<String> =
         entries(&after)[entries(&before).len()..].iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(
-        new,
-        ["audit.read", "agent.list", "presence.key.list"],
-        "no look-up, no request: only the first usage's own rows"
-    );
+    assert_eq!(new, ["audit.read", "agent.list"], "no look-up, no request: only the first usage's own rows");
     assert_eq!(agent_field(&master, "tier"), "standard");
     assert_eq!(agent_field(&master, "status"), "pending");
 }

@@ -392,3 +392,39 @@ async fn ctrl_c_cancels_the_ceremony_on_the_server() {
 }
 
 on_both_backends!(a_ceremony_answers_one_request_once, a_bad_answer_is_refused_and_audited);
+
+/// `config set presence-attestation` restricts enrollment to the roots the account lists: with a
+/// root this test makes, Chromium's authenticator (whose attestation chains to no such root) is
+/// refused and nothing is enrolled; `yubico` lists Yubico's root; `none` lifts it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_is_restricted_to_the_listed_attestation_roots() {
+    let Some((_db, server, _skew, mut browser, _)) = server_and_browser(Backend::Sqlite).await else { return };
+    tokio::task::block_in_place(|| {
+        let master = Master::new(&server.url);
+        master.init();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "AgentKeys test attestation root");
+        let root = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("roots.pem");
+        std::fs::write(&pem, root.pem()).unwrap();
+        master.ok(&["config", "set", "presence-attestation", pem.to_str().unwrap(), "--yes"], None);
+
+        let waiting = master.waiting(&["presence", "enroll", "--roaming", "--name", "yubikey", "--yes"]);
+        let page = browser.open(&waiting.link().url);
+        assert_eq!(page.state, "refused", "{page:?}");
+        let out = waiting.finish();
+        assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+        let keys = json_of(&master.ok(&["--json", "presence", "list"], None));
+        assert!(keys["keys"].as_array().unwrap().is_empty(), "nothing enrolled: {keys}");
+        assert!(has_row(&audit_actions(&master), "presence.refused.attestation"));
+
+        let bad = master.run(&["config", "set", "presence-attestation", "/nonexistent.pem", "--yes"], None);
+        assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+        let yubico = json_of(&master.ok(&["--json", "config", "set", "presence-attestation", "yubico", "--yes"], None));
+        assert_eq!(yubico["presence-attestation"], 1);
+        master.ok(&["config", "set", "presence-attestation", "none", "--yes"], None);
+        enroll_first(&master, &mut browser, "--roaming", "yubikey");
+    });
+}

@@ -128,6 +128,31 @@ fn compute() -> Value {
         "session_passphrase": session_passphrase_vector(),
         "account_audit_chain": account_chain_vector(),
         "account_statements": account_statements_vector(&keys_secret),
+        "presence_ceremony": presence_ceremony_vector(),
+    })
+}
+
+/// The challenge of a presence ceremony bound to one request (docs/protocol.md, "Presence
+/// ceremonies"); fixed inputs, so no draw from the seeded generator moves the other vectors.
+fn presence_ceremony_vector() -> Value {
+    use agentkeys_proto::ceremony::{CeremonyPurpose, ceremony_challenge};
+    let body = br#"{"tier":"admin"}"#;
+    let digest: [u8; 32] = sha2::Sha256::digest(body).into();
+    let nonce = [0x42u8; 32];
+    let (id, account, method, path) =
+        ("cer_AAECAwQFBgcICQoLDA0ODw", "acct_0123456789abcdef0123", "POST", "/v1/agents/ag_0123456789abcdef0123/tier");
+    let challenge = ceremony_challenge(id, account, CeremonyPurpose::Assert, method, path, &digest, &nonce);
+    json!({
+        "ceremony_id": id,
+        "account_id": account,
+        "purpose": "assert",
+        "method": method,
+        "path": path,
+        "body": String::from_utf8_lossy(body),
+        "body_digest": h(digest),
+        "nonce": h(nonce),
+        "challenge": h(challenge),
+        "challenge_b64url": b64::encode(challenge),
     })
 }
 

@@ -183,7 +183,17 @@ def main(path):
         prev = hashlib.sha256(payload).digest()
         assert prev.hex() == entry["hash"]
 
-    print("test vectors: 12 constructions verified with pyca/cryptography")
+    p = v["presence_ceremony"]
+    digest = hashlib.sha256(p["body"].encode()).digest()
+    assert digest.hex() == p["body_digest"]
+    challenge = hashlib.sha256(b"agentkeys-presence-v1\0")
+    for field in (p["ceremony_id"], p["account_id"], p["purpose"], p["method"], p["path"]):
+        challenge.update(len(field).to_bytes(4, "big") + field.encode())
+    challenge.update(digest + h(p["nonce"]))
+    assert challenge.hexdigest() == p["challenge"]
+    assert base64.urlsafe_b64encode(challenge.digest()).rstrip(b"=").decode() == p["challenge_b64url"]
+
+    print("test vectors: 13 constructions verified with pyca/cryptography")
 
 
 if __name__ == "__main__":

@@ -264,6 +264,8 @@ impl Packed {
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// id-fido-gen-ce-aaguid: the AAGUID an attestation certificate vouches for.
 const ID_FIDO_GEN_CE_AAGUID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.45724.1.1.4");
 
@@ -317,17 +319,43 @@ fn signed_by(child: &Certificate, issuer: &Certificate) -> Result<(), WebauthnEr
     if child.tbs_certificate().issuer() != issuer.tbs_certificate().subject() {
         return Err(WebauthnError::Untrusted("a certificate's issuer is not the next certificate's subject".into()));
     }
-    if child.signature_algorithm().oid != ECDSA_WITH_SHA256 {
-        return Err(bad("a certificate is not signed with ECDSA and SHA-256 (only ES256 chains are checked)"));
-    }
     let tbs = child.tbs_certificate().to_der().map_err(|_| bad("a certificate does not encode"))?;
-    let sig = p256::ecdsa::DerSignature::try_from(child.signature().raw_bytes())
-        .ok()
-        .and_then(|sig| p256::ecdsa::Signature::try_from(sig).ok())
-        .ok_or_else(|| bad("a certificate's signature is not a DER ECDSA signature"))?;
-    p256_key(issuer)?
-        .verify(&tbs, &sig)
-        .map_err(|_| WebauthnError::Untrusted("a certificate's signature does not verify with its issuer's key".into()))
+    let signature = child.signature().raw_bytes();
+    let untrusted =
+        || WebauthnError::Untrusted("a certificate's signature does not verify with its issuer's key".into());
+    match child.signature_algorithm().oid {
+        ECDSA_WITH_SHA256 => {
+            let sig = p256::ecdsa::DerSignature::try_from(signature)
+                .ok()
+                .and_then(|sig| p256::ecdsa::Signature::try_from(sig).ok())
+                .ok_or_else(|| bad("a certificate's signature is not a DER ECDSA signature"))?;
+            p256_key(issuer)?.verify(&tbs, &sig).map_err(|_| untrusted())
+        }
+        SHA256_WITH_RSA => {
+            let sig = rsa::pkcs1v15::Signature::try_from(signature)
+                .map_err(|_| bad("a certificate's RSA signature does not parse"))?;
+            rsa_key(issuer)?.verify(&tbs, &sig).map_err(|_| untrusted())
+        }
+        _ => Err(bad("a certificate is signed with neither ECDSA nor RSA PKCS #1 v1.5 over SHA-256")),
+    }
+}
+
+/// Smallest RSA issuer key taken (Yubico's roots are 2048-bit).
+const MIN_RSA_BITS: usize = 2048;
+
+fn rsa_key(certificate: &Certificate) -> Result<rsa::pkcs1v15::VerifyingKey<sha2::Sha256>, WebauthnError> {
+    use rsa::pkcs1::DecodeRsaPublicKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    let spki = certificate.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid != RSA_ENCRYPTION {
+        return Err(bad("an RSA-signed certificate's issuer has no RSA key"));
+    }
+    let key = rsa::PublicKey::from_pkcs1_der(spki.subject_public_key.raw_bytes())
+        .map_err(|_| bad("an issuer's RSA key does not parse"))?;
+    if key.n_bytes().len() * 8 < MIN_RSA_BITS {
+        return Err(bad("an issuer's RSA key is shorter than 2048 bits"));
+    }
+    Ok(rsa::pkcs1v15::VerifyingKey::new(key))
 }
 
 fn valid_at(certificate: &Certificate, now_s: i64) -> Result<(), WebauthnError> {
@@ -369,4 +397,31 @@ fn check_chain(ders: &[Vec<u8>], chain: &[Certificate], roots: &TrustedRoots, no
         }
     }
     Err(WebauthnError::Untrusted("the attestation certificate chains to none of the account's roots".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use x509_cert::der::Decode as _;
+
+    use super::{Certificate, WebauthnError, signed_by};
+
+    /// The root the CLI ships as `config set presence-attestation yubico`: RSA-2048, self-signed.
+    fn yubico_root() -> Vec<u8> {
+        let pem = include_str!("../../agentkeys-cli/assets/yubico-u2f-root-ca.pem");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+    }
+
+    #[test]
+    fn rsa_issuers_verify_and_a_flipped_bit_does_not() {
+        let der = yubico_root();
+        let root = Certificate::from_der(&der).unwrap();
+        signed_by(&root, &root).expect("Yubico's root signs itself");
+        // The signature is the certificate's last bytes.
+        let mut forged = der.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        let forged = Certificate::from_der(&forged).unwrap();
+        assert!(matches!(signed_by(&forged, &root), Err(WebauthnError::Untrusted(_))));
+    }
 }

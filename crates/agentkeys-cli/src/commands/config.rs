@@ -84,8 +84,12 @@ async fn set_require_presence(ctx: &Context, value: &str) -> Result<u8, CliError
     Ok(0)
 }
 
-/// The attestation roots enrollment is restricted to: the certificates of a PEM file, or
-/// `none` to lift the restriction. Keys already enrolled stay.
+/// Yubico's FIDO U2F root (RSA-2048, "Yubico U2F Root CA Serial 457200631", SHA-256
+/// 0fa1386f…2b092d42), to which YubiKey 5 attestation chains: `presence-attestation yubico`.
+const YUBICO_ROOT: &[u8] = include_bytes!("../../assets/yubico-u2f-root-ca.pem");
+
+/// The attestation roots enrollment is restricted to: the certificates of a PEM file, Yubico's
+/// root, or `none` to lift the restriction. Keys already enrolled stay.
 async fn set_presence_attestation(ctx: &Context, value: &str) -> Result<u8, CliError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
@@ -95,10 +99,13 @@ async fn set_presence_attestation(ctx: &Context, value: &str) -> Result<u8, CliE
         let bad = |why: String| {
             CliError::usage(
                 format!("cannot use {value:?} as attestation roots: {why}"),
-                "pass a PEM file with one or more CA certificates (-----BEGIN CERTIFICATE-----), or none",
+                "pass a PEM file with one or more CA certificates (-----BEGIN CERTIFICATE-----), yubico, or none",
             )
         };
-        let pem = std::fs::read(value).map_err(|e| bad(e.to_string()))?;
+        let pem = match value {
+            "yubico" => YUBICO_ROOT.to_vec(),
+            path => std::fs::read(path).map_err(|e| bad(e.to_string()))?,
+        };
         let certificates: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)
             .map(|c| c.map(|c| c.to_vec()))
             .collect::<Result<_, _>>()

@@ -40,10 +40,15 @@ pub async fn usage(ctx: &Context, args: UsageArgs) -> Result<u8, CliError> {
             .collect(),
         Err(_) => Default::default(),
     };
-    // Presence keys are shown by name: `webauthn:pk_…` reads `webauthn (yubikey)`.
-    let key_names: std::collections::HashMap<String, String> = match client.list_presence_keys().await {
-        Ok(listed) => listed.keys.into_iter().map(|k| (k.id, k.name)).collect(),
-        Err(_) => Default::default(),
+    // Presence keys are shown by name: `webauthn:pk_…` reads `webauthn (yubikey)`. Looked up
+    // only when a row names one.
+    let names_a_key = audit.entries.iter().any(|e| e.presence.as_deref().is_some_and(|p| p.starts_with("webauthn:")));
+    let key_names: std::collections::HashMap<String, String> = match names_a_key {
+        true => match client.list_presence_keys().await {
+            Ok(listed) => listed.keys.into_iter().map(|k| (k.id, k.name)).collect(),
+            Err(_) => Default::default(),
+        },
+        false => Default::default(),
     };
     let presence = |text: &str| match text.split_once(':') {
         Some(("webauthn", key)) => match key_names.get(key) {
