@@ -25,7 +25,7 @@ pub use error::{MAX_CREDENTIAL_ID_LEN, WebauthnError, b64url, from_b64url};
 pub use key::{Algorithm, CredentialKey};
 pub use verify::{Assertion, Registration, RelyingParty, counter_advances, verify_assertion, verify_registration};
 
-#[cfg(test)]
-mod soft;
+#[cfg(any(test, feature = "soft"))]
+pub mod soft;
 #[cfg(test)]
 mod tests;

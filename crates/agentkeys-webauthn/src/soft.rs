@@ -1,4 +1,5 @@
-//! A software authenticator for the unit tests: it makes registrations and assertions the way a
+//! A software authenticator for the unit tests (and, behind the `soft` feature, the benchmarks):
+//! it makes registrations and assertions the way a
 //! browser and a security key would (client data, authenticator data, attestation object), so the
 //! checks can be driven through every branch, including the ones a real key never takes.
 
@@ -14,6 +15,7 @@ pub const ORIGIN: &str = "http://localhost:8090";
 pub const RP_ID: &str = "localhost";
 pub const AAGUID: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8];
 
+#[derive(Debug)]
 pub enum SoftKey {
     Es256(p256::ecdsa::SigningKey),
     EdDsa(ed25519_dalek::SigningKey),
@@ -116,6 +118,7 @@ pub fn packed(alg: i64, sig: Vec<u8>, x5c: Option<Vec<Vec<u8>>>) -> Vec<(Value, 
 }
 
 /// An attestation CA and a batch certificate it issued, as a key maker would ship them.
+#[derive(Debug)]
 pub struct Maker {
     pub root_der: Vec<u8>,
     pub leaf_der: Vec<u8>,

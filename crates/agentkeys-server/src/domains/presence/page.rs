@@ -26,7 +26,7 @@ use super::ops::{CompleteAssertion, CompleteEnrollment, RefuseCeremony, already_
 use super::queries::{self, CeremonyRow, KeyRow};
 use crate::anonymous::{Door, Source};
 use crate::engine::audit::{AuditDraft, Subject};
-use crate::engine::op::{Op, Record};
+use crate::engine::op::Op;
 use crate::error::ApiError;
 use crate::http::{decode, door};
 use crate::state::AppState;
@@ -216,7 +216,9 @@ async fn options(
             "timeout": timeout,
         }),
     };
-    commit(&state, source, audit(&row, OPEN, None), Record).await?;
+    // A read, not audited and spending no token: the id is the human's (128 random bits, from
+    // the CLI that opened it), and each write here would cost a commit on the ceremony's path.
+    // Ids that name no ceremony, and closed ones, are refused through the door above.
     let options = PageOptions {
         purpose: row.purpose,
         code: row.code.clone(),
