@@ -428,3 +428,24 @@ async fn enrollment_is_restricted_to_the_listed_attestation_roots() {
         enroll_first(&master, &mut browser, "--roaming", "yubikey");
     });
 }
+
+/// `init --roaming-authenticator` creates the account and enrolls a security key right away; the
+/// account's first critical command then needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_with_a_roaming_authenticator_enrolls_it_at_once() {
+    let Some((_db, server, _skew, mut browser, _)) = server_and_browser(Backend::Sqlite).await else { return };
+    tokio::task::block_in_place(|| {
+        let master = Master::new(&server.url);
+        let out = with_key(
+            &master,
+            &mut browser,
+            1,
+            &["--json", "init", "--label", "laptop", "--roaming-authenticator", "--yes"],
+        );
+        let init = json_of(&out.stdout);
+        assert!(init["account_id"].as_str().unwrap().starts_with("acct_"), "{init}");
+        assert_eq!(init["presence_key"]["kind"], "roaming", "{init}");
+        let created = with_key(&master, &mut browser, 1, &["agent", "create", "bot", "--yes"]);
+        assert!(text(&created.stderr).contains("Presence needed for: Create agent bot"), "{}", text(&created.stderr));
+    });
+}
