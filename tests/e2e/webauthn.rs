@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use agentkeys_core::ApiClient;
+use agentkeys_core::client::Presence;
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::agents::TierChangeRequest;
-use agentkeys_proto::ceremony::StartCeremonyRequest;
+use agentkeys_proto::ceremony::{EnrollRequest, KeyKind, StartCeremonyRequest};
 use agentkeys_tests::browser::{Browser, Page};
 use agentkeys_tests::{Backend, DaemonHost, InProcessServer, Master, TestDb};
 use reqwest::Method;
@@ -447,5 +448,29 @@ async fn init_with_a_roaming_authenticator_enrolls_it_at_once() {
         assert_eq!(init["presence_key"]["kind"], "roaming", "{init}");
         let created = with_key(&master, &mut browser, 1, &["agent", "create", "bot", "--yes"]);
         assert!(text(&created.stderr).contains("Presence needed for: Create agent bot"), "{}", text(&created.stderr));
+    });
+}
+
+/// An enrollment opened while the account had no key (this machine's word sufficed then) cannot
+/// be completed once a key is enrolled: that key must allow any further one. Without this, a
+/// thief holding the session opens enrollments early and adds its own key after the owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_opened_before_the_first_key_cannot_add_a_second() {
+    let Some((_db, server, _skew, mut browser, owners)) = server_and_browser(Backend::Sqlite).await else { return };
+    let master = Master::new(&server.url);
+    master.init();
+    let thief = raw_client(&master, &server).with_presence(Presence::Local("fprintd"));
+    let early = EnrollRequest { name: "thief".into(), kind: KeyKind::Roaming };
+    let early = thief.enroll_presence_key(&early).await.expect("an enrollment while there is no key");
+    tokio::task::block_in_place(|| {
+        enroll_first(&master, &mut browser, "--roaming", "yubikey");
+        // The thief's own authenticator answers the early enrollment.
+        browser.call(json!({"cmd": "remove_authenticator", "id": owners}));
+        browser.authenticator("usb");
+        let page = browser.open(&early.url);
+        assert_eq!(page.state, "refused", "{page:?}");
+        assert!(page.status.contains("enrolled after this enrollment was opened"), "{page:?}");
+        let keys = json_of(&master.ok(&["--json", "presence", "list"], None));
+        assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "only the owner's key: {keys}");
     });
 }

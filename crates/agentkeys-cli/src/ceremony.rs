@@ -1,6 +1,6 @@
 //! The CLI's side of a presence ceremony (PRODUCT.md §5, server-verified): show the server's
 //! page and code, open the browser where there is one (`$BROWSER`, else `xdg-open`, `open` or
-//! `start`; never with `--no-browser` or without a display, as over SSH), and wait on the
+//! Windows' URL handler; never with `--no-browser` or without a display, as over SSH), and wait on the
 //! server's long poll, counting down on a terminal. Ctrl-C cancels the ceremony on the server
 //! before the command exits.
 
@@ -37,14 +37,15 @@ impl BrowserCeremony {
             CeremonyPurpose::Assert => "an enrolled presence key",
             CeremonyPurpose::Enroll => "the key to enroll",
         };
+        let url = checked_link(started)?;
         // Listening before the link is shown: a Ctrl-C from then on cancels the ceremony.
         let interrupted = interrupt()?;
         // On stderr whatever -q says: without it the command cannot go on.
         eprintln!(
             "Presence needed for: {}\n  Open {}\n  check that the page shows the code {}, and confirm with {key}.",
-            self.operation, started.url, started.code
+            self.operation, url, started.code
         );
-        match self.launch(&started.url) {
+        match self.launch(url) {
             Launch::Opened(how) => eprintln!("  (opened with {how})"),
             Launch::NotTried => {}
             Launch::Failed(why) => eprintln!("  (could not open a browser: {why}; open the link by hand)"),
@@ -195,13 +196,72 @@ fn has_display() -> bool {
     }
 }
 
+/// The ceremony's link, if it is one: `http(s)://<host[:port]>/presence/<its id>` and nothing
+/// else. The server names it, and it goes to a browser or an opener, so a hostile server gets
+/// neither another scheme nor characters a shell or `cmd` would read.
+fn checked_link(started: &CeremonyStarted) -> Result<&str, ClientError> {
+    let url = started.url.as_str();
+    let authority = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let path = format!("/presence/{}", started.id);
+    let fine = agentkeys_proto::ids::is_ceremony_id(&started.id)
+        && authority.and_then(|a| a.strip_suffix(path.as_str())).is_some_and(|host| {
+            !host.is_empty()
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        });
+    if fine {
+        Ok(url)
+    } else {
+        Err(ClientError::Presence {
+            message: format!("the server answered a ceremony link that is not its page: {:?}", started.url),
+            hint: "check --server: an AgentKeys server links to <its public URL>/presence/<ceremony id>".to_owned(),
+        })
+    }
+}
+
 fn system_opener(url: &str) -> Vec<String> {
     if cfg!(target_os = "macos") {
         vec!["open".into(), url.into()]
     } else if cfg!(windows) {
-        // `start`'s first quoted argument is the window title.
-        vec!["cmd".into(), "/C".into(), "start".into(), "\"\"".into(), url.into()]
+        // The URL handler itself, not `cmd /C start`: no shell reads the URL.
+        vec!["rundll32".into(), "url.dll,FileProtocolHandler".into(), url.into()]
     } else {
         vec!["xdg-open".into(), url.into()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentkeys_proto::ceremony::{CeremonyPurpose, CeremonyStarted};
+
+    fn started(url: &str) -> CeremonyStarted {
+        CeremonyStarted {
+            id: "cer_AAECAwQFBgcICQoLDA0ODw".into(),
+            purpose: CeremonyPurpose::Assert,
+            code: "ABCD-EFGH".into(),
+            url: url.into(),
+            expires_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_servers_own_page_is_opened() {
+        for good in [
+            "http://localhost:8090/presence/cer_AAECAwQFBgcICQoLDA0ODw",
+            "https://keys.example.com/presence/cer_AAECAwQFBgcICQoLDA0ODw",
+            "https://[::1]:8443/presence/cer_AAECAwQFBgcICQoLDA0ODw",
+        ] {
+            assert!(super::checked_link(&started(good)).is_ok(), "{good}");
+        }
+        for bad in [
+            "https://x/presence/cer_AAECAwQFBgcICQoLDA0ODw&calc",
+            "https://x&calc/presence/cer_AAECAwQFBgcICQoLDA0ODw",
+            "file:///etc/passwd/presence/cer_AAECAwQFBgcICQoLDA0ODw",
+            "https://x/evil/presence/cer_AAECAwQFBgcICQoLDA0ODw",
+            "https:///presence/cer_AAECAwQFBgcICQoLDA0ODw",
+            "https://x/presence/cer_OTHERCEREMONYIDxxxxxx",
+            "https://x/presence/cer_AAECAwQFBgcICQoLDA0ODw?x=1",
+        ] {
+            assert!(super::checked_link(&started(bad)).is_err(), "{bad}");
+        }
     }
 }

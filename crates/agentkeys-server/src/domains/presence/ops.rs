@@ -118,15 +118,33 @@ fn check_room(keys: &[KeyRow], name: &str) -> Result<(), ApiError> {
 }
 
 /// Loads a ceremony that is still open, in the transaction.
+/// The ceremony, if the page may still answer it. A refusal keeps the page's spent token (it is
+/// reached without a session): posting to a closed ceremony costs what any other answer does.
 async fn open_ceremony(conn: &mut AnyConnection, id: &str, now: i64) -> Result<CeremonyRow, OpError> {
-    let row = queries::ceremony(conn, id).await?.ok_or_else(|| no_such_ceremony(id))?;
+    let row = queries::ceremony(conn, id).await?.ok_or_else(|| OpError::RefusedKeeping(no_such_ceremony(id)))?;
     if let Some(over) = ceremony_over(&row, now) {
-        return Err(over.into());
+        return Err(OpError::RefusedKeeping(over));
     }
     if row.state != CeremonyState::Pending {
-        return Err(already_answered(&row).into());
+        return Err(OpError::RefusedKeeping(already_answered(&row)));
     }
     Ok(row)
+}
+
+/// Moves the ceremony out of `pending`, or refuses (rolling back the op) when another answer
+/// moved it first, on this replica or another.
+async fn leave_pending(
+    conn: &mut AnyConnection,
+    row: &CeremonyRow,
+    to: CeremonyState,
+    what: Transition<'_>,
+    now: i64,
+) -> Result<(), OpError> {
+    if queries::transition(conn, &row.id, CeremonyState::Pending, to, what, now).await? {
+        Ok(())
+    } else {
+        Err(OpError::Refused(already_answered(row)))
+    }
 }
 
 pub fn no_such_ceremony(id: &str) -> ApiError {
@@ -214,9 +232,9 @@ impl Op for RefuseCeremony {
     type Output = ();
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
-        open_ceremony(conn, &self.id, cx.now_ms).await?;
+        let row = open_ceremony(conn, &self.id, cx.now_ms).await?;
         let what = Transition { key_id: self.key_id.as_deref(), reason: Some(&self.error.message) };
-        queries::transition(conn, &self.id, CeremonyState::Pending, CeremonyState::Refused, what, cx.now_ms).await?;
+        leave_pending(conn, &row, CeremonyState::Refused, what, cx.now_ms).await?;
         Err(OpError::RefusedKeeping(self.error.clone()))
     }
 }
@@ -233,17 +251,15 @@ impl Op for CompleteAssertion {
     type Output = ();
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
-        open_ceremony(conn, &self.id, cx.now_ms).await?;
+        let row = open_ceremony(conn, &self.id, cx.now_ms).await?;
         if !queries::advance_counter(conn, &self.key_id, self.sign_count, cx.now_ms).await? {
             let error = possibly_cloned(self.sign_count);
             let what = Transition { key_id: Some(&self.key_id), reason: Some(&error.message) };
-            queries::transition(conn, &self.id, CeremonyState::Pending, CeremonyState::Refused, what, cx.now_ms)
-                .await?;
+            leave_pending(conn, &row, CeremonyState::Refused, what, cx.now_ms).await?;
             return Err(OpError::RefusedKeeping(error));
         }
         let what = Transition { key_id: Some(&self.key_id), reason: None };
-        queries::transition(conn, &self.id, CeremonyState::Pending, CeremonyState::Completed, what, cx.now_ms).await?;
-        Ok(())
+        leave_pending(conn, &row, CeremonyState::Completed, what, cx.now_ms).await
     }
 }
 
@@ -270,10 +286,26 @@ impl Op for CompleteEnrollment {
     type Output = ();
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
-        open_ceremony(conn, &self.id, cx.now_ms).await?;
+        let row = open_ceremony(conn, &self.id, cx.now_ms).await?;
         let keys = queries::keys(conn, &self.key.account_id).await?;
+        // The enrollment was allowed by the keys of the moment it was opened (none: this
+        // machine's word; some: an assertion from one). A key enrolled since must answer for any
+        // further one, so an enrollment opened before the account's first key cannot add a
+        // second after it.
+        if keys.iter().any(|k| k.created_at_ms >= row.created_at_ms) {
+            let error = ApiError::new(
+                ErrorCode::PresenceRequired,
+                "a presence key was enrolled after this enrollment was opened, so that key must allow this one",
+                "run `agentkeys presence enroll` again: it asks an enrolled key first",
+            );
+            let what = Transition { key_id: None, reason: Some(&error.message) };
+            leave_pending(conn, &row, CeremonyState::Refused, what, cx.now_ms).await?;
+            return Err(OpError::RefusedKeeping(error));
+        }
         check_room(&keys, &self.key.name)?;
-        if keys.iter().any(|k| k.credential_id == self.key.credential_id) {
+        let taken = keys.iter().any(|k| k.credential_id == self.key.credential_id)
+            || queries::key_exists(conn, &self.key.id).await?;
+        if taken {
             return Err(ApiError::new(
                 ErrorCode::AlreadyExists,
                 "this authenticator's credential is enrolled already",
@@ -283,8 +315,7 @@ impl Op for CompleteEnrollment {
         }
         queries::insert_key(conn, &self.key).await?;
         let what = Transition { key_id: Some(&self.key.id), reason: None };
-        queries::transition(conn, &self.id, CeremonyState::Pending, CeremonyState::Completed, what, cx.now_ms).await?;
-        Ok(())
+        leave_pending(conn, &row, CeremonyState::Completed, what, cx.now_ms).await
     }
 }
 

@@ -137,7 +137,8 @@ impl Op for Refusal {
         _conn: &mut sqlx::AnyConnection,
         _cx: crate::engine::op::Ctx,
     ) -> Result<(), crate::engine::op::OpError> {
-        Err(self.0.clone().into())
+        // Keeping the spent token: a refused page request costs what an answer does.
+        Err(crate::engine::op::OpError::RefusedKeeping(self.0.clone()))
     }
 }
 

@@ -117,6 +117,14 @@ pub async fn keys(conn: &mut AnyConnection, account_id: &str) -> Result<Vec<KeyR
     sqlx::query(sql).bind(account_id).fetch_all(&mut *conn).await?.iter().map(key_row).collect()
 }
 
+/// Whether a key with this id (derived from its credential id) is enrolled in any account: a
+/// credential answers for one account only.
+pub async fn key_exists(conn: &mut AnyConnection, key_id: &str) -> Result<bool, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT COUNT(*) AS n FROM presence_keys WHERE id = $1").bind(key_id).fetch_one(&mut *conn).await?;
+    Ok(sqlx::Row::get::<i64, _>(&row, "n") > 0)
+}
+
 /// How many presence keys the account has: with one or more, every critical operation needs a
 /// ceremony.
 pub async fn key_count(conn: &mut AnyConnection, account_id: &str) -> Result<i64, sqlx::Error> {
