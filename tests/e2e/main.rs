@@ -3,6 +3,7 @@
 //! * `anonymous` — traffic without a session: limits per source and in total, refusals counted
 //!   not audited each, a real pairing through a flood, server-wide code guessing, hidden
 //!   characters in text a human reads, `verify-audit` without a database.
+//! * `backup` — `agentkeys-server backup` during a store burst, `restore`, and what each refuses.
 //! * `storage` — the server's storage and auth behaviour through the real client, on SQLite and
 //!   on PostgreSQL.
 //! * `contract` — schemathesis against the OpenAPI document: unauthenticated, and signed as a
@@ -52,6 +53,7 @@ macro_rules! on_both_backends {
 
 mod agents;
 mod anonymous;
+mod backup;
 mod cli;
 mod contract;
 mod crash;

@@ -64,4 +64,24 @@ pub enum ServerCommand {
     VerifyAudit,
     /// Print the OpenAPI document and exit.
     Openapi,
+    /// Write a consistent snapshot of the SQLite database to FILE while the server keeps serving
+    /// (checked before it is put in place; PostgreSQL: pg_dump).
+    Backup {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup in place as the database of --data-dir (checked first; refused when the
+    /// directory holds anything, without --force). Stop the server on that directory first.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Replace what the data directory holds.
+        #[arg(long)]
+        force: bool,
+    },
 }

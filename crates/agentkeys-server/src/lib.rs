@@ -8,6 +8,7 @@
 
 pub mod anonymous;
 pub mod app;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -170,6 +171,28 @@ async fn reload_on_sighup(tls: Option<(tls::TlsFiles, axum_server::tls_rustls::R
     }
 }
 
+fn describe(checked: &backup::Checked) -> String {
+    format!(
+        "{} audit rows, head {}, {} account chain(s); integrity and audit chain verified",
+        checked.rows, checked.head_hex, checked.accounts
+    )
+}
+
+/// Prints a command's outcome: its line on stdout, or the error and exit 1.
+#[allow(clippy::print_stdout, reason = "backup and restore print their result")]
+fn report(outcome: anyhow::Result<String>) -> std::process::ExitCode {
+    match outcome {
+        Ok(line) => {
+            println!("{line}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the command line.
 #[allow(clippy::print_stdout, reason = "openapi and verify-audit print their result")]
 pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -202,6 +225,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
                     Ok(std::process::ExitCode::FAILURE)
                 }
             }
+        }
+        ServerCommand::Backup { to, force } => {
+            let done = async { backup::backup(&existing_database_url(&args)?, &to, force).await }.await;
+            Ok(report(done.map(|checked| format!("backup written to {}: {}", to.display(), describe(&checked)))))
+        }
+        ServerCommand::Restore { from, force } => {
+            let done = async {
+                let dir =
+                    args.data_dir.as_deref().context("restore needs --data-dir DIR: the directory to restore into")?;
+                backup::restore(&from, dir, force).await.map(|checked| (dir.to_path_buf(), checked))
+            }
+            .await;
+            Ok(report(done.map(|(dir, checked)| {
+                format!("restored {} into {}: {}", from.display(), dir.display(), describe(&checked))
+            })))
         }
         ServerCommand::Serve => {
             let tls = match (&args.tls_cert, &args.tls_key) {
