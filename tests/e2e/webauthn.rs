@@ -474,3 +474,47 @@ async fn an_enrollment_opened_before_the_first_key_cannot_add_a_second() {
         assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "only the owner's key: {keys}");
     });
 }
+
+/// Without `--no-browser` the CLI hands the link to `$BROWSER` (here a script that passes it to
+/// the test, standing in for a browser on a desktop) and goes on waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_goes_to_the_browser_named_in_browser() {
+    use std::io::BufRead as _;
+    let Some((_db, server, _skew, mut browser, _)) = server_and_browser(Backend::Sqlite).await else { return };
+    let (master, _bot, _client) = master_with_key(&server, &mut browser).await;
+    tokio::task::block_in_place(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let handed = dir.path().join("url");
+        let script = dir.path().join("browser.sh");
+        let body = format!("#!/bin/sh\nprintf '%s' \"$1\" > {0}.tmp && mv {0}.tmp {0}\n", handed.display());
+        std::fs::write(&script, body).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut child = master
+            .command(&["agent", "upgrade", "bot", "--tier", "admin", "--yes"])
+            .env("BROWSER", format!("{} %s", script.display()))
+            .env("DISPLAY", ":0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+        let opened = lines.by_ref().find(|l| l.contains("(opened with")).expect("the CLI says it opened the browser");
+        assert!(opened.contains("browser.sh"), "{opened}");
+        // The script runs beside the CLI: its file appears once it has run (renamed into place).
+        let url = (0..200)
+            .find_map(|_| {
+                std::fs::read_to_string(&handed).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                    None
+                })
+            })
+            .expect("$BROWSER got the link");
+        assert!(url.contains("/presence/cer_"), "{url}");
+        let page = browser.open(&url);
+        assert_eq!(page.state, "done", "{page:?}");
+        // Read stderr to its end, so the CLI's last lines never meet a closed pipe.
+        let rest: Vec<String> = lines.collect();
+        assert!(child.wait().unwrap().success(), "{rest:?}");
+        assert_eq!(agent_tier(&master, "bot"), "admin");
+    });
+}
