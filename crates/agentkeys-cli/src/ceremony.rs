@@ -95,7 +95,7 @@ impl BrowserCeremony {
         loop {
             tick.tick().await;
             if terminal {
-                let left = (expires_at_ms - now_ms()).max(0) / 1000;
+                let left = (expires_at_ms / 1000 - agentkeys_core::client::unix_now_s()).max(0);
                 eprint!("\r  {}:{:02} left ", left / 60, left % 60);
                 let _ = std::io::stderr().flush();
             }
@@ -179,10 +179,6 @@ fn interrupt() -> Result<impl std::future::Future<Output = ()>, ClientError> {
             signal.recv().await;
         })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Whether a browser opened here would be seen: a graphical session on Linux and the BSDs, not

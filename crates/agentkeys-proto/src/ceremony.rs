@@ -14,8 +14,6 @@ use utoipa::ToSchema;
 pub const CEREMONY_TTL_MS: i64 = 120_000;
 /// How long an enrollment may take (the human may first have to find the key).
 pub const ENROLL_TTL_MS: i64 = 300_000;
-/// Longest presence key name, in characters.
-pub const KEY_NAME_MAX: usize = 64;
 /// Longest operation text a ceremony shows, in characters.
 pub const OPERATION_MAX: usize = 512;
 /// Most presence keys one account may enroll.
@@ -119,8 +117,8 @@ pub struct StartCeremonyRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
-    /// A name unique in the account (`yubikey-5c`, `macbook-touchid`).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    /// A name unique in the account (`yubikey-5c`, `macbook-touchid`): the service-name rule.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::names::KeyName))]
     pub name: String,
     pub kind: KeyKind,
 }

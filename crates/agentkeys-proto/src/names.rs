@@ -38,6 +38,7 @@ name_schemas! {
     ServiceName = SERVICE_NAME_PATTERN, "a service name";
     AgentName = SERVICE_NAME_PATTERN, "an agent's label (the service-name rule), or its id";
     AgentId = AGENT_ID_PATTERN, "an agent id";
+    KeyName = SERVICE_NAME_PATTERN, "a presence key's name (the service-name rule)";
 }
 
 /// Why a service name was refused; `Display` names the pattern so the user can fix it.

@@ -40,31 +40,30 @@ fn sync_dir(path: &Path) -> anyhow::Result<()> {
 /// Opens the SQLite file at `path` read-only and checks it: SQLite's own integrity check, the
 /// schema's migrations, and the audit chain end to end.
 pub async fn check_file(path: &Path) -> anyhow::Result<Checked> {
-    use sqlx::Connection as _;
     sqlx::any::install_default_drivers();
     if !path.is_file() {
         bail!("{} is not a file", path.display());
     }
     let url = format!("sqlite://{}?mode=ro", path.display());
-    let mut conn = sqlx::AnyConnection::connect(&url)
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
         .await
         .with_context(|| format!("{} is not a SQLite database", path.display()))?;
     let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut conn)
+        .fetch_one(&pool)
         .await
         .with_context(|| format!("{} is not a readable SQLite database (truncated or corrupted?)", path.display()))?;
     if integrity != "ok" {
         bail!("{} fails SQLite's integrity check: {integrity}", path.display());
     }
     let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&mut conn)
+        .fetch_one(&pool)
         .await
         .with_context(|| format!("{} is a SQLite database but not an AgentKeys one", path.display()))?;
     if migrations == 0 {
         bail!("{} holds no AgentKeys schema", path.display());
     }
-    conn.close().await.ok();
-    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await?;
     let report = crate::engine::audit::verify_chain(&pool)
         .await
         .map_err(|e| anyhow::anyhow!("the audit chain in {} does not verify: {e}", path.display()))?;

@@ -122,13 +122,15 @@ fn check_room(keys: &[KeyRow], name: &str) -> Result<(), ApiError> {
 /// reached without a session): posting to a closed ceremony costs what any other answer does.
 async fn open_ceremony(conn: &mut AnyConnection, id: &str, now: i64) -> Result<CeremonyRow, OpError> {
     let row = queries::ceremony(conn, id).await?.ok_or_else(|| OpError::RefusedKeeping(no_such_ceremony(id)))?;
-    if let Some(over) = ceremony_over(&row, now) {
-        return Err(OpError::RefusedKeeping(over));
+    match closed(&row, now) {
+        Some(why) => Err(OpError::RefusedKeeping(why)),
+        None => Ok(row),
     }
-    if row.state != CeremonyState::Pending {
-        return Err(OpError::RefusedKeeping(already_answered(&row)));
-    }
-    Ok(row)
+}
+
+/// Why the page can no longer answer this ceremony, if it cannot: over, or answered already.
+pub fn closed(row: &CeremonyRow, now: i64) -> Option<ApiError> {
+    ceremony_over(row, now).or_else(|| (row.state != CeremonyState::Pending).then(|| already_answered(row)))
 }
 
 /// Moves the ceremony out of `pending`, or refuses (rolling back the op) when another answer

@@ -8,7 +8,7 @@
 //! Not in the OpenAPI document: these routes are for a browser, not for API clients. They go
 //! through the anonymous door ([`crate::anonymous`]) so guessing ids is counted and limited.
 
-use agentkeys_proto::ceremony::{CeremonyPurpose, CeremonyState};
+use agentkeys_proto::ceremony::CeremonyPurpose;
 use agentkeys_proto::{ErrorCode, b64, ids};
 use agentkeys_webauthn::{RelyingParty, TrustedRoots, WebauthnError};
 use axum::Json;
@@ -22,8 +22,9 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::ops::{CompleteAssertion, CompleteEnrollment, RefuseCeremony, already_answered, ceremony_over};
+use super::ops::{CompleteAssertion, CompleteEnrollment, RefuseCeremony, closed};
 use super::queries::{self, CeremonyRow, KeyRow};
+use super::routes::relying_party;
 use crate::anonymous::{Door, Source};
 use crate::engine::audit::{AuditDraft, Subject};
 use crate::engine::op::Op;
@@ -140,16 +141,6 @@ impl Op for Refusal {
         // Keeping the spent token: a refused page request costs what an answer does.
         Err(crate::engine::op::OpError::RefusedKeeping(self.0.clone()))
     }
-}
-
-/// Why the page cannot go on with this ceremony, if it cannot.
-fn closed(row: &CeremonyRow, now: i64) -> Option<ApiError> {
-    ceremony_over(row, now).or_else(|| (row.state != CeremonyState::Pending).then(|| already_answered(row)))
-}
-
-fn relying_party(state: &AppState) -> Result<RelyingParty, ApiError> {
-    RelyingParty::for_origin(&state.public_url)
-        .ok_or_else(|| ApiError::unavailable("this server's public URL cannot be a WebAuthn relying party"))
 }
 
 fn credential(id: &[u8]) -> serde_json::Value {

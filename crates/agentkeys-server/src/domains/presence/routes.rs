@@ -50,9 +50,7 @@ struct NewCeremony<'a> {
 }
 
 fn new_ceremony(state: &AppState, caller: &Caller, new: NewCeremony<'_>) -> Result<CeremonyRow, ApiError> {
-    if agentkeys_webauthn::RelyingParty::for_origin(&state.public_url).is_none() {
-        return Err(no_relying_party(state));
-    }
+    relying_party(state)?;
     let id = ids::ceremony_id(state.random.bytes::<16>()?);
     let nonce = state.random.bytes::<32>()?;
     let challenge = ceremony::ceremony_challenge(
@@ -91,8 +89,10 @@ fn new_ceremony(state: &AppState, caller: &Caller, new: NewCeremony<'_>) -> Resu
     })
 }
 
-fn no_relying_party(state: &AppState) -> ApiError {
-    ApiError::new(
+/// The server's WebAuthn relying party, from its public URL; 503 with the fix when that URL
+/// cannot be one.
+pub fn relying_party(state: &AppState) -> Result<agentkeys_webauthn::RelyingParty, ApiError> {
+    agentkeys_webauthn::RelyingParty::for_origin(&state.public_url).ok_or_else(|| ApiError::new(
         agentkeys_proto::ErrorCode::Unavailable,
         format!(
             "this server's public URL ({:?}) cannot be a WebAuthn relying party: a browser needs a host name, not an \
@@ -101,7 +101,7 @@ fn no_relying_party(state: &AppState) -> ApiError {
         ),
         "start the server with --public-url https://<its host name> (for one machine, listen on 127.0.0.1 and it \
          serves as http://localhost)",
-    )
+    ))
 }
 
 fn started(state: &AppState, row: &CeremonyRow) -> CeremonyStarted {
@@ -309,19 +309,10 @@ pub async fn enroll_key(
     Ok((StatusCode::CREATED, Json(reply.ok_or_else(|| ApiError::internal("a started ceremony has no row"))?)))
 }
 
+/// Presence key names follow the service-name rule (safe in a shell, a path, a log line).
 fn validate_key_name(name: &str) -> Result<(), ApiError> {
-    let ok = name.len() <= ceremony::KEY_NAME_MAX
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "presence key name {name:?} is refused: 1 to {} letters, digits, '.', '_' or '-', starting with a letter \
-             or digit",
-            ceremony::KEY_NAME_MAX
-        )))
-    }
+    names::validate_service_name(name)
+        .map_err(|e| ApiError::bad_request(format!("presence key name {name:?} is refused: {e}")))
 }
 
 pub fn wire_key(key: &KeyRow) -> PresenceKey {
