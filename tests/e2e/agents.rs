@@ -209,6 +209,7 @@ async fn open_test_pairing(server_url: &str, label: &str) -> agentkeys_proto::ag
             token_hash: b64([1u8; 32]),
             poll_hash: b64(sha256(b"poll-secret")),
             commitment: b64(ids::pairing_commitment(&[7; 32])),
+            kind: agentkeys_proto::agents::PairingKind::Pairing,
         })
         .await
         .unwrap()
@@ -1108,13 +1109,16 @@ async fn pending_links_and_devices_that_join_mid_grant_get_their_keys() {
         scope: vec![],
         device_certificate: Some(agentkeys_proto::b64::encode(certificate)),
         wraps,
-        statements: vec![],
+        ..Default::default()
     };
     master.ok(&["store", "late-service"], Some(b"late-value"));
     master.ok(&["scope", "two-machines", "--add", "late-service", "--yes"], None);
     assert_eq!(api_code(client.approve_request(&pending.code, &stale).await), ErrorCode::VersionConflict);
     let verifier = no_memory();
-    agentkeys_core::agents::approve(&client, &session, &verifier, &pending, &[], &mut OsRandom).await.unwrap();
+    let options = agentkeys_core::agents::ApproveOptions::default();
+    agentkeys_core::agents::approve(&client, &session, &verifier, &pending, &[], None, options, &mut OsRandom)
+        .await
+        .unwrap();
     let (exit, stderr) = pairing.finish();
     assert_eq!(exit, 0, "{stderr}");
     for service in ["stripe", "late-service"] {

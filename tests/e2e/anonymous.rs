@@ -76,6 +76,7 @@ fn pairing_request(label: &str) -> OpenPairingRequest {
         token_hash: b64([5u8; 32]),
         poll_hash: b64([6u8; 32]),
         commitment: b64([7u8; 32]),
+        kind: agentkeys_proto::agents::PairingKind::Pairing,
     }
 }
 

@@ -143,9 +143,12 @@ async fn backup_and_restore_refuse_what_they_cannot_do_safely() {
     let truncated = dir.path().join("truncated.db");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let corrupted = dir.path().join("corrupted.db");
+    // Every page's header after the first: whatever the layout, the b-trees no longer hold.
     let mut flipped = bytes.clone();
-    for byte in &mut flipped[bytes.len() / 2..bytes.len() / 2 + 64] {
-        *byte ^= 0x5a;
+    for page in (4096..bytes.len()).step_by(4096) {
+        for byte in &mut flipped[page..page + 16] {
+            *byte ^= 0x5a;
+        }
     }
     std::fs::write(&corrupted, &flipped).unwrap();
     let garbage = dir.path().join("garbage.db");

@@ -4,6 +4,8 @@
 //!   not audited each, a real pairing through a flood, server-wide code guessing, hidden
 //!   characters in text a human reads, `verify-audit` without a database.
 //! * `backup` — `agentkeys-server backup` during a store burst, `restore`, and what each refuses.
+//! * `devices` — master devices joined by pair code, a stolen one revoked, the account
+//!   recovered with its recovery key past the delay, an agent's replacement machine.
 //! * `storage` — the server's storage and auth behaviour through the real client, on SQLite and
 //!   on PostgreSQL.
 //! * `contract` — schemathesis against the OpenAPI document: unauthenticated, and signed as a
@@ -57,6 +59,7 @@ mod backup;
 mod cli;
 mod contract;
 mod crash;
+mod devices;
 mod hardening;
 mod hostile;
 mod keychain;

@@ -147,6 +147,9 @@ fn critical_command_line(op: Critical) -> Vec<&'static str> {
         Critical::ConfigWeaken => vec!["config", "set", "require-presence", "off"],
         Critical::PresenceEnroll => vec!["presence", "enroll"],
         Critical::PresenceRemove => vec!["presence", "remove", "yubikey"],
+        Critical::DeviceRevoke => vec!["device", "revoke", "laptop"],
+        Critical::Recover => vec!["recover"],
+        Critical::RecoveryKeyRotate => vec!["recovery-key", "rotate"],
     }
 }
 

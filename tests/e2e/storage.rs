@@ -10,7 +10,7 @@ use agentkeys_core::client::unix_now_s;
 use agentkeys_core::crypto::{self, KeyPair, WrapLabel};
 use agentkeys_core::session::Session;
 use agentkeys_core::vault::Namespace;
-use agentkeys_core::{ApiClient, ClientError, OsRandom, vault};
+use agentkeys_core::{ApiClient, ClientError, OsRandom, RandomSource as _, vault};
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::b64;
 use agentkeys_proto::types::{AuditQuery, CreateAccountRequest};
@@ -419,6 +419,7 @@ async fn bad_input_is_refused_with_stable_codes(backend: Backend) {
             device_certificate: b64::encode(certificate),
             account_key_wrap_device: wrap.clone(),
             account_key_wrap_recovery: wrap,
+            recovery_sign_public: b64::encode(OsRandom.array::<32>()),
         };
         let response = http
             .post(format!("{}/v1/accounts", f.server.url))

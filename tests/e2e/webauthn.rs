@@ -518,3 +518,45 @@ async fn the_link_goes_to_the_browser_named_in_browser() {
         assert_eq!(agent_tier(&master, "bot"), "admin");
     });
 }
+
+/// The only presence key is lost with the laptop: a recovery with the recovery key, once the
+/// server's clock is past the delay, removes the old key (audited) and the new machine enrolls a
+/// new one in Chromium, which then answers its critical commands; the old key no longer would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_presence_key_is_replaced_by_a_recovery() {
+    let Some((_db, server, skew)) = server(Backend::Sqlite).await else { return };
+    tokio::task::block_in_place(|| {
+        let Some(mut browser) = Browser::start() else { return };
+        let lost_key = browser.authenticator("usb");
+        let laptop = Master::new(&server.url);
+        let created = json_of(&laptop.ok(&["init", "--label", "laptop", "--json"], None));
+        let recovery_key = created["recovery_key"].as_str().unwrap().to_owned();
+        laptop.ok(&["store", "openai"], Some(b"sk-kept-through-recovery"));
+        enroll_first(&laptop, &mut browser, "--roaming", "yubikey");
+        // Laptop and key are gone.
+        browser.call(json!({"cmd": "remove_authenticator", "id": lost_key}));
+        let new = Master::new(&server.url);
+        let stdin = format!("{recovery_key}\n");
+        new.ok(&["recover", "--label", "new-laptop", "--yes"], Some(stdin.as_bytes()));
+        skew.store(72 * 60 * 60 * 1000 + 60_000, Ordering::Relaxed);
+        let done = new.run(&["recover", "--complete", "--replace-presence-keys", "--yes"], Some(stdin.as_bytes()));
+        skew.store(0, Ordering::Relaxed);
+        assert!(done.status.success(), "{}", text(&done.stderr));
+        assert!(text(&done.stderr).contains("presence key(s) were removed"), "{}", text(&done.stderr));
+        let listed = json_of(&new.ok(&["--json", "presence", "list"], None));
+        assert_eq!(listed["keys"].as_array().unwrap().len(), 0, "{listed}");
+        // A new key, enrolled with this machine's check (the account has none now)…
+        browser.authenticator("usb");
+        let key = enroll_first(&new, &mut browser, "--roaming", "new-yubikey");
+        assert_eq!(key["name"], "new-yubikey");
+        // …answers the new machine's critical commands, and the vault is all there.
+        with_key(&new, &mut browser, 1, &["agent", "create", "bot", "--scope", "openai", "--yes"]);
+        assert_eq!(new.ok(&["read", "openai"], None), b"sk-kept-through-recovery");
+        let entries = audit_actions(&new);
+        assert!(has_row(&entries, "recovery.complete.presence_keys_removed"), "{entries:?}");
+        let listed = json_of(&new.ok(&["--json", "presence", "list"], None));
+        let key_id = listed["keys"][0]["id"].as_str().unwrap().to_owned();
+        let create = entries.iter().rev().find(|e| e["action"] == "agent.create").expect("an agent.create row");
+        assert_eq!(create["presence"], format!("webauthn:{key_id}"), "{create}");
+    });
+}

@@ -417,6 +417,11 @@ impl Master {
         self.home.path().join("master")
     }
 
+    /// Starts `agentkeys device join --label LABEL` on this (new) machine.
+    pub fn start_join(&self, label: &str) -> Pairing {
+        Pairing::start(self.command(&["device", "join", "--label", label, "--timeout", "60"]))
+    }
+
     /// `agentkeys-daemon ARGS` sharing this master's home: an agent on the master's own machine.
     pub fn daemon_command(&self, args: &[&str]) -> Command {
         daemon_command(self.home.path(), &self.server, self.ca_cert.as_deref(), args)
@@ -526,7 +531,20 @@ impl DaemonHost {
         if !scope.is_empty() {
             args.extend(["--scope", scope]);
         }
-        let mut child = self.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pair");
+        Pairing::start(self.command(&args))
+    }
+
+    /// Starts `recover AGENT` (a replacement machine for an agent), like [`DaemonHost::start_pair`].
+    pub fn start_recover(&self, agent: &str) -> Pairing {
+        Pairing::start(self.command(&["recover", agent, "--timeout", "60"]))
+    }
+}
+
+impl Pairing {
+    /// Spawns a command that opens a pairing-kind request (`agentkeys-daemon pair|recover`,
+    /// `agentkeys device join`) and waits for its "Pair code:" line (its readiness signal).
+    pub fn start(mut command: Command) -> Pairing {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn a pairing");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -553,12 +571,14 @@ impl DaemonHost {
             Ok(prompt) => prompt,
             Err(_) => {
                 let _ = child.kill();
-                panic!("agentkeys-daemon pair printed no code:\n{}", log.lock().unwrap());
+                panic!("the pairing printed no code:\n{}", log.lock().unwrap());
             }
         };
         Pairing { child, prompt, stderr: log, otp: Mutex::new((otp_rx, None)), reader }
     }
+}
 
+impl DaemonHost {
     /// Pairs `label` end to end: the daemon's code read from its stderr, `approve` answered with
     /// the OTP the daemon shows once approve looked the code up. Returns the agent id.
     pub fn pair(&self, master: &Master, label: &str, scope: &str) -> String {

@@ -131,6 +131,64 @@ impl CriticalOp {
         Self::new(Critical::PresenceRemove, format!("Remove presence key '{name}'{then}"), format!("remove {name}"))
     }
 
+    pub fn approve_device(label: &str, device_id: &str) -> Self {
+        Self::new(
+            Critical::Approve,
+            format!(
+                "Approve master device {label} (device {}): it gets the account key, and with it every credential",
+                shorten(device_id)
+            ),
+            format!("approve {label}"),
+        )
+    }
+
+    pub fn approve_recovery(agent: &str, device_id: &str, keep_old: bool) -> Self {
+        let old = if keep_old { "keeping its other devices" } else { "revoking its other devices" };
+        Self::new(
+            Critical::Approve,
+            format!(
+                "Approve a replacement machine (device {}) for agent {agent}: it gets the agent's scope and private \
+                 credentials, {old}",
+                shorten(device_id)
+            ),
+            format!("approve {agent}"),
+        )
+    }
+
+    pub fn revoke_device(label: &str, device_id: &str) -> Self {
+        Self::new(
+            Critical::DeviceRevoke,
+            format!("Revoke master device {label} (device {}): end every session of it", shorten(device_id)),
+            format!("revoke {label}"),
+        )
+    }
+
+    /// Opening a recovery on this machine with the recovery key (the account is not known yet).
+    pub fn open_recovery() -> Self {
+        Self::new(
+            Critical::Recover,
+            "Open a recovery of the account this recovery key belongs to, making this machine its master device"
+                .to_owned(),
+            "recover".to_owned(),
+        )
+    }
+
+    pub fn complete_recovery(account_id: &str) -> Self {
+        Self::new(
+            Critical::Recover,
+            format!("Complete the recovery of account {}: this machine gets the account key", shorten(account_id)),
+            "recover".to_owned(),
+        )
+    }
+
+    pub fn rotate_recovery_key() -> Self {
+        Self::new(
+            Critical::RecoveryKeyRotate,
+            "Replace the recovery key: the current one stops working".to_owned(),
+            "rotate recovery key".to_owned(),
+        )
+    }
+
     /// `setting` as shown ("biometric policy"), `key` as typed in `config set` ("biometric").
     pub fn weaken_setting(setting: &str, key: &str, from: &str, to: &str) -> Self {
         Self::new(Critical::ConfigWeaken, format!("Change {setting} from {from} to {to}"), format!("set {key} {to}"))

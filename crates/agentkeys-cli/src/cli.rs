@@ -88,6 +88,16 @@ pub enum Command {
     Revoke(AgentArg),
     /// Revoke an agent and delete its private credentials and every key wrapped to it.
     Teardown(AgentArg),
+    /// List the account's master devices: id, label, how each joined, last seen, status.
+    Devices,
+    /// Join this machine to an account as a master device, or revoke one.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Recover the account on this machine with its recovery key (after the recovery delay).
+    Recover(RecoverArgs),
+    /// Replace the recovery key (critical): the new one is printed once.
+    #[command(subcommand, name = "recovery-key")]
+    RecoveryKey(RecoveryKeyCommand),
     /// Enroll, list or remove presence keys (security keys, Touch ID, Windows Hello): once one is
     /// enrolled, the server requires it for every critical operation.
     #[command(subcommand)]
@@ -115,6 +125,54 @@ pub struct InitArgs {
     /// key right after creating it.
     #[arg(long)]
     pub roaming_authenticator: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Ask to become a master device of an account: prints a pair code and, once a master device
+    /// looked it up, the OTP to type there (`agentkeys approve CODE`).
+    Join(DeviceJoinArgs),
+    /// End every session of another master device (critical), e.g. a stolen laptop.
+    Revoke(DeviceRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceJoinArgs {
+    /// Name of this device (default: the host name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceRevokeArgs {
+    /// The device: its id (dev_…) or label, as `agentkeys devices` lists it.
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Complete the recovery this machine opened, once the recovery delay has passed.
+    #[arg(long)]
+    pub complete: bool,
+    /// Keep waiting until the delay has passed, then complete.
+    #[arg(long)]
+    pub wait: bool,
+    /// Name of this device (default: the host name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// On completion, remove the account's presence keys (they were lost with the old
+    /// machines); then enroll a new one with `agentkeys presence enroll`.
+    #[arg(long)]
+    pub replace_presence_keys: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecoveryKeyCommand {
+    /// Make a new recovery key and print it once; the old one stops working.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +305,9 @@ pub struct ApproveArgs {
     /// The OTP the daemon shows; the approval is refused if it differs from this request's.
     #[arg(long, value_name = "NNNNNN")]
     pub otp: Option<String>,
+    /// Agent recovery: keep the agent's old devices (by default they are revoked).
+    #[arg(long)]
+    pub keep_old: bool,
 }
 
 #[derive(Debug, Args)]
@@ -302,25 +363,27 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print a setting: biometric (this machine), require-presence (the account, on the server).
+    /// Print a setting: biometric (this machine), require-presence or recovery-delay (the account,
+    /// on the server).
     Get(ConfigGetArgs),
     /// Change a setting: `biometric required|preferred|off`, `require-presence on|off`,
     /// `presence-attestation <PEM file>|yubico|none` (the roots a presence key's attestation
-    /// must chain to; critical).
+    /// must chain to; critical), `recovery-delay DURATION` (at least 1h, default 72h; shortening
+    /// it is critical).
     Set(ConfigSetArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigGetArgs {
     /// The setting's name.
-    #[arg(value_parser = ["biometric", "require-presence"])]
+    #[arg(value_parser = ["biometric", "require-presence", "recovery-delay"])]
     pub key: String,
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigSetArgs {
     /// The setting's name.
-    #[arg(value_parser = ["biometric", "require-presence", "presence-attestation"])]
+    #[arg(value_parser = ["biometric", "require-presence", "presence-attestation", "recovery-delay"])]
     pub key: String,
     /// Its new value.
     pub value: String,

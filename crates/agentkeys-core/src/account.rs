@@ -65,6 +65,7 @@ pub async fn create_account(
             WrapLabel::AccountKey,
             rng,
         )?),
+        recovery_sign_public: b64::encode(recovery_key.sign_public()),
     };
     let response = client.create_account(&request).await?;
     for (field, expected, got) in
@@ -88,4 +89,109 @@ pub async fn create_account(
         link_id: None,
     };
     Ok(NewAccount { session: Arc::new(session), recovery_key })
+}
+
+/// A new master device's session from the server's answer (an approved device join, or a
+/// completed recovery): the account key is opened from its wrap to this device's key, and must
+/// be the account key this machine pinned (`expected_sign_public`), whose id the answer names.
+pub fn master_session(
+    server_url: &str,
+    answer: &agentkeys_proto::agents::MasterSessionResponse,
+    device: KeyPair,
+    token: SecretString,
+    expected_sign_public: &[u8; 32],
+) -> Result<Session, CreateAccountError> {
+    let wrap = b64::decode(&answer.account_key_wrap).ok_or(CryptoError::Malformed("account key wrap"))?;
+    let blob = device.unwrap(&wrap, WrapLabel::AccountKey)?;
+    let account = KeyPair::from_secret_blob(&blob)?;
+    let account_id = crypto::account_id(&account.public().sign);
+    let device_id = crypto::device_id(&device.public().sign);
+    for (field, expected, got) in [
+        ("account key", b64::encode(expected_sign_public), b64::encode(account.public().sign)),
+        ("account id", account_id.clone(), answer.account_id.clone()),
+        ("device id", device_id.clone(), answer.device_id.clone()),
+    ] {
+        if expected != got {
+            return Err(CreateAccountError::Mismatch { field, expected, got });
+        }
+    }
+    Ok(Session {
+        server_url: server_url.to_owned(),
+        account_id,
+        device_id,
+        device_label: answer.device_label.clone(),
+        session_id: answer.session_id.clone(),
+        token,
+        device,
+        account: Some(account),
+        agent_id: None,
+        account_sign_public: None,
+        link_id: None,
+    })
+}
+
+/// The request that opens a recovery: the recovery key's signing key finds the account and
+/// signs this device's keys, the hash of its session token and its label
+/// (docs/protocol.md "Recovery").
+pub fn open_recovery_request(
+    recovery: &RecoveryKey,
+    device: &KeyPair,
+    label: &str,
+    token_hash: &[u8; 32],
+) -> agentkeys_proto::devices::OpenRecoveryRequest {
+    let keys = device.public();
+    let payload = agentkeys_proto::devices::recovery_open_payload(&keys.sign, &keys.kx, token_hash, label);
+    agentkeys_proto::devices::OpenRecoveryRequest {
+        recovery_sign_public: b64::encode(recovery.sign_public()),
+        device_label: label.to_owned(),
+        device_sign_public: b64::encode(keys.sign),
+        device_kx_public: b64::encode(keys.kx),
+        token_hash: b64::encode(token_hash),
+        signature: b64::encode(recovery.sign(&payload)),
+    }
+}
+
+/// Completes a recovery past its delay: opens the account key from the recovery wrap the server
+/// now gives out (it must be the key of the account the recovery was opened for), certifies this
+/// device with it and wraps it to this device.
+pub fn complete_recovery_request(
+    recovery: &RecoveryKey,
+    status: &agentkeys_proto::devices::RecoveryStatusResponse,
+    device: &KeyPair,
+    label: &str,
+    replace_presence_keys: bool,
+    rng: &mut impl RandomSource,
+) -> Result<agentkeys_proto::devices::CompleteRecoveryRequest, CreateAccountError> {
+    let wrap = status.recovery_wrap.as_deref().and_then(b64::decode).ok_or(CryptoError::Malformed("recovery wrap"))?;
+    let blob = recovery.unwrap(&wrap, WrapLabel::AccountKey)?;
+    let account = KeyPair::from_secret_blob(&blob)?;
+    let account_id = crypto::account_id(&account.public().sign);
+    if account_id != status.account_id {
+        return Err(CreateAccountError::Mismatch {
+            field: "account id",
+            expected: status.account_id.clone(),
+            got: account_id,
+        });
+    }
+    let certificate = account.sign(&crypto::device_certificate_payload(&account_id, &device.public(), label));
+    let wrapped = crypto::wrap_to(&device.public().kx, account.secret_blob().as_ref(), WrapLabel::AccountKey, rng)?;
+    Ok(agentkeys_proto::devices::CompleteRecoveryRequest {
+        device_certificate: b64::encode(certificate),
+        account_key_wrap: b64::encode(wrapped),
+        replace_presence_keys,
+    })
+}
+
+/// A new recovery key for the account, and the request that replaces the old one with it.
+pub fn rotate_recovery_key(
+    account: &KeyPair,
+    rng: &mut impl RandomSource,
+) -> Result<(RecoveryKey, agentkeys_proto::devices::RotateRecoveryKeyRequest), CryptoError> {
+    let recovery = RecoveryKey::generate(rng);
+    let wrap = crypto::wrap_to(&recovery.kx_public(), account.secret_blob().as_ref(), WrapLabel::AccountKey, rng)?;
+    let request = agentkeys_proto::devices::RotateRecoveryKeyRequest {
+        account_key_wrap: b64::encode(wrap),
+        recovery_sign_public: b64::encode(recovery.sign_public()),
+    };
+    Ok((recovery, request))
 }

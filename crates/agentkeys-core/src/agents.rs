@@ -217,7 +217,15 @@ pub fn pairing_otp(session: &Session, request: &PendingRequest) -> Result<Option
     if ids::pairing_commitment(&nonce) != commitment {
         return Err(bad("a nonce that opens its commitment"));
     }
-    Ok(Some(ids::pairing_otp(&nonce, &request.code, &request.label, &request.scope, (&sign, &kx), &account_sign)))
+    Ok(Some(ids::pairing_otp(
+        &nonce,
+        request.kind.as_str(),
+        &request.code,
+        &request.label,
+        &request.scope,
+        (&sign, &kx),
+        &account_sign,
+    )))
 }
 
 /// The device fingerprint shown at approval: the device id.
@@ -225,15 +233,68 @@ pub fn device_fingerprint(request: &PendingRequest) -> Option<String> {
     Some(ids::device_id(&b64::decode_array::<32>(request.device_sign_public.as_deref()?)?))
 }
 
+/// The keys a pairing-kind request carries.
+fn request_keys(request: &PendingRequest) -> Result<([u8; 32], [u8; 32]), VaultError> {
+    let bad = || VaultError::Mismatch { wanted: "a request with device keys".into(), got: request.code.clone() };
+    let sign = b64::decode_array::<32>(request.device_sign_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
+    let kx = b64::decode_array::<32>(request.device_kx_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
+    Ok((sign, kx))
+}
+
+/// What an agent's new device must open: `scope` and, when the agent exists, the rest of its
+/// scope (each service checked against what this master granted it) and its private
+/// credentials — wrapped to the device. Also what the server listed as its scope before.
+async fn wraps_for_new_device(
+    client: &ApiClient,
+    session: &Session,
+    verifier: &Verifier,
+    (agent_id, device_id, kx): (&str, &str, &[u8; 32]),
+    scope: &[String],
+    rng: &mut impl RandomSource,
+) -> Result<(Vec<DeviceWrap>, Vec<String>), VaultError> {
+    let mut services = scope.to_vec();
+    let mut known = Vec::new();
+    let agents = client.list_agents().await?.agents;
+    if let Some(existing) = agents.iter().find(|a| a.agent_id == agent_id) {
+        // What it has already must be what this master granted it.
+        for service in existing.scope.iter().filter(|s| !scope.contains(s)) {
+            if let Err(error) = verifier.check_in_scope(agent_id, device_id, service) {
+                return Err(vault::reported(client, error).await);
+            }
+            services.push(service.clone());
+        }
+        known = existing.scope.clone();
+    }
+    let mut wraps = wrap_current(client, session, verifier, Namespace::Vault, &services, (device_id, kx), rng).await?;
+    let private = private_services(client, agent_id).await?;
+    wraps.extend(
+        wrap_current(client, session, verifier, Namespace::Agent(agent_id), &private, (device_id, kx), rng).await?,
+    );
+    Ok((wraps, known))
+}
+
+/// How an approval is given beyond what the request asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApproveOptions {
+    /// Agent recovery: keep the agent's old devices instead of revoking them.
+    pub keep_old: bool,
+}
+
 /// Approves a request as it was reviewed. A pairing: certify the device key and wrap the granted
 /// scope's data keys (and, when the label names an existing agent, its private credentials) to
-/// it. An access request: wrap the service to every device of the agent. A tier: nothing to wrap.
+/// it. An agent recovery: the same for the existing agent `agent`, revoking its old devices
+/// unless told to keep them. A device join: certify the new master device and wrap the account
+/// key to it. An access request: wrap the service to every device of the agent. A tier: nothing
+/// to wrap.
+#[allow(clippy::too_many_arguments)]
 pub async fn approve(
     client: &ApiClient,
     session: &Session,
     verifier: &Verifier,
     request: &PendingRequest,
     scope: &[String],
+    agent: Option<&AgentSummary>,
+    options: ApproveOptions,
     rng: &mut impl RandomSource,
 ) -> Result<DecisionResponse, VaultError> {
     let account = account_key(session)?;
@@ -241,53 +302,56 @@ pub async fn approve(
     // What the approval grants, and what the server listed for the agent before it.
     let (mut agent_id, mut known) = (request.agent_id.clone().unwrap_or_default(), Vec::new());
     loop {
-        if request.kind != RequestKind::Tier {
+        if !matches!(request.kind, RequestKind::Tier | RequestKind::Device) {
             statements::sync(client, session, verifier).await?;
         }
+        let mut revoked = Vec::new();
         let approval = match request.kind {
-            RequestKind::Pairing => {
-                let bad = || VaultError::Mismatch {
-                    wanted: "a pairing request with device keys".into(),
-                    got: request.code.clone(),
+            RequestKind::Pairing | RequestKind::Recovery => {
+                let (sign, kx) = request_keys(request)?;
+                agent_id = match (request.kind, agent) {
+                    (RequestKind::Recovery, Some(agent)) => agent.agent_id.clone(),
+                    (RequestKind::Recovery, None) => {
+                        return Err(VaultError::Mismatch {
+                            wanted: "the agent this recovery stands in for".into(),
+                            got: request.label.clone(),
+                        });
+                    }
+                    _ => ids::agent_id(&session.account_id, &request.label),
                 };
-                let sign =
-                    b64::decode_array::<32>(request.device_sign_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
-                let kx =
-                    b64::decode_array::<32>(request.device_kx_public.as_deref().ok_or_else(bad)?).ok_or_else(bad)?;
-                agent_id = ids::agent_id(&session.account_id, &request.label);
                 let device_id = ids::device_id(&sign);
                 if let Err(error) = verifier.check_recipient(&agent_id, &device_id) {
                     return Err(vault::reported(client, error).await);
                 }
                 let certificate = account.sign(&ids::agent_device_payload(&session.account_id, &agent_id, &sign, &kx));
-                // An existing agent gains a device: it must open the agent's whole scope, not
-                // only what the pairing asked for.
-                let mut services = scope.to_vec();
-                let agents = client.list_agents().await?.agents;
-                if let Some(existing) = agents.iter().find(|a| a.agent_id == agent_id) {
-                    // What it has already must be what this master granted it.
-                    for service in existing.scope.iter().filter(|s| !scope.contains(s)) {
-                        if let Err(error) = verifier.check_in_scope(&agent_id, &device_id, service) {
-                            return Err(vault::reported(client, error).await);
-                        }
-                        services.push(service.clone());
-                    }
-                    known = existing.scope.clone();
+                let (wraps, listed) =
+                    wraps_for_new_device(client, session, verifier, (&agent_id, &device_id, &kx), scope, rng).await?;
+                known = listed;
+                if request.kind == RequestKind::Recovery && !options.keep_old {
+                    revoked = agent
+                        .map(|a| a.devices.iter().filter(|d| !d.revoked).map(|d| d.device_id.clone()).collect())
+                        .unwrap_or_default();
                 }
-                let mut wraps =
-                    wrap_current(client, session, verifier, Namespace::Vault, &services, (&device_id, &kx), rng)
-                        .await?;
-                let private = private_services(client, &agent_id).await?;
-                let namespace = Namespace::Agent(&agent_id);
-                wraps.extend(
-                    wrap_current(client, session, verifier, namespace, &private, (&device_id, &kx), rng).await?,
-                );
                 ApproveRequest {
                     scope: scope.to_vec(),
                     // The bare signature: the server stores it as a paired certificate chain.
                     device_certificate: Some(b64::encode(certificate)),
                     wraps,
-                    statements: Vec::new(),
+                    keep_old: options.keep_old,
+                    ..ApproveRequest::default()
+                }
+            }
+            RequestKind::Device => {
+                let (sign, kx) = request_keys(request)?;
+                let public = crypto::PublicKeys { sign, kx };
+                let certificate =
+                    account.sign(&crypto::device_certificate_payload(&session.account_id, &public, &request.label));
+                let wrap = crypto::wrap_to(&kx, account.secret_blob().as_ref(), WrapLabel::AccountKey, rng)
+                    .map_err(|source| VaultError::Open { service: "the account key".into(), source })?;
+                ApproveRequest {
+                    device_certificate: Some(b64::encode(certificate)),
+                    account_key_wrap: Some(b64::encode(wrap)),
+                    ..ApproveRequest::default()
                 }
             }
             RequestKind::Access => {
@@ -298,14 +362,19 @@ pub async fn approve(
                     Some(agent) => wraps_for_devices(client, session, verifier, agent, scope, rng).await?,
                     None => Vec::new(),
                 };
-                ApproveRequest { scope: scope.to_vec(), device_certificate: None, wraps, statements: Vec::new() }
+                ApproveRequest { scope: scope.to_vec(), wraps, ..ApproveRequest::default() }
             }
-            RequestKind::Tier => ApproveRequest::default(),
+            RequestKind::Tier | RequestKind::AccountRecovery => ApproveRequest::default(),
         };
-        let bodies = match request.kind {
-            RequestKind::Tier => Vec::new(),
+        let mut bodies = match request.kind {
+            RequestKind::Tier | RequestKind::Device | RequestKind::AccountRecovery => Vec::new(),
             _ => statements::grant(verifier, &agent_id, scope, &known),
         };
+        // An agent's recovery says, in the account's log, that the machines it replaces never
+        // receive a key again.
+        if !revoked.is_empty() {
+            bodies.extend(statements::revoke(verifier, &agent_id, &revoked, false));
+        }
         let said = statements::sign(session, verifier, bodies)?;
         let approval = ApproveRequest { statements: said.wire(), ..approval };
         match client.approve_request(&request.code, &approval).await {

@@ -675,7 +675,10 @@ impl ApiClient {
         self.call(Method::GET, &format!("/v1/account/statements?from={from}"), None).await
     }
 
-    pub async fn put_account_settings(&self, settings: &AccountSettings) -> Result<(), ClientError> {
+    pub async fn put_account_settings(
+        &self,
+        settings: &agentkeys_proto::types::AccountSettingsChange,
+    ) -> Result<(), ClientError> {
         self.call(Method::PUT, "/v1/account/settings", Self::json(settings)).await
     }
 
@@ -764,6 +767,69 @@ impl ApiClient {
             .http
             .post(format!("{}/v1/pairings/{pairing_id}/reveal", self.base_url))
             .bearer_auth(poll_secret)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(request).await
+    }
+
+    pub async fn list_devices(&self) -> Result<agentkeys_proto::devices::DeviceListResponse, ClientError> {
+        self.call(Method::GET, "/v1/devices", None).await
+    }
+
+    pub async fn revoke_device(&self, device_id: &str) -> Result<(), ClientError> {
+        self.call(Method::POST, &format!("/v1/devices/{device_id}/revoke"), None).await
+    }
+
+    pub async fn rotate_recovery_key(
+        &self,
+        request: &agentkeys_proto::devices::RotateRecoveryKeyRequest,
+    ) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/v1/account/recovery-key", Self::json(request)).await
+    }
+
+    pub async fn set_recovery_delay(
+        &self,
+        request: &agentkeys_proto::devices::RecoveryDelayRequest,
+    ) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/v1/account/recovery-delay", Self::json(request)).await
+    }
+
+    /// Unauthenticated but for the recovery key's signature inside: open a recovery.
+    pub async fn open_recovery(
+        &self,
+        request: &agentkeys_proto::devices::OpenRecoveryRequest,
+    ) -> Result<agentkeys_proto::devices::RecoveryStatusResponse, ClientError> {
+        let body = serde_json::to_vec(request).expect("request types serialize");
+        let request = self
+            .http
+            .post(format!("{}/v1/recoveries", self.base_url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(request).await
+    }
+
+    /// Unauthenticated but for the new session's token: where a recovery stands.
+    pub async fn recovery_status(
+        &self,
+        recovery_id: &str,
+        token: &str,
+    ) -> Result<agentkeys_proto::devices::RecoveryStatusResponse, ClientError> {
+        let request = self.http.get(format!("{}/v1/recoveries/{recovery_id}", self.base_url)).bearer_auth(token);
+        self.send(request).await
+    }
+
+    /// Unauthenticated but for the new session's token: complete a recovery past its delay.
+    pub async fn complete_recovery(
+        &self,
+        recovery_id: &str,
+        token: &str,
+        request: &agentkeys_proto::devices::CompleteRecoveryRequest,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(request).expect("request types serialize");
+        let request = self
+            .http
+            .post(format!("{}/v1/recoveries/{recovery_id}/complete", self.base_url))
+            .bearer_auth(token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         self.send(request).await

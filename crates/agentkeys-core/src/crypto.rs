@@ -341,6 +341,26 @@ impl RecoveryKey {
         unwrap_with(&self.0, wrapped, label)
     }
 
+    /// The recovery key's signing key: the Ed25519 key whose seed is
+    /// HKDF-SHA256(ikm = the key, no salt, info `agentkeys-recovery-sign-v1`), 32 bytes. The
+    /// server keeps its public half, so a recovery can prove it holds the key without the
+    /// server ever being able to open the account key wrapped to it.
+    fn signing_key(&self) -> SigningKey {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(None, self.0.as_bytes())
+            .expand(b"agentkeys-recovery-sign-v1", seed.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        SigningKey::from_bytes(&seed)
+    }
+
+    pub fn sign_public(&self) -> [u8; 32] {
+        self.signing_key().verifying_key().to_bytes()
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.signing_key().sign(message).to_bytes()
+    }
+
     /// The printable form. Zeroized when dropped.
     pub fn to_text(&self) -> Zeroizing<String> {
         let mut raw = Zeroizing::new(Vec::with_capacity(35));

@@ -18,6 +18,7 @@ pub mod exit;
 pub mod harden;
 pub mod integrity;
 pub mod mask;
+pub mod pairing;
 pub mod paths;
 pub mod random;
 pub mod secret_mem;

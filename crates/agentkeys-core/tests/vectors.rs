@@ -72,6 +72,11 @@ fn compute() -> Value {
     let recovery_secret = bytes(&mut seed, 32);
     let recovery = RecoveryKey::generate(&mut FixedRandom::new(recovery_secret.clone()));
 
+    // A recovery opened for a new device (the key pair above) with the session token "akt_token".
+    let recovery_token_hash: [u8; 32] = sha2::Sha256::digest(b"akt_token").into();
+    let recovery_open =
+        agentkeys_proto::devices::recovery_open_payload(&public.sign, &public.kx, &recovery_token_hash, "new-laptop");
+
     let account_id = crypto::account_id(&public.sign);
     let certificate_payload = crypto::device_certificate_payload(&account_id, &public, "laptop");
     json!({
@@ -122,6 +127,11 @@ fn compute() -> Value {
             "secret": h(&recovery_secret),
             "kx_public": h(recovery.kx_public()),
             "text": recovery.to_text().as_str(),
+            "sign_public": h(recovery.sign_public()),
+            "open_token": "akt_token",
+            "open_label": "new-laptop",
+            "open_payload": String::from_utf8(recovery_open.clone()).unwrap(),
+            "open_signature": h(recovery.sign(&recovery_open)),
         },
         "agent": agent_vectors(&keys_secret),
         "grant": grant_vector(&keys_secret, &sealed),
@@ -301,12 +311,14 @@ fn agent_vectors(account_secret: &[u8]) -> Value {
         "link_payload": String::from_utf8(link_payload.clone()).unwrap(),
         "link_certificate": h(account.sign(&link_payload)),
         "linked_device_signature": h(link.sign(&device_payload)),
+        "pair_kind": "pairing",
         "pair_code": "7K3D-QX2M",
         "pair_scope": scope.join(","),
         "pair_nonce": h(pair_nonce),
         "pair_commitment": h(ids::pairing_commitment(&pair_nonce)),
         "pair_otp": ids::pairing_otp(
             &pair_nonce,
+            "pairing",
             "7K3D-QX2M",
             "build-bot",
             &scope,

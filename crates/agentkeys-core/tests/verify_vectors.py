@@ -85,6 +85,14 @@ def main(path):
     assert raw(X25519PrivateKey.from_private_bytes(secret).public_key()).hex() == rk["kx_public"]
     text = base64.b32encode(secret + hashlib.sha256(secret).digest()[:3]).decode().rstrip("=")
     assert "AKRK-" + "-".join(text[i:i + 5] for i in range(0, len(text), 5)) == rk["text"]
+    recovery_sign = Ed25519PrivateKey.from_private_bytes(
+        HKDF(hashes.SHA256(), 32, salt=None, info=b"agentkeys-recovery-sign-v1").derive(secret))
+    assert raw(recovery_sign.public_key()).hex() == rk["sign_public"]
+    kp = v["key_pair"]
+    token_hash = hashlib.sha256(rk["open_token"].encode()).hexdigest()
+    open_payload = f"agentkeys-recovery-open-v1\n{kp['sign_public']}\n{kp['kx_public']}\n{token_hash}\n{rk['open_label']}"
+    assert open_payload == rk["open_payload"]
+    assert recovery_sign.sign(open_payload.encode()).hex() == rk["open_signature"]
 
     a = v["agent"]
     account_blob = h(a["account_secret_blob"])
@@ -114,8 +122,8 @@ def main(path):
     assert link_key.sign(device_payload.encode()).hex() == a["linked_device_signature"]
     nonce = h(a["pair_nonce"])
     assert hashlib.sha256(b"agentkeys-pair-commit-v1\0" + nonce).hexdigest() == a["pair_commitment"]
-    otp_input = b"agentkeys-pair-otp-v2\0" + nonce + b"".join(
-        part + b"\0" for part in (a["pair_code"].encode(), a["label"].encode(), a["pair_scope"].encode()))
+    otp_input = b"agentkeys-pair-otp-v3\0" + nonce + b"".join(part + b"\0" for part in (
+        a["pair_kind"].encode(), a["pair_code"].encode(), a["label"].encode(), a["pair_scope"].encode()))
     digest = hashlib.sha256(otp_input + device_sign + device_kx + raw(account.public_key())).digest()
     assert f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}" == a["pair_otp"]
     binding = f"agentkeys-link-account-v1\n{a['link_id']}\n{raw(account.public_key()).hex()}"

@@ -49,6 +49,9 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Ask the master to pair this machine as an agent; prints a pair code and waits.
     Pair(PairArgs),
+    /// Stand in for an existing agent on a replacement machine (same id, scope, tier and private
+    /// credentials): prints a pair code and OTP for `agentkeys approve`, like `pair`.
+    Recover(RecoverArgs),
     /// Bind this machine to an agent with a link code from `agentkeys agent create`.
     Link(LinkArgs),
     /// Serve MCP on a Unix socket (mode 0600, same-user peers only) until stopped.
@@ -72,6 +75,15 @@ pub struct PairArgs {
     /// Services to ask for, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "SERVICES")]
     pub scope: Vec<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The agent to stand in for: its label, alias or id (ag_…).
+    pub agent: String,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub timeout: u64,

@@ -1,36 +1,25 @@
-//! Joining an agent: `pair` (a pair code the master approves, comparing an OTP) and `link` (a
-//! link code the master minted). Either way the device key is born here and never leaves, the
+//! Joining an agent: `pair` (a pair code the master approves, comparing an OTP), `recover` (the
+//! same, standing in for an existing agent on a replacement machine) and `link` (a link code the
+//! master minted). Either way the device key is born here and never leaves, the
 //! session token is generated here and only its hash is sent, and the session is saved as
 //! `daemon-<agent id>`.
 
 use std::io::BufRead as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentkeys_core::crypto::{self, KeyPair, WrapLabel};
 use agentkeys_core::error::{CommandError, exit};
+use agentkeys_core::pairing::{self, new_secret};
 use agentkeys_core::session::{Session, SessionId, SessionStore as _};
-use agentkeys_core::{ClientError, OsRandom, RandomSource as _, agents::LinkCode, vault};
-use agentkeys_proto::agents::{
-    AgentSessionResponse, DeviceWrap, OpenPairingRequest, RedeemLinkRequest, RequestStatus, redeem_payload,
-};
+use agentkeys_core::{ClientError, OsRandom, agents::LinkCode, vault};
+use agentkeys_proto::agents::{AgentSessionResponse, DeviceWrap, PairingKind, RedeemLinkRequest, redeem_payload};
 use agentkeys_proto::{b64, ids};
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use crate::cli::{LinkArgs, PairArgs};
+use crate::cli::{LinkArgs, PairArgs, RecoverArgs};
 use crate::context::Context;
-
-/// How often a waiting `pair` asks whether it was decided.
-const POLL_EVERY: Duration = Duration::from_secs(1);
-
-fn new_secret(prefix: &str) -> SecretString {
-    SecretString::from(format!("{prefix}{}", b64::encode(Zeroizing::new(OsRandom.array::<32>()).as_ref())))
-}
-
-fn hash_b64(secret: &SecretString) -> String {
-    b64::encode(Sha256::digest(secret.expose_secret().as_bytes()))
-}
 
 fn check_label(label: &str) -> Result<(), CommandError> {
     vault::check_service(label).map_err(|_| {
@@ -128,133 +117,81 @@ pub async fn pair(ctx: &Context, args: PairArgs) -> Result<u8, CommandError> {
     // The server keeps the scope sorted and unique; the OTP is computed over that same form.
     scope.sort();
     scope.dedup();
+    let ask = pairing::Ask {
+        kind: PairingKind::Pairing,
+        label: args.label.clone(),
+        scope,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    join_agent(ctx, &ask).await
+}
+
+/// `recover <agent>`: a replacement machine asks to take over an existing agent (same id, scope,
+/// tier and private credentials) with a new device key; the master approves it like a pairing.
+pub async fn recover(ctx: &Context, args: RecoverArgs) -> Result<u8, CommandError> {
+    vault::check_service(&args.agent).map_err(|_| {
+        CommandError::usage(
+            format!("invalid agent {:?}", args.agent),
+            "name the agent by its label, alias or id (ag_…), as `agentkeys agents` lists it",
+        )
+    })?;
+    let ask = pairing::Ask {
+        kind: PairingKind::Recovery,
+        label: args.agent.clone(),
+        scope: Vec::new(),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    join_agent(ctx, &ask).await
+}
+
+/// Opens the pairing-kind request, prints its code and OTP, and saves the session it ends in.
+async fn join_agent(ctx: &Context, ask: &pairing::Ask) -> Result<u8, CommandError> {
     let server_url = ctx.server_url(None);
     let client = ctx.anonymous_client(&server_url)?;
-    let device = KeyPair::generate(&mut OsRandom);
-    let keys = device.public();
-    let token = new_secret("akt_");
-    let poll = new_secret("akp_");
-    // The OTP's nonce: committed now, revealed only once a master has claimed the code, so the
-    // server cannot search for a key of its own that shows the same number.
-    let nonce = Zeroizing::new(OsRandom.array::<32>());
-    let request = OpenPairingRequest {
-        label: args.label.clone(),
-        scope: scope.clone(),
-        device_sign_public: b64::encode(keys.sign),
-        device_kx_public: b64::encode(keys.kx),
-        token_hash: hash_b64(&token),
-        poll_hash: hash_b64(&poll),
-        commitment: b64::encode(ids::pairing_commitment(&nonce)),
-    };
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    // A server that is rate limiting pairing requests (someone is flooding it) asks for a retry:
-    // wait as long as it says, a little longer each time, until the deadline.
-    let mut attempt = 0u32;
-    let opened = loop {
-        match client.open_pairing(&request).await {
-            Err(ClientError::Api { detail, .. })
-                if detail.code == agentkeys_proto::ErrorCode::RateLimited && Instant::now() < deadline =>
-            {
-                attempt += 1;
-                let wait = Duration::from_secs(detail.retry_after_s.unwrap_or(1).clamp(1, 30))
-                    + Duration::from_millis(u64::from(OsRandom.array::<1>()[0]) * 4 * u64::from(attempt.min(8)));
-                if attempt == 1 {
-                    eprintln!("The server is busy with pairing requests; retrying until it takes this one…");
-                }
-                tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
-            }
-            other => break other?,
+    let joined = pairing::join(&client, ask, |event| match event {
+        pairing::Event::Busy => {
+            eprintln!("The server is busy with pairing requests; retrying until it takes this one…")
         }
-    };
-    eprintln!("Pair code: {}", opened.code);
-    eprintln!(
-        "On the master, run `agentkeys approve {}`; once it has looked the code up, the OTP to type there shows \
-         here. Waiting (up to {}s)…",
-        opened.code,
-        args.timeout.min(600)
-    );
-    // The account that claims the code: pinned at the first claim seen, before the nonce is
-    // revealed, and covered by the OTP, so a server that shows a key of its own is caught.
-    let mut account_sign: Option<[u8; 32]> = None;
-    loop {
-        tokio::time::sleep(POLL_EVERY).await;
-        let status = match client.pairing_status(&opened.pairing_id, poll.expose_secret()).await {
-            Ok(status) => status,
-            // A server restart or a network blip must not lose a pairing the human may be approving.
-            Err(ClientError::Unreachable { .. }) if Instant::now() < deadline => continue,
-            Err(error) => return Err(error.into()),
-        };
-        if status.claimed && account_sign.is_none() {
-            let claimed = status.account_sign_public.as_deref().and_then(b64::decode_array::<32>).ok_or_else(|| {
-                CommandError::new(
-                    exit::ERROR,
-                    "the server says the code was claimed but names no account key",
-                    "check that --server points at an agentkeys-server of the same version",
-                )
-            })?;
-            account_sign = Some(claimed);
-            let otp = ids::pairing_otp(&nonce, &opened.code, &args.label, &scope, (&keys.sign, &keys.kx), &claimed);
-            eprintln!("OTP: {otp}");
+        pairing::Event::Opened { code } => {
+            eprintln!("Pair code: {code}");
             eprintln!(
-                "Type {otp} at `agentkeys approve {}` on the master (account {}). A master that shows no such prompt, \
-                 or computes another number, is not the one you meant: deny it there.",
-                opened.code,
-                ids::account_id(&claimed),
+                "On the master, run `agentkeys approve {code}`; once it has looked the code up, the OTP to type there \
+                 shows here. Waiting (up to {}s)…",
+                ask.timeout.as_secs().min(600)
             );
         }
-        if let (Some(pinned), Some(shown)) = (&account_sign, status.account_sign_public.as_deref())
-            && b64::decode_array::<32>(shown).as_ref() != Some(pinned)
-        {
-            return Err(CommandError::new(
-                exit::ERROR,
-                "INTEGRITY: the server now names another account for this pairing than the one it was claimed by",
-                "the server is not trustworthy: deny the code on the master and pair against a server you trust",
-            ));
+        pairing::Event::Claimed { code, otp, account_id } => {
+            eprintln!("OTP: {otp}");
+            eprintln!(
+                "Type {otp} at `agentkeys approve {code}` on the master (account {account_id}). A master that shows no \
+                 such prompt, or computes another number, is not the one you meant: deny it there."
+            );
         }
-        if status.status == RequestStatus::Pending && status.claimed && !status.revealed {
-            match client.reveal_pairing(&opened.pairing_id, poll.expose_secret(), &nonce).await {
-                Ok(()) | Err(ClientError::Unreachable { .. }) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        match (status.status, status.session) {
-            (RequestStatus::Approved, Some(joined)) => {
-                let Some(account_sign_public) = account_sign else {
-                    return Err(CommandError::new(
-                        exit::ERROR,
-                        "INTEGRITY: the server approved this pairing without it ever being claimed by an account",
-                        "the server is not trustworthy: pair against a server you trust",
-                    ));
-                };
-                let pinned = Pinned { account_sign_public, link_id: None };
-                let id = save(ctx, client.base_url(), device, token, &joined, pinned)?;
-                report(ctx, &id, &joined)?;
-                return Ok(0);
-            }
-            (RequestStatus::Denied, _) => {
-                return Err(CommandError::new(
-                    exit::DECLINED,
-                    "the master denied this pairing",
-                    "ask the account owner, then pair again",
-                ));
-            }
-            (RequestStatus::Expired, _) => {
-                return Err(CommandError::new(
-                    exit::DECLINED,
-                    "the pair code expired before the master approved it",
-                    "pair again",
-                ));
-            }
-            _ if Instant::now() >= deadline => {
-                return Err(CommandError::new(
-                    exit::DECLINED,
-                    format!("no decision within {}s", args.timeout),
-                    "pair again, and approve it on the master while the daemon waits",
-                ));
-            }
-            _ => {}
-        }
+    })
+    .await?;
+    let Some(session) = joined.status.session.clone() else {
+        return Err(CommandError::new(
+            exit::ERROR,
+            "the server approved this request without the agent session it makes",
+            "check that --server points at an agentkeys-server of the same version",
+        ));
+    };
+    // An agent's id derives from its account and label: a server cannot hand this machine
+    // another agent's session under the name it asked for without that showing.
+    if ids::agent_id(&session.account_id, &session.label) != session.agent_id {
+        return Err(CommandError::new(
+            exit::ERROR,
+            "INTEGRITY: the server answered for an agent whose id does not derive from its label",
+            "the server is not trustworthy: tell the account owner; nothing was saved",
+        ));
     }
+    let pinned = Pinned { account_sign_public: joined.account_sign_public, link_id: None };
+    let id = save(ctx, client.base_url(), joined.device, joined.token, &session, pinned)?;
+    report(ctx, &id, &session)?;
+    if ask.kind == PairingKind::Recovery {
+        eprintln!("This machine now stands in for agent {} ({}).", session.label, session.agent_id);
+    }
+    Ok(0)
 }
 
 fn read_code(args: &LinkArgs) -> Result<Zeroizing<String>, CommandError> {

@@ -125,6 +125,7 @@ fn warn_weak_ptrace(ctx: &Context) {
 async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CommandError> {
     match command {
         Command::Pair(args) => enroll::pair(ctx, args).await,
+        Command::Recover(args) => enroll::recover(ctx, args).await,
         Command::Link(args) => enroll::link(ctx, args).await,
         Command::Serve(args) => {
             let (id, client, session) = ctx.client()?;

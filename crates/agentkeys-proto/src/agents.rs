@@ -339,6 +339,34 @@ pub struct OpenPairingRequest {
     /// [`crate::ids::pairing_commitment`] of the daemon's OTP nonce (revealed later).
     #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
     pub commitment: String,
+    /// What the machine asks to be; a daemon pairing by default.
+    #[serde(default)]
+    pub kind: PairingKind,
+}
+
+/// The kinds of request a pair code opens (`POST /v1/pairings`): the subset of [`RequestKind`]
+/// whose machine shows an OTP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PairingKind {
+    /// A daemon pairing as the agent `label`.
+    #[default]
+    Pairing,
+    /// A new master device: `label` is its device label.
+    Device,
+    /// A replacement machine for the agent `label` names (its label, alias or id).
+    Recovery,
+}
+
+impl PairingKind {
+    pub fn request_kind(self) -> RequestKind {
+        match self {
+            PairingKind::Pairing => RequestKind::Pairing,
+            PairingKind::Device => RequestKind::Device,
+            PairingKind::Recovery => RequestKind::Recovery,
+        }
+    }
 }
 
 /// `POST /v1/pairings/{pairing_id}/reveal` with the poll secret as bearer: the daemon reveals its
@@ -379,6 +407,24 @@ pub struct PairingStatusResponse {
     pub account_sign_public: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<AgentSessionResponse>,
+    /// An approved `device` request: the new master device's session and the account key
+    /// wrapped to its key-agreement key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<MasterSessionResponse>,
+}
+
+/// A new master device's session, from an approved device join or a completed recovery. The
+/// token is the new machine's own; it is not in here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MasterSessionResponse {
+    pub account_id: String,
+    pub device_id: String,
+    pub device_label: String,
+    pub session_id: String,
+    /// The account key wrapped to this device (`wrap` of docs/protocol.md, label account-key).
+    pub account_key_wrap: String,
 }
 
 /// The kinds of request in the approval queue.
@@ -392,6 +438,15 @@ pub enum RequestKind {
     Access,
     /// An agent asking for a higher tier (MCP `request_tier`).
     Tier,
+    /// A new machine of the account's owner asking to become a master device
+    /// (`agentkeys device join`): approving it wraps the account key to it.
+    Device,
+    /// A replacement machine asking to take over an existing agent (`agentkeys-daemon recover`):
+    /// same agent id, scope, tier and private credentials, a new device key.
+    Recovery,
+    /// A new machine holding the recovery key (`agentkeys recover`): held for the account's
+    /// recovery delay, during which any master device can deny it.
+    AccountRecovery,
 }
 
 impl RequestKind {
@@ -400,10 +455,20 @@ impl RequestKind {
             RequestKind::Pairing => "pairing",
             RequestKind::Access => "access",
             RequestKind::Tier => "tier",
+            RequestKind::Device => "device",
+            RequestKind::Recovery => "recovery",
+            RequestKind::AccountRecovery => "account_recovery",
         }
     }
 
-    pub const ALL: [RequestKind; 3] = [RequestKind::Pairing, RequestKind::Access, RequestKind::Tier];
+    pub const ALL: [RequestKind; 6] = [
+        RequestKind::Pairing,
+        RequestKind::Access,
+        RequestKind::Tier,
+        RequestKind::Device,
+        RequestKind::Recovery,
+        RequestKind::AccountRecovery,
+    ];
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == text)
@@ -439,6 +504,9 @@ pub struct PendingRequest {
     pub reveal: Option<String>,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+    /// An account recovery: when its delay has passed and it can complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
 }
 
 /// `GET /v1/requests`.
@@ -471,6 +539,13 @@ pub struct ApproveRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(max_items = 8))]
     pub statements: Vec<crate::statement::AccountStatement>,
+    /// Device join: the account key wrapped to the new device's key-agreement key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::b64::Bytes113>))]
+    pub account_key_wrap: Option<String>,
+    /// Agent recovery: keep the agent's old devices (by default they are revoked).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_old: bool,
 }
 
 /// Answer to an approval or a denial.

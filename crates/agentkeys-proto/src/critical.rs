@@ -26,10 +26,17 @@ pub enum Critical {
     PresenceEnroll,
     /// `presence remove`: removing the last one turns the server-verified requirement off.
     PresenceRemove,
+    /// `device revoke`: ends every session of a master device.
+    DeviceRevoke,
+    /// `recover`: opening and completing a recovery with the recovery key, on the new machine
+    /// (the server's guard is the recovery delay, not presence: the old keys may be lost).
+    Recover,
+    /// `recovery-key rotate`: replaces the recovery key.
+    RecoveryKeyRotate,
 }
 
 impl Critical {
-    pub const ALL: [Critical; 10] = [
+    pub const ALL: [Critical; 13] = [
         Critical::Approve,
         Critical::Revoke,
         Critical::Teardown,
@@ -40,6 +47,9 @@ impl Critical {
         Critical::ConfigWeaken,
         Critical::PresenceEnroll,
         Critical::PresenceRemove,
+        Critical::DeviceRevoke,
+        Critical::Recover,
+        Critical::RecoveryKeyRotate,
     ];
 
     /// A stable name, for messages and tests.
@@ -55,12 +65,17 @@ impl Critical {
             Critical::ConfigWeaken => "config-weaken",
             Critical::PresenceEnroll => "presence-enroll",
             Critical::PresenceRemove => "presence-remove",
+            Critical::DeviceRevoke => "device-revoke",
+            Critical::Recover => "recover",
+            Critical::RecoveryKeyRotate => "recovery-key-rotate",
         }
     }
 
-    /// Whether the server sees the operation (all but `init --force`, which stays on the machine).
+    /// Whether the server's presence policy sees the operation: not `init --force`, which stays
+    /// on the machine, nor `recover`, whose new machine has no session (the recovery delay is
+    /// the server's guard there).
     pub fn reaches_the_server(self) -> bool {
-        self != Critical::InitForce
+        !matches!(self, Critical::InitForce | Critical::Recover)
     }
 }
 

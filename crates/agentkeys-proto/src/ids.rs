@@ -3,7 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex, as the signed payloads spell keys.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -195,8 +196,13 @@ pub fn pairing_commitment(nonce: &[u8; 32]) -> [u8; 32] {
 /// authentication string). The account key in it is what lets the daemon trust the account's
 /// signatures later: a server that showed the daemon an account key of its own makes the numbers
 /// differ.
+///
+/// `kind` is the request's kind (`pairing`, `device`, `recovery`): a server cannot present a
+/// daemon's pairing to the master as a new master device (which would be given the account key),
+/// or the other way round, without the numbers differing.
 pub fn pairing_otp(
     nonce: &[u8; 32],
+    kind: &str,
     code: &str,
     label: &str,
     scope: &[String],
@@ -205,10 +211,10 @@ pub fn pairing_otp(
 ) -> String {
     let (sign_public, kx_public) = device;
     let mut hasher = Sha256::new();
-    hasher.update(b"agentkeys-pair-otp-v2");
+    hasher.update(b"agentkeys-pair-otp-v3");
     hasher.update([0]);
     hasher.update(nonce);
-    for part in [code.as_bytes(), label.as_bytes(), scope.join(",").as_bytes()] {
+    for part in [kind.as_bytes(), code.as_bytes(), label.as_bytes(), scope.join(",").as_bytes()] {
         hasher.update(part);
         hasher.update([0]);
     }
@@ -235,12 +241,16 @@ mod tests {
     #[test]
     fn otp_changes_with_the_device_key() {
         let scope = vec!["openai".to_owned()];
-        let a = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[5; 32]);
-        let b = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, (&[3; 32], &[2; 32]), &[5; 32]);
-        let c = super::pairing_otp(&[8; 32], "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[5; 32]);
-        let d = super::pairing_otp(&[9; 32], "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[6; 32]);
+        let a = super::pairing_otp(&[9; 32], "pairing", "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[5; 32]);
+        let b = super::pairing_otp(&[9; 32], "pairing", "7K3D-QX2M", "bot", &scope, (&[3; 32], &[2; 32]), &[5; 32]);
+        let c = super::pairing_otp(&[8; 32], "pairing", "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[5; 32]);
+        let d = super::pairing_otp(&[9; 32], "pairing", "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[6; 32]);
+        let e = super::pairing_otp(&[9; 32], "device", "7K3D-QX2M", "bot", &scope, (&[1; 32], &[2; 32]), &[5; 32]);
         assert_eq!(a.len(), 6);
-        assert!(a != b && a != c && a != d, "the device key, the nonce and the account key all count");
+        assert!(
+            a != b && a != c && a != d && a != e,
+            "the device key, the nonce, the account key and the kind all count"
+        );
     }
 
     #[test]

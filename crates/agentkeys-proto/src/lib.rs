@@ -12,6 +12,7 @@ pub mod certificate;
 pub mod chain;
 pub mod critical;
 pub mod daemon;
+pub mod devices;
 pub mod error;
 pub mod grant;
 pub mod ids;

@@ -47,6 +47,10 @@ pub struct CreateAccountRequest {
     /// The account private key wrapped to the recovery key (base64url).
     #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes113))]
     pub account_key_wrap_recovery: String,
+    /// The recovery key's Ed25519 signing key (32 bytes, derived from it: docs/protocol.md
+    /// "Recovery key"): a recovery proves it holds the key by signing with it.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::b64::Bytes32))]
+    pub recovery_sign_public: String,
 }
 
 /// Answer to [`CreateAccountRequest`]. `Debug` leaves the token out.
@@ -86,6 +90,10 @@ pub struct WhoAmIResponse {
     /// For agents: which agent, its tier and scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentIdentity>,
+    /// For master devices: a recovery of the account with its recovery key, pending. Unless a
+    /// master device denies it, it completes once its delay has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_pending: Option<crate::agents::PendingRequest>,
 }
 
 /// What kind of device a session belongs to. Stored as [`ActorKind::as_str`].
@@ -366,12 +374,24 @@ mod tests {
     }
 }
 
-/// `GET`/`PUT /v1/account/settings`: the account's server-side policy.
+/// `GET /v1/account/settings`: the account's server-side policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AccountSettings {
     /// Refuse critical operations (approve, revoke, teardown, agent create and upgrade, widening a
     /// scope, turning this off) whose presence was `skipped` or not reported.
+    pub require_presence_for_critical: bool,
+    /// How long a recovery with the recovery key waits before it can complete (set through
+    /// `PUT /v1/account/recovery-delay`).
+    pub recovery_delay_s: i64,
+}
+
+/// `PUT /v1/account/settings`: what it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettingsChange {
+    /// As in [`AccountSettings`]; turning it off is critical.
     pub require_presence_for_critical: bool,
 }

@@ -54,6 +54,9 @@ pub enum Door {
     Accounts,
     Pairings,
     Links,
+    /// Recoveries with the recovery key: opened, polled and completed by a machine with no
+    /// session yet.
+    Recoveries,
     /// The presence ceremony page, reached with a ceremony id as its only credential.
     Presence,
     /// A signed route reached without a session the server knows.
@@ -66,6 +69,7 @@ impl Door {
             Door::Accounts => "accounts",
             Door::Pairings => "pairings",
             Door::Links => "links",
+            Door::Recoveries => "recoveries",
             Door::Presence => "presence",
             Door::Unauthenticated => "unauthenticated",
         }

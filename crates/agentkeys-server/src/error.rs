@@ -162,3 +162,14 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A duration for messages: `3d 4h`, `71h 59m`, `5m 3s`, `42s`.
+pub fn duration_text(seconds: i64) -> String {
+    let (d, h, m, s) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}

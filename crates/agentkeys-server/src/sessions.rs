@@ -100,6 +100,16 @@ pub async fn revoke_for_agent(conn: &mut AnyConnection, agent_id: &str, now: i64
     .map(|_| ())
 }
 
+/// Ends every live session of one device.
+pub async fn revoke_for_device(conn: &mut AnyConnection, device_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET revoked_at_ms = $1 WHERE revoked_at_ms IS NULL AND device_id = $2")
+        .bind(now)
+        .bind(device_id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
 /// A session as authentication needs it: the row, and its device key already decompressed
 /// (decompressing an Ed25519 point costs about as much as a third of a verification).
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 //! roots is, since a new list may admit what the old one refused.
 
 use agentkeys_biometric::{CriticalOp, Policy};
-use agentkeys_proto::types::AccountSettings;
+use agentkeys_proto::types::AccountSettingsChange;
 
 use crate::cli::{ConfigGetArgs, ConfigSetArgs};
 use crate::config::{Config, ConfigFile};
@@ -13,12 +13,21 @@ use crate::error::CliError;
 
 const REQUIRE_PRESENCE: &str = "require-presence";
 pub const PRESENCE_ATTESTATION: &str = "presence-attestation";
+pub const RECOVERY_DELAY: &str = "recovery-delay";
 
 fn on_off(on: bool) -> &'static str {
     if on { "on" } else { "off" }
 }
 
 pub async fn get(ctx: &Context, args: ConfigGetArgs) -> Result<u8, CliError> {
+    if args.key == RECOVERY_DELAY {
+        let (client, _) = ctx.client()?;
+        let settings = client.account_settings().await?;
+        let delay_s = settings.recovery_delay_s;
+        ctx.out.json(&serde_json::json!({ RECOVERY_DELAY: delay_s }))?;
+        ctx.out.line(humantime::format_duration(std::time::Duration::from_secs(delay_s.max(0) as u64)).to_string())?;
+        return Ok(0);
+    }
     if args.key == REQUIRE_PRESENCE {
         let (client, _) = ctx.client()?;
         let settings = client.account_settings().await?;
@@ -38,6 +47,9 @@ pub async fn set(ctx: &Context, args: ConfigSetArgs) -> Result<u8, CliError> {
     }
     if args.key == PRESENCE_ATTESTATION {
         return set_presence_attestation(ctx, &args.value).await;
+    }
+    if args.key == RECOVERY_DELAY {
+        return set_recovery_delay(ctx, &args.value).await;
     }
     let new = Policy::parse(&args.value).ok_or_else(|| {
         CliError::usage(format!("{:?} is not a presence policy", args.value), "use required, preferred or off")
@@ -73,13 +85,48 @@ async fn set_require_presence(ctx: &Context, value: &str) -> Result<u8, CliError
     } else {
         client
     };
-    client.put_account_settings(&AccountSettings { require_presence_for_critical: on }).await?;
-    ctx.out.json(&AccountSettings { require_presence_for_critical: on })?;
+    let settings = AccountSettingsChange { require_presence_for_critical: on };
+    client.put_account_settings(&settings).await?;
+    ctx.out.json(&settings)?;
     ctx.out.note(format!(
         "require-presence = {} (was {}){}",
         on_off(on),
         on_off(current),
         if on { ": the server now refuses critical operations made with --no-biometric" } else { "" }
+    ));
+    Ok(0)
+}
+
+/// How long a recovery with the recovery key waits before it can complete (at least an hour):
+/// shortening it is critical, since the delay is what gives the owner time to deny a thief.
+async fn set_recovery_delay(ctx: &Context, value: &str) -> Result<u8, CliError> {
+    use agentkeys_proto::devices::{MAX_RECOVERY_DELAY_MS, MIN_RECOVERY_DELAY_MS};
+    let delay = humantime::parse_duration(value).map_err(|e| {
+        CliError::usage(format!("invalid recovery delay {value:?}: {e}"), "use a duration like 72h, 3d or 1w")
+    })?;
+    let delay_s = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
+    if !(MIN_RECOVERY_DELAY_MS / 1000..=MAX_RECOVERY_DELAY_MS / 1000).contains(&delay_s) {
+        return Err(CliError::usage(
+            format!("a recovery delay of {value} is out of range"),
+            "use at least 1h (the delay is what lets you deny a stolen recovery key) and at most 90d",
+        ));
+    }
+    let (client, _) = ctx.client()?;
+    let current = client.account_settings().await?.recovery_delay_s;
+    let shown = |s: i64| humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64)).to_string();
+    let client = if delay_s < current {
+        let op = CriticalOp::weaken_setting("the recovery delay", RECOVERY_DELAY, &shown(current), &shown(delay_s));
+        crate::presence::require(ctx, client, &op).await?
+    } else {
+        client
+    };
+    let request = agentkeys_proto::devices::RecoveryDelayRequest { delay_s: delay_s.unsigned_abs() };
+    client.set_recovery_delay(&request).await?;
+    ctx.out.json(&serde_json::json!({ RECOVERY_DELAY: delay_s }))?;
+    ctx.out.note(format!(
+        "recovery-delay = {} (was {}); a recovery already pending keeps the delay it was opened with",
+        shown(delay_s),
+        shown(current)
     ));
     Ok(0)
 }

@@ -15,7 +15,7 @@ use crate::cli::InitArgs;
 use crate::context::Context;
 use crate::error::{CliError, exit};
 
-fn default_label() -> String {
+pub(super) fn default_label() -> String {
     let uname = rustix::system::uname();
     let host = uname.nodename().to_string_lossy().into_owned();
     if host.is_empty() { "master".to_owned() } else { host.chars().take(ids::DEVICE_LABEL_MAX).collect() }

@@ -3,6 +3,7 @@
 
 mod agents;
 mod config;
+mod devices;
 mod init;
 mod presence_keys;
 mod requests;
@@ -14,7 +15,7 @@ mod whoami;
 use agentkeys_proto::critical::Critical;
 use clap::CommandFactory as _;
 
-use crate::cli::{AgentCommand, Cli, Command, ConfigCommand, PresenceCommand};
+use crate::cli::{AgentCommand, Cli, Command, ConfigCommand, DeviceCommand, PresenceCommand, RecoveryKeyCommand};
 use crate::context::Context;
 use crate::error::CliError;
 
@@ -38,6 +39,9 @@ pub fn critical(command: &Command) -> Option<Critical> {
         }
         Command::Presence(PresenceCommand::Enroll(_)) => Some(Critical::PresenceEnroll),
         Command::Presence(PresenceCommand::Remove(_)) => Some(Critical::PresenceRemove),
+        Command::Device(DeviceCommand::Revoke(_)) => Some(Critical::DeviceRevoke),
+        Command::Recover(_) => Some(Critical::Recover),
+        Command::RecoveryKey(RecoveryKeyCommand::Rotate) => Some(Critical::RecoveryKeyRotate),
         _ => None,
     }
 }
@@ -68,6 +72,11 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
         Command::Presence(PresenceCommand::Enroll(args)) => presence_keys::enroll(ctx, args).await,
         Command::Presence(PresenceCommand::List) => presence_keys::list(ctx).await,
         Command::Presence(PresenceCommand::Remove(args)) => presence_keys::remove(ctx, &args.key).await,
+        Command::Devices => devices::list(ctx).await,
+        Command::Device(DeviceCommand::Join(args)) => devices::join(ctx, args).await,
+        Command::Device(DeviceCommand::Revoke(args)) => devices::revoke(ctx, &args.device).await,
+        Command::Recover(args) => devices::recover(ctx, args).await,
+        Command::RecoveryKey(RecoveryKeyCommand::Rotate) => devices::rotate_recovery_key(ctx).await,
         Command::Config(ConfigCommand::Get(args)) => config::get(ctx, args).await,
         Command::Config(ConfigCommand::Set(args)) => config::set(ctx, args).await,
         Command::Completions(args) => {

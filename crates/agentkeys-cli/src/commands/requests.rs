@@ -19,12 +19,19 @@ fn bad_code(code: &str) -> CliError {
 }
 
 fn what(request: &PendingRequest) -> String {
+    let label = agentkeys_proto::names::escape_hidden(&request.label);
     match request.kind {
-        RequestKind::Pairing => format!("pair a daemon as {} with scope {}", request.label, request.scope.join(",")),
-        RequestKind::Access => format!("give {} access to {}", request.label, request.scope.join(",")),
+        RequestKind::Pairing => format!("pair a daemon as {label} with scope {}", request.scope.join(",")),
+        RequestKind::Access => format!("give {label} access to {}", request.scope.join(",")),
         RequestKind::Tier => {
-            format!("raise {} to tier {}", request.label, request.tier.map(|t| t.to_string()).unwrap_or_default())
+            format!("raise {label} to tier {}", request.tier.map(|t| t.to_string()).unwrap_or_default())
         }
+        RequestKind::Device => format!("join as master device {label} (it gets the account key)"),
+        RequestKind::Recovery => format!("stand in for agent {label} on a replacement machine"),
+        RequestKind::AccountRecovery => format!(
+            "RECOVER THIS ACCOUNT with its recovery key on a new machine ({label}), from {}",
+            timestamp(request.not_before_ms.unwrap_or(request.created_at_ms))
+        ),
     }
 }
 
@@ -76,15 +83,45 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     if let Some(reason) = &request.reason {
         shown.push(format!("  reason:   {}", agentkeys_proto::names::escape_hidden(reason)));
     }
+    if request.kind == RequestKind::AccountRecovery {
+        return Err(CliError::new(
+            exit::DENIED,
+            format!("request {code} is a recovery of this account with its recovery key: it is not approved"),
+            format!(
+                "it completes by itself once its delay has passed, unless a master device denies it: if it is not \
+                 yours, run `agentkeys deny {code}` now. To add a machine you hold, run `agentkeys device join` there."
+            ),
+        ));
+    }
+    // The agent a recovery stands in for, as this master knows it.
+    let stands_in_for = match request.kind {
+        RequestKind::Recovery => Some(recovered_agent(&client, &request).await?),
+        _ => None,
+    };
     let (request, otp) = match request.kind {
-        RequestKind::Pairing => {
+        RequestKind::Pairing | RequestKind::Device | RequestKind::Recovery => {
             let (request, otp) = wait_for_reveal(&client, &session, &code, request).await?;
             (request, Some(otp))
         }
         _ => (request, None),
     };
+    if let Some(agent) = &stands_in_for {
+        let devices = agent.devices.iter().filter(|d| !d.revoked).count();
+        shown.push(format!("  device:   {}", agents::device_fingerprint(&request).unwrap_or_default()));
+        shown.push(format!(
+            "  agent:    {} ({}), tier {}, scope {}; {devices} device(s) now, {}",
+            agent.label,
+            agent.agent_id,
+            agent.tier,
+            if agent.scope.is_empty() { "(none)".to_owned() } else { agent.scope.join(",") },
+            if args.keep_old { "kept (--keep-old)" } else { "revoked once this is approved (--keep-old keeps them)" },
+        ));
+    }
+    if request.kind == RequestKind::Device {
+        shown.push(format!("  device:   {}", agents::device_fingerprint(&request).unwrap_or_default()));
+    }
     let mut joins = None;
-    if otp.is_some() {
+    if request.kind == RequestKind::Pairing && otp.is_some() {
         shown.push(format!("  device:   {}", agents::device_fingerprint(&request).unwrap_or_default()));
         // Pairing under an existing label adds this machine to that agent: say what it inherits.
         let existing = client.list_agents().await?.agents.into_iter().find(|a| a.label == request.label);
@@ -139,6 +176,14 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
                 None => op,
             }
         }
+        RequestKind::Device => {
+            CriticalOp::approve_device(&request.label, &agents::device_fingerprint(&request).unwrap_or_default())
+        }
+        RequestKind::Recovery => CriticalOp::approve_recovery(
+            stands_in_for.as_ref().map_or(request.label.as_str(), |a| a.label.as_str()),
+            &agents::device_fingerprint(&request).unwrap_or_default(),
+            args.keep_old,
+        ),
         RequestKind::Tier => {
             let to = request.tier.map(|t| t.as_str()).unwrap_or("?");
             let from = client
@@ -154,13 +199,63 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
         _ => CriticalOp::approve_access(&request.label, &scope),
     };
     let client = crate::presence::require(ctx, client, &op).await?;
-    let decided = agents::approve(&client, &session, &verifier, &request, &scope, &mut OsRandom).await?;
+    let options = agents::ApproveOptions { keep_old: args.keep_old };
+    let decided =
+        agents::approve(&client, &session, &verifier, &request, &scope, stands_in_for.as_ref(), options, &mut OsRandom)
+            .await?;
     ctx.out.json(&decided)?;
     ctx.out.note(match (&decided.agent_id, request.kind) {
         (Some(agent_id), RequestKind::Pairing) => format!("Approved: {} is paired as agent {agent_id}", request.label),
+        (Some(agent_id), RequestKind::Recovery) => format!(
+            "Approved: the replacement machine stands in for agent {agent_id}{}",
+            if args.keep_old { "; its other devices were kept" } else { "; its old devices were revoked" }
+        ),
+        (_, RequestKind::Device) => format!("Approved: {} is a master device of this account", request.label),
         _ => format!("Approved {code}"),
     });
     Ok(0)
+}
+
+/// The agent a recovery request names (label, alias or id), refused with the fix when it is
+/// gone: a torn-down agent has nothing left to recover, a revoked one is brought back only by
+/// pairing anew.
+async fn recovered_agent(
+    client: &agentkeys_core::ApiClient,
+    request: &PendingRequest,
+) -> Result<agentkeys_proto::agents::AgentSummary, CliError> {
+    use agentkeys_proto::agents::AgentStatus;
+    let listed = client.list_agents().await?.agents;
+    let Some(agent) = agents::resolve(&listed, &request.label) else {
+        return Err(CliError::new(
+            exit::NOT_FOUND,
+            format!("recovery {} names agent {:?}, which this account does not have", request.code, request.label),
+            "check the name given to `agentkeys-daemon recover` (`agentkeys agents` lists them), or pair the machine \
+             anew with `agentkeys-daemon pair`; deny this one with `agentkeys deny CODE`",
+        ));
+    };
+    match agent.status {
+        AgentStatus::TornDown => Err(CliError::new(
+            exit::DENIED,
+            format!(
+                "agent {} was torn down: its private credentials are gone, nothing is left to recover",
+                agent.label
+            ),
+            format!(
+                "pair the machine anew (`agentkeys-daemon pair --label {}`); deny this one with `agentkeys deny CODE`",
+                agent.label
+            ),
+        )),
+        AgentStatus::Revoked => Err(CliError::new(
+            exit::DENIED,
+            format!("agent {} was revoked, so it is not recovered", agent.label),
+            format!(
+                "pair the machine anew (`agentkeys-daemon pair --label {}`): that brings the agent back, a decision of \
+                 its own; deny this one with `agentkeys deny CODE`",
+                agent.label
+            ),
+        )),
+        AgentStatus::Active | AgentStatus::Pending => Ok(agent.clone()),
+    }
 }
 
 /// How long `approve` waits for the pairing daemon to reveal its OTP nonce after the look-up.

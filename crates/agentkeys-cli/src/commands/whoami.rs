@@ -20,6 +20,7 @@ pub async fn whoami(ctx: &Context) -> Result<u8, CliError> {
         "session_created_at_ms": who.session_created_at_ms,
         "server": client.base_url(),
         "session_store": stored,
+        "recovery_pending": who.recovery_pending,
     }))?;
     ctx.out.line(format!(
         "Account:  {}\nDevice:   {} ({}, {})\nSession:  {} (since {})\nServer:   {}\nStored:   {}",
@@ -32,5 +33,17 @@ pub async fn whoami(ctx: &Context) -> Result<u8, CliError> {
         client.base_url(),
         stored,
     ))?;
+    if let Some(recovery) = &who.recovery_pending {
+        // Loud, on stderr, whatever -q says: it may be a thief holding the recovery key.
+        eprintln!(
+            "\nWARNING: RECOVERY PENDING. A recovery of this account with its recovery key was opened at {} by a new \
+             machine ({}); it can complete from {} and then has the account key.\nIf it is not yours, deny it now: \
+             agentkeys deny {}\nThen rotate the recovery key: agentkeys recovery-key rotate",
+            timestamp(recovery.created_at_ms),
+            agentkeys_proto::names::escape_hidden(&recovery.label),
+            timestamp(recovery.not_before_ms.unwrap_or(recovery.created_at_ms)),
+            recovery.code,
+        );
+    }
     Ok(0)
 }

@@ -5,9 +5,11 @@
 pub mod accounts;
 pub mod agents;
 pub mod credentials;
+pub mod devices;
 pub mod links;
 pub mod pairings;
 pub mod presence;
+pub mod recovery;
 pub mod requests;
 pub mod session;
 pub mod statements;
@@ -28,4 +30,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(requests::routes::routes())
         .merge(statements::routes::routes())
         .merge(presence::routes::routes())
+        .merge(devices::routes::routes())
+        .merge(recovery::routes::routes())
 }

@@ -3,6 +3,7 @@
 
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::critical::Critical;
+use agentkeys_proto::devices::DeviceOrigin;
 use agentkeys_proto::types::ActorKind;
 use sqlx::AnyConnection;
 
@@ -17,6 +18,7 @@ pub struct CreateAccount {
     pub account_id: String,
     pub sign_public: Vec<u8>,
     pub kx_public: Vec<u8>,
+    pub recovery_sign_public: Vec<u8>,
     pub device: NewDevice,
     pub wrap_device: Vec<u8>,
     pub wrap_recovery: Vec<u8>,
@@ -27,7 +29,15 @@ impl Op for CreateAccount {
     type Output = ();
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
-        if !queries::insert_account(conn, &self.account_id, &self.sign_public, &self.kx_public, cx.now_ms).await? {
+        if !queries::insert_account(
+            conn,
+            &self.account_id,
+            (&self.sign_public, &self.kx_public),
+            &self.recovery_sign_public,
+            cx.now_ms,
+        )
+        .await?
+        {
             return Err(ApiError::new(
                 ErrorCode::AlreadyExists,
                 format!("account {} already exists", self.account_id),
@@ -44,9 +54,9 @@ impl Op for CreateAccount {
             )
             .into());
         }
-        let device_recipient = format!("device:{}", self.device.device_id);
+        let device_recipient = queries::device_recipient(&self.device.device_id);
         queries::insert_key_wrap(conn, &self.account_id, &device_recipient, &self.wrap_device).await?;
-        queries::insert_key_wrap(conn, &self.account_id, "recovery", &self.wrap_recovery).await?;
+        queries::insert_key_wrap(conn, &self.account_id, queries::RECOVERY_RECIPIENT, &self.wrap_recovery).await?;
         sessions::insert(conn, &self.account_id, &self.device.device_id, &self.session, cx.now_ms).await?;
         Ok(())
     }
@@ -60,7 +70,16 @@ impl CreateAccount {
         kx_public: Vec<u8>,
         certificate: Vec<u8>,
     ) -> NewDevice {
-        NewDevice { device_id, kind: ActorKind::Master, label, sign_public, kx_public, certificate, agent_id: None }
+        NewDevice {
+            device_id,
+            kind: ActorKind::Master,
+            label,
+            sign_public,
+            kx_public,
+            certificate,
+            agent_id: None,
+            origin: Some(DeviceOrigin::Init),
+        }
     }
 }
 

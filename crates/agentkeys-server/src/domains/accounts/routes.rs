@@ -1,6 +1,6 @@
 //! `POST /v1/accounts` (no session yet) and `GET`/`PUT /v1/account/settings`.
 
-use agentkeys_proto::types::{AccountSettings, CreateAccountRequest, CreateAccountResponse};
+use agentkeys_proto::types::{AccountSettings, AccountSettingsChange, CreateAccountRequest, CreateAccountResponse};
 use agentkeys_proto::{ErrorBody, b64, ids};
 use axum::Json;
 use axum::body::Bytes;
@@ -51,6 +51,7 @@ fn validate_new_account(state: &AppState, request: &CreateAccountRequest) -> Res
         ACCOUNT_KEY_WRAP_LEN,
         ACCOUNT_KEY_WRAP_LEN,
     )?;
+    let recovery_sign: [u8; 32] = decode::exact("recovery_sign_public", &request.recovery_sign_public)?;
     let account_id = ids::account_id(&account_sign);
     let device_id = ids::device_id(&device_sign);
     let payload = ids::device_certificate_payload(&account_id, &device_sign, &device_kx, label);
@@ -62,6 +63,7 @@ fn validate_new_account(state: &AppState, request: &CreateAccountRequest) -> Res
         account_id,
         sign_public: account_sign.to_vec(),
         kx_public: account_kx.to_vec(),
+        recovery_sign_public: recovery_sign.to_vec(),
         device: CreateAccount::master_device(
             device_id,
             label.to_owned(),
@@ -126,17 +128,21 @@ pub async fn account_settings(
     let mut conn = state.db.reads.acquire().await?;
     let required = queries::requires_presence(&mut conn, &caller.account_id).await?;
     drop(conn);
+    let delay_ms = queries::recovery_delay_ms(&state.db.reads, &caller.account_id).await?;
     caller.record(&state, Subject::default()).await?;
-    Ok(Json(AccountSettings { require_presence_for_critical: required }))
+    Ok(Json(AccountSettings {
+        require_presence_for_critical: required,
+        recovery_delay_s: delay_ms.unwrap_or_default() / 1000,
+    }))
 }
 
 /// Changes the account's server-side policy; turning the presence requirement off is itself a
 /// critical operation.
-#[utoipa::path(put, path = "/v1/account/settings", tag = "session", request_body = AccountSettings,
+#[utoipa::path(put, path = "/v1/account/settings", tag = "session", request_body = AccountSettingsChange,
     responses((status = 204), (status = 403, body = ErrorBody)))]
 pub async fn put_account_settings(State(state): State<AppState>, signed: Signed) -> Result<StatusCode, ApiError> {
     let caller = &signed.caller;
-    let decision = caller.require_master().and_then(|()| signed.json::<AccountSettings>()).map(|settings| {
+    let decision = caller.require_master().and_then(|()| signed.json::<AccountSettingsChange>()).map(|settings| {
         SetRequirePresence { account_id: caller.account_id.clone(), required: settings.require_presence_for_critical }
     });
     caller.commit(&state, Subject::default(), decision).await?;

@@ -88,6 +88,7 @@ pub async fn bind_device(
         kx_public: device.kx_public.clone(),
         certificate: device.certificate.clone(),
         agent_id: Some(agent_id.to_owned()),
+        origin: None,
     };
     if !accounts::insert_device(conn, account_id, &row, now).await? {
         return Err(ApiError::new(

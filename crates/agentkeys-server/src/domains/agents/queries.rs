@@ -136,6 +136,24 @@ pub async fn is_alias(conn: &mut AnyConnection, account_id: &str, name: &str) ->
         .is_some())
 }
 
+/// The agent `name` names in the account (its id, label or alias), if any.
+pub async fn resolve_name(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    name: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query(
+        "SELECT id AS agent_id FROM agents WHERE account_id = $1 AND (id = $2 OR label = $2) \
+         UNION ALL SELECT agent_id FROM agent_aliases WHERE account_id = $1 AND alias = $2",
+    )
+    .bind(account_id)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| row.try_get("agent_id"))
+    .transpose()
+}
+
 /// Whether `name` already names an agent of the account (as id, label or alias).
 pub async fn names_an_agent(conn: &mut AnyConnection, account_id: &str, name: &str) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query(

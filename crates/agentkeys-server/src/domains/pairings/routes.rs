@@ -1,8 +1,8 @@
 //! `/v1/pairings`: a daemon's pairing, authenticated by the poll secret it opened it with.
 
 use agentkeys_proto::agents::{
-    AgentSessionResponse, OpenPairingRequest, OpenPairingResponse, PairingStatusResponse, REQUEST_TTL_MS, RequestKind,
-    RequestStatus, RevealPairingRequest, Tier,
+    AgentSessionResponse, MasterSessionResponse, OpenPairingRequest, OpenPairingResponse, PairingKind,
+    PairingStatusResponse, REQUEST_TTL_MS, RequestKind, RequestStatus, RevealPairingRequest, Tier,
 };
 use agentkeys_proto::{ErrorBody, ErrorCode, ids};
 use axum::Json;
@@ -39,16 +39,31 @@ fn unattributed(action: &'static str) -> AuditDraft {
 
 fn prepare_open(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<NewRequest, ApiError> {
     let request: OpenPairingRequest = decode::json(&decode::body(body)?)?;
-    decode::agent_name("agent label", &request.label)?;
+    match request.kind {
+        PairingKind::Pairing => decode::agent_name("agent label", &request.label)?,
+        // A new master device: its device label (by the same rule, so one schema states it), and
+        // no scope (it gets the account key, hence everything).
+        PairingKind::Device => decode::agent_name("device label", &request.label)?,
+        // A replacement machine for an existing agent, named by label, alias or id: it inherits
+        // that agent's scope, so it asks for none.
+        PairingKind::Recovery => decode::agent_name("agent", &request.label)?,
+    }
+    let kind = request.kind.request_kind();
+    if kind != RequestKind::Pairing && !request.scope.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "a {} request asks for no scope: it gets what it replaces or joins",
+            kind.as_str()
+        )));
+    }
     Ok(NewRequest {
         id: format!("pair_{}", state.random.hex::<16>()?),
         code: ids::format_request_code(state.random.bytes::<5>()?),
-        kind: RequestKind::Pairing,
+        kind,
         account_id: None,
         agent_id: None,
         scope: decode::scope(&request.scope)?,
         label: request.label,
-        tier: Some(Tier::Standard),
+        tier: (kind == RequestKind::Pairing).then_some(Tier::Standard),
         reason: None,
         device_sign_public: Some(decode::exact::<32>("device_sign_public", &request.device_sign_public)?.to_vec()),
         device_kx_public: Some(decode::exact::<32>("device_kx_public", &request.device_kx_public)?.to_vec()),
@@ -56,6 +71,7 @@ fn prepare_open(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result
         poll_hash: Some(decode::exact::<32>("poll_hash", &request.poll_hash)?.to_vec()),
         commitment: Some(decode::exact::<32>("commitment", &request.commitment)?.to_vec()),
         expires_at_ms: state.clock.now_ms() + REQUEST_TTL_MS,
+        not_before_ms: None,
     })
 }
 
@@ -119,19 +135,38 @@ pub async fn pairing_status(
     let request = polled(&state, &pairing_id, &poll_secret(&headers)?).await?;
     let status = request.status_at(state.clock.now_ms());
     let session = match (&request.account_id, &request.agent_id, &request.device_id, &request.session_id) {
-        (Some(account_id), Some(agent_id), Some(device_id), Some(session_id)) if status == RequestStatus::Approved => {
-            let tier = agents::tier_of(&state.db.reads, agent_id)
+        (Some(account_id), Some(agent_id), Some(device_id), Some(session_id))
+            if status == RequestStatus::Approved && request.kind != RequestKind::Device =>
+        {
+            // The agent's own label: a recovery may have named it by alias or id.
+            let (label, tier, scope) = agents::identity(&state.db.reads, agent_id)
                 .await?
                 .ok_or_else(|| crate::error::no_such_agent(agent_id))?;
-            let mut conn = state.db.reads.acquire().await?;
             Some(AgentSessionResponse {
                 account_id: account_id.clone(),
                 agent_id: agent_id.clone(),
-                label: request.label.clone(),
+                label,
                 device_id: device_id.clone(),
                 session_id: session_id.clone(),
                 tier,
-                scope: agents::scope_of(&mut conn, agent_id).await?,
+                scope,
+            })
+        }
+        _ => None,
+    };
+    let master = match (&request.account_id, &request.device_id, &request.session_id) {
+        (Some(account_id), Some(device_id), Some(session_id))
+            if status == RequestStatus::Approved && request.kind == RequestKind::Device =>
+        {
+            let wrap = crate::domains::accounts::queries::key_wrap(&state.db.reads, account_id, device_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("an approved device join without its account key wrap"))?;
+            Some(MasterSessionResponse {
+                account_id: account_id.clone(),
+                device_id: device_id.clone(),
+                device_label: request.label.clone(),
+                session_id: session_id.clone(),
+                account_key_wrap: agentkeys_proto::b64::encode(wrap),
             })
         }
         _ => None,
@@ -149,6 +184,7 @@ pub async fn pairing_status(
         revealed: request.reveal.is_some(),
         account_sign_public,
         session,
+        master,
     }))
 }
 

@@ -170,6 +170,15 @@ pub async fn delete_key(conn: &mut AnyConnection, account_id: &str, key_id: &str
     Ok(deleted == 1)
 }
 
+/// Deletes every presence key of the account (a recovery replacing lost ones); how many.
+pub async fn delete_all_keys(conn: &mut AnyConnection, account_id: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM presence_keys WHERE account_id = $1")
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+}
+
 /// Stores a verified assertion's counter, only if it still advances what is stored (a
 /// concurrent assertion of a cloned key cannot both pass); `false` when it does not.
 pub async fn advance_counter(

@@ -11,6 +11,7 @@ use agentkeys_proto::namespace::Namespace;
 use sqlx::AnyConnection;
 
 use super::queries::{self, LookupGuard, NewRequest, RequestRow};
+use crate::domains::accounts::queries::{self as accounts, NewDevice};
 use crate::domains::agents::ops::{NewAgentDevice, bind_device, change_scope, upsert_agent};
 use crate::domains::agents::queries as agents;
 use crate::domains::credentials::ops::{check_covered, store_wraps};
@@ -20,6 +21,7 @@ use crate::domains::statements::ops::{self as statements, NewStatement};
 use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError};
 use crate::engine::ratelimit::{RateLimit, available, take_token};
 use crate::error::ApiError;
+use crate::sessions::{self, NewSession};
 
 pub const SLOW_AFTER: i64 = 5;
 pub const LOCK_AFTER: i64 = 10;
@@ -166,6 +168,21 @@ pub enum Grant {
         wraps: Vec<Wrap>,
     },
     Tier,
+    /// A device join: the new master device as the account key certified it, its session, and
+    /// the account key wrapped to it.
+    Device {
+        device: NewDevice,
+        session: NewSession,
+        account_key_wrap: Vec<u8>,
+    },
+    /// An agent's replacement machine: its device certified for the agent the request names,
+    /// every key the agent may read wrapped to it, and whether the old devices stay.
+    Recovery {
+        agent_id: String,
+        device: NewAgentDevice,
+        wraps: Vec<Wrap>,
+        keep_old: bool,
+    },
 }
 
 /// Approves a request by code. Without a grant (the handler found no request of this account
@@ -274,6 +291,113 @@ async fn approve(
             queries::decide(conn, &row.id, account_id, RequestStatus::Approved, now).await?;
             Ok(RequestRow { status: RequestStatus::Approved, ..row })
         }
+        (RequestKind::Device, Grant::Device { device, session, account_key_wrap }) => {
+            if row.device_sign_public.as_deref() != Some(device.sign_public.as_slice())
+                || row.device_kx_public.as_deref() != Some(device.kx_public.as_slice())
+                || row.token_hash.as_deref() != Some(session.token_hash.as_slice())
+            {
+                return Err(ApiError::bad_request("the approved device keys are not the ones this join request carries")
+                    .into());
+            }
+            if !accounts::insert_device(conn, account_id, device, now).await? {
+                return Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("device {} is already registered", device.device_id),
+                    "run `agentkeys device join` again on the new machine: it makes a new key",
+                )
+                .into());
+            }
+            let recipient = accounts::device_recipient(&device.device_id);
+            accounts::insert_key_wrap(conn, account_id, &recipient, account_key_wrap).await?;
+            sessions::insert(conn, account_id, &device.device_id, session, now).await?;
+            queries::approve_master(conn, &row.id, account_id, &device.device_id, &session.session_id, now).await?;
+            Ok(RequestRow { status: RequestStatus::Approved, ..row })
+        }
+        (RequestKind::Recovery, Grant::Recovery { agent_id, device, wraps, keep_old }) => {
+            if row.device_sign_public.as_deref() != Some(device.sign_public.as_slice())
+                || row.device_kx_public.as_deref() != Some(device.kx_public.as_slice())
+                || row.token_hash.as_deref() != Some(device.session.token_hash.as_slice())
+            {
+                return Err(ApiError::bad_request(
+                    "the approved device keys are not the ones this recovery request carries",
+                )
+                .into());
+            }
+            let Some(agent) = agents::get(conn, account_id, agent_id).await? else {
+                return Err(crate::error::no_such_agent(agent_id).into());
+            };
+            // The agent the replacement machine named, by id, label or alias.
+            if agents::resolve_name(conn, account_id, &row.label).await?.as_deref() != Some(agent_id.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "recovery {} names agent {:?}, which is not {agent_id}",
+                    row.code, row.label
+                ))
+                .into());
+            }
+            match agent.status {
+                AgentStatus::Active | AgentStatus::Pending => {}
+                AgentStatus::TornDown => {
+                    return Err(ApiError::new(
+                        ErrorCode::Denied,
+                        format!("agent {} was torn down: its private credentials are gone, nothing is left to recover", agent.label),
+                        format!("pair the machine anew: `agentkeys-daemon pair --label {}`", agent.label),
+                    )
+                    .into());
+                }
+                AgentStatus::Revoked => {
+                    return Err(ApiError::new(
+                        ErrorCode::Denied,
+                        format!("agent {} was revoked, so it is not recovered", agent.label),
+                        format!(
+                            "pair the machine anew (`agentkeys-daemon pair --label {}`): pairing under its label \
+                             brings the agent back, which is a decision of its own",
+                            agent.label
+                        ),
+                    )
+                    .into());
+                }
+            }
+            if agent.status == AgentStatus::Pending {
+                agents::activate_pending(conn, agent_id).await?;
+            }
+            let old = agents::active_devices(conn, agent_id).await?;
+            bind_device(conn, account_id, agent_id, &agent.label, device, now).await?;
+            if !keep_old {
+                for old in &old {
+                    sessions::revoke_for_device(conn, old, now).await?;
+                    accounts::revoke_device(conn, account_id, old, now).await?;
+                }
+            }
+            if wraps.iter().any(|w| w.recipient != device.device_id) {
+                return Err(ApiError::bad_request("every wrap of a recovery approval must be for the new device").into());
+            }
+            store_wraps(conn, account_id, wraps).await?;
+            let mut readable: Vec<(Namespace, String)> =
+                agents::scope_of(conn, agent_id).await?.into_iter().map(|s| (Namespace::Vault, s)).collect();
+            let private = Namespace::Agent(agent_id.clone());
+            for service in credentials::services_in(conn, account_id, &private).await? {
+                readable.push((private.clone(), service));
+            }
+            check_covered(conn, account_id, &readable, std::slice::from_ref(&device.device_id), wraps).await?;
+            queries::approve_pairing(
+                conn,
+                &row.id,
+                account_id,
+                agent_id,
+                &device.device_id,
+                &device.session.session_id,
+                now,
+            )
+            .await?;
+            Ok(RequestRow { status: RequestStatus::Approved, agent_id: Some(agent_id.clone()), ..row })
+        }
+        (RequestKind::AccountRecovery, _) => Err(ApiError::new(
+            ErrorCode::Denied,
+            format!("request {} is a recovery with the recovery key: it is not approved, it waits out its delay", row.code),
+            "deny it if it is not yours (`agentkeys deny CODE`); to add a machine you hold, use `agentkeys device join` \
+             there and approve that instead",
+        )
+        .into()),
         (RequestKind::Tier, Grant::Tier) => {
             let (Some(agent_id), Some(tier)) = (row.agent_id.clone(), row.tier) else { return Err(mismatch()) };
             agents::set_tier(conn, account_id, &agent_id, tier).await?;

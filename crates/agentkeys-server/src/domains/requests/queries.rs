@@ -30,11 +30,16 @@ pub struct RequestRow {
     pub expires_at_ms: i64,
     pub device_id: Option<String>,
     pub session_id: Option<String>,
+    /// An account recovery: held until then.
+    pub not_before_ms: Option<i64>,
 }
 
 const COLUMNS: &str = "id, code, kind, account_id, agent_id, label, scope, tier, reason, device_sign_public, \
                        device_kx_public, token_hash, poll_hash, commitment, reveal, status, created_at_ms, \
-                       expires_at_ms, device_id, session_id";
+                       expires_at_ms, device_id, session_id, not_before_ms";
+
+/// The kinds a pair code opens (`POST /v1/pairings`), as SQL.
+const PAIRING_KINDS: &str = "('pairing', 'device', 'recovery')";
 
 impl RequestRow {
     fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
@@ -63,6 +68,7 @@ impl RequestRow {
             expires_at_ms: row.try_get("expires_at_ms")?,
             device_id: row.try_get("device_id")?,
             session_id: row.try_get("session_id")?,
+            not_before_ms: row.try_get("not_before_ms")?,
         })
     }
 
@@ -90,6 +96,7 @@ impl RequestRow {
             reveal: self.reveal.as_ref().map(b64::encode),
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
+            not_before_ms: self.not_before_ms,
         }
     }
 }
@@ -112,14 +119,15 @@ pub struct NewRequest {
     pub poll_hash: Option<Vec<u8>>,
     pub commitment: Option<Vec<u8>>,
     pub expires_at_ms: i64,
+    pub not_before_ms: Option<i64>,
 }
 
 /// Inserts a pending request; `false` when its code or id is taken.
 pub async fn insert(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO requests (id, code, kind, account_id, agent_id, label, scope, tier, reason, device_sign_public, \
-         device_kx_public, token_hash, poll_hash, commitment, status, created_at_ms, expires_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         device_kx_public, token_hash, poll_hash, commitment, status, created_at_ms, expires_at_ms, not_before_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
          ON CONFLICT DO NOTHING",
     )
     .bind(&new.id)
@@ -139,6 +147,7 @@ pub async fn insert(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> Res
     .bind(RequestStatus::Pending.as_str())
     .bind(now)
     .bind(new.expires_at_ms)
+    .bind(new.not_before_ms)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -167,7 +176,7 @@ pub async fn find_pending(
 ) -> Result<Option<RequestRow>, sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM requests WHERE code = $1 AND status = 'pending' AND expires_at_ms >= $2 \
-         AND (account_id = $3 OR (account_id IS NULL AND kind = 'pairing' AND $4 = 1))"
+         AND (account_id = $3 OR (account_id IS NULL AND kind IN {PAIRING_KINDS} AND $4 = 1))"
     )))
     .bind(code)
     .bind(now)
@@ -179,14 +188,74 @@ pub async fn find_pending(
     .transpose()
 }
 
-/// A pairing request by id, for the daemon that opened it.
+/// A pairing request (any kind a pair code opens) by id, for the machine that opened it.
 pub async fn pairing(pool: &AnyPool, pairing_id: &str) -> Result<Option<RequestRow>, sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM requests WHERE id = $1 AND kind = 'pairing'")))
-        .bind(pairing_id)
-        .fetch_optional(pool)
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM requests WHERE id = $1 AND kind IN {PAIRING_KINDS}"
+    )))
+    .bind(pairing_id)
+    .fetch_optional(pool)
+    .await?
+    .map(|row| RequestRow::from_row(&row))
+    .transpose()
+}
+
+/// A request by id, inside a transaction.
+pub async fn find_by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<RequestRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM requests WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(&mut *conn)
         .await?
         .map(|row| RequestRow::from_row(&row))
         .transpose()
+}
+
+/// An account recovery by id, for the machine that opened it.
+pub async fn account_recovery(pool: &AnyPool, id: &str) -> Result<Option<RequestRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM requests WHERE id = $1 AND kind = 'account_recovery'"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .map(|row| RequestRow::from_row(&row))
+    .transpose()
+}
+
+/// The account's pending, unexpired recovery, if one is open. From the read pool or inside a
+/// transaction.
+pub async fn pending_account_recovery<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    executor: E,
+    account_id: &str,
+    now: i64,
+) -> Result<Option<RequestRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM requests WHERE account_id = $1 AND kind = 'account_recovery' AND status = 'pending' \
+         AND expires_at_ms >= $2 ORDER BY created_at_ms LIMIT 1"
+    )))
+    .bind(account_id)
+    .bind(now)
+    .fetch_optional(executor)
+    .await?
+    .map(|row| RequestRow::from_row(&row))
+    .transpose()
+}
+
+/// Denies the account's pending recoveries (the recovery key they were opened with is gone).
+pub async fn deny_pending_account_recoveries(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE requests SET status = 'denied', decided_at_ms = $1 WHERE account_id = $2 \
+         AND kind = 'account_recovery' AND status = 'pending'",
+    )
+    .bind(now)
+    .bind(account_id)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }
 
 /// The first account to look a pairing up claims it.
@@ -201,10 +270,10 @@ pub async fn claim(conn: &mut AnyConnection, id: &str, account_id: &str) -> Resu
 
 /// Stores the pairing daemon's OTP nonce: once, only after a master claimed the code.
 pub async fn reveal(conn: &mut AnyConnection, pairing_id: &str, nonce: &[u8]) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE requests SET reveal = $1 WHERE id = $2 AND kind = 'pairing' AND status = 'pending' \
-         AND account_id IS NOT NULL AND reveal IS NULL",
-    )
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE requests SET reveal = $1 WHERE id = $2 AND kind IN {PAIRING_KINDS} AND status = 'pending' \
+         AND account_id IS NOT NULL AND reveal IS NULL"
+    )))
     .bind(nonce)
     .bind(pairing_id)
     .execute(&mut *conn)
@@ -248,6 +317,30 @@ pub async fn approve_pairing(
     .bind(now)
     .bind(account_id)
     .bind(agent_id)
+    .bind(device_id)
+    .bind(session_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+/// Records an approved device join with the master device and session it created.
+pub async fn approve_master(
+    conn: &mut AnyConnection,
+    id: &str,
+    account_id: &str,
+    device_id: &str,
+    session_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE requests SET status = $1, decided_at_ms = $2, account_id = $3, device_id = $4, session_id = $5 \
+         WHERE id = $6",
+    )
+    .bind(RequestStatus::Approved.as_str())
+    .bind(now)
+    .bind(account_id)
     .bind(device_id)
     .bind(session_id)
     .bind(id)

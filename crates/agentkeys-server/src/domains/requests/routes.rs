@@ -5,6 +5,8 @@ use agentkeys_proto::agents::{
     RequestListResponse, RequestStatus,
 };
 use agentkeys_proto::certificate::DeviceCertificate;
+use agentkeys_proto::devices::DeviceOrigin;
+use agentkeys_proto::types::ActorKind;
 use agentkeys_proto::{ErrorBody, ids};
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -15,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::ops::{Approve, Ask, Deny, Grant, Lookup};
 use super::queries::{self, NewRequest, RequestRow};
-use crate::domains::accounts::queries as accounts;
+use crate::domains::accounts::queries::{self as accounts, NewDevice};
 use crate::domains::agents::ops::NewAgentDevice;
 use crate::domains::agents::queries as agents;
 use crate::domains::credentials::ops::decode_wraps;
@@ -23,7 +25,7 @@ use crate::domains::statements::ops::decode_statements;
 use crate::engine::audit::Subject;
 use crate::error::{ApiError, no_such_agent};
 use crate::http::action::signed;
-use crate::http::decode;
+use crate::http::decode::{self, ACCOUNT_KEY_WRAP_LEN};
 use crate::http::signed::{Caller, Signed};
 use crate::sessions::NewSession;
 use crate::state::AppState;
@@ -98,6 +100,7 @@ pub async fn ask(
             poll_hash: None,
             commitment: None,
             expires_at_ms: now + REQUEST_TTL_MS,
+            not_before_ms: None,
         })
     }
     .await;
@@ -139,32 +142,10 @@ async fn prepare_grant(
     let granted = if request.scope.is_empty() { row.scope.clone() } else { decode::scope(&request.scope)? };
     match row.kind {
         RequestKind::Pairing => {
-            let (Some(sign), Some(kx), Some(token_hash)) =
-                (row.device_sign_public.clone(), row.device_kx_public.clone(), row.token_hash.clone())
-            else {
-                return Err(ApiError::internal("a pairing request without keys"));
-            };
-            let sign: [u8; 32] = sign.try_into().map_err(|_| ApiError::internal("bad stored key"))?;
-            let kx: [u8; 32] = kx.try_into().map_err(|_| ApiError::internal("bad stored key"))?;
+            let keys = request_keys(row)?;
             let agent_id = ids::agent_id(&caller.account_id, &row.label);
-            let signature =
-                decode::exact::<64>("device_certificate", request.device_certificate.as_deref().unwrap_or(""))?;
-            let certificate = DeviceCertificate::Paired { account_signature: signature };
-            let account_key = accounts::sign_public(&state.db.reads, &caller.account_id)
-                .await?
-                .ok_or_else(|| ApiError::internal("a session's account has no key"))?;
-            if !certificate.verifies(&account_key, &caller.account_id, &agent_id, &sign, &kx, &decode::ed25519_ok) {
-                return Err(ApiError::bad_request("device_certificate does not verify for this request's device key"));
-            }
-            let device_id = ids::device_id(&sign);
-            let wraps = decode_wraps(&request.wraps, &agent_id, Some(&device_id))?;
-            let device = NewAgentDevice {
-                device_id,
-                sign_public: sign.to_vec(),
-                kx_public: kx.to_vec(),
-                certificate: certificate.encode(),
-                session: NewSession { session_id: state.random.session_id()?, token_hash },
-            };
+            let device = certified_agent_device(state, caller, &agent_id, keys, &request).await?;
+            let wraps = decode_wraps(&request.wraps, &agent_id, Some(&device.device_id))?;
             Ok(Grant::Pairing { agent_id, device, scope: granted, wraps })
         }
         RequestKind::Access => {
@@ -172,7 +153,104 @@ async fn prepare_grant(
             Ok(Grant::Access { scope: granted, wraps: decode_wraps(&request.wraps, &agent_id, None)? })
         }
         RequestKind::Tier => Ok(Grant::Tier),
+        RequestKind::Device => {
+            let RequestKeys { sign, kx, token_hash } = request_keys(row)?;
+            let signature =
+                decode::exact::<64>("device_certificate", request.device_certificate.as_deref().unwrap_or(""))?;
+            let account_key = accounts::sign_public(&state.db.reads, &caller.account_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("a session's account has no key"))?;
+            let payload = ids::device_certificate_payload(&caller.account_id, &sign, &kx, &row.label);
+            if !decode::ed25519_ok(&account_key, &payload, &signature) {
+                return Err(ApiError::bad_request("device_certificate does not verify for this request's device key"));
+            }
+            let account_key_wrap = decode::bounded(
+                "account_key_wrap",
+                request.account_key_wrap.as_deref().unwrap_or(""),
+                ACCOUNT_KEY_WRAP_LEN,
+                ACCOUNT_KEY_WRAP_LEN,
+            )?;
+            let device = NewDevice {
+                device_id: ids::device_id(&sign),
+                kind: ActorKind::Master,
+                label: row.label.clone(),
+                sign_public: sign.to_vec(),
+                kx_public: kx.to_vec(),
+                certificate: signature.to_vec(),
+                agent_id: None,
+                origin: Some(DeviceOrigin::Join),
+            };
+            let session = NewSession { session_id: state.random.session_id()?, token_hash };
+            Ok(Grant::Device { device, session, account_key_wrap })
+        }
+        RequestKind::Recovery => {
+            let keys = request_keys(row)?;
+            let mut conn = state.db.reads.acquire().await?;
+            let agent_id = agents::resolve_name(&mut conn, &caller.account_id, &row.label).await?.ok_or_else(|| {
+                ApiError::not_found(
+                    format!("recovery {} names agent {:?}, which this account does not have", row.code, row.label),
+                    "check the name on the replacement machine (`agentkeys agents` lists them), or pair it anew",
+                )
+            })?;
+            drop(conn);
+            let device = certified_agent_device(state, caller, &agent_id, keys, &request).await?;
+            let wraps = decode_wraps(&request.wraps, &agent_id, Some(&device.device_id))?;
+            Ok(Grant::Recovery { agent_id, device, wraps, keep_old: request.keep_old })
+        }
+        RequestKind::AccountRecovery => Err(ApiError::new(
+            agentkeys_proto::ErrorCode::Denied,
+            format!(
+                "request {} is a recovery with the recovery key: it is not approved, it waits out its delay",
+                row.code
+            ),
+            "deny it if it is not yours (`agentkeys deny CODE`); to add a machine you hold, run `agentkeys device join` \
+             there and approve that instead",
+        )),
     }
+}
+
+/// The device keys and session token hash a pairing-kind request carries.
+struct RequestKeys {
+    sign: [u8; 32],
+    kx: [u8; 32],
+    token_hash: Vec<u8>,
+}
+
+fn request_keys(row: &RequestRow) -> Result<RequestKeys, ApiError> {
+    let (Some(sign), Some(kx), Some(token_hash)) =
+        (row.device_sign_public.clone(), row.device_kx_public.clone(), row.token_hash.clone())
+    else {
+        return Err(ApiError::internal("a pairing request without keys"));
+    };
+    let sign: [u8; 32] = sign.try_into().map_err(|_| ApiError::internal("bad stored key"))?;
+    let kx: [u8; 32] = kx.try_into().map_err(|_| ApiError::internal("bad stored key"))?;
+    Ok(RequestKeys { sign, kx, token_hash })
+}
+
+/// An agent device the master certified (a paired certificate chain) for `agent_id`, with a new
+/// session; refused unless the certificate verifies with the account key.
+async fn certified_agent_device(
+    state: &AppState,
+    caller: &Caller,
+    agent_id: &str,
+    RequestKeys { sign, kx, token_hash }: RequestKeys,
+    request: &ApproveRequest,
+) -> Result<NewAgentDevice, ApiError> {
+    let signature = decode::exact::<64>("device_certificate", request.device_certificate.as_deref().unwrap_or(""))?;
+    let certificate = DeviceCertificate::Paired { account_signature: signature };
+    let account_key = accounts::sign_public(&state.db.reads, &caller.account_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a session's account has no key"))?;
+    if !certificate.verifies(&account_key, &caller.account_id, agent_id, &sign, &kx, &decode::ed25519_ok) {
+        return Err(ApiError::bad_request("device_certificate does not verify for this request's device key"));
+    }
+    Ok(NewAgentDevice {
+        device_id: ids::device_id(&sign),
+        sign_public: sign.to_vec(),
+        kx_public: kx.to_vec(),
+        certificate: certificate.encode(),
+        session: NewSession { session_id: state.random.session_id()?, token_hash },
+    })
 }
 
 /// Approves a request: certifies a pairing's device, grants access, or raises a tier.
@@ -203,7 +281,7 @@ pub async fn approve_request(
         };
         // The audit row names the agent the approval is about.
         let subject = match grant.as_deref() {
-            Some(Grant::Pairing { agent_id, .. }) => Some(agent_id.clone()),
+            Some(Grant::Pairing { agent_id, .. } | Grant::Recovery { agent_id, .. }) => Some(agent_id.clone()),
             _ => row.and_then(|row| row.agent_id),
         };
         Ok::<_, ApiError>((Approve { account_id: caller.account_id.clone(), code, grant, statements }, subject))

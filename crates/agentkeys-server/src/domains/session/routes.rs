@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 
 use super::queries;
 use crate::domains::agents::queries as agents;
+use crate::domains::requests::queries as requests;
 use crate::engine::audit::AuditRow;
 use crate::engine::audit::Subject;
 use crate::error::ApiError;
@@ -35,6 +36,13 @@ pub async fn whoami(State(state): State<AppState>, signed: Signed) -> Result<Jso
             .map(|(label, tier, scope)| AgentIdentity { agent_id: agent_id.clone(), label, tier, scope }),
         None => None,
     };
+    // A master device is told loudly of a recovery of its account: it may be a thief's.
+    let recovery_pending = match caller.agent_id {
+        None => requests::pending_account_recovery(&state.db.reads, &caller.account_id, state.clock.now_ms())
+            .await?
+            .map(|row| row.to_pending()),
+        Some(_) => None,
+    };
     caller.record(&state, Subject::default()).await?;
     Ok(Json(WhoAmIResponse {
         account_id: caller.account_id.clone(),
@@ -44,6 +52,7 @@ pub async fn whoami(State(state): State<AppState>, signed: Signed) -> Result<Jso
         session_id: caller.session_id.clone(),
         session_created_at_ms: caller.session_created_at_ms,
         agent,
+        recovery_pending,
     }))
 }
 
