@@ -5,10 +5,9 @@
 //! recovery is denied, early, duplicated, mistyped, or opened with a rotated key); an agent's
 //! replacement machine keeps its scope and private credentials. On SQLite and PostgreSQL.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 
-use agentkeys_tests::{Backend, DaemonHost, InProcessServer, Master, TestDb};
+use agentkeys_tests::{Backend, DaemonHost, Master, skewed_server};
 use serde_json::Value;
 
 fn text(bytes: &[u8]) -> String {
@@ -20,18 +19,6 @@ fn json_of(bytes: &[u8]) -> Value {
 }
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
-
-/// A server whose clock can be moved ahead (the recovery delay) without sleeping.
-async fn server(backend: Backend) -> Option<(TestDb, InProcessServer, Arc<AtomicI64>)> {
-    let db = TestDb::new(backend).await?;
-    let skew = Arc::new(AtomicI64::new(0));
-    let ahead = skew.clone();
-    let clock = agentkeys_server::clock::Clock::from_fn(move || {
-        agentkeys_server::clock::Clock::system().now_ms() + ahead.load(Ordering::Relaxed)
-    });
-    let server = InProcessServer::start_with_clock(&db.url, clock).await;
-    Some((db, server, skew))
-}
 
 /// `init`, returning the recovery key it printed once.
 fn init(master: &Master, label: &str) -> String {
@@ -58,7 +45,7 @@ fn device_id(master: &Master) -> String {
 }
 
 async fn two_master_devices_share_the_vault_and_each_approves(backend: Backend) {
-    let Some((_db, server, _)) = server(backend).await else { return };
+    let Some((_db, server, _)) = skewed_server(backend).await else { return };
     let laptop = Master::new(&server.url);
     init(&laptop, "laptop");
     laptop.ok(&["store", "openai"], Some(b"sk-from-the-laptop"));
@@ -100,7 +87,7 @@ async fn two_master_devices_share_the_vault_and_each_approves(backend: Backend) 
 }
 
 async fn a_stolen_laptop_is_revoked_and_refused_at_once(backend: Backend) {
-    let Some((_db, server, _)) = server(backend).await else { return };
+    let Some((_db, server, _)) = skewed_server(backend).await else { return };
     let desktop = Master::new(&server.url);
     init(&desktop, "desktop");
     desktop.ok(&["store", "openai"], Some(b"sk-stolen-drill"));
@@ -149,7 +136,7 @@ fn open_recovery(machine: &Master, recovery_key: &str) -> String {
 }
 
 async fn the_account_is_recovered_with_its_recovery_key_after_the_delay(backend: Backend) {
-    let Some((_db, server, skew)) = server(backend).await else { return };
+    let Some((_db, server, skew)) = skewed_server(backend).await else { return };
     let lost = Master::new(&server.url);
     let recovery_key = init(&lost, "lost-laptop");
     lost.ok(&["store", "openai"], Some(b"sk-survives-the-loss"));
@@ -247,7 +234,7 @@ async fn the_account_is_recovered_with_its_recovery_key_after_the_delay(backend:
 }
 
 async fn the_recovery_delay_is_a_setting_whose_shortening_is_critical(backend: Backend) {
-    let Some((_db, server, _)) = server(backend).await else { return };
+    let Some((_db, server, _)) = skewed_server(backend).await else { return };
     let master = Master::new(&server.url);
     let recovery_key = init(&master, "laptop");
     assert_eq!(text(&master.ok(&["config", "get", "recovery-delay"], None)).trim(), "3days");
@@ -294,7 +281,7 @@ fn agent_entry(master: &Master, label: &str) -> Value {
 }
 
 async fn an_agent_is_recovered_on_a_replacement_machine(backend: Backend) {
-    let Some((_db, server, _)) = server(backend).await else { return };
+    let Some((_db, server, _)) = skewed_server(backend).await else { return };
     let master = Master::new(&server.url);
     init(&master, "laptop");
     master.ok(&["store", "openai"], Some(b"sk-vault-openai"));
@@ -343,7 +330,7 @@ async fn an_agent_is_recovered_on_a_replacement_machine(backend: Backend) {
 }
 
 async fn a_torn_down_or_unknown_agent_is_not_recovered(backend: Backend) {
-    let Some((_db, server, _)) = server(backend).await else { return };
+    let Some((_db, server, _)) = skewed_server(backend).await else { return };
     let master = Master::new(&server.url);
     init(&master, "laptop");
     master.ok(&["store", "openai"], Some(b"sk-vault-openai"));

@@ -279,17 +279,22 @@ async fn forged_versions_are_refused_by_every_reader(backend: Backend) {
         let mcp = scene.mcp().expect_err("MCP delivery of a forgery");
         assert!(mcp.contains("INTEGRITY") && !mcp.contains(attacker), "{what}: {mcp}");
 
-        // The owner stores it again: every reader trusts the new, signed version.
+        // A plain store keeps the current version's high-value mark, which a forgery cannot say.
         let genuine = format!("sk-genuine-{round}");
-        scene.master.ok(&["store", "openai"], Some(genuine.as_bytes()));
+        let unknown = scene.master.run(&["store", "openai"], Some(genuine.as_bytes()));
+        assert_eq!(unknown.status.code(), Some(1), "{what}: {}", text(&unknown.stderr));
+        assert!(text(&unknown.stderr).contains("--high-value=false"), "{what}: {}", text(&unknown.stderr));
+        // The owner stores it again saying which: every reader trusts the new, signed version.
+        scene.master.ok(&["store", "openai", "--high-value=false", "--yes"], Some(genuine.as_bytes()));
         assert_eq!(text(&scene.master.ok(&["read", "openai"], None)).trim_end(), genuine);
         assert_eq!(scene.agent_run().1, genuine);
         assert_eq!(scene.fd().unwrap(), genuine);
         assert_eq!(scene.mcp().unwrap(), genuine);
     }
-    // Each refusal (master read, agent run, descriptor, MCP; two rounds) reached the audit.
+    // Each refusal (master read, agent run, descriptor, MCP, the plain store; two rounds) reached
+    // the audit.
     let reports = integrity_reports(&scene.master);
-    assert_eq!(reports.len(), 8, "{reports:?}");
+    assert_eq!(reports.len(), 10, "{reports:?}");
     assert!(reports.iter().all(|(_, code)| code == "INTEGRITY"), "{reports:?}");
 }
 

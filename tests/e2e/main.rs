@@ -28,6 +28,8 @@
 //!   certificates the server refuses, reload on SIGHUP with a connection open.
 //! * `presence` — presence gating: the policy matrix, silent commands, the terminal, and the
 //!   real fprintd and polkit (dbusmock) on a private system bus.
+//! * `releases` — high-value credentials: releases approved per use or per time, wrapped to
+//!   the asking device alone, refused once used up, out of time, or to anyone else.
 //! * `webauthn` — presence keys the server verifies, in a real Chromium with its virtual
 //!   authenticator: enrollment, real critical commands, every forged or tampered answer.
 
@@ -65,6 +67,7 @@ mod hostile;
 mod keychain;
 mod mediated;
 mod presence;
+mod releases;
 mod replicas;
 mod residue;
 mod run;

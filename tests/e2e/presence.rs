@@ -150,6 +150,7 @@ fn critical_command_line(op: Critical) -> Vec<&'static str> {
         Critical::DeviceRevoke => vec!["device", "revoke", "laptop"],
         Critical::Recover => vec!["recover"],
         Critical::RecoveryKeyRotate => vec!["recovery-key", "rotate"],
+        Critical::HighValueChange => vec!["store", "openai", "--high-value"],
     }
 }
 

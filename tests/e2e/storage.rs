@@ -255,7 +255,10 @@ async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
     assert!(intact.rows >= 4, "{intact:?}");
 
     // The log refuses changes outright...
-    let refused = sqlx::query("UPDATE audit_log SET outcome = 'allowed' WHERE code = 'NOT_FOUND'").execute(pool).await;
+    let refused =
+        sqlx::query("UPDATE audit_log SET outcome = 'allowed' WHERE code = 'NOT_FOUND' AND service = 'missing'")
+            .execute(pool)
+            .await;
     assert!(refused.is_err(), "audit_log is append-only");
 
     // ...and someone with the database who removes that guard is still caught.
@@ -266,10 +269,12 @@ async fn audit_chain_detects_changed_and_removed_rows(backend: Backend) {
     for statement in drop_guard {
         sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await.unwrap();
     }
-    sqlx::query("UPDATE audit_log SET outcome = 'allowed', code = NULL WHERE code = 'NOT_FOUND'")
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE audit_log SET outcome = 'allowed', code = NULL WHERE code = 'NOT_FOUND' AND service = 'missing'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     let error = verify_chain(pool).await.unwrap_err();
     assert!(matches!(&error, ChainError::Broken { reason, .. } if reason.contains("changed")), "{error}");
     sqlx::query("UPDATE audit_log SET outcome = 'failed', code = 'NOT_FOUND' WHERE outcome = 'allowed' AND action = 'credential.read' AND service = 'missing'")

@@ -16,25 +16,13 @@ use agentkeys_proto::ErrorCode;
 use agentkeys_proto::agents::TierChangeRequest;
 use agentkeys_proto::ceremony::{EnrollRequest, KeyKind, StartCeremonyRequest};
 use agentkeys_tests::browser::{Browser, Page};
-use agentkeys_tests::{Backend, DaemonHost, InProcessServer, Master, TestDb};
+use agentkeys_tests::{Backend, DaemonHost, InProcessServer, Master, TestDb, skewed_server};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A server whose clock runs `skew` milliseconds ahead of the system's.
-async fn server(backend: Backend) -> Option<(TestDb, InProcessServer, Arc<AtomicI64>)> {
-    let db = TestDb::new(backend).await?;
-    let skew = Arc::new(AtomicI64::new(0));
-    let ahead = skew.clone();
-    let clock = agentkeys_server::clock::Clock::from_fn(move || {
-        agentkeys_server::clock::Clock::system().now_ms() + ahead.load(Ordering::Relaxed)
-    });
-    let server = InProcessServer::start_with_clock(&db.url, clock).await;
-    Some((db, server, skew))
 }
 
 fn json_of(bytes: &[u8]) -> Value {
@@ -78,7 +66,7 @@ fn enroll_first(master: &Master, browser: &mut Browser, kind: &str, name: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_security_key_in_chromium_answers_real_critical_commands() {
-    let Some((_db, server, _skew)) = server(Backend::Sqlite).await else { return };
+    let Some((_db, server, _skew)) = skewed_server(Backend::Sqlite).await else { return };
     tokio::task::block_in_place(|| {
         let Some(mut browser) = Browser::start() else { return };
         browser.authenticator("usb");
@@ -131,7 +119,7 @@ async fn a_security_key_in_chromium_answers_real_critical_commands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_platform_authenticator_enrolls_and_removing_the_last_key_needs_it() {
-    let Some((_db, server, _skew)) = server(Backend::Sqlite).await else { return };
+    let Some((_db, server, _skew)) = skewed_server(Backend::Sqlite).await else { return };
     tokio::task::block_in_place(|| {
         let Some(mut browser) = Browser::start() else { return };
         let platform = browser.authenticator("internal");
@@ -222,7 +210,7 @@ async fn master_with_key(server: &InProcessServer, browser: &mut Browser) -> (Ma
 }
 
 async fn server_and_browser(backend: Backend) -> Option<(TestDb, InProcessServer, Arc<AtomicI64>, Browser, String)> {
-    let (db, server, skew) = server(backend).await?;
+    let (db, server, skew) = skewed_server(backend).await?;
     let mut browser = tokio::task::block_in_place(Browser::start)?;
     let authenticator = tokio::task::block_in_place(|| browser.authenticator("usb"));
     Some((db, server, skew, browser, authenticator))
@@ -524,7 +512,7 @@ async fn the_link_goes_to_the_browser_named_in_browser() {
 /// new one in Chromium, which then answers its critical commands; the old key no longer would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_presence_key_is_replaced_by_a_recovery() {
-    let Some((_db, server, skew)) = server(Backend::Sqlite).await else { return };
+    let Some((_db, server, skew)) = skewed_server(Backend::Sqlite).await else { return };
     tokio::task::block_in_place(|| {
         let Some(mut browser) = Browser::start() else { return };
         let lost_key = browser.authenticator("usb");

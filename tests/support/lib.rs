@@ -148,6 +148,12 @@ impl TestDb {
 /// Calls MCP `get_credential` on a daemon socket by hand (JSON-RPC lines: initialize, initialized,
 /// tools/call), on one connection closed before this returns; the `tools/call` answer.
 pub fn mcp_get_credential_answer(socket: &Path, service: &str) -> serde_json::Value {
+    mcp_tool_answer(socket, "get_credential", serde_json::json!({ "service": service }))
+}
+
+/// Calls the MCP tool `tool` with `arguments` on a daemon socket by hand, as
+/// [`mcp_get_credential_answer`] does; the `tools/call` answer.
+pub fn mcp_tool_answer(socket: &Path, tool: &str, arguments: serde_json::Value) -> serde_json::Value {
     let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the daemon socket");
     let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
     let mut writer = stream;
@@ -169,7 +175,7 @@ pub fn mcp_get_credential_answer(socket: &Path, service: &str) -> serde_json::Va
     call(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), false);
     call(
         serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "get_credential", "arguments": {"service": service}}}),
+            "params": {"name": tool, "arguments": arguments}}),
         true,
     )
 }
@@ -295,6 +301,19 @@ impl Drop for InProcessServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A test database and an in-process server on it whose clock runs `skew` milliseconds ahead of
+/// the system's: a delay or an expiry passes without sleeping. `None` when the backend is missing.
+pub async fn skewed_server(backend: Backend) -> Option<(TestDb, InProcessServer, Arc<std::sync::atomic::AtomicI64>)> {
+    let db = TestDb::new(backend).await?;
+    let skew = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let ahead = skew.clone();
+    let clock = agentkeys_server::clock::Clock::from_fn(move || {
+        agentkeys_server::clock::Clock::system().now_ms() + ahead.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let server = InProcessServer::start_with_clock(&db.url, clock).await;
+    Some((db, server, skew))
 }
 
 /// A master: its own `AGENTKEYS_HOME`, and the real `agentkeys` binary pointed at a server.

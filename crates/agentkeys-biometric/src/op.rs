@@ -189,6 +189,24 @@ impl CriticalOp {
         )
     }
 
+    pub fn change_high_value(service: &str, high_value: bool) -> Self {
+        let what = if high_value {
+            format!("Mark {service} high-value: no agent reads it without an approval of each use")
+        } else {
+            format!("Clear high-value on {service}: agents in its scope read it without asking")
+        };
+        Self::new(Critical::HighValueChange, what, format!("store {service}"))
+    }
+
+    pub fn approve_release(agent: &str, service: &str, device_id: &str, uses: &str, reason: Option<&str>) -> Self {
+        let reason = reason.map(|r| format!(" (reason given: {r:?})")).unwrap_or_default();
+        Self::new(
+            Critical::Approve,
+            format!("Release high-value {service} to agent {agent} (device {}) for {uses}{reason}", shorten(device_id)),
+            format!("approve {agent}"),
+        )
+    }
+
     /// `setting` as shown ("biometric policy"), `key` as typed in `config set` ("biometric").
     pub fn weaken_setting(setting: &str, key: &str, from: &str, to: &str) -> Self {
         Self::new(Critical::ConfigWeaken, format!("Change {setting} from {from} to {to}"), format!("set {key} {to}"))

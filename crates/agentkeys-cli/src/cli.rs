@@ -308,6 +308,13 @@ pub struct ApproveArgs {
     /// Agent recovery: keep the agent's old devices (by default they are revoked).
     #[arg(long)]
     pub keep_old: bool,
+    /// A release of a high-value credential: how many reads it serves (default 1, or any number
+    /// within --for when only --for is given; at most 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub uses: Option<u32>,
+    /// A release: how long it lasts, e.g. 10m or 2h (default 15m, at most 24h).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +332,10 @@ pub struct StoreArgs {
     /// Keep a single trailing newline on a one-line value read from stdin (stripped by default).
     #[arg(long)]
     pub exact: bool,
+    /// Mark it high-value: no agent reads it until you approve that one use (`approve CODE`).
+    /// `--high-value=false` clears it. Either is critical; without it the current mark is kept.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub high_value: Option<bool>,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,10 @@ pub async fn wrap_current(
         let Some(current) = vault::current_data_key(client, session, verifier, namespace, service).await? else {
             continue;
         };
+        // A high-value credential reaches an agent one approved release at a time, never ahead.
+        if current.flags & agentkeys_proto::grant::FLAG_HIGH_VALUE != 0 {
+            continue;
+        }
         let wrap = crypto::wrap_to(recipient_kx, current.data_key.expose(), WrapLabel::DataKey, rng)
             .map_err(|source| VaultError::Open { service: service.clone(), source })?;
         let grant = integrity::sign_grant(
@@ -278,6 +282,9 @@ async fn wraps_for_new_device(
 pub struct ApproveOptions {
     /// Agent recovery: keep the agent's old devices instead of revoking them.
     pub keep_old: bool,
+    /// A release: how many reads it serves, and for how long (the server's defaults when `None`).
+    pub uses: Option<u32>,
+    pub for_s: Option<u32>,
 }
 
 /// Approves a request as it was reviewed. A pairing: certify the device key and wrap the granted
@@ -364,10 +371,16 @@ pub async fn approve(
                 };
                 ApproveRequest { scope: scope.to_vec(), wraps, ..ApproveRequest::default() }
             }
+            RequestKind::Release => ApproveRequest {
+                wraps: vec![release_wrap(client, session, verifier, request, rng).await?],
+                uses: options.uses,
+                for_s: options.for_s,
+                ..ApproveRequest::default()
+            },
             RequestKind::Tier | RequestKind::AccountRecovery => ApproveRequest::default(),
         };
         let mut bodies = match request.kind {
-            RequestKind::Tier | RequestKind::Device | RequestKind::AccountRecovery => Vec::new(),
+            RequestKind::Tier | RequestKind::Device | RequestKind::AccountRecovery | RequestKind::Release => Vec::new(),
             _ => statements::grant(verifier, &agent_id, scope, &known),
         };
         // An agent's recovery says, in the account's log, that the machines it replaces never
@@ -390,6 +403,74 @@ pub async fn approve(
             }
         }
     }
+}
+
+/// A release: the current data key of the credential asked for, wrapped to the one device that
+/// asked — once this master checked that the device is the agent's, certified, not revoked, and
+/// (for a vault credential) granted the service. A server cannot make one up: only a master
+/// holds the key.
+async fn release_wrap(
+    client: &ApiClient,
+    session: &Session,
+    verifier: &Verifier,
+    request: &PendingRequest,
+    rng: &mut impl RandomSource,
+) -> Result<DeviceWrap, VaultError> {
+    let malformed = |what: &str| VaultError::Mismatch {
+        wanted: format!("a release request with {what}"),
+        got: request.code.clone(),
+    };
+    let agent_id = request.agent_id.as_deref().ok_or_else(|| malformed("an agent"))?;
+    let device_id = request.device_id.as_deref().ok_or_else(|| malformed("a device"))?;
+    let [service] = request.scope.as_slice() else { return Err(malformed("one service")) };
+    let ns = request.namespace.as_deref().unwrap_or(agentkeys_proto::types::VAULT_NAMESPACE);
+    let namespace = match ns.strip_prefix("agent:") {
+        Some(owner) if owner == agent_id => Namespace::Agent(agent_id),
+        Some(_) => return Err(malformed("a credential of its own agent")),
+        None if ns == agentkeys_proto::types::VAULT_NAMESPACE => Namespace::Vault,
+        None => return Err(malformed("a known namespace")),
+    };
+    let agents = client.list_agents().await?.agents;
+    let device = agents
+        .iter()
+        .filter(|a| a.agent_id == agent_id)
+        .flat_map(|a| &a.devices)
+        .find(|d| d.device_id == device_id && !d.revoked && d.agent_id == agent_id)
+        .ok_or_else(|| VaultError::Uncertified { agent_id: agent_id.to_owned(), device_id: device_id.to_owned() })?;
+    let allowed = verifier.check_recipient(agent_id, device_id).and_then(|()| match namespace {
+        Namespace::Vault => verifier.check_in_scope(agent_id, device_id, service),
+        Namespace::Agent(_) => Ok(()),
+    });
+    if let Err(error) = allowed {
+        return Err(vault::reported(client, error).await);
+    }
+    let kx = certified_kx(session, device)?;
+    let current = vault::current_data_key(client, session, verifier, namespace, service)
+        .await?
+        .ok_or_else(|| malformed("a credential that still exists"))?;
+    let wrap = crypto::wrap_to(&kx, current.data_key.expose(), WrapLabel::DataKey, rng)
+        .map_err(|source| VaultError::Open { service: service.clone(), source })?;
+    let grant = integrity::sign_grant(
+        session,
+        &agentkeys_proto::grant::GrantStatement {
+            account_id: &session.account_id,
+            namespace: ns,
+            service,
+            version: current.version,
+            ciphertext_sha256: &current.ciphertext_sha256,
+            flags: current.flags,
+            recipient: device_id,
+        },
+    );
+    Ok(DeviceWrap {
+        namespace: ns.to_owned(),
+        service: service.clone(),
+        version: current.version,
+        device_id: device_id.to_owned(),
+        wrap: b64::encode(wrap),
+        grant: Some(grant),
+        signer: None,
+    })
 }
 
 /// The current data keys of `services` wrapped to every active device of `agent`, and to each of

@@ -642,7 +642,31 @@ impl ApiClient {
         service: &str,
         agent: Option<&str>,
     ) -> Result<SealedCredentialResponse, ClientError> {
-        self.call(Method::GET, &Self::credential_path(service, agent), None).await
+        self.get_credential_for(service, agent, None).await
+    }
+
+    /// The newest version of `service`. An agent may say why it reads (`reason`): the owner sees
+    /// it when the read needs an approval (a high-value credential).
+    pub async fn get_credential_for(
+        &self,
+        service: &str,
+        agent: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<SealedCredentialResponse, ClientError> {
+        let Some(reason) = reason else {
+            return self.call(Method::GET, &Self::credential_path(service, agent), None).await;
+        };
+        // Free text: form-encoded by the URL crate, as the server's query parser decodes it.
+        let mut url = reqwest::Url::parse("http://query.invalid/").expect("a constant URL parses");
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(agent) = agent {
+                query.append_pair("agent", agent);
+            }
+            query.append_pair("reason", reason);
+        }
+        let path = format!("/v1/credentials/{service}?{}", url.query().unwrap_or_default());
+        self.call(Method::GET, &path, None).await
     }
 
     pub async fn delete_credential(

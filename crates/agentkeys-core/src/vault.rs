@@ -4,7 +4,7 @@
 use agentkeys_proto::agents::AgentDevice;
 use agentkeys_proto::agents::agent_namespace;
 use agentkeys_proto::certificate::DeviceCertificate;
-use agentkeys_proto::grant::GrantStatement;
+use agentkeys_proto::grant::{FLAG_HIGH_VALUE, GrantStatement};
 use agentkeys_proto::names::{InvalidServiceName, validate_service_name};
 use agentkeys_proto::types::{
     CredentialVersionResponse, MAX_VALUE_BYTES, PutCredentialRequest, RecipientWrap, SealedCredentialResponse,
@@ -52,6 +52,9 @@ pub enum VaultError {
     StatementRace,
     #[error("INTEGRITY: {0}")]
     Integrity(IntegrityError),
+    /// A store that keeps the current version's high-value mark found that version unverifiable.
+    #[error("INTEGRITY: {source}")]
+    UnverifiedMark { service: String, source: IntegrityError },
 }
 
 impl From<crate::statements::StatementError> for VaultError {
@@ -75,7 +78,7 @@ impl VaultError {
     pub fn code(&self) -> Option<agentkeys_proto::ErrorCode> {
         match self {
             VaultError::Client(e) => e.code(),
-            VaultError::Integrity(_) => Some(ErrorCode::Integrity),
+            VaultError::Integrity(_) | VaultError::UnverifiedMark { .. } => Some(ErrorCode::Integrity),
             _ => None,
         }
     }
@@ -90,7 +93,7 @@ impl VaultError {
             | VaultError::StatementRace => exit::ERROR,
             VaultError::NotMaster => exit::DENIED,
             VaultError::Uncertified { .. } | VaultError::SecretMemory(_) => exit::ERROR,
-            VaultError::Integrity(_) => exit::for_code(ErrorCode::Integrity),
+            VaultError::Integrity(_) | VaultError::UnverifiedMark { .. } => exit::for_code(ErrorCode::Integrity),
         }
     }
 
@@ -120,6 +123,10 @@ impl VaultError {
                     .into()
             }
             VaultError::Integrity(e) => e.hint(),
+            VaultError::UnverifiedMark { service, .. } => format!(
+                "the current version of '{service}' is not this account's, so whether it is high-value is unknown: \
+                 store it again saying which (`agentkeys store {service} --high-value=false`, or `--high-value`)"
+            ),
         }
     }
 }
@@ -158,9 +165,33 @@ pub fn account_key(session: &Session) -> Result<&KeyPair, VaultError> {
     session.account.as_ref().ok_or(VaultError::NotMaster)
 }
 
+/// Whether the current version of `service` is high-value, as its signed grant says (a server
+/// cannot clear the flag unseen); `false` when nothing is stored yet.
+async fn current_high_value(
+    client: &ApiClient,
+    session: &Session,
+    verifier: &Verifier,
+    namespace: Namespace<'_>,
+    service: &str,
+) -> Result<bool, VaultError> {
+    let sealed = match client.get_credential(service, namespace.agent()).await {
+        Ok(sealed) => sealed,
+        Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => return Ok(false),
+        Err(error) => return Err(error.into()),
+    };
+    check_origin(session, &sealed, &[namespace.name()], service)?;
+    // Its flag is only as good as its grant: a forged version says nothing about it.
+    match checked(client, verifier.check(session, &sealed, &ciphertext_of(&sealed)?), verifier).await {
+        Ok(()) => Ok(sealed.flags & FLAG_HIGH_VALUE != 0),
+        Err(VaultError::Integrity(source)) => Err(VaultError::UnverifiedMark { service: service.to_owned(), source }),
+        Err(error) => Err(error),
+    }
+}
+
 /// Seals `value` under a fresh data key and uploads it as the next version of `service`, with
 /// the data key wrapped to the account key and to every agent device that may read it — each
-/// of whose certificates is checked first, so a key the server slipped in gets nothing.
+/// of whose certificates is checked first, so a key the server slipped in gets nothing. Keeps
+/// the current version's high-value mark ([`store_marked`]).
 pub async fn store(
     client: &ApiClient,
     session: &Session,
@@ -168,6 +199,23 @@ pub async fn store(
     namespace: Namespace<'_>,
     service: &str,
     value: &[u8],
+    rng: &mut impl RandomSource,
+) -> Result<CredentialVersionResponse, VaultError> {
+    store_marked(client, session, verifier, namespace, service, value, None, rng).await
+}
+
+/// [`store`], setting or clearing the high-value mark (`Some`), or keeping what the current
+/// version has (`None`). A high-value version is wrapped to no agent: each release is approved
+/// on its own.
+#[allow(clippy::too_many_arguments)]
+pub async fn store_marked(
+    client: &ApiClient,
+    session: &Session,
+    verifier: &Verifier,
+    namespace: Namespace<'_>,
+    service: &str,
+    value: &[u8],
+    high_value: Option<bool>,
     rng: &mut impl RandomSource,
 ) -> Result<CredentialVersionResponse, VaultError> {
     check_service(service)?;
@@ -183,7 +231,15 @@ pub async fn store(
     let mut version = 1;
     let mut synced = false;
     for _ in 0..MAX_STORE_ATTEMPTS {
-        let recipients = client.recipients(service, namespace.agent()).await?.devices;
+        let high_value = match high_value {
+            Some(wanted) => wanted,
+            None => current_high_value(client, session, verifier, namespace, service).await?,
+        };
+        let flags = if high_value { FLAG_HIGH_VALUE } else { 0 };
+        let recipients = match high_value {
+            true => Vec::new(),
+            false => client.recipients(service, namespace.agent()).await?.devices,
+        };
         // Whom this master allows is the account's signed log: read what is new in it before a
         // key goes to any agent (a store nobody else reads costs nothing more).
         if !recipients.is_empty() && !synced {
@@ -204,7 +260,7 @@ pub async fn store(
                     service,
                     version,
                     ciphertext_sha256: &digest,
-                    flags: 0,
+                    flags,
                     recipient,
                 },
             )
@@ -241,7 +297,7 @@ pub async fn store(
                 crypto::wrap_to(&account_kx, data_key.expose(), WrapLabel::DataKey, rng).map_err(wrap_err)?,
             ),
             grant: grant(&session.account_id),
-            flags: 0,
+            flags,
             agent_wraps,
         };
         match client.put_credential(service, namespace.agent(), &request).await {
@@ -322,15 +378,41 @@ pub async fn read(
     namespace: Namespace<'_>,
     service: &str,
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    Ok(read_for(client, session, verifier, namespace, service, None).await?.value)
+}
+
+/// A credential opened for one use.
+pub struct Opened {
+    pub value: Zeroizing<Vec<u8>>,
+    /// Released for this use alone (as its signed grant says): a daemon must not keep it.
+    pub high_value: bool,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").field("high_value", &self.high_value).finish_non_exhaustive()
+    }
+}
+
+/// [`read`], saying why (`reason`, shown to the owner when the read needs an approval: a
+/// high-value credential answers `APPROVAL_REQUIRED` with a request code until one is given).
+pub async fn read_for(
+    client: &ApiClient,
+    session: &Session,
+    verifier: &Verifier,
+    namespace: Namespace<'_>,
+    service: &str,
+    reason: Option<&str>,
+) -> Result<Opened, VaultError> {
     check_service(service)?;
-    let sealed = client.get_credential(service, namespace.agent()).await?;
+    let sealed = client.get_credential_for(service, namespace.agent(), reason).await?;
     let expected = match &session.agent_id {
         Some(agent_id) => vec![VAULT_NAMESPACE.to_owned(), agent_namespace(agent_id)],
         None => vec![namespace.name()],
     };
     check_origin(session, &sealed, &expected, service)?;
     checked(client, verifier.check(session, &sealed, &ciphertext_of(&sealed)?), verifier).await?;
-    open_sealed(session, &sealed)
+    Ok(Opened { value: open_sealed(session, &sealed)?, high_value: sealed.flags & FLAG_HIGH_VALUE != 0 })
 }
 
 /// Reports a refusal to the server's audit (best effort) and returns it as the error.
@@ -419,7 +501,8 @@ pub async fn sign_first_wave(
             continue;
         }
         let value = open_sealed(session, &sealed)?;
-        store(client, session, verifier, namespace, &listed.service, &value, rng).await?;
+        // The first wave had no high-value credentials.
+        store_marked(client, session, verifier, namespace, &listed.service, &value, Some(false), rng).await?;
         signed.push(format!("{}/{}", listed.namespace, listed.service));
     }
     verifier.mark_all_signed();

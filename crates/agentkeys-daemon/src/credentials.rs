@@ -13,6 +13,9 @@
 //! sees that use (the trail does: `fetch` with outcome `cached`), and a revocation or a scope change
 //! reaches a cached value only up to N seconds after it was fetched. Where every use must reach the server, run with
 //! `--cache-ttl 0`.
+//!
+//! A high-value credential (released one approved use at a time) is never cached: each use is the
+//! owner's decision. A value cached before the credential was marked lives out its TTL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -143,13 +146,14 @@ impl Cache {
 /// The credentials of `bindings` (`VAR`, service) as a secret environment for a child: from the
 /// cache when there, else fetched, opened and moved into secret memory (the opened heap copy is
 /// wiped at once). Records `fetch` (outcome `cached` for a cache hit) or `deny` in the trail.
+/// `reason` is what the owner sees if a read needs an approval.
 pub async fn open_for_run(
     client: &ApiClient,
     session: &Session,
     verifier: &Verifier,
-    trail: &Trail,
-    cache: Option<&Cache>,
+    (trail, cache): (&Trail, Option<&Cache>),
     bindings: Vec<(String, String)>,
+    reason: Option<&str>,
 ) -> Result<(SecretEnv, Vec<String>), VaultError> {
     let mut env = SecretEnv::new();
     let mut services = Vec::with_capacity(bindings.len());
@@ -160,10 +164,10 @@ pub async fn open_for_run(
             services.push(service);
             continue;
         }
-        let read = vault::read(client, session, verifier, Namespace::Vault, &service).await;
+        let read = vault::read_for(client, session, verifier, Namespace::Vault, &service, reason).await;
         trail.record_read(&service, Via::Run, read.as_ref().map(|_| ()).map_err(|e| e.code()));
-        let plaintext = match read {
-            Ok(plaintext) => plaintext,
+        let opened = match read {
+            Ok(opened) => opened,
             Err(error) => {
                 if let (Some(cache), Some(ErrorCode::Revoked | ErrorCode::SessionInvalid)) = (cache, error.code()) {
                     cache.clear("revoked");
@@ -171,9 +175,10 @@ pub async fn open_for_run(
                 return Err(error);
             }
         };
-        let value = Arc::new(SecretMemory::copy_of(&plaintext).map_err(VaultError::SecretMemory)?);
-        drop(plaintext);
-        if let Some(cache) = cache {
+        let value = Arc::new(SecretMemory::copy_of(&opened.value).map_err(VaultError::SecretMemory)?);
+        let high_value = opened.high_value;
+        drop(opened);
+        if let Some(cache) = cache.filter(|_| !high_value) {
             cache.put(&service, &value);
         }
         env.push(var, value);

@@ -167,7 +167,8 @@ async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
         let (id, client, session) = ctx.client()?;
         let this_trail = trail.insert(ctx.trail(&id, &session));
         let verifier = ctx.verifier(&id);
-        (env, services) = credentials::open_for_run(&client, &session, &verifier, this_trail, None, bindings).await?;
+        (env, services) =
+            credentials::open_for_run(&client, &session, &verifier, (this_trail, None), bindings, None).await?;
     }
     let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };
     let result = tokio::task::spawn_blocking(move || child::run(spec))

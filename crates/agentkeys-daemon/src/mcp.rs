@@ -42,11 +42,13 @@ pub struct ToolFailure {
     pub code: &'static str,
     pub message: String,
     pub fix: String,
+    /// With `APPROVAL_REQUIRED`: the request the human decides.
+    pub request_code: Option<String>,
 }
 
 impl ToolFailure {
     fn new(code: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { code, message: message.into(), fix: fix.into() }
+        Self { code, message: message.into(), fix: fix.into(), request_code: None }
     }
 
     fn into_result(self) -> CallToolResult {
@@ -56,8 +58,11 @@ impl ToolFailure {
             self.message.trim_end_matches('.'),
             self.fix
         ))]);
-        result.structured_content =
-            Some(json!({ "error": { "code": self.code, "message": self.message, "fix": self.fix } }));
+        let mut error = json!({ "code": self.code, "message": self.message, "fix": self.fix });
+        if let Some(request_code) = self.request_code {
+            error["request_code"] = json!(request_code);
+        }
+        result.structured_content = Some(json!({ "error": error }));
         result
     }
 }
@@ -85,7 +90,10 @@ impl From<ClientError> for ToolFailure {
                 if let Some(seconds) = detail.retry_after_s {
                     fix = format!("retry after {seconds}s; {fix}");
                 }
-                Self::new(tool_code(detail.code), detail.message.clone(), fix)
+                Self {
+                    request_code: detail.request_code.clone(),
+                    ..Self::new(tool_code(detail.code), detail.message.clone(), fix)
+                }
             }
             other => Self::new("UNAVAILABLE", other.to_string(), other.hint()),
         }
@@ -123,6 +131,10 @@ fn finish(outcome: Result<serde_json::Value, ToolFailure>) -> ToolResult {
 pub struct GetCredentialArgs {
     /// The service name exactly as `list_credentials` shows it, e.g. "openai" or "github.com".
     pub service: String,
+    /// Why you need it, in one sentence: the human reads it when the credential is high-value and
+    /// each use is approved.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `run` arguments.
@@ -136,6 +148,10 @@ pub struct RunArgs {
     /// Kill the program after this many seconds (default 60, at most 3600).
     #[serde(default)]
     pub timeout_s: Option<u64>,
+    /// Why the program needs the credentials, in one sentence: the human reads it when one is
+    /// high-value and each use is approved.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `usage` arguments.
@@ -252,13 +268,23 @@ impl AgentKeysMcp {
     #[tool(
         description = "The value of one credential, e.g. an API key. Prefer `run` with env when you only need to pass \
                        the value to a program: then it never enters your context. Out of scope: DENIED (ask with \
-                       request_access); unknown name: NOT_FOUND; too many reads: RATE_LIMITED.",
+                       request_access); unknown name: NOT_FOUND; too many reads: RATE_LIMITED; a high-value credential: \
+                       APPROVAL_REQUIRED with a request_code the human approves (say why in reason), then call again.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn get_credential(&self, Parameters(args): Parameters<GetCredentialArgs>) -> ToolResult {
-        let read = vault::read(&self.client, &self.session, &self.verifier, Namespace::Vault, &args.service).await;
+        let read = vault::read_for(
+            &self.client,
+            &self.session,
+            &self.verifier,
+            Namespace::Vault,
+            &args.service,
+            args.reason.as_deref(),
+        )
+        .await;
         match read {
-            Ok(value) => {
+            Ok(opened) => {
+                let value = opened.value;
                 let text = match std::str::from_utf8(&value) {
                     Ok(text) => json!({ "service": args.service, "value": text }),
                     Err(_) => json!({ "service": args.service, "value_base64url": b64::encode(value.as_slice()) }),
@@ -373,9 +399,9 @@ impl AgentKeysMcp {
             &self.client,
             &self.session,
             &self.verifier,
-            &self.trail,
-            Some(&self.cache),
+            (&self.trail, Some(&self.cache)),
             bindings,
+            args.reason.as_deref(),
         )
         .await?;
         let timeout = Duration::from_secs(args.timeout_s.unwrap_or(DEFAULT_RUN_TIMEOUT_S).clamp(1, MAX_RUN_TIMEOUT_S));

@@ -236,9 +236,9 @@ impl Native {
             &self.client,
             &self.session,
             &self.verifier,
-            &self.trail,
-            Some(&self.cache),
+            (&self.trail, Some(&self.cache)),
             bindings,
+            None,
         )
         .await
         {

@@ -447,6 +447,9 @@ pub enum RequestKind {
     /// A new machine holding the recovery key (`agentkeys recover`): held for the account's
     /// recovery delay, during which any master device can deny it.
     AccountRecovery,
+    /// An agent's read of a high-value credential: approving it wraps the current data key to
+    /// the asking device alone, for a number of uses or a time.
+    Release,
 }
 
 impl RequestKind {
@@ -458,16 +461,18 @@ impl RequestKind {
             RequestKind::Device => "device",
             RequestKind::Recovery => "recovery",
             RequestKind::AccountRecovery => "account_recovery",
+            RequestKind::Release => "release",
         }
     }
 
-    pub const ALL: [RequestKind; 6] = [
+    pub const ALL: [RequestKind; 7] = [
         RequestKind::Pairing,
         RequestKind::Access,
         RequestKind::Tier,
         RequestKind::Device,
         RequestKind::Recovery,
         RequestKind::AccountRecovery,
+        RequestKind::Release,
     ];
 
     pub fn parse(text: &str) -> Option<Self> {
@@ -507,6 +512,12 @@ pub struct PendingRequest {
     /// An account recovery: when its delay has passed and it can complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// A release: the agent device that asked (the only one the key is wrapped to), and the
+    /// namespace of the credential (`vault`, or the agent's own `agent:<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// `GET /v1/requests`.
@@ -546,7 +557,27 @@ pub struct ApproveRequest {
     /// Agent recovery: keep the agent's old devices (by default they are revoked).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_old: bool,
+    /// Release: how many reads the wrap serves (default 1 when `for_s` is not given, else
+    /// unlimited within `for_s`), and for how long (default [`RELEASE_DEFAULT_FOR_MS`], at most
+    /// [`RELEASE_MAX_FOR_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub uses: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
+    pub for_s: Option<u32>,
 }
+
+/// Longest reason an agent may give (an ask, a high-value read), in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// The most reads one release may serve.
+pub const RELEASE_MAX_USES: u32 = 1000;
+/// How long a release lasts when `approve` names no time: long enough for the agent that is
+/// waiting on it, short enough that a forgotten one-use release does not linger.
+pub const RELEASE_DEFAULT_FOR_MS: i64 = 15 * 60 * 1000;
+/// The longest a release may last.
+pub const RELEASE_MAX_FOR_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Answer to an approval or a denial.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -33,10 +33,12 @@ pub enum Critical {
     Recover,
     /// `recovery-key rotate`: replaces the recovery key.
     RecoveryKeyRotate,
+    /// `store --high-value` / `--high-value=false` changing whether a credential is high-value.
+    HighValueChange,
 }
 
 impl Critical {
-    pub const ALL: [Critical; 13] = [
+    pub const ALL: [Critical; 14] = [
         Critical::Approve,
         Critical::Revoke,
         Critical::Teardown,
@@ -50,6 +52,7 @@ impl Critical {
         Critical::DeviceRevoke,
         Critical::Recover,
         Critical::RecoveryKeyRotate,
+        Critical::HighValueChange,
     ];
 
     /// A stable name, for messages and tests.
@@ -68,6 +71,7 @@ impl Critical {
             Critical::DeviceRevoke => "device-revoke",
             Critical::Recover => "recover",
             Critical::RecoveryKeyRotate => "recovery-key-rotate",
+            Critical::HighValueChange => "high-value-change",
         }
     }
 

@@ -166,6 +166,9 @@ pub struct ErrorDetail {
     /// With `VERSION_CONFLICT`: the newest version the server holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<u64>,
+    /// With `APPROVAL_REQUIRED`: the code of the request the owner decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_code: Option<String>,
 }
 
 #[cfg(test)]

@@ -195,6 +195,20 @@ pub struct NamespaceQuery {
     pub agent: Option<String>,
 }
 
+/// Query of `GET /v1/credentials/{service}`: the master's namespace, or an agent's stated reason
+/// (shown to the owner when the read needs approval: a high-value credential).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialReadQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::names::AgentId>))]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(min_length = 1, max_length = 500))]
+    pub reason: Option<String>,
+}
+
 /// Query of `GET /v1/recipients`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]

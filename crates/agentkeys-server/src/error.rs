@@ -14,11 +14,24 @@ pub struct ApiError {
     pub hint: String,
     pub retry_after_s: Option<u64>,
     pub current_version: Option<u64>,
+    pub request_code: Option<String>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { code, message: message.into(), hint: hint.into(), retry_after_s: None, current_version: None }
+        Self {
+            code,
+            message: message.into(),
+            hint: hint.into(),
+            retry_after_s: None,
+            current_version: None,
+            request_code: None,
+        }
+    }
+
+    /// `APPROVAL_REQUIRED` naming the request the owner decides.
+    pub fn approval_required(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { request_code: Some(code.to_owned()), ..Self::new(ErrorCode::ApprovalRequired, message, hint) }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -153,6 +166,7 @@ impl IntoResponse for ApiError {
                 hint: self.hint,
                 retry_after_s: self.retry_after_s,
                 current_version: self.current_version,
+                request_code: self.request_code,
             },
         };
         let mut response = (status, axum::Json(body)).into_response();

@@ -91,6 +91,7 @@ pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(A
             Arc::new(domains::requests::ops::Prune),
             Arc::new(domains::links::ops::Prune),
             Arc::new(domains::presence::ops::Prune),
+            Arc::new(domains::releases::ops::Prune),
         ],
     };
     let (writer, writer_task) = engine::writer::Writer::spawn(db.clone(), clock.clone(), metrics.clone(), hooks)?;

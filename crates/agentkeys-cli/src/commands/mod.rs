@@ -26,6 +26,7 @@ use crate::error::CliError;
 pub fn critical(command: &Command) -> Option<Critical> {
     match command {
         Command::Approve(_) => Some(Critical::Approve),
+        Command::Store(args) if args.high_value.is_some() => Some(Critical::HighValueChange),
         Command::Revoke(_) => Some(Critical::Revoke),
         Command::Teardown(_) => Some(Critical::Teardown),
         Command::Agent(AgentCommand::Create(_)) => Some(Critical::AgentCreate),

@@ -32,7 +32,47 @@ fn what(request: &PendingRequest) -> String {
             "RECOVER THIS ACCOUNT with its recovery key on a new machine ({label}), from {}",
             timestamp(request.not_before_ms.unwrap_or(request.created_at_ms))
         ),
+        RequestKind::Release => format!(
+            "read high-value {}{} as {label} (device {})",
+            request.scope.join(","),
+            match request.namespace.as_deref() {
+                Some(ns) if ns != agentkeys_proto::types::VAULT_NAMESPACE => " (its private one)",
+                _ => "",
+            },
+            short(request.device_id.as_deref().unwrap_or("?"))
+        ),
     }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// What `--uses` and `--for` say a release serves, as sent and as shown.
+fn release_terms(args: &ApproveArgs) -> Result<(Option<u32>, Option<u32>, String), CliError> {
+    use agentkeys_proto::agents::{RELEASE_DEFAULT_FOR_MS, RELEASE_MAX_FOR_MS};
+    let for_s = match &args.for_ {
+        None => None,
+        Some(text) => {
+            let bad = |why: String| {
+                CliError::usage(format!("--for {text:?}: {why}"), "give a duration from 1s to 24h, e.g. 10m or 2h")
+            };
+            let duration = humantime::parse_duration(text).map_err(|e| bad(e.to_string()))?;
+            let seconds = duration.as_secs();
+            if seconds == 0 || seconds.saturating_mul(1000) > RELEASE_MAX_FOR_MS as u64 {
+                return Err(bad("a release lasts from 1 second to 24 hours".into()));
+            }
+            Some(seconds as u32)
+        }
+    };
+    let lasting = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
+    let within = lasting(for_s.map_or(RELEASE_DEFAULT_FOR_MS as u64 / 1000, u64::from));
+    let shown = match (args.uses, for_s) {
+        (Some(1), _) | (None, None) => format!("one read within {within}"),
+        (Some(n), _) => format!("{n} reads within {within}"),
+        (None, Some(_)) => format!("any number of reads within {within}"),
+    };
+    Ok((args.uses, for_s, shown))
 }
 
 pub async fn list(ctx: &Context) -> Result<u8, CliError> {
@@ -82,6 +122,23 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
     let mut shown = vec![format!("Request {code}: {}", what(&request))];
     if let Some(reason) = &request.reason {
         shown.push(format!("  reason:   {}", agentkeys_proto::names::escape_hidden(reason)));
+    }
+    if request.kind != RequestKind::Release && (args.uses.is_some() || args.for_.is_some()) {
+        return Err(CliError::usage(
+            format!(
+                "--uses and --for are for releases of high-value credentials; {code} is a {}",
+                request.kind.as_str()
+            ),
+            format!("approve it without them: `agentkeys approve {code}`"),
+        ));
+    }
+    let release = match request.kind {
+        RequestKind::Release => Some(release_terms(&args)?),
+        _ => None,
+    };
+    if let Some((_, _, terms)) = &release {
+        shown.push(format!("  device:   {}", request.device_id.as_deref().unwrap_or("?")));
+        shown.push(format!("  grants:   {terms}"));
     }
     if request.kind == RequestKind::AccountRecovery {
         return Err(CliError::new(
@@ -196,10 +253,18 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
                 .unwrap_or_else(|| "?".to_owned());
             CriticalOp::approve_tier(&request.label, &from, to)
         }
+        RequestKind::Release => CriticalOp::approve_release(
+            &request.label,
+            &request.scope.join(","),
+            request.device_id.as_deref().unwrap_or("?"),
+            release.as_ref().map_or("", |(_, _, terms)| terms.as_str()),
+            request.reason.as_deref(),
+        ),
         _ => CriticalOp::approve_access(&request.label, &scope),
     };
     let client = crate::presence::require(ctx, client, &op).await?;
-    let options = agents::ApproveOptions { keep_old: args.keep_old };
+    let (uses, for_s) = release.as_ref().map_or((None, None), |(uses, for_s, _)| (*uses, *for_s));
+    let options = agents::ApproveOptions { keep_old: args.keep_old, uses, for_s };
     let decided =
         agents::approve(&client, &session, &verifier, &request, &scope, stands_in_for.as_ref(), options, &mut OsRandom)
             .await?;
@@ -211,6 +276,12 @@ pub async fn approve(ctx: &Context, args: ApproveArgs) -> Result<u8, CliError> {
             if args.keep_old { "; its other devices were kept" } else { "; its old devices were revoked" }
         ),
         (_, RequestKind::Device) => format!("Approved: {} is a master device of this account", request.label),
+        (_, RequestKind::Release) => format!(
+            "Approved: {} may read {} — {}",
+            request.label,
+            request.scope.join(","),
+            release.as_ref().map_or("", |(_, _, terms)| terms.as_str())
+        ),
         _ => format!("Approved {code}"),
     });
     Ok(0)

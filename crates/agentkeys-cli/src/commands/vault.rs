@@ -82,9 +82,33 @@ pub async fn store(ctx: &Context, args: StoreArgs) -> Result<u8, CliError> {
     let agent = agent_id(ctx, &client, args.agent.as_deref()).await?;
     let value = value_to_store(ctx, &args)?;
     let namespace = namespace(agent.as_deref());
-    let stored = vault::store(&client, &session, &verifier, namespace, &args.service, &value, &mut OsRandom).await?;
+    // Marking or clearing is critical whether or not it changes anything: the command line says so.
+    let client = match args.high_value {
+        Some(high_value) => {
+            let op = agentkeys_biometric::CriticalOp::change_high_value(&args.service, high_value);
+            crate::presence::require(ctx, client, &op).await?
+        }
+        None => client,
+    };
+    let stored = vault::store_marked(
+        &client,
+        &session,
+        &verifier,
+        namespace,
+        &args.service,
+        &value,
+        args.high_value,
+        &mut OsRandom,
+    )
+    .await?;
     ctx.out.json(&stored)?;
-    ctx.out.note(format!("Stored {} (version {})", stored.service, stored.version));
+    ctx.out.note(match args.high_value {
+        Some(true) => format!(
+            "Stored {} (version {}), high-value: each agent read waits for `agentkeys approve CODE`",
+            stored.service, stored.version
+        ),
+        _ => format!("Stored {} (version {})", stored.service, stored.version),
+    });
     Ok(0)
 }
 

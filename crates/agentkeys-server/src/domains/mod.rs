@@ -10,6 +10,7 @@ pub mod links;
 pub mod pairings;
 pub mod presence;
 pub mod recovery;
+pub mod releases;
 pub mod requests;
 pub mod session;
 pub mod statements;

@@ -16,6 +16,7 @@ use crate::domains::accounts::queries::{self as accounts, NewDevice};
 use crate::domains::credentials::ops::{check_covered, check_current, store_wraps};
 use crate::domains::credentials::queries::{self as credentials, Wrap};
 use crate::domains::links::queries::{self as links, NewLink};
+use crate::domains::releases::queries as releases;
 use crate::domains::requests::queries as requests;
 use crate::domains::statements::ops::{self as statements, NewStatement};
 use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
@@ -162,6 +163,7 @@ async fn end(
     queries::revoke_devices(conn, agent_id, now).await?;
     requests::deny_pending_of_agent(conn, agent_id, now).await?;
     links::expire_unredeemed_of_agent(conn, agent_id, now).await?;
+    releases::delete_of_agent(conn, agent_id).await?;
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use agentkeys_proto::ErrorCode;
-use agentkeys_proto::agents::{AgentStatus, RecipientKind, Tier};
+use agentkeys_proto::agents::{AgentStatus, REQUEST_TTL_MS, RecipientKind, RequestKind, Tier};
+use agentkeys_proto::critical::Critical;
+use agentkeys_proto::grant::FLAG_HIGH_VALUE;
 use agentkeys_proto::namespace::Namespace;
 use sqlx::AnyConnection;
 
@@ -13,8 +15,9 @@ use super::queries::{self, NewVersionRow, SealedVersion, StoredGrant, Wrap};
 use crate::db::Backend;
 use crate::domains::agents::queries as agents;
 use crate::domains::links::queries as links;
+use crate::domains::releases::queries as releases;
 use crate::domains::requests::queries as requests;
-use crate::engine::op::{Ctx, Op, OpError};
+use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
 use crate::engine::ratelimit::{RateLimit, take_token};
 use crate::error::{ApiError, credential_not_found, no_such_agent, session_revoked};
 
@@ -75,8 +78,16 @@ pub struct PutVersion {
     pub flags: i64,
     /// The grant of the account-key wrap (signed by the writer; readers check it).
     pub grant: StoredGrant,
-    /// Must be exactly [`agents::recipients`] at commit time.
+    /// Must be exactly [`agents::recipients`] at commit time; none for a high-value version.
     pub wraps: Vec<Wrap>,
+    /// What the route saw: this version marks or clears high-value (critical). A change made
+    /// meanwhile that makes the route wrong is refused, never applied unguarded.
+    pub changes_high_value: bool,
+}
+
+/// Whether stored flags mark a high-value credential.
+pub fn is_high_value(flags: i64) -> bool {
+    flags & i64::from(FLAG_HIGH_VALUE) != 0
 }
 
 /// A write to an agent's namespace needs that agent, in this account, not torn down.
@@ -91,9 +102,24 @@ async fn check_owner(conn: &mut AnyConnection, account_id: &str, namespace: &Nam
 impl Op for PutVersion {
     type Output = StoredVersion;
 
+    fn critical(&self) -> Option<CriticalFor<'_>> {
+        self.changes_high_value.then_some(CriticalFor { op: Critical::HighValueChange, account_id: &self.account_id })
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<StoredVersion, OpError> {
         check_owner(conn, &self.account_id, &self.namespace).await?;
-        let current = queries::newest_version(conn, &self.account_id, &self.namespace, &self.service).await?;
+        let newest = queries::newest(conn, &self.account_id, &self.namespace, &self.service).await?;
+        let current = newest.as_ref().map_or(0, |row| row.version);
+        let was_high_value = newest.as_ref().is_some_and(|row| row.ciphertext.is_some() && is_high_value(row.flags));
+        let high_value = is_high_value(self.flags);
+        if (was_high_value != high_value) != self.changes_high_value {
+            return Err(ApiError::version_conflict(
+                format!("whether '{}' is high-value changed while this store was on its way", self.service),
+                "run the command again",
+                Some(current),
+            )
+            .into());
+        }
         if self.version != current + 1 {
             return Err(ApiError::version_conflict(
                 format!(
@@ -117,6 +143,19 @@ impl Op for PutVersion {
             grant: Some((&self.grant.signer, &self.grant.signature)),
         };
         queries::insert_version(conn, &row, cx.now_ms).await?;
+        releases::delete_older(conn, &self.account_id, &self.namespace, &self.service, self.version).await?;
+        if high_value {
+            // Never pre-wrapped: only a release, approved use by use, carries its key to an agent.
+            if !self.wraps.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "'{}' is high-value: its data key is never wrapped to agents ahead of a release; send no agent_wraps",
+                    self.service
+                ))
+                .into());
+            }
+            queries::delete_agent_wraps_of(conn, &self.account_id, &self.namespace, &self.service).await?;
+            return Ok(StoredVersion { version: self.version, created_at_ms: cx.now_ms });
+        }
         // Every agent that may read the service gets the new data key, or the write fails:
         // a version some reader cannot open would silently cut that agent off. A pending link
         // code's key is one of them: the daemon that redeems it re-wraps what it carries.
@@ -187,6 +226,18 @@ pub struct AgentRead {
     pub device_id: String,
     pub service: String,
     pub limit: RateLimit,
+    /// The release request this read opens if the credential is high-value and nothing released
+    /// it to this device yet (its id and code drawn by the route: randomness is passed in).
+    pub release: ReleaseAsk,
+}
+
+/// A release request a read may open.
+#[derive(Debug, Clone)]
+pub struct ReleaseAsk {
+    pub id: String,
+    pub code: String,
+    /// The agent's stated reason (MCP `reason`), shown to the owner.
+    pub reason: Option<String>,
 }
 
 impl Op for AgentRead {
@@ -241,6 +292,9 @@ impl Op for AgentRead {
                 }
             }
         };
+        if is_high_value(row.flags) {
+            return self.release(conn, cx, namespace, row, label).await;
+        }
         let wrap = queries::wrap_for(conn, &self.account_id, &namespace, service, row.version, &self.device_id).await?;
         let sealed = match (wrap, row.sealed()) {
             // The reader gets its own wrap, and that wrap's grant (not the account key's).
@@ -265,12 +319,71 @@ impl Op for AgentRead {
     }
 }
 
+impl AgentRead {
+    /// A high-value read: one use of a release to this very device, or `APPROVAL_REQUIRED` with
+    /// the code of the release request (the pending one, or one this read opens).
+    async fn release(
+        &self,
+        conn: &mut AnyConnection,
+        cx: Ctx,
+        namespace: Namespace,
+        row: queries::CredentialRow,
+        label: &str,
+    ) -> Result<(Namespace, SealedVersion), OpError> {
+        let service = self.service.as_str();
+        let Some(sealed) = row.sealed() else { return Err(OpError::RefusedKeeping(credential_not_found(service))) };
+        if let Some((wrap, grant)) =
+            releases::take(conn, &self.device_id, &namespace, service, sealed.version, cx.now_ms).await?
+        {
+            let signer = queries::signer(conn, &self.account_id, &grant.signer).await?;
+            return Ok((namespace, SealedVersion { data_key_wrap: wrap, grant: Some((grant, signer)), ..sealed }));
+        }
+        let code = match requests::pending_release_code(conn, &self.device_id, &namespace, service, cx.now_ms).await? {
+            Some(code) => code,
+            None => {
+                let ask = &self.release;
+                let new = requests::NewRequest {
+                    id: ask.id.clone(),
+                    code: ask.code.clone(),
+                    kind: RequestKind::Release,
+                    account_id: Some(self.account_id.clone()),
+                    agent_id: Some(self.agent_id.clone()),
+                    label: label.to_owned(),
+                    scope: vec![service.to_owned()],
+                    tier: None,
+                    reason: ask.reason.clone(),
+                    device_id: Some(self.device_id.clone()),
+                    namespace: Some(namespace.clone()),
+                    device_sign_public: None,
+                    device_kx_public: None,
+                    token_hash: None,
+                    poll_hash: None,
+                    commitment: None,
+                    expires_at_ms: cx.now_ms + REQUEST_TTL_MS,
+                    not_before_ms: None,
+                };
+                // A code collision (40 random bits) is refused for the agent to read again.
+                if !requests::insert(conn, &new, cx.now_ms).await? {
+                    let taken = ApiError::new(ErrorCode::AlreadyExists, "the generated request code is taken", "retry");
+                    return Err(OpError::RefusedKeeping(taken));
+                }
+                ask.code.clone()
+            }
+        };
+        Err(OpError::RefusedKeeping(ApiError::approval_required(
+            &code,
+            format!("'{service}' is high-value: each use needs the account owner's approval (request {code})"),
+            format!("wait for the owner to run `agentkeys approve {code}`, then read again"),
+        )))
+    }
+}
+
 /// The refusal for a service outside the agent's scope: `APPROVAL_REQUIRED` naming the request
 /// when the agent already asked for it, else `DENIED` saying how to ask.
 fn out_of_scope(label: &str, service: &str, pending: Option<String>) -> ApiError {
     match pending {
-        Some(code) => ApiError::new(
-            ErrorCode::ApprovalRequired,
+        Some(code) => ApiError::approval_required(
+            &code,
             format!("agent {label} asked for '{service}' (request {code}); the account owner has not decided yet"),
             format!("wait for the owner to run: agentkeys approve {code}"),
         ),
@@ -283,11 +396,26 @@ fn out_of_scope(label: &str, service: &str, pending: Option<String>) -> ApiError
 }
 
 /// A wrap must be for the credential's newest version: an older one would leave the agent
-/// unable to open what it reads. The client re-reads and retries on this conflict.
+/// unable to open what it reads. The client re-reads and retries on this conflict. A high-value
+/// version is refused here: its key reaches an agent only through a release ([`check_release`]).
 pub async fn check_current(conn: &mut AnyConnection, account_id: &str, wrap: &Wrap) -> Result<(), OpError> {
-    let current = queries::newest_version(conn, account_id, &wrap.namespace, &wrap.service).await?;
+    if check_release(conn, account_id, wrap).await? {
+        return Err(ApiError::bad_request(format!(
+            "'{}' is high-value: its key reaches an agent only through an approved release, never a standing wrap",
+            wrap.service
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Checks that a wrap is for the newest version, as [`check_current`] does, and says whether
+/// that version is high-value.
+pub async fn check_release(conn: &mut AnyConnection, account_id: &str, wrap: &Wrap) -> Result<bool, OpError> {
+    let newest = queries::newest(conn, account_id, &wrap.namespace, &wrap.service).await?;
+    let current = newest.as_ref().filter(|row| row.ciphertext.is_some()).map_or(0, |row| row.version);
     if current > 0 && current == wrap.version {
-        return Ok(());
+        return Ok(newest.is_some_and(|row| is_high_value(row.flags)));
     }
     Err(ApiError::version_conflict(
         format!("'{}' changed while its key was being wrapped (now at version {current})", wrap.service),
@@ -319,7 +447,9 @@ pub async fn check_covered(
 ) -> Result<(), OpError> {
     for (namespace, service) in credentials {
         let current = queries::newest(conn, account_id, namespace, service).await?;
-        let Some(version) = current.filter(|row| row.ciphertext.is_some()).map(|row| row.version) else { continue };
+        // A high-value credential is never pre-wrapped: nobody needs its key before a release.
+        let standing = current.filter(|row| row.ciphertext.is_some() && !is_high_value(row.flags));
+        let Some(version) = standing.map(|row| row.version) else { continue };
         let missing = recipients.iter().find(|recipient| {
             !wraps.iter().any(|w| {
                 &w.recipient == *recipient && w.namespace == *namespace && &w.service == service && w.version == version

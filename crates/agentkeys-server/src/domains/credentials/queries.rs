@@ -167,25 +167,6 @@ pub async fn newest(
     .transpose()
 }
 
-/// The newest version number of a credential (0 when it has none).
-pub async fn newest_version(
-    conn: &mut AnyConnection,
-    account_id: &str,
-    namespace: &Namespace,
-    service: &str,
-) -> Result<i64, sqlx::Error> {
-    let newest: Option<i64> = sqlx::query(
-        "SELECT MAX(version) AS v FROM credential_versions WHERE account_id = $1 AND namespace = $2 AND service = $3",
-    )
-    .bind(account_id)
-    .bind(namespace.as_stored())
-    .bind(service)
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get("v")?;
-    Ok(newest.unwrap_or(0))
-}
-
 /// The newest live version of each `(account, namespace, service)`, in one statement; `None`
 /// where there is none or it was removed.
 pub async fn newest_many(
@@ -480,4 +461,30 @@ pub async fn history_len(
     .fetch_one(pool)
     .await?
     .try_get("n")
+}
+
+/// Deletes every wrap of a credential to agent devices and link codes, all versions: it was
+/// marked high-value, and from now on only releases carry its key.
+pub async fn delete_agent_wraps_of(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    namespace: &Namespace,
+    service: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM credential_wraps WHERE account_id = $1 AND namespace = $2 AND service = $3")
+        .bind(account_id)
+        .bind(namespace.as_stored())
+        .bind(service)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "DELETE FROM link_wraps WHERE namespace = $1 AND service = $2 \
+         AND link_id IN (SELECT id FROM links WHERE account_id = $3)",
+    )
+    .bind(namespace.as_stored())
+    .bind(service)
+    .bind(account_id)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }

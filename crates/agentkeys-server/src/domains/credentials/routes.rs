@@ -2,19 +2,21 @@
 //! listing. The `#[utoipa::path]` attributes are the OpenAPI document.
 
 use agentkeys_proto::ErrorBody;
-use agentkeys_proto::b64;
 use agentkeys_proto::namespace::Namespace;
 use agentkeys_proto::types::{
-    CredentialListResponse, CredentialSummary, CredentialVersionResponse, MAX_VALUE_BYTES, NamespaceQuery,
-    PutCredentialRequest, SealedCredentialResponse,
+    CredentialListResponse, CredentialReadQuery, CredentialSummary, CredentialVersionResponse, MAX_VALUE_BYTES,
+    NamespaceQuery, PutCredentialRequest, SealedCredentialResponse,
 };
+use agentkeys_proto::{b64, ids};
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ops::{AgentRead, PutVersion, ReadCredential, RemoveCredential, StoredVersion, decode_grant};
+use super::ops::{
+    AgentRead, PutVersion, ReadCredential, ReleaseAsk, RemoveCredential, StoredVersion, decode_grant, is_high_value,
+};
 use super::queries::{self, SealedVersion, SignerRow, StoredGrant, Wrap};
 use crate::engine::audit::Subject;
 use crate::error::ApiError;
@@ -88,7 +90,11 @@ pub async fn report_integrity(
 /// The namespace a master request addresses: the vault, or `?agent=` an agent's private one.
 /// Agents never choose: their reads resolve in the op, their writes are refused.
 fn namespace_for(caller: &Caller, query: Result<Query<NamespaceQuery>, QueryRejection>) -> Result<Namespace, ApiError> {
-    match decode::query(query)?.agent {
+    namespace_of(caller, decode::query(query)?.agent)
+}
+
+fn namespace_of(caller: &Caller, agent: Option<String>) -> Result<Namespace, ApiError> {
+    match agent {
         None => Ok(Namespace::Vault),
         Some(agent) => {
             caller.require_master()?;
@@ -156,29 +162,46 @@ fn sealed_response(
 /// data key wrapped to the account key. For an agent: its private version if it has one, else the
 /// vault's when the service is in its scope and its tier allows values — with the data key
 /// wrapped to its own device key.
+///
+/// A high-value credential reaches an agent only through a release: the read answers
+/// `APPROVAL_REQUIRED` with the code of a release request (opened by this read, with `reason`)
+/// until the owner approves it, then serves the released wrap for the uses or time approved.
 #[utoipa::path(get, path = "/v1/credentials/{service}", tag = "credentials",
-    params(("service" = agentkeys_proto::names::ServiceName, Path, description = "Service name"), NamespaceQuery),
+    params(("service" = agentkeys_proto::names::ServiceName, Path, description = "Service name"), CredentialReadQuery),
     responses((status = 200, body = SealedCredentialResponse), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn get_credential(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    query: Result<Query<NamespaceQuery>, QueryRejection>,
+    query: Result<Query<CredentialReadQuery>, QueryRejection>,
     signed: Signed,
 ) -> Result<Json<SealedCredentialResponse>, ApiError> {
     let caller = &signed.caller;
     let service = decode::service_path(path);
-    let namespace = namespace_for(caller, query);
+    let query = decode::query(query);
+    let reason = query.as_ref().ok().and_then(|q| q.reason.clone());
+    let namespace = query.and_then(|q| namespace_of(caller, q.agent));
     let audited = subject(&namespace, &service);
     let (namespace, sealed) = match &caller.agent_id {
         // An agent names no namespace (`?agent=` is refused): its read resolves its own.
         Some(agent_id) => {
-            let read = namespace.and(service.clone()).map(|service| AgentRead {
-                account_id: caller.account_id.clone(),
-                agent_id: agent_id.clone(),
-                device_id: caller.device_id.clone(),
-                service,
-                limit: state.limits.agent_reads,
+            let read = namespace.and(service.clone()).and_then(|service| {
+                if let Some(reason) = &reason {
+                    agentkeys_proto::names::validate_display_text(reason, agentkeys_proto::agents::MAX_REASON_CHARS)
+                        .map_err(|e| ApiError::bad_request(format!("the reason is refused: {e}")))?;
+                }
+                Ok(AgentRead {
+                    account_id: caller.account_id.clone(),
+                    agent_id: agent_id.clone(),
+                    device_id: caller.device_id.clone(),
+                    service,
+                    limit: state.limits.agent_reads,
+                    release: ReleaseAsk {
+                        id: format!("req_{}", state.random.hex::<16>()?),
+                        code: ids::format_request_code(state.random.bytes::<5>()?),
+                        reason,
+                    },
+                })
             });
             caller.commit(&state, audited, read).await?
         }
@@ -235,7 +258,17 @@ fn validate_put(namespace: &Namespace, service: &str, signed: &Signed) -> Result
         created_by: signed.caller.device_id.clone(),
         flags: i64::from(request.flags),
         grant: decode_grant(Some(&request.grant))?,
+        changes_high_value: false,
     })
+}
+
+/// Whether a new version marks or clears high-value, as the newest stored version says now (the
+/// op checks again in its transaction).
+async fn changes_high_value(state: &AppState, put: &PutVersion) -> Result<bool, ApiError> {
+    let mut conn = state.db.reads.acquire().await?;
+    let newest = queries::newest(&mut conn, &put.account_id, &put.namespace, &put.service).await?;
+    let was = newest.is_some_and(|row| row.ciphertext.is_some() && is_high_value(row.flags));
+    Ok(was != is_high_value(put.flags))
 }
 
 fn version_response(namespace: Namespace, service: String, stored: StoredVersion) -> Json<CredentialVersionResponse> {
@@ -261,9 +294,12 @@ pub async fn put_credential(
     let service = decode::service_path(path);
     let namespace = namespace_for(caller, query);
     let audited = subject(&namespace, &service);
-    let decision = namespace
+    let mut decision = namespace
         .clone()
         .and_then(|namespace| validate_put(&namespace, service.as_ref().map_err(Clone::clone)?, &signed));
+    if let Ok(put) = &mut decision {
+        put.changes_high_value = changes_high_value(&state, put).await?;
+    }
     let stored = caller.commit(&state, audited, decision).await?;
     Ok(version_response(namespace?, service?, stored))
 }

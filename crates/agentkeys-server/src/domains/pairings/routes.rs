@@ -72,6 +72,8 @@ fn prepare_open(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result
         commitment: Some(decode::exact::<32>("commitment", &request.commitment)?.to_vec()),
         expires_at_ms: state.clock.now_ms() + REQUEST_TTL_MS,
         not_before_ms: None,
+        device_id: None,
+        namespace: None,
     })
 }
 

@@ -92,6 +92,8 @@ async fn prepare_open(state: &AppState, body: Result<Bytes, BytesRejection>) -> 
         commitment: None,
         not_before_ms: Some(now + delay_ms),
         expires_at_ms: now + delay_ms + RECOVERY_COMPLETE_WINDOW_MS,
+        device_id: None,
+        namespace: None,
     })
 }
 

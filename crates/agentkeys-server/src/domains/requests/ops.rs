@@ -14,9 +14,10 @@ use super::queries::{self, LookupGuard, NewRequest, RequestRow};
 use crate::domains::accounts::queries::{self as accounts, NewDevice};
 use crate::domains::agents::ops::{NewAgentDevice, bind_device, change_scope, upsert_agent};
 use crate::domains::agents::queries as agents;
-use crate::domains::credentials::ops::{check_covered, store_wraps};
+use crate::domains::credentials::ops::{check_covered, check_release, store_wraps};
 use crate::domains::credentials::queries as credentials;
 use crate::domains::credentials::queries::Wrap;
+use crate::domains::releases::queries::{self as releases, NewRelease};
 use crate::domains::statements::ops::{self as statements, NewStatement};
 use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError};
 use crate::engine::ratelimit::{RateLimit, available, take_token};
@@ -182,6 +183,13 @@ pub enum Grant {
         device: NewAgentDevice,
         wraps: Vec<Wrap>,
         keep_old: bool,
+    },
+    /// A release of a high-value credential: its current data key wrapped to the asking device,
+    /// for `uses` reads (`None`: any number) within `for_ms`.
+    Release {
+        wrap: Wrap,
+        uses: Option<i64>,
+        for_ms: i64,
     },
 }
 
@@ -366,6 +374,7 @@ async fn approve(
                 for old in &old {
                     sessions::revoke_for_device(conn, old, now).await?;
                     accounts::revoke_device(conn, account_id, old, now).await?;
+                    releases::delete_of_device(conn, old).await?;
                 }
             }
             if wraps.iter().any(|w| w.recipient != device.device_id) {
@@ -390,6 +399,42 @@ async fn approve(
             )
             .await?;
             Ok(RequestRow { status: RequestStatus::Approved, agent_id: Some(agent_id.clone()), ..row })
+        }
+        (RequestKind::Release, Grant::Release { wrap, uses, for_ms }) => {
+            let Some(agent_id) = row.agent_id.clone() else { return Err(mismatch()) };
+            // Revoking or tearing the agent down denies its pending asks, so this is the case of a
+            // device replaced (agent recovery) meanwhile, or an agent ended in this very batch.
+            match agents::status(conn, account_id, &agent_id).await? {
+                Some(AgentStatus::Active) => {}
+                Some(AgentStatus::TornDown) => return Err(crate::error::agent_torn_down(&agent_id).into()),
+                _ => return Err(crate::error::no_such_agent(&agent_id).into()),
+            }
+            if !agents::active_devices(conn, &agent_id).await?.contains(&wrap.recipient) {
+                return Err(ApiError::new(
+                    ErrorCode::Denied,
+                    format!("device {} of agent {} that asked for this release was revoked", wrap.recipient, row.label),
+                    "nothing was released; the agent's current device asks again when it reads",
+                )
+                .into());
+            }
+            if !check_release(conn, account_id, wrap).await? {
+                return Err(ApiError::new(
+                    ErrorCode::Denied,
+                    format!("'{}' is no longer high-value: agents in its scope read it without a release", wrap.service),
+                    format!("deny this request (`agentkeys deny {}`); the scope decides who reads it", row.code),
+                )
+                .into());
+            }
+            let release = NewRelease {
+                request_id: row.id.clone(),
+                agent_id,
+                wrap: wrap.clone(),
+                uses: *uses,
+                expires_at_ms: now + for_ms,
+            };
+            releases::insert(conn, account_id, &release, now).await?;
+            queries::decide(conn, &row.id, account_id, RequestStatus::Approved, now).await?;
+            Ok(RequestRow { status: RequestStatus::Approved, ..row })
         }
         (RequestKind::AccountRecovery, _) => Err(ApiError::new(
             ErrorCode::Denied,

@@ -2,6 +2,7 @@
 
 use agentkeys_proto::agents::{PendingRequest, RequestKind, RequestStatus, Tier};
 use agentkeys_proto::b64;
+use agentkeys_proto::namespace::Namespace;
 use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use crate::db::parse_stored;
@@ -32,11 +33,13 @@ pub struct RequestRow {
     pub session_id: Option<String>,
     /// An account recovery: held until then.
     pub not_before_ms: Option<i64>,
+    /// A release: the namespace of the credential asked for.
+    pub namespace: Option<Namespace>,
 }
 
 const COLUMNS: &str = "id, code, kind, account_id, agent_id, label, scope, tier, reason, device_sign_public, \
                        device_kx_public, token_hash, poll_hash, commitment, reveal, status, created_at_ms, \
-                       expires_at_ms, device_id, session_id, not_before_ms";
+                       expires_at_ms, device_id, session_id, not_before_ms, namespace";
 
 /// The kinds a pair code opens (`POST /v1/pairings`), as SQL.
 const PAIRING_KINDS: &str = "('pairing', 'device', 'recovery')";
@@ -69,6 +72,10 @@ impl RequestRow {
             device_id: row.try_get("device_id")?,
             session_id: row.try_get("session_id")?,
             not_before_ms: row.try_get("not_before_ms")?,
+            namespace: row
+                .try_get::<Option<String>, _>("namespace")?
+                .map(|ns| parse_stored("requests.namespace", &ns, Namespace::parse))
+                .transpose()?,
         })
     }
 
@@ -97,6 +104,8 @@ impl RequestRow {
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
             not_before_ms: self.not_before_ms,
+            device_id: if self.kind == RequestKind::Release { self.device_id.clone() } else { None },
+            namespace: self.namespace.as_ref().map(Namespace::as_stored),
         }
     }
 }
@@ -120,14 +129,18 @@ pub struct NewRequest {
     pub commitment: Option<Vec<u8>>,
     pub expires_at_ms: i64,
     pub not_before_ms: Option<i64>,
+    /// A release: the asking device, and the namespace of the credential.
+    pub device_id: Option<String>,
+    pub namespace: Option<Namespace>,
 }
 
 /// Inserts a pending request; `false` when its code or id is taken.
 pub async fn insert(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO requests (id, code, kind, account_id, agent_id, label, scope, tier, reason, device_sign_public, \
-         device_kx_public, token_hash, poll_hash, commitment, status, created_at_ms, expires_at_ms, not_before_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         device_kx_public, token_hash, poll_hash, commitment, status, created_at_ms, expires_at_ms, not_before_ms, \
+         device_id, namespace) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
          ON CONFLICT DO NOTHING",
     )
     .bind(&new.id)
@@ -148,6 +161,8 @@ pub async fn insert(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> Res
     .bind(now)
     .bind(new.expires_at_ms)
     .bind(new.not_before_ms)
+    .bind(&new.device_id)
+    .bind(new.namespace.as_ref().map(Namespace::as_stored))
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -376,6 +391,28 @@ pub async fn pending_access_code(
          AND scope = $2 AND expires_at_ms > $3 ORDER BY created_at_ms DESC LIMIT 1",
     )
     .bind(agent_id)
+    .bind(service)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| row.try_get("code"))
+    .transpose()
+}
+
+/// The code of the pending release request of `device_id` for one credential.
+pub async fn pending_release_code(
+    conn: &mut AnyConnection,
+    device_id: &str,
+    namespace: &Namespace,
+    service: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query(
+        "SELECT code FROM requests WHERE device_id = $1 AND kind = 'release' AND status = 'pending' \
+         AND namespace = $2 AND scope = $3 AND expires_at_ms >= $4 ORDER BY created_at_ms DESC LIMIT 1",
+    )
+    .bind(device_id)
+    .bind(namespace.as_stored())
     .bind(service)
     .bind(now)
     .fetch_optional(&mut *conn)

@@ -30,9 +30,6 @@ use crate::http::signed::{Caller, Signed};
 use crate::sessions::NewSession;
 use crate::state::AppState;
 
-/// Longest reason an agent may give, in characters.
-const MAX_REASON: usize = 500;
-
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(signed("request.list", routes!(list_requests)))
@@ -75,7 +72,7 @@ pub async fn ask(
             return Err(ApiError::bad_request("only agents ask; the account owner changes access directly"));
         };
         let request: AgentAskRequest = signed.json()?;
-        agentkeys_proto::names::validate_display_text(&request.reason, MAX_REASON)
+        agentkeys_proto::names::validate_display_text(&request.reason, agentkeys_proto::agents::MAX_REASON_CHARS)
             .map_err(|e| ApiError::bad_request(format!("the reason is refused: {e}")))?;
         let (scope, tier) = match (request.kind, &request.service, request.tier) {
             (RequestKind::Access, Some(service), None) => (decode::scope(std::slice::from_ref(service))?, None),
@@ -101,6 +98,8 @@ pub async fn ask(
             commitment: None,
             expires_at_ms: now + REQUEST_TTL_MS,
             not_before_ms: None,
+            device_id: None,
+            namespace: None,
         })
     }
     .await;
@@ -133,6 +132,26 @@ pub async fn lookup_request(
 }
 
 /// Prepares what an approval grants, from the request as the master saw it.
+/// What a release serves: `uses` reads (`None`: any number) within `for_ms`. One read within
+/// [`RELEASE_DEFAULT_FOR_MS`] unless told; `for_s` alone means any number within it.
+fn release_terms(uses: Option<u32>, for_s: Option<u32>) -> Result<(Option<i64>, i64), ApiError> {
+    use agentkeys_proto::agents::{RELEASE_DEFAULT_FOR_MS, RELEASE_MAX_FOR_MS, RELEASE_MAX_USES};
+    if uses.is_some_and(|n| n == 0 || n > RELEASE_MAX_USES) {
+        return Err(ApiError::bad_request(format!("a release serves from 1 to {RELEASE_MAX_USES} uses")));
+    }
+    let for_ms = match for_s {
+        None => RELEASE_DEFAULT_FOR_MS,
+        Some(seconds) if seconds > 0 && i64::from(seconds) * 1000 <= RELEASE_MAX_FOR_MS => i64::from(seconds) * 1000,
+        Some(_) => return Err(ApiError::bad_request("a release lasts from 1 second to 24 hours (for_s 1..=86400)")),
+    };
+    let uses = match (uses, for_s) {
+        (Some(n), _) => Some(i64::from(n)),
+        (None, None) => Some(1),
+        (None, Some(_)) => None,
+    };
+    Ok((uses, for_ms))
+}
+
 async fn prepare_grant(
     state: &AppState,
     caller: &Caller,
@@ -196,6 +215,26 @@ async fn prepare_grant(
             let device = certified_agent_device(state, caller, &agent_id, keys, &request).await?;
             let wraps = decode_wraps(&request.wraps, &agent_id, Some(&device.device_id))?;
             Ok(Grant::Recovery { agent_id, device, wraps, keep_old: request.keep_old })
+        }
+        RequestKind::Release => {
+            let (Some(agent_id), Some(device_id), Some(namespace), [service]) =
+                (&row.agent_id, &row.device_id, &row.namespace, row.scope.as_slice())
+            else {
+                return Err(ApiError::internal("a release request without its agent, device or credential"));
+            };
+            let wraps = decode_wraps(&request.wraps, agent_id, Some(device_id))?;
+            let [wrap] = wraps.as_slice() else {
+                return Err(ApiError::bad_request("a release approval carries one wrap, to the device that asked"));
+            };
+            if wrap.namespace != *namespace || wrap.service != *service {
+                return Err(ApiError::bad_request(format!(
+                    "release {} is for '{service}' in {}; the wrap is for another credential",
+                    row.code,
+                    namespace.as_stored()
+                )));
+            }
+            let (uses, for_ms) = release_terms(request.uses, request.for_s)?;
+            Ok(Grant::Release { wrap: wrap.clone(), uses, for_ms })
         }
         RequestKind::AccountRecovery => Err(ApiError::new(
             agentkeys_proto::ErrorCode::Denied,
