@@ -166,6 +166,19 @@ async fn marking_takes_the_keys_agents_held_and_clearing_gives_them_back(backend
     held(&master, &agent_reads(&host, &bot, "stripe"), "stripe");
     // The master reads its own as before.
     assert_eq!(master.ok(&["read", "stripe"], None), b"sk-live-3");
+    // Removing it does not drop the mark: stored again, it is still high-value.
+    master.ok(&["rm", "stripe"], None);
+    master.ok(&["store", "stripe"], Some(b"sk-live-3b"));
+    held(&master, &agent_reads(&host, &bot, "stripe"), "stripe");
+    // A master slot that never saw the mark (its memory gone) cannot drop it by accident either:
+    // the server's removal marker keeps it, and a store that does not say is refused.
+    master.ok(&["rm", "stripe"], None);
+    std::fs::remove_file(master.session_dir().join("seen.json")).expect("the slot's memory");
+    let unsaid = master.run(&["store", "stripe"], Some(b"sk-live-3c"));
+    assert_eq!(unsaid.status.code(), Some(6), "{}", text(&unsaid.stderr));
+    assert!(text(&unsaid.stderr).contains("--high-value=false"), "{}", text(&unsaid.stderr));
+    master.ok(&["store", "stripe", "--high-value", "--yes"], Some(b"sk-live-3c"));
+    held(&master, &agent_reads(&host, &bot, "stripe"), "stripe");
     // Clearing wraps it to the agents in its scope again.
     master.ok(&["store", "stripe", "--high-value=false", "--yes"], Some(b"sk-live-4"));
     assert_eq!(text(&agent_reads(&host, &bot, "stripe").stdout).trim(), "sk-live-4");
@@ -234,7 +247,97 @@ async fn every_agent_path_asks_and_none_caches_a_release(backend: Backend) {
     let _ = serve.wait();
 }
 
+/// Through the official Python MCP SDK: `get_credential` with `wait_s` waits while the owner
+/// decides from another process, with progress notifications naming the request; the value is
+/// served once and the next read asks again; a denial ends the wait as `DENIED`; `wait_s` out of
+/// range is `INVALID_INPUT`.
+async fn an_mcp_read_waits_for_the_owners_decision(backend: Backend) {
+    use std::io::BufRead as _;
+    let Some(python) = agentkeys_tests::test_python() else { return };
+    let Some((_db, server, _)) = skewed_server(backend).await else { return };
+    let (master, host, _bot) = marked_for_bot(&server.url);
+    let expect = serde_json::json!({ "service": "prod-db", "reason": "rotate the replica password" });
+    let mut client = std::process::Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/mcp/mcp_client.py"))
+        .args(["release", &expect.to_string()])
+        .env("AGENTKEYS_DAEMON_BIN", agentkeys_tests::bin("agentkeys-daemon"))
+        .env("AGENTKEYS_HOME", host.home.path())
+        .env("AGENTKEYS_SERVER", &host.server)
+        .env("AGENTKEYS_SESSION_STORE", "file")
+        .env_remove("AGENTKEYS_SESSION_ID")
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the Python MCP client");
+    let stderr = std::io::BufReader::new(client.stderr.take().unwrap());
+    let mut log = Vec::new();
+    let mut decided = Vec::new();
+    // Each wait announces itself in a progress notification: the first is approved, the second denied.
+    for line in stderr.lines() {
+        let line = line.expect("read the client's stderr");
+        log.push(line.clone());
+        let Some(message) = line.strip_prefix("PROGRESS ") else { continue };
+        let code = message.rsplit(' ').next().unwrap().to_owned();
+        if decided.contains(&code) {
+            continue;
+        }
+        // The first was opened by the waiting read and shows its reason (the second by a read
+        // without one).
+        let listed = text(&master.ok(&["requests"], None));
+        assert!(listed.contains(&code), "{listed}");
+        assert!(!decided.is_empty() || listed.contains("rotate the replica password"), "{listed}");
+        match decided.len() {
+            0 => master.ok(&["approve", &code, "--yes"], None),
+            _ => master.ok(&["deny", &code], None),
+        };
+        decided.push(code);
+    }
+    let out = client.wait_with_output().expect("wait for the Python MCP client");
+    assert!(out.status.success(), "the MCP client failed:\n{}", log.join("\n"));
+    let result = json_of(&out.stdout);
+    assert_eq!(result["out_of_range"], "INVALID_INPUT", "{result}");
+    assert_eq!(result["value"], "postgres://prod-secret", "{result}");
+    assert_eq!(result["again"], "APPROVAL_REQUIRED", "served once: {result}");
+    assert_eq!(result["denied"], "DENIED", "{result}");
+    assert_eq!(decided.len(), 2, "two waits, each announced: {log:?}");
+    assert_eq!(result["again_code"], decided[1].as_str(), "the next read opened the request later denied");
+    let progress = result["progress"].as_array().unwrap();
+    assert!(progress.iter().all(|p| p["total"] == 120.0), "{progress:?}");
+}
+
+/// Two master devices approve one release at the same moment: one wins, the other is told it was
+/// decided already (not "no such request", and no look-up miss counted); one release exists.
+async fn two_masters_approving_one_release_at_once_one_wins(backend: Backend) {
+    let Some((db, server, _)) = skewed_server(backend).await else { return };
+    let (laptop, host, bot) = marked_for_bot(&server.url);
+    let desktop = Master::new(&server.url);
+    let joining = desktop.start_join("desktop");
+    let joined = laptop.approve_pairing(&joining, &["--yes"]);
+    assert!(joined.status.success(), "{}", text(&joined.stderr));
+    assert_eq!(joining.finish().0, 0);
+    let code = held(&laptop, &agent_reads(&host, &bot, "prod-db"), "prod-db");
+    let spawn = |master: &Master| {
+        master
+            .command(&["approve", &code, "--yes"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start approve")
+    };
+    let (a, b) = (spawn(&laptop), spawn(&desktop));
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let won: Vec<bool> = outs.iter().map(|o| o.status.success()).collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "exactly one wins: {won:?}");
+    let lost = outs.iter().find(|o| !o.status.success()).unwrap();
+    assert!(text(&lost.stderr).contains("approved already"), "{}", text(&lost.stderr));
+    assert_eq!(rows_of(&db, "releases", "prod-db").await, 1);
+    assert!(agent_reads(&host, &bot, "prod-db").status.success());
+}
+
 on_both_backends!(
+    two_masters_approving_one_release_at_once_one_wins,
+    an_mcp_read_waits_for_the_owners_decision,
     every_agent_path_asks_and_none_caches_a_release,
     a_release_serves_what_was_approved_to_the_asking_device_alone,
     an_approval_after_the_agent_was_revoked_is_refused,

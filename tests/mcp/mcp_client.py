@@ -2,8 +2,8 @@
 
 Usage: mcp_client.py PHASE EXPECT_JSON
   PHASE is `full` (initialize, list and validate every tool, call each one, check the error
-  codes), `call` (one get_credential, printing its outcome), or `hammer` (get_credential until
-  RATE_LIMITED). EXPECT_JSON names the services to use. The daemon binary is AGENTKEYS_DAEMON_BIN;
+  codes), `call` (one get_credential, printing its outcome), `hammer` (get_credential until
+  RATE_LIMITED), or `release` (a high-value read waiting for the owner's decision). EXPECT_JSON names the services to use. The daemon binary is AGENTKEYS_DAEMON_BIN;
   AGENTKEYS_HOME and AGENTKEYS_SERVER pass through. Prints one JSON object on stdout for the Rust
   test to check; exits non-zero with the reason on the first broken expectation.
 """
@@ -133,13 +133,34 @@ async def hammer(session, expect):
     fail("never rate limited")
 
 
+async def release(session, expect):
+    """A high-value read that waits for the owner: the Rust test approves the first request it
+    sees announced in a progress notification (a `PROGRESS <message>` line on stderr) and denies
+    the second."""
+    out = {"progress": []}
+
+    async def on_progress(progress, total, message):
+        out["progress"].append({"progress": progress, "total": total, "message": message})
+        print(f"PROGRESS {message}", file=sys.stderr, flush=True)
+
+    service = expect["service"]
+    out["out_of_range"] = error_code(await session.call_tool("get_credential", {"service": service, "wait_s": 301}))
+    asked = {"service": service, "reason": expect["reason"], "wait_s": 120}
+    out["value"] = structured(await session.call_tool("get_credential", asked, progress_callback=on_progress)).get("value")
+    again = await session.call_tool("get_credential", {"service": service})
+    out["again"] = error_code(again)
+    out["again_code"] = (field(again, "structured_content", "structuredContent") or {}).get("error", {}).get("request_code")
+    out["denied"] = error_code(await session.call_tool("get_credential", asked, progress_callback=on_progress))
+    return out
+
+
 async def main():
     phase, expect = sys.argv[1], json.loads(sys.argv[2])
     params = StdioServerParameters(command=os.environ["AGENTKEYS_DAEMON_BIN"], args=["mcp"], env=dict(os.environ))
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()
-            result = await {"full": full, "call": call, "hammer": hammer}[phase](session, expect)
+            result = await {"full": full, "call": call, "hammer": hammer, "release": release}[phase](session, expect)
             result["protocol_version"] = str(field(init, "protocol_version", "protocolVersion"))
             result["server_name"] = field(init, "server_info", "serverInfo").name
     print(json.dumps(result))

@@ -421,9 +421,13 @@ async fn release_wrap(
         got: request.code.clone(),
     };
     let agent_id = request.agent_id.as_deref().ok_or_else(|| malformed("an agent"))?;
+    // What the human was shown is the label: the key goes to that agent and no other.
+    if ids::agent_id(&session.account_id, &request.label) != agent_id {
+        return Err(malformed("the agent its label names"));
+    }
     let device_id = request.device_id.as_deref().ok_or_else(|| malformed("a device"))?;
     let [service] = request.scope.as_slice() else { return Err(malformed("one service")) };
-    let ns = request.namespace.as_deref().unwrap_or(agentkeys_proto::types::VAULT_NAMESPACE);
+    let ns = request.namespace.as_deref().ok_or_else(|| malformed("a namespace"))?;
     let namespace = match ns.strip_prefix("agent:") {
         Some(owner) if owner == agent_id => Namespace::Agent(agent_id),
         Some(_) => return Err(malformed("a credential of its own agent")),

@@ -754,6 +754,11 @@ impl ApiClient {
         self.call(Method::POST, &format!("/v1/requests/{code}/approve"), Self::json(request)).await
     }
 
+    /// Where this agent's own request stands, held up to `wait_s` seconds while it is pending.
+    pub async fn request_decision(&self, code: &str, wait_s: u32) -> Result<DecisionResponse, ClientError> {
+        self.call(Method::GET, &format!("/v1/requests/{code}/decision?wait_s={wait_s}"), None).await
+    }
+
     pub async fn deny_request(&self, code: &str) -> Result<DecisionResponse, ClientError> {
         self.call(Method::POST, &format!("/v1/requests/{code}/deny"), Some(Vec::new())).await
     }

@@ -220,6 +220,15 @@ struct Seen {
     /// Master slots: the last statement of the account's log folded into the two above.
     #[serde(default)]
     statements: StatementMark,
+    /// `namespace/service` → the newest version verified high-value. Kept when the credential is
+    /// removed (the server's removal marker keeps the mark too), so a server that hides the
+    /// credential cannot have this slot's next plain `store` clear the mark.
+    #[serde(default)]
+    high_value: BTreeMap<String, u64>,
+    /// `namespace/service` → the newest version verified without the mark (it clears the above
+    /// when newer).
+    #[serde(default)]
+    plain: BTreeMap<String, u64>,
 }
 
 /// Where a slot is in its account's statement log: the number and payload hash of the last
@@ -321,6 +330,12 @@ impl Verifier {
                 *known = (*known).max(version);
             }
             seen.revoked.extend(on_disk.revoked);
+            for (marks, on_disk) in [(&mut seen.high_value, on_disk.high_value), (&mut seen.plain, on_disk.plain)] {
+                for (key, version) in on_disk {
+                    let known = marks.entry(key).or_insert(version);
+                    *known = (*known).max(version);
+                }
+            }
             match on_disk.statements.seq.cmp(&seen.statements.seq) {
                 std::cmp::Ordering::Greater => {
                     seen.scopes = on_disk.scopes;
@@ -421,7 +436,17 @@ impl Verifier {
         let signature = b64::decode_array::<64>(&grant.signature).ok_or_else(|| forged("its grant is malformed"))?;
         crypto::verify(&signer_key, &statement.payload(), &signature)
             .map_err(|_| forged("its signature does not verify"))?;
-        self.remember(&sealed.namespace, &sealed.service, sealed.version)
+        let high_value = sealed.flags & agentkeys_proto::grant::FLAG_HIGH_VALUE != 0;
+        self.remember(&sealed.namespace, &sealed.service, sealed.version, high_value)
+    }
+
+    /// Whether the newest version of the credential this slot verified or wrote was high-value
+    /// (also after it was removed).
+    pub fn remembered_high_value(&self, namespace: &str, service: &str) -> bool {
+        let key = format!("{namespace}/{service}");
+        let mut seen = self.seen();
+        self.merge(&mut seen);
+        seen.high_value.get(&key).is_some_and(|marked| seen.plain.get(&key).is_none_or(|plain| marked > plain))
     }
 
     /// The last statement of the account's log this slot folded.
@@ -535,16 +560,20 @@ impl Verifier {
     }
 
     /// Records a version this session wrote itself.
-    pub fn wrote(&self, namespace: &str, service: &str, version: u64) {
-        let _ = self.remember(namespace, service, version);
+    pub fn wrote(&self, namespace: &str, service: &str, version: u64, high_value: bool) {
+        let _ = self.remember(namespace, service, version, high_value);
     }
 
-    /// Refuses a version older than the one this slot verified; records a newer one.
-    fn remember(&self, namespace: &str, service: &str, version: u64) -> Result<(), IntegrityError> {
+    /// Refuses a version older than the one this slot verified; records a newer one, and its mark.
+    fn remember(&self, namespace: &str, service: &str, version: u64, high_value: bool) -> Result<(), IntegrityError> {
         let key = format!("{namespace}/{service}");
         let mut seen = self.seen();
+        let marks = |seen: &Seen| match high_value {
+            true => seen.high_value.get(&key) == Some(&version),
+            false => seen.plain.get(&key) == Some(&version) || !seen.high_value.contains_key(&key),
+        };
         // The steady state (the version it saw last time) touches no file.
-        if seen.versions.get(&key) == Some(&version) {
+        if seen.versions.get(&key) == Some(&version) && marks(&seen) {
             return Ok(());
         }
         self.merge(&mut seen);
@@ -566,8 +595,20 @@ impl Verifier {
                 seen: Some(known),
             });
         }
-        if version != known {
-            seen.versions.insert(key, version);
+        let marked = marks(&seen);
+        if version != known || !marked {
+            // An accepted rollback moves the version back: the mark of the version taken goes with it.
+            seen.versions.insert(key.clone(), version);
+            let marks: &mut Seen = &mut seen;
+            let (into, other) = match high_value {
+                true => (&mut marks.high_value, &mut marks.plain),
+                false => (&mut marks.plain, &mut marks.high_value),
+            };
+            let newest = into.entry(key.clone()).or_insert(version);
+            *newest = (*newest).max(version);
+            if other.get(&key).is_some_and(|v| *v > version) {
+                other.insert(key, version.saturating_sub(1));
+            }
             self.write(&seen);
         }
         Ok(())
@@ -598,20 +639,40 @@ impl Verifier {
 mod tests {
     use super::*;
 
+    /// The high-value mark a slot saw outlives the credential's removal (so a plain store after a
+    /// hidden or removed credential keeps it), is cleared only by a newer unmarked version, and
+    /// is shared by every verifier of the slot.
+    #[test]
+    fn a_slot_remembers_the_newest_high_value_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Verifier::open(dir.path()), Verifier::open(dir.path()));
+        assert!(!a.remembered_high_value("vault", "prod"), "nothing seen: no mark");
+        a.wrote("vault", "prod", 1, false);
+        assert!(!b.remembered_high_value("vault", "prod"));
+        a.wrote("vault", "prod", 2, true);
+        assert!(b.remembered_high_value("vault", "prod"), "the other verifier of the slot sees it");
+        assert!(Verifier::open(dir.path()).remembered_high_value("vault", "prod"), "and so does a later one");
+        b.wrote("vault", "prod", 3, false);
+        assert!(!a.remembered_high_value("vault", "prod"), "a newer unmarked version clears it");
+        a.wrote("vault", "prod", 4, true);
+        assert!(a.remembered_high_value("vault", "prod"));
+        assert!(!a.remembered_high_value("agent:ag_1", "prod"), "per namespace");
+    }
+
     #[test]
     fn two_verifiers_of_one_slot_keep_what_either_learned() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (Verifier::open(dir.path()), Verifier::open(dir.path()));
-        a.wrote("vault", "openai", 3);
-        b.wrote("vault", "github", 1);
+        a.wrote("vault", "openai", 3, false);
+        b.wrote("vault", "github", 1, false);
         let statement = |seq, body| Statement { account_id: "acct_1".into(), seq, prev: [0; 32], body };
         let revoke = statement(1, StatementBody::Revoke { agent_id: "ag_1".into(), ids: vec!["dev_x".into()] });
         b.fold(&[revoke], StatementMark { seq: 1, hash: [1; 32] });
         let grant = statement(2, StatementBody::Grant { agent_id: "ag_1".into(), services: vec!["openai".into()] });
         a.fold(&[grant], StatementMark { seq: 2, hash: [2; 32] });
         let fresh = Verifier::open(dir.path());
-        assert!(fresh.remember("vault", "openai", 2).is_err(), "a's version survived b's write");
-        assert!(fresh.remember("vault", "github", 1).is_ok());
+        assert!(fresh.remember("vault", "openai", 2, false).is_err(), "a's version survived b's write");
+        assert!(fresh.remember("vault", "github", 1, false).is_ok());
         assert!(fresh.check_recipient("ag_1", "dev_x").is_err(), "b's revocation survived a's write");
         assert!(fresh.check_in_scope("ag_1", "dev_y", "github").is_err());
         assert!(fresh.check_in_scope("ag_1", "dev_y", "openai").is_ok());
@@ -635,12 +696,12 @@ mod tests {
     #[test]
     fn an_accepted_rollback_sticks_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        Verifier::open(dir.path()).wrote("vault", "openai", 5);
+        Verifier::open(dir.path()).wrote("vault", "openai", 5, false);
         let accepting = Verifier::open(dir.path()).accepting_rollback(true);
-        assert!(accepting.remember("vault", "openai", 2).is_ok());
+        assert!(accepting.remember("vault", "openai", 2, false).is_ok());
         assert_eq!(accepting.take_accepted().len(), 1);
         let after = Verifier::open(dir.path());
-        assert!(after.remember("vault", "openai", 2).is_ok(), "version 2 is the new mark");
-        assert!(after.remember("vault", "openai", 1).is_err());
+        assert!(after.remember("vault", "openai", 2, false).is_ok(), "version 2 is the new mark");
+        assert!(after.remember("vault", "openai", 1, false).is_err());
     }
 }

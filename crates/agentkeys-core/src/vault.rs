@@ -176,7 +176,11 @@ async fn current_high_value(
 ) -> Result<bool, VaultError> {
     let sealed = match client.get_credential(service, namespace.agent()).await {
         Ok(sealed) => sealed,
-        Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => return Ok(false),
+        // Removed (its marker keeps the mark), never stored, or hidden by the server: what this
+        // slot last verified says.
+        Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => {
+            return Ok(verifier.remembered_high_value(&namespace.name(), service));
+        }
         Err(error) => return Err(error.into()),
     };
     check_origin(session, &sealed, &[namespace.name()], service)?;
@@ -309,7 +313,7 @@ pub async fn store_marked(
             other => {
                 let stored = other?;
                 // What this master signed, not what the server says it stored.
-                verifier.wrote(&ns, service, version);
+                verifier.wrote(&ns, service, version, high_value);
                 return Ok(stored);
             }
         }

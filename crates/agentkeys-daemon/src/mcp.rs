@@ -18,13 +18,16 @@ use crate::trail::{Event, Trail, Via};
 use agentkeys_core::integrity::Verifier;
 use agentkeys_core::vault::{self, Namespace, VaultError};
 use agentkeys_core::{ApiClient, ClientError};
-use agentkeys_proto::agents::{AgentAskRequest, RequestKind, Tier};
+use agentkeys_proto::agents::{AgentAskRequest, MAX_DECISION_WAIT_S, RequestKind, RequestStatus, Tier};
 use agentkeys_proto::types::AuditQuery;
 use agentkeys_proto::{ErrorCode, b64};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ProgressToken, RequestMetaObject,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -35,6 +38,8 @@ const MAX_RUN_OUTPUT: usize = 256 * 1024;
 /// The `run` tool's timeout when none is given, and the most it allows.
 const DEFAULT_RUN_TIMEOUT_S: u64 = 60;
 const MAX_RUN_TIMEOUT_S: u64 = 3600;
+/// The longest a tool call waits for the owner's decision (`wait_s`).
+const MAX_WAIT_S: u64 = 300;
 
 /// A tool failure: a stable code, what happened, and the one-line fix.
 #[derive(Debug, Clone)]
@@ -135,6 +140,10 @@ pub struct GetCredentialArgs {
     /// each use is approved.
     #[serde(default)]
     pub reason: Option<String>,
+    /// When the human must approve this use (APPROVAL_REQUIRED): wait up to this many seconds
+    /// (0 to 300) for the decision, with progress notifications, instead of returning at once.
+    #[serde(default)]
+    pub wait_s: Option<u64>,
 }
 
 /// `run` arguments.
@@ -152,6 +161,10 @@ pub struct RunArgs {
     /// high-value and each use is approved.
     #[serde(default)]
     pub reason: Option<String>,
+    /// When the human must approve a use (APPROVAL_REQUIRED): wait up to this many seconds (0 to
+    /// 300) for the decision, with progress notifications, instead of returning at once.
+    #[serde(default)]
+    pub wait_s: Option<u64>,
 }
 
 /// `usage` arguments.
@@ -269,47 +282,60 @@ impl AgentKeysMcp {
         description = "The value of one credential, e.g. an API key. Prefer `run` with env when you only need to pass \
                        the value to a program: then it never enters your context. Out of scope: DENIED (ask with \
                        request_access); unknown name: NOT_FOUND; too many reads: RATE_LIMITED; a high-value credential: \
-                       APPROVAL_REQUIRED with a request_code the human approves (say why in reason), then call again.",
+                       APPROVAL_REQUIRED with a request_code the human approves (say why in reason; wait_s waits for the \
+                       decision).",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
-    async fn get_credential(&self, Parameters(args): Parameters<GetCredentialArgs>) -> ToolResult {
-        let read = vault::read_for(
-            &self.client,
-            &self.session,
-            &self.verifier,
-            Namespace::Vault,
-            &args.service,
-            args.reason.as_deref(),
-        )
-        .await;
-        match read {
-            Ok(opened) => {
-                let value = opened.value;
-                let text = match std::str::from_utf8(&value) {
-                    Ok(text) => json!({ "service": args.service, "value": text }),
-                    Err(_) => json!({ "service": args.service, "value_base64url": b64::encode(value.as_slice()) }),
-                };
-                drop(value);
-                let result = ok_json(text);
-                let ok = [(Event::Fetch, "ok"), (Event::Deliver, "ok"), (Event::Drop, "ok")];
-                self.trail.record_all(&args.service, Via::Mcp, &ok);
-                result
+    async fn get_credential(
+        &self,
+        Parameters(args): Parameters<GetCredentialArgs>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> ToolResult {
+        let waiting = match Waiting::new(args.wait_s, &meta, peer) {
+            Ok(waiting) => waiting,
+            Err(failure) => return Ok(failure.into_result()),
+        };
+        let opened = loop {
+            match self.read_once(&args).await {
+                Ok(opened) => break opened,
+                Err(error) => {
+                    if let Err(failure) = self.decided(&waiting, error).await {
+                        return Ok(failure.into_result());
+                    }
+                }
             }
-            Err(error) => {
-                self.trail.record_read(&args.service, Via::Mcp, Err(error.code()));
-                Ok(ToolFailure::from(error).into_result())
-            }
-        }
+        };
+        let value = opened.value;
+        let text = match std::str::from_utf8(&value) {
+            Ok(text) => json!({ "service": args.service, "value": text }),
+            Err(_) => json!({ "service": args.service, "value_base64url": b64::encode(value.as_slice()) }),
+        };
+        drop(value);
+        let result = ok_json(text);
+        let ok = [(Event::Fetch, "ok"), (Event::Deliver, "ok"), (Event::Drop, "ok")];
+        self.trail.record_all(&args.service, Via::Mcp, &ok);
+        result
     }
 
     #[tool(
         description = "Run a program with credentials in its environment and return its exit code and output. \
                        Credential values are masked as ******** in the output. argv is run directly (no shell: \
-                       for pipes, run [\"sh\", \"-c\", \"...\"]). stdin is empty.",
+                       for pipes, run [\"sh\", \"-c\", \"...\"]). stdin is empty. A high-value credential answers \
+                       APPROVAL_REQUIRED with a request_code; wait_s waits for the human's decision.",
         annotations(read_only_hint = false, destructive_hint = true, open_world_hint = true)
     )]
-    async fn run(&self, Parameters(args): Parameters<RunArgs>) -> ToolResult {
-        finish(self.run_inner(args).await)
+    async fn run(
+        &self,
+        Parameters(args): Parameters<RunArgs>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> ToolResult {
+        let waiting = match Waiting::new(args.wait_s, &meta, peer) {
+            Ok(waiting) => waiting,
+            Err(failure) => return Ok(failure.into_result()),
+        };
+        finish(self.run_inner(args, &waiting).await)
     }
 
     #[tool(
@@ -377,7 +403,93 @@ impl AgentKeysMcp {
     }
 }
 
+/// How long a tool call may wait for the owner's decision on a use that needs one, and whom to
+/// tell meanwhile.
+struct Waiting {
+    deadline: Option<tokio::time::Instant>,
+    started: tokio::time::Instant,
+    total_s: u64,
+    progress: Option<(ProgressToken, Peer<RoleServer>)>,
+}
+
+impl Waiting {
+    fn new(wait_s: Option<u64>, meta: &RequestMetaObject, peer: Peer<RoleServer>) -> Result<Self, ToolFailure> {
+        let wait_s = wait_s.unwrap_or(0);
+        if wait_s > MAX_WAIT_S {
+            return Err(ToolFailure::new(
+                "INVALID_INPUT",
+                format!("wait_s is {wait_s}; it is at most {MAX_WAIT_S} seconds"),
+                "pass wait_s from 0 to 300, or call again once the human decided",
+            ));
+        }
+        let started = tokio::time::Instant::now();
+        Ok(Self {
+            deadline: (wait_s > 0).then(|| started + Duration::from_secs(wait_s)),
+            started,
+            total_s: wait_s,
+            progress: meta.get_progress_token().map(|token| (token, peer)),
+        })
+    }
+}
+
 impl AgentKeysMcp {
+    /// One read of `get_credential`, recorded in the trail when refused.
+    async fn read_once(&self, args: &GetCredentialArgs) -> Result<vault::Opened, VaultError> {
+        let read = vault::read_for(
+            &self.client,
+            &self.session,
+            &self.verifier,
+            Namespace::Vault,
+            &args.service,
+            args.reason.as_deref(),
+        )
+        .await;
+        if let Err(error) = &read {
+            self.trail.record_read(&args.service, Via::Mcp, Err(error.code()));
+        }
+        read
+    }
+
+    /// After a refusal: `Ok` once the owner approved the request it names, so the call tries
+    /// again; else the failure the tool returns (the refusal itself when it needs no approval, the
+    /// call waits for none, or the time ran out; the denial).
+    async fn decided(&self, waiting: &Waiting, error: VaultError) -> Result<(), ToolFailure> {
+        let code = match &error {
+            VaultError::Client(ClientError::Api { detail, .. }) if detail.code == ErrorCode::ApprovalRequired => {
+                detail.request_code.clone()
+            }
+            _ => None,
+        };
+        let refused = ToolFailure::from(error);
+        let (Some(code), Some(deadline)) = (code, waiting.deadline) else { return Err(refused) };
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some((token, peer)) = &waiting.progress {
+                let elapsed = waiting.started.elapsed().as_secs_f64();
+                let note = ProgressNotificationParam::new(token.clone(), elapsed)
+                    .with_total(waiting.total_s as f64)
+                    .with_message(format!("waiting for the account owner to run: agentkeys approve {code}"));
+                // A client that went away cannot be told; the wait ends with the call anyway.
+                let _ = peer.notify_progress(note).await;
+            }
+            let wait_s = left.as_secs().min(u64::from(MAX_DECISION_WAIT_S)) as u32;
+            let decided = self.client.request_decision(&code, wait_s).await.map_err(ToolFailure::from)?;
+            match decided.status {
+                RequestStatus::Approved => return Ok(()),
+                RequestStatus::Denied => {
+                    return Err(ToolFailure::new(
+                        "DENIED",
+                        format!("the account owner denied request {code}"),
+                        "do without it, or ask the human why; another call opens a new request",
+                    ));
+                }
+                RequestStatus::Expired => return Err(refused),
+                RequestStatus::Pending if wait_s == 0 => return Err(refused),
+                RequestStatus::Pending => {}
+            }
+        }
+    }
+
     /// Opens a request for the account owner to decide; the agent gets its code.
     async fn ask(&self, request: AgentAskRequest) -> Result<serde_json::Value, ToolFailure> {
         let asked = self.client.ask(&request).await?;
@@ -388,22 +500,29 @@ impl AgentKeysMcp {
         }))
     }
 
-    async fn run_inner(&self, args: RunArgs) -> Result<serde_json::Value, ToolFailure> {
+    async fn run_inner(&self, args: RunArgs, waiting: &Waiting) -> Result<serde_json::Value, ToolFailure> {
         let Some((program, rest)) = args.argv.split_first() else {
             return Err(ToolFailure::new("INVALID_INPUT", "argv is empty", "pass the program and its arguments"));
         };
         let specs: Vec<String> = args.env.iter().map(|(var, service)| format!("{var}={service}")).collect();
         let bindings = agentkeys_core::child::parse_bindings(&specs)
             .map_err(|e| ToolFailure::new("INVALID_INPUT", e.message, e.hint))?;
-        let (values, services) = credentials::open_for_run(
-            &self.client,
-            &self.session,
-            &self.verifier,
-            (&self.trail, Some(&self.cache)),
-            bindings,
-            args.reason.as_deref(),
-        )
-        .await?;
+        let open = || {
+            credentials::open_for_run(
+                &self.client,
+                &self.session,
+                &self.verifier,
+                (&self.trail, Some(&self.cache)),
+                bindings.clone(),
+                args.reason.as_deref(),
+            )
+        };
+        let (values, services) = loop {
+            match open().await {
+                Ok(opened) => break opened,
+                Err(error) => self.decided(waiting, error).await?,
+            }
+        };
         let timeout = Duration::from_secs(args.timeout_s.unwrap_or(DEFAULT_RUN_TIMEOUT_S).clamp(1, MAX_RUN_TIMEOUT_S));
         let mut command = std::process::Command::new(program);
         command

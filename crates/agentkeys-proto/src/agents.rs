@@ -579,7 +579,20 @@ pub const RELEASE_DEFAULT_FOR_MS: i64 = 15 * 60 * 1000;
 /// The longest a release may last.
 pub const RELEASE_MAX_FOR_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Answer to an approval or a denial.
+/// Query of `GET /v1/requests/{code}/decision`: hold the answer until the request is decided, for
+/// at most this many seconds (0 to [`MAX_DECISION_WAIT_S`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct DecisionWait {
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 25))]
+    pub wait_s: Option<u32>,
+}
+
+/// The longest one decision look-up is held: below the 30 s a client or proxy waits for an answer.
+pub const MAX_DECISION_WAIT_S: u32 = 25;
+
+/// Answer to an approval or a denial, and where an agent's request stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]

@@ -104,6 +104,7 @@ pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(A
         metrics,
         sessions: sessions::SessionCache::default(),
         ceremony_events: Arc::default(),
+        request_events: Arc::default(),
         limits: state::Limits::default(),
     };
     Ok((state, writer_task))

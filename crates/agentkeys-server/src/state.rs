@@ -24,6 +24,9 @@ pub struct AppState {
     pub public_url: String,
     /// Woken when a presence ceremony changes on this replica, so its poller answers at once.
     pub ceremony_events: std::sync::Arc<tokio::sync::Notify>,
+    /// Woken when a request is opened or decided on this replica: decision look-ups waiting on
+    /// one answer at once (others look again every second).
+    pub request_events: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The limits an operator can set (`--agent-read-burst`, `--agent-read-rate`,

@@ -133,6 +133,7 @@ pub async fn change_scope(
         queries::remove_scope(conn, agent_id, service).await?;
         credentials::delete_vault_wraps_of_agent(conn, account_id, service, agent_id).await?;
         links::delete_wrap_of_agent(conn, agent_id, &Namespace::Vault, service).await?;
+        crate::domains::releases::queries::delete_of_agent_service(conn, agent_id, service).await?;
     }
     for service in add {
         queries::add_scope(conn, agent_id, service).await?;

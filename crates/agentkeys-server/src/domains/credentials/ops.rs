@@ -110,7 +110,8 @@ impl Op for PutVersion {
         check_owner(conn, &self.account_id, &self.namespace).await?;
         let newest = queries::newest(conn, &self.account_id, &self.namespace, &self.service).await?;
         let current = newest.as_ref().map_or(0, |row| row.version);
-        let was_high_value = newest.as_ref().is_some_and(|row| row.ciphertext.is_some() && is_high_value(row.flags));
+        // A removal marker keeps the mark of what it removed.
+        let was_high_value = newest.as_ref().is_some_and(|row| is_high_value(row.flags));
         let high_value = is_high_value(self.flags);
         if (was_high_value != high_value) != self.changes_high_value {
             return Err(ApiError::version_conflict(
@@ -196,7 +197,8 @@ impl Op for RemoveCredential {
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<StoredVersion, OpError> {
         let newest = queries::newest(conn, &self.account_id, &self.namespace, &self.service).await?;
-        let Some(current) = newest.filter(|row| row.ciphertext.is_some()).map(|row| row.version) else {
+        let Some((current, flags)) = newest.filter(|row| row.ciphertext.is_some()).map(|row| (row.version, row.flags))
+        else {
             return Err(credential_not_found(&self.service).into());
         };
         let row = NewVersionRow {
@@ -207,7 +209,9 @@ impl Op for RemoveCredential {
             ciphertext: None,
             data_key_wrap: None,
             created_by: &self.removed_by,
-            flags: 0,
+            // The marker keeps the mark: storing the credential again without it is a change of
+            // it (critical), not a new credential.
+            flags: flags & i64::from(agentkeys_proto::grant::FLAG_HIGH_VALUE),
             grant: None,
         };
         queries::insert_version(conn, &row, cx.now_ms).await?;

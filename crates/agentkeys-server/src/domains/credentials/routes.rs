@@ -267,7 +267,7 @@ fn validate_put(namespace: &Namespace, service: &str, signed: &Signed) -> Result
 async fn changes_high_value(state: &AppState, put: &PutVersion) -> Result<bool, ApiError> {
     let mut conn = state.db.reads.acquire().await?;
     let newest = queries::newest(&mut conn, &put.account_id, &put.namespace, &put.service).await?;
-    let was = newest.is_some_and(|row| row.ciphertext.is_some() && is_high_value(row.flags));
+    let was = newest.is_some_and(|row| is_high_value(row.flags));
     Ok(was != is_high_value(put.flags))
 }
 

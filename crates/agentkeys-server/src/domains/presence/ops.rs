@@ -388,6 +388,18 @@ impl PresencePolicy for PresenceKeys {
             if let Some(PresenceClaim::Ceremony(id)) = shown.claim {
                 return consume(conn, critical, id, shown, cx).await.map(Some);
             }
+            // The CLI always reports presence for a store that says `--high-value[=false]`; one
+            // that says nothing yet changes the mark (a credential stored again after `rm`) did
+            // not mean to.
+            if critical.op == Critical::HighValueChange && shown.claim.is_none() {
+                return Err(ApiError::new(
+                    ErrorCode::PresenceRequired,
+                    "this store changes whether the credential is high-value without saying so (it was high-value \
+                     when it was removed)",
+                    "store it with --high-value to keep the mark, or --high-value=false to clear it (critical)",
+                )
+                .into());
+            }
             if queries::key_count(conn, critical.account_id).await? > 0 {
                 return Err(ceremony_required(critical, shown.claim).into());
             }

@@ -109,6 +109,21 @@ pub async fn delete_of_device(conn: &mut AnyConnection, device_id: &str) -> Resu
     sqlx::query("DELETE FROM releases WHERE device_id = $1").bind(device_id).execute(&mut *conn).await.map(|_| ())
 }
 
+/// Deletes an agent's releases of a vault service (taken out of its scope).
+pub async fn delete_of_agent_service(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    service: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM releases WHERE agent_id = $1 AND namespace = $2 AND service = $3")
+        .bind(agent_id)
+        .bind(Namespace::Vault.as_stored())
+        .bind(service)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
 /// Deletes the releases of older versions of a credential (a new version replaced them).
 pub async fn delete_older(
     conn: &mut AnyConnection,

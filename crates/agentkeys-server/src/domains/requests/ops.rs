@@ -126,6 +126,19 @@ async fn guarded_find(
     if let Some(row) = queries::find_pending(conn, code, account_id, find == Find::OrUnclaimed, now).await? {
         return Ok(row);
     }
+    // The account's own request, decided already (two master devices approving at once: the
+    // first wins) or expired: said as such, and no miss, since the account knows its codes.
+    if let Some(row) = queries::find_own(conn, code, account_id).await? {
+        let status = row.status_at(now);
+        // No open request by that code (exit 5, as before), said precisely.
+        return Err(OpError::RefusedKeeping(ApiError::not_found(
+            format!("request {code} is {status} already: nothing was changed"),
+            match status {
+                RequestStatus::Expired => "the agent asks again when it needs it; see `agentkeys requests`".to_owned(),
+                _ => "another master device (or an earlier command) decided it; `agentkeys usage` shows who".to_owned(),
+            },
+        )));
+    }
     let _ = take_token(conn, LOOKUP_MISSES_BUCKET, LOOKUP_MISSES, now).await?;
     let failures = guard.failures + 1;
     let locked_until_ms = if failures >= LOCK_AFTER { now + LOCK_MS } else { 0 };

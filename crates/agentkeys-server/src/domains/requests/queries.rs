@@ -203,6 +203,24 @@ pub async fn find_pending(
     .transpose()
 }
 
+/// The request with `code` that `account_id` holds, whatever its state: to tell a master that
+/// one it can see was decided already (by another master device) rather than count a miss.
+pub async fn find_own(
+    conn: &mut AnyConnection,
+    code: &str,
+    account_id: &str,
+) -> Result<Option<RequestRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM requests WHERE code = $1 AND account_id = $2 ORDER BY created_at_ms DESC LIMIT 1"
+    )))
+    .bind(code)
+    .bind(account_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| RequestRow::from_row(&row))
+    .transpose()
+}
+
 /// A pairing request (any kind a pair code opens) by id, for the machine that opened it.
 pub async fn pairing(pool: &AnyPool, pairing_id: &str) -> Result<Option<RequestRow>, sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(

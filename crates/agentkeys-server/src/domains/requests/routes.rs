@@ -9,8 +9,8 @@ use agentkeys_proto::devices::DeviceOrigin;
 use agentkeys_proto::types::ActorKind;
 use agentkeys_proto::{ErrorBody, ids};
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -37,6 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(signed("request.lookup", routes!(lookup_request)))
         .routes(signed("request.approve", routes!(approve_request)))
         .routes(signed("request.deny", routes!(deny_request)))
+        .routes(signed("request.decision", routes!(request_decision)))
 }
 
 fn decision(row: RequestRow) -> Json<DecisionResponse> {
@@ -329,12 +330,14 @@ pub async fn approve_request(
     let subject =
         prepared.as_ref().ok().and_then(|(_, agent)| agent.as_deref().map(Subject::agent)).unwrap_or_default();
     let row = caller.commit(&state, subject, prepared.map(|(op, _)| op)).await?;
+    state.request_events.notify_waiters();
     Ok(decision(row))
 }
 
 /// Denies a request; a denied pairing's daemon stops waiting and exits 6.
 #[utoipa::path(post, path = "/v1/requests/{code}/deny", tag = "requests",
-    params(("code" = ids::RequestCode, Path, description = "Request code (case, dashes and spaces do not matter)")), responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
+    params(("code" = ids::RequestCode, Path, description = "Request code (case, dashes and spaces do not matter)")),
+    responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
 pub async fn deny_request(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -346,5 +349,66 @@ pub async fn deny_request(
         .and(decode::code_path(path))
         .map(|code| Deny { account_id: caller.account_id.clone(), code });
     let row = caller.commit(&state, Subject::default(), op).await?;
+    state.request_events.notify_waiters();
     Ok(decision(row))
+}
+
+/// Where a request stands, held up to `wait_s` seconds (at most 25) while it is pending: an agent
+/// waiting on the owner's decision asks once per wait, not once a second. An agent sees only its
+/// own requests (a release, only from the device that asked), a master those of its account;
+/// any other code is `NOT_FOUND`, as an unknown one is.
+#[utoipa::path(get, path = "/v1/requests/{code}/decision", tag = "requests",
+    params(("code" = ids::RequestCode, Path, description = "Request code (case, dashes and spaces do not matter)"),
+        agentkeys_proto::agents::DecisionWait),
+    responses((status = 200, body = DecisionResponse), (status = 404, body = ErrorBody)))]
+pub async fn request_decision(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<agentkeys_proto::agents::DecisionWait>, QueryRejection>,
+    signed: Signed,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    use agentkeys_proto::agents::MAX_DECISION_WAIT_S;
+    let caller = &signed.caller;
+    let asked = (|| {
+        let agent_id = caller.agent_id.clone();
+        let code = decode::code_path(path)?;
+        let wait_s = decode::query(query)?.wait_s.unwrap_or(0);
+        if wait_s > MAX_DECISION_WAIT_S {
+            return Err(ApiError::bad_request(format!("wait_s is at most {MAX_DECISION_WAIT_S}")));
+        }
+        Ok((agent_id, code, wait_s))
+    })();
+    let (agent_id, code, wait_s) = match asked {
+        Ok(asked) => asked,
+        Err(error) => return Err(caller.refuse(&state, error).await),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait_s));
+    let row = loop {
+        // Registered before the read, so a decision committed in between still wakes us.
+        let changed = state.request_events.notified();
+        let row = queries::find_by_code(&state.db.reads, &code).await?.filter(|row| {
+            let own = |agent_id: &String| {
+                row.agent_id.as_ref() == Some(agent_id)
+                    && (row.kind != RequestKind::Release || row.device_id.as_deref() == Some(caller.device_id.as_str()))
+            };
+            row.account_id.as_deref() == Some(caller.account_id.as_str()) && agent_id.as_ref().is_none_or(own)
+        });
+        let Some(row) = row else {
+            let error = ApiError::not_found(
+                format!("no request of this {} has code {code}", if agent_id.is_some() { "agent" } else { "account" }),
+                "use the code a read or an ask answered with; `agentkeys requests` lists the open ones",
+            );
+            return Err(caller.refuse(&state, error).await);
+        };
+        if row.status_at(state.clock.now_ms()) != RequestStatus::Pending || tokio::time::Instant::now() >= deadline {
+            break row;
+        }
+        // Another replica's decision wakes no one here: look again every second.
+        let next = deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+        let _ = tokio::time::timeout_at(next, changed).await;
+    };
+    let status = row.status_at(state.clock.now_ms());
+    let subject = row.agent_id.as_deref().map(Subject::agent).unwrap_or_default();
+    caller.record(&state, subject).await?;
+    Ok(decision(RequestRow { status, ..row }))
 }
