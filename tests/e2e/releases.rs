@@ -232,14 +232,33 @@ async fn every_agent_path_asks_and_none_caches_a_release(backend: Backend) {
     let refused = agentkeys_core::daemon_client::get_credential_fd(&socket, "prod-db").unwrap_err();
     assert_eq!(refused.exit_code, 6, "{refused}");
     assert_eq!(refused.code, Some(agentkeys_proto::ErrorCode::ApprovalRequired));
+    // The refused descriptor left a request open (without a reason): deny it, so the next read
+    // opens its own.
+    let listed = json_of(&master.ok(&["requests", "--json"], None));
+    for open in listed["requests"].as_array().unwrap() {
+        master.ok(&["deny", open["code"].as_str().unwrap()], None);
+    }
     // `run` through the daemon: one approved use, and the next run asks again (not cached).
     let through = || {
-        let mut command =
-            host.command(&["--session-id", &session, "run", "--no-mask", "--env", "K=prod-db", "--", "printenv", "K"]);
+        let mut command = host.command(&[
+            "--session-id",
+            &session,
+            "run",
+            "--no-mask",
+            "--reason",
+            "nightly backup",
+            "--env",
+            "K=prod-db",
+            "--",
+            "printenv",
+            "K",
+        ]);
         command.env("AGENTKEYS_DAEMON_SOCKET", &socket);
         command.output().expect("run agentkeys-daemon run")
     };
     let code = held(&master, &through(), "prod-db");
+    let listed = text(&master.ok(&["requests"], None));
+    assert!(listed.contains("nightly backup"), "the daemon's --reason reaches the owner: {listed}");
     master.ok(&["approve", &code, "--yes"], None);
     assert_eq!(text(&through().stdout).trim(), "postgres://prod-secret");
     held(&master, &through(), "prod-db");

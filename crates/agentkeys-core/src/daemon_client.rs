@@ -82,7 +82,7 @@ pub fn run(
     stream: UnixStream,
     argv: &[OsString],
     bindings: &[(String, String)],
-    mask: bool,
+    (mask, reason): (bool, Option<&str>),
 ) -> Result<u8, CommandError> {
     let cwd = std::env::current_dir().map_err(|e| {
         CommandError::new(
@@ -105,6 +105,7 @@ pub fn run(
         environ,
         env: bindings.iter().cloned().collect::<BTreeMap<_, _>>(),
         mask,
+        reason: reason.map(str::to_owned),
     });
     // Installed before the command can start, so no signal falls between.
     let mut signals = signal_hook::iterator::Signals::new(FORWARDED_SIGNALS)

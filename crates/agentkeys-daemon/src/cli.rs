@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// Do not mask credential values in the command's output.
     #[arg(long)]
     pub no_mask: bool,
+    /// Why the command needs the credentials, shown to the account owner when one is high-value
+    /// and each use is approved.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
     /// The command and its arguments (after `--`); run directly, no shell.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

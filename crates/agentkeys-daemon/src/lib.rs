@@ -156,9 +156,11 @@ async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
     let id = ctx.session_id()?;
     if let Some(stream) = daemon_client::connect(&socket_path(&id, None)?) {
         let mask = !args.no_mask;
-        return tokio::task::spawn_blocking(move || daemon_client::run(stream, &args.command, &bindings, mask))
-            .await
-            .map_err(|e| CommandError::new(exit::ERROR, format!("the run task failed: {e}"), "retry"))?;
+        return tokio::task::spawn_blocking(move || {
+            daemon_client::run(stream, &args.command, &bindings, (mask, args.reason.as_deref()))
+        })
+        .await
+        .map_err(|e| CommandError::new(exit::ERROR, format!("the run task failed: {e}"), "retry"))?;
     }
     let mut env = agentkeys_core::exec::SecretEnv::new();
     let mut services = Vec::new();
@@ -167,8 +169,15 @@ async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CommandError> {
         let (id, client, session) = ctx.client()?;
         let this_trail = trail.insert(ctx.trail(&id, &session));
         let verifier = ctx.verifier(&id);
-        (env, services) =
-            credentials::open_for_run(&client, &session, &verifier, (this_trail, None), bindings, None).await?;
+        (env, services) = credentials::open_for_run(
+            &client,
+            &session,
+            &verifier,
+            (this_trail, None),
+            bindings,
+            args.reason.as_deref(),
+        )
+        .await?;
     }
     let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };
     let result = tokio::task::spawn_blocking(move || child::run(spec))

@@ -238,7 +238,7 @@ impl Native {
             &self.verifier,
             (&self.trail, Some(&self.cache)),
             bindings,
-            None,
+            request.reason.as_deref(),
         )
         .await
         {

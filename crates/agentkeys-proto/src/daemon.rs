@@ -45,6 +45,10 @@ pub struct RunRequest {
     pub env: BTreeMap<String, String>,
     /// Mask credential values in the command's output.
     pub mask: bool,
+    /// Why the command needs the credentials: shown to the account owner when one is high-value
+    /// and its use waits for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// From the caller during a `run`.

@@ -22,9 +22,11 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CliError> {
         let socket = daemon_client::socket_path(&ctx.session_id, None)?;
         if let Some(stream) = daemon_client::connect(&socket) {
             let mask = !args.no_mask;
-            return tokio::task::spawn_blocking(move || daemon_client::run(stream, &args.command, &bindings, mask))
-                .await
-                .map_err(|e| CliError::new(1, format!("the run task failed: {e}"), "retry"))?;
+            return tokio::task::spawn_blocking(move || {
+                daemon_client::run(stream, &args.command, &bindings, (mask, None))
+            })
+            .await
+            .map_err(|e| CliError::new(1, format!("the run task failed: {e}"), "retry"))?;
         }
     }
     let mut env = SecretEnv::new();
