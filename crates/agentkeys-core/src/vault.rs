@@ -174,22 +174,35 @@ async fn current_high_value(
     namespace: Namespace<'_>,
     service: &str,
 ) -> Result<bool, VaultError> {
-    let sealed = match client.get_credential(service, namespace.agent()).await {
-        Ok(sealed) => sealed,
+    match verified_current(client, session, verifier, namespace, service).await {
+        Ok(Some((sealed, _))) => Ok(sealed.flags & FLAG_HIGH_VALUE != 0),
         // Removed (its marker keeps the mark), never stored, or hidden by the server: what this
         // slot last verified says.
-        Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => {
-            return Ok(verifier.remembered_high_value(&namespace.name(), service));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    check_origin(session, &sealed, &[namespace.name()], service)?;
-    // Its flag is only as good as its grant: a forged version says nothing about it.
-    match checked(client, verifier.check(session, &sealed, &ciphertext_of(&sealed)?), verifier).await {
-        Ok(()) => Ok(sealed.flags & FLAG_HIGH_VALUE != 0),
+        Ok(None) => Ok(verifier.remembered_high_value(&namespace.name(), service)),
+        // Its flag is only as good as its grant: a forged version says nothing about it.
         Err(VaultError::Integrity(source)) => Err(VaultError::UnverifiedMark { service: service.to_owned(), source }),
         Err(error) => Err(error),
     }
+}
+
+/// The newest version of a credential in `namespace` as this master verified it (this account's,
+/// signed, not rolled back), with its ciphertext; `None` when the server holds none.
+async fn verified_current(
+    client: &ApiClient,
+    session: &Session,
+    verifier: &Verifier,
+    namespace: Namespace<'_>,
+    service: &str,
+) -> Result<Option<(SealedCredentialResponse, Vec<u8>)>, VaultError> {
+    let sealed = match client.get_credential(service, namespace.agent()).await {
+        Ok(sealed) => sealed,
+        Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    check_origin(session, &sealed, &[namespace.name()], service)?;
+    let ciphertext = ciphertext_of(&sealed)?;
+    checked(client, verifier.check(session, &sealed, &ciphertext), verifier).await?;
+    Ok(Some((sealed, ciphertext)))
 }
 
 /// Seals `value` under a fresh data key and uploads it as the next version of `service`, with
@@ -461,15 +474,10 @@ pub async fn current_data_key(
     service: &str,
 ) -> Result<Option<CurrentKey>, VaultError> {
     account_key(session)?;
-    let sealed = match client.get_credential(service, namespace.agent()).await {
-        Ok(sealed) => sealed,
-        Err(ClientError::Api { detail, .. }) if detail.code == ErrorCode::NotFound => return Ok(None),
-        Err(error) => return Err(error.into()),
-    };
-    check_origin(session, &sealed, &[namespace.name()], service)?;
     // A grant signed now would vouch for whatever this is: it must be the account's own first.
-    let ciphertext = ciphertext_of(&sealed)?;
-    checked(client, verifier.check(session, &sealed, &ciphertext), verifier).await?;
+    let Some((sealed, ciphertext)) = verified_current(client, session, verifier, namespace, service).await? else {
+        return Ok(None);
+    };
     // Opening the value too proves the key is the one that sealed it, not one the server made up.
     open_sealed(session, &sealed)?;
     Ok(Some(CurrentKey {
