@@ -28,6 +28,8 @@
 //!   certificates the server refuses, reload on SIGHUP with a connection open.
 //! * `presence` — presence gating: the policy matrix, silent commands, the terminal, and the
 //!   real fprintd and polkit (dbusmock) on a private system bus.
+//! * `policy` — rules narrowing scope: a time-window deny at two instants of the server's clock,
+//!   `policy test`, bad files, weakening as critical, require_approval, rates, `explain`.
 //! * `releases` — high-value credentials: releases approved per use or per time, wrapped to
 //!   the asking device alone, refused once used up, out of time, or to anyone else.
 //! * `webauthn` — presence keys the server verifies, in a real Chromium with its virtual
@@ -66,6 +68,7 @@ mod hardening;
 mod hostile;
 mod keychain;
 mod mediated;
+mod policy;
 mod presence;
 mod releases;
 mod replicas;

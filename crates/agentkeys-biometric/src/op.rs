@@ -198,6 +198,15 @@ impl CriticalOp {
         Self::new(Critical::HighValueChange, what, format!("store {service}"))
     }
 
+    /// `weakens`: why the new policy weakens the old (one line per loosened rule).
+    pub fn weaken_policy(from: u64, weakens: &[String]) -> Self {
+        Self::new(
+            Critical::PolicyWeaken,
+            format!("Replace policy version {from}, which {}", weakens.join(", ")),
+            "set policy".to_owned(),
+        )
+    }
+
     pub fn approve_release(agent: &str, service: &str, device_id: &str, uses: &str, reason: Option<&str>) -> Self {
         let reason = reason.map(|r| format!(" (reason given: {r:?})")).unwrap_or_default();
         Self::new(

@@ -102,6 +102,10 @@ pub enum Command {
     /// enrolled, the server requires it for every critical operation.
     #[command(subcommand)]
     Presence(PresenceCommand),
+    /// Show, set, test or explain the account's policy: rules that narrow what scope and tier
+    /// give (README "Policy").
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Show or change a setting (weakening presence is itself critical).
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -167,6 +171,52 @@ pub struct RecoverArgs {
     /// machines); then enroll a new one with `agentkeys presence enroll`.
     #[arg(long)]
     pub replace_presence_keys: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the policy in force, or an earlier version.
+    #[command(disable_version_flag = true)]
+    Show(PolicyShowArgs),
+    /// Validate FILE, show what it changes, and set it (critical when it removes or loosens a
+    /// deny, require_approval or require_presence rule).
+    Set(PolicySetArgs),
+    /// Run the [[case]]s of CASES against the policy in force (or --policy FILE); print each
+    /// mismatch and exit 1 if there is one.
+    Test(PolicyTestArgs),
+    /// Show which rule decided an audit row (its seq, from `usage --json`).
+    Explain(PolicyExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyShowArgs {
+    /// An earlier version (from 1).
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// The policy, a TOML file of [[rule]]s.
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyTestArgs {
+    /// The cases, a TOML file of [[case]]s (agent, service, action, at, uses, expect, rule).
+    #[arg(value_name = "CASES")]
+    pub cases: std::path::PathBuf,
+    /// Test this policy file instead of the one in force (no server needed).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyExplainArgs {
+    /// The audit row's sequence number.
+    #[arg(value_name = "SEQ")]
+    pub seq: i64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -801,6 +801,29 @@ impl ApiClient {
         self.send(request).await
     }
 
+    /// The policy in force, or version `version`.
+    pub async fn get_policy(
+        &self,
+        version: Option<u64>,
+    ) -> Result<agentkeys_proto::policy::PolicyResponse, ClientError> {
+        let path = match version {
+            Some(version) => format!("/v1/policy?version={version}"),
+            None => "/v1/policy".to_owned(),
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    pub async fn set_policy(
+        &self,
+        request: &agentkeys_proto::policy::SetPolicyRequest,
+    ) -> Result<agentkeys_proto::policy::SetPolicyResponse, ClientError> {
+        self.call(Method::PUT, "/v1/policy", Self::json(request)).await
+    }
+
+    pub async fn explain(&self, seq: i64) -> Result<agentkeys_proto::policy::ExplainResponse, ClientError> {
+        self.call(Method::GET, &format!("/v1/audit/{seq}/explain"), None).await
+    }
+
     pub async fn list_devices(&self) -> Result<agentkeys_proto::devices::DeviceListResponse, ClientError> {
         self.call(Method::GET, "/v1/devices", None).await
     }

@@ -429,7 +429,10 @@ pub async fn read_for(
     };
     check_origin(session, &sealed, &expected, service)?;
     checked(client, verifier.check(session, &sealed, &ciphertext_of(&sealed)?), verifier).await?;
-    Ok(Opened { value: open_sealed(session, &sealed)?, high_value: sealed.flags & FLAG_HIGH_VALUE != 0 })
+    // A release (of a high-value credential, or one a policy rule requires approval for) is
+    // served for approved uses only: the reader treats it as high-value and keeps no copy.
+    let high_value = sealed.flags & FLAG_HIGH_VALUE != 0 || sealed.released;
+    Ok(Opened { value: open_sealed(session, &sealed)?, high_value })
 }
 
 /// Reports a refusal to the server's audit (best effort) and returns it as the error.

@@ -35,10 +35,12 @@ pub enum Critical {
     RecoveryKeyRotate,
     /// `store --high-value` / `--high-value=false` changing whether a credential is high-value.
     HighValueChange,
+    /// `policy set` of a policy that removes or loosens a restricting rule.
+    PolicyWeaken,
 }
 
 impl Critical {
-    pub const ALL: [Critical; 14] = [
+    pub const ALL: [Critical; 15] = [
         Critical::Approve,
         Critical::Revoke,
         Critical::Teardown,
@@ -53,6 +55,7 @@ impl Critical {
         Critical::Recover,
         Critical::RecoveryKeyRotate,
         Critical::HighValueChange,
+        Critical::PolicyWeaken,
     ];
 
     /// A stable name, for messages and tests.
@@ -72,6 +75,7 @@ impl Critical {
             Critical::Recover => "recover",
             Critical::RecoveryKeyRotate => "recovery-key-rotate",
             Critical::HighValueChange => "high-value-change",
+            Critical::PolicyWeaken => "policy-weaken",
         }
     }
 

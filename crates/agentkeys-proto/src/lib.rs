@@ -19,6 +19,7 @@ pub mod ids;
 pub mod names;
 pub mod namespace;
 pub mod number;
+pub mod policy;
 pub mod presence;
 pub mod secret;
 pub mod signing;

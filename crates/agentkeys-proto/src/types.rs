@@ -258,6 +258,10 @@ pub struct SealedCredentialResponse {
     /// The master device that signed the grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<crate::grant::SignerDevice>,
+    /// Served through a release the owner approved (a high-value credential, or a policy rule
+    /// requiring approval): the reader must not keep or cache the value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// One line of `GET /v1/credentials`.
@@ -347,6 +351,10 @@ pub struct AuditEntry {
     /// `touchid`, `windows-hello`, `prompt`, `skipped`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence: Option<String>,
+    /// The policy that decided the request: `vVERSION:RULE`, or `vVERSION` when no rule of
+    /// that version matched ([`crate::policy::rule_ref`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl AuditEntry {

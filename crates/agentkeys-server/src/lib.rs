@@ -105,6 +105,7 @@ pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(A
         sessions: sessions::SessionCache::default(),
         ceremony_events: Arc::default(),
         request_events: Arc::default(),
+        policies: Arc::default(),
         limits: state::Limits::default(),
     };
     Ok((state, writer_task))

@@ -27,6 +27,8 @@ pub struct AppState {
     /// Woken when a request is opened or decided on this replica: decision look-ups waiting on
     /// one answer at once (others look again every second).
     pub request_events: std::sync::Arc<tokio::sync::Notify>,
+    /// The accounts' policies, compiled once per version.
+    pub policies: std::sync::Arc<crate::domains::policy::ops::Policies>,
 }
 
 /// The limits an operator can set (`--agent-read-burst`, `--agent-read-rate`,

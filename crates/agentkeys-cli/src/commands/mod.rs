@@ -5,6 +5,7 @@ mod agents;
 mod config;
 mod devices;
 mod init;
+mod policy;
 mod presence_keys;
 mod requests;
 mod run;
@@ -15,7 +16,9 @@ mod whoami;
 use agentkeys_proto::critical::Critical;
 use clap::CommandFactory as _;
 
-use crate::cli::{AgentCommand, Cli, Command, ConfigCommand, DeviceCommand, PresenceCommand, RecoveryKeyCommand};
+use crate::cli::{
+    AgentCommand, Cli, Command, ConfigCommand, DeviceCommand, PolicyCommand, PresenceCommand, RecoveryKeyCommand,
+};
 use crate::context::Context;
 use crate::error::CliError;
 
@@ -78,6 +81,10 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
         Command::Device(DeviceCommand::Revoke(args)) => devices::revoke(ctx, &args.device).await,
         Command::Recover(args) => devices::recover(ctx, args).await,
         Command::RecoveryKey(RecoveryKeyCommand::Rotate) => devices::rotate_recovery_key(ctx).await,
+        Command::Policy(PolicyCommand::Show(args)) => policy::show(ctx, args.version).await,
+        Command::Policy(PolicyCommand::Set(args)) => policy::set(ctx, &args.file).await,
+        Command::Policy(PolicyCommand::Test(args)) => policy::test(ctx, &args.cases, args.policy.as_deref()).await,
+        Command::Policy(PolicyCommand::Explain(args)) => policy::explain(ctx, args.seq).await,
         Command::Config(ConfigCommand::Get(args)) => config::get(ctx, args).await,
         Command::Config(ConfigCommand::Set(args)) => config::set(ctx, args).await,
         Command::Completions(args) => {

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod devices;
 pub mod links;
 pub mod pairings;
+pub mod policy;
 pub mod presence;
 pub mod recovery;
 pub mod releases;
@@ -33,4 +34,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(presence::routes::routes())
         .merge(devices::routes::routes())
         .merge(recovery::routes::routes())
+        .merge(policy::routes::routes())
 }

@@ -81,6 +81,8 @@ pub struct AuditRow {
     pub outcome: Outcome,
     pub code: Option<ErrorCode>,
     pub presence: Option<PresenceRecord>,
+    /// The policy rule that decided the request (`v3:name`), when one did.
+    pub policy_rule: Option<String>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
     /// The row's place in its account's chain; `None` without an account, and on rows from
@@ -103,7 +105,8 @@ fn put_field(hasher: &mut Sha256, field: Option<&str>) {
 impl AuditRow {
     /// `SHA-256("agentkeys-audit-v1" || prev_hash || seq || ts || fields…)`, each optional field
     /// as `0xff` (absent) or `0x00 || u32be(len) || bytes`; then, only when presence is recorded,
-    /// `0x01 || field(presence)`, so rows from before that column keep their hashes.
+    /// `0x01 || field(presence)`, so rows from before that column keep their hashes; likewise
+    /// `0x02 || field(policy_rule)` when a rule decided the request.
     pub fn compute_hash(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(b"agentkeys-audit-v1");
@@ -125,6 +128,10 @@ impl AuditRow {
         if let Some(presence) = &self.presence {
             hasher.update([0x01]);
             put_field(&mut hasher, Some(&presence.to_text()));
+        }
+        if let Some(rule) = &self.policy_rule {
+            hasher.update([0x02]);
+            put_field(&mut hasher, Some(rule));
         }
         hasher.finalize().into()
     }
@@ -148,6 +155,7 @@ impl AuditRow {
                 .try_get::<Option<String>, _>("presence")?
                 .map(|text| parse_stored("audit_log.presence", &text, PresenceRecord::parse))
                 .transpose()?,
+            policy_rule: row.try_get("policy_rule")?,
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
             account_seq: row.try_get("account_seq")?,
@@ -167,6 +175,7 @@ impl AuditRow {
             outcome: self.outcome,
             code: self.code,
             presence: self.presence.as_ref().map(PresenceRecord::to_text),
+            rule: self.policy_rule.clone(),
         }
     }
 }
@@ -250,8 +259,8 @@ pub async fn verify_chain(pool: &AnyPool) -> Result<ChainReport, ChainError> {
     let mut accounts: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
     while expected_seq <= head_seq {
         let rows = sqlx::query(
-            "SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, presence, prev_hash, \
-             hash, account_seq, account_hash FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq ASC LIMIT $3",
+            "SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, presence, \
+             policy_rule, prev_hash, hash, account_seq, account_hash FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq ASC LIMIT $3",
         )
         .bind(expected_seq)
         .bind(head_seq)

@@ -127,6 +127,12 @@ pub trait Op: Send + Sync + Sized + 'static {
         None
     }
 
+    /// The policy that decided the op (`v3:name` or `v3`, [`agentkeys_proto::policy::rule_ref`]),
+    /// asked after it applied: the op records it while applying.
+    fn audited_rule(&self) -> Option<String> {
+        None
+    }
+
     /// Whether the request gets an audit row, asked after it applied. Every request does, but
     /// anonymous refusals, which are counted instead (one row per source per minute).
     fn audited(&self) -> bool {

@@ -89,6 +89,8 @@ trait Pending: Send + Any {
     fn audited(&self) -> bool;
     /// What the audit row records about presence.
     fn presence_record(&self) -> Option<PresenceRecord>;
+    /// The policy rule that decided the job ([`Op::audited_rule`]).
+    fn policy_rule(&self) -> Option<String>;
     /// Sends the result, or the batch's failure.
     fn reply(self: Box<Self>, batch: Result<(), ApiError>);
     fn as_any_mut(&mut self) -> &mut dyn Any;
@@ -209,6 +211,10 @@ impl<O: Op> Pending for Job<O> {
         self.established
             .clone()
             .or_else(|| self.submission.presence.as_ref().map(|claim| PresenceRecord::local(claim.method())))
+    }
+
+    fn policy_rule(&self) -> Option<String> {
+        self.decision.as_ref().ok().and_then(Op::audited_rule)
     }
 
     fn reply(self: Box<Self>, batch: Result<(), ApiError>) {
@@ -467,6 +473,7 @@ async fn apply_batch(
             outcome: outcome_for(code),
             code,
             presence: job.presence_record(),
+            policy_rule: job.policy_rule(),
             prev_hash,
             hash: Vec::new(),
             account_seq: None,
@@ -648,10 +655,10 @@ async fn write_tail(
         format!("INSERT INTO nonces (session_id, nonce, expires_at_ms) VALUES {}", values.join(", "))
     });
     let audit_sql = (!rows.is_empty()).then(|| {
-        let values: Vec<String> = (0..rows.len()).map(|i| backend.row_placeholders(15 * i + 1, 15)).collect();
+        let values: Vec<String> = (0..rows.len()).map(|i| backend.row_placeholders(16 * i + 1, 16)).collect();
         format!(
             "INSERT INTO audit_log (seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, \
-             code, presence, prev_hash, hash, account_seq, account_hash) VALUES {}",
+             code, presence, policy_rule, prev_hash, hash, account_seq, account_hash) VALUES {}",
             values.join(", ")
         )
     });
@@ -727,6 +734,7 @@ fn bind_rows(mut query: AnyQuery<'static>, rows: &[AuditRow]) -> AnyQuery<'stati
             .bind(row.outcome.as_str())
             .bind(row.code.map(ErrorCode::as_str))
             .bind(row.presence.as_ref().map(PresenceRecord::to_text))
+            .bind(row.policy_rule.clone())
             .bind(row.prev_hash.clone())
             .bind(row.hash.clone())
             .bind(row.account_seq)

@@ -167,6 +167,20 @@ pub async fn names_an_agent(conn: &mut AnyConnection, account_id: &str, name: &s
     .is_some())
 }
 
+/// The agent's aliases (a rule's `agents` glob matches them as well as its id and label).
+pub async fn aliases_of(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    agent_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT alias FROM agent_aliases WHERE account_id = $1 AND agent_id = $2")
+        .bind(account_id)
+        .bind(agent_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|row| row.try_get("alias")).collect()
+}
+
 pub async fn insert_alias(
     conn: &mut AnyConnection,
     account_id: &str,

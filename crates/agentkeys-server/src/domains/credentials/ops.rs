@@ -3,6 +3,9 @@
 //! keys to agent devices.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+
+use agentkeys_policy::{Action, Outcome};
 
 use agentkeys_proto::ErrorCode;
 use agentkeys_proto::agents::{AgentStatus, REQUEST_TTL_MS, RecipientKind, RequestKind, Tier};
@@ -15,6 +18,7 @@ use super::queries::{self, NewVersionRow, SealedVersion, StoredGrant, Wrap};
 use crate::db::Backend;
 use crate::domains::agents::queries as agents;
 use crate::domains::links::queries as links;
+use crate::domains::policy::ops::{self as policy, AgentAsk, Policies};
 use crate::domains::releases::queries as releases;
 use crate::domains::requests::queries as requests;
 use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
@@ -233,6 +237,9 @@ pub struct AgentRead {
     /// The release request this read opens if the credential is high-value and nothing released
     /// it to this device yet (its id and code drawn by the route: randomness is passed in).
     pub release: ReleaseAsk,
+    pub policies: Arc<Policies>,
+    /// The policy rule that decided the read, for its audit row (set while applying).
+    pub decided_by: OnceLock<String>,
 }
 
 /// A release request a read may open.
@@ -296,7 +303,21 @@ impl Op for AgentRead {
                 }
             }
         };
-        if is_high_value(row.flags) {
+        let ask =
+            AgentAsk { account_id: &self.account_id, agent_id, label, action: Action::Read, service: Some(service) };
+        let verdict = policy::decide(conn, &self.policies, ask, cx).await?;
+        // Rules narrow what scope gave (checked above): a `deny` refuses, `require_approval`
+        // makes the read a release, as a high-value credential's always is.
+        let mut needs_release = is_high_value(row.flags);
+        if let Some(verdict) = verdict {
+            let _ = self.decided_by.set(verdict.audited());
+            match verdict.outcome {
+                Outcome::Deny => return Err(refuse(verdict.denial(&ask))),
+                Outcome::RequireApproval => needs_release = true,
+                Outcome::Allow | Outcome::RequirePresence => {}
+            }
+        }
+        if needs_release {
             return self.release(conn, cx, namespace, row, label).await;
         }
         let wrap = queries::wrap_for(conn, &self.account_id, &namespace, service, row.version, &self.device_id).await?;
@@ -321,6 +342,10 @@ impl Op for AgentRead {
     fn audited_namespace((namespace, _): &Self::Output) -> Option<String> {
         Some(namespace.as_stored())
     }
+
+    fn audited_rule(&self) -> Option<String> {
+        self.decided_by.get().cloned()
+    }
 }
 
 impl AgentRead {
@@ -340,7 +365,10 @@ impl AgentRead {
             releases::take(conn, &self.device_id, &namespace, service, sealed.version, cx.now_ms).await?
         {
             let signer = queries::signer(conn, &self.account_id, &grant.signer).await?;
-            return Ok((namespace, SealedVersion { data_key_wrap: wrap, grant: Some((grant, signer)), ..sealed }));
+            return Ok((
+                namespace,
+                SealedVersion { data_key_wrap: wrap, grant: Some((grant, signer)), released: true, ..sealed },
+            ));
         }
         let code = match requests::pending_release_code(conn, &self.device_id, &namespace, service, cx.now_ms).await? {
             Some(code) => code,

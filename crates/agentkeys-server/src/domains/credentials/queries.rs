@@ -99,6 +99,7 @@ impl CredentialRow {
             flags: self.flags,
             account_sign_public: self.account_sign_public,
             grant: self.grant,
+            released: false,
         })
     }
 }
@@ -114,6 +115,8 @@ pub struct SealedVersion {
     pub flags: i64,
     pub account_sign_public: Vec<u8>,
     pub grant: Option<(StoredGrant, Option<SignerRow>)>,
+    /// Served through a release (one approved use or span): the reader keeps no copy.
+    pub released: bool,
 }
 
 /// A data key wrapped to one recipient (an agent device, or a link key), for one version, with

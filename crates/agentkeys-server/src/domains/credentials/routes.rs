@@ -153,6 +153,7 @@ fn sealed_response(
         account_sign_public: b64::encode(sealed.account_sign_public),
         grant,
         signer,
+        released: sealed.released,
     }
 }
 
@@ -201,6 +202,8 @@ pub async fn get_credential(
                         code: ids::format_request_code(state.random.bytes::<5>()?),
                         reason,
                     },
+                    policies: state.policies.clone(),
+                    decided_by: Default::default(),
                 })
             });
             caller.commit(&state, audited, read).await?

@@ -400,6 +400,17 @@ impl PresencePolicy for PresenceKeys {
                 )
                 .into());
             }
+            // Likewise `policy set` shows presence whenever it weakens the version it compared
+            // with; one that did not think so compared with another version.
+            if critical.op == Critical::PolicyWeaken && shown.claim.is_none() {
+                return Err(ApiError::new(
+                    ErrorCode::PresenceRequired,
+                    "this policy removes or loosens a restricting rule of the version it replaces, and no presence \
+                     was shown",
+                    "run `agentkeys policy set FILE`: it shows what weakens and asks for presence (critical)",
+                )
+                .into());
+            }
             if queries::key_count(conn, critical.account_id).await? > 0 {
                 return Err(ceremony_required(critical, shown.claim).into());
             }

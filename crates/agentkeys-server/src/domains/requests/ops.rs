@@ -17,6 +17,7 @@ use crate::domains::agents::queries as agents;
 use crate::domains::credentials::ops::{check_covered, check_release, store_wraps};
 use crate::domains::credentials::queries as credentials;
 use crate::domains::credentials::queries::Wrap;
+use crate::domains::policy::ops as policy;
 use crate::domains::releases::queries::{self as releases, NewRelease};
 use crate::domains::statements::ops::{self as statements, NewStatement};
 use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError};
@@ -215,6 +216,9 @@ pub struct Approve {
     pub grant: Option<Box<Grant>>,
     /// The account's statements of this approval (the grant of its scope).
     pub statements: Vec<NewStatement>,
+    /// The policies, for a release of a credential that is not high-value: approved only while
+    /// a rule still requires approval for that read (the policy at decision time decides).
+    pub policies: std::sync::Arc<crate::domains::policy::ops::Policies>,
 }
 
 impl Op for Approve {
@@ -230,7 +234,7 @@ impl Op for Approve {
             return Err(ApiError::bad_request("the approval does not carry what this kind of request needs").into());
         };
         statements::append_all(conn, &self.account_id, &self.statements, cx.now_ms).await?;
-        approve(conn, &self.account_id, row, grant, cx.now_ms).await
+        approve(conn, &self.account_id, row, grant, &self.policies, cx).await
     }
 }
 
@@ -239,8 +243,10 @@ async fn approve(
     account_id: &str,
     row: RequestRow,
     grant: &Grant,
-    now: i64,
+    policies: &crate::domains::policy::ops::Policies,
+    cx: Ctx,
 ) -> Result<RequestRow, OpError> {
+    let now = cx.now_ms;
     let mismatch = || {
         OpError::from(ApiError::bad_request(format!(
             "request {} is a {} request; the approval is for another kind",
@@ -431,12 +437,26 @@ async fn approve(
                 .into());
             }
             if !check_release(conn, account_id, wrap).await? {
-                return Err(ApiError::new(
-                    ErrorCode::Denied,
-                    format!("'{}' is no longer high-value: agents in its scope read it without a release", wrap.service),
-                    format!("deny this request (`agentkeys deny {}`); the scope decides who reads it", row.code),
-                )
-                .into());
+                let ask = policy::AgentAsk {
+                    account_id,
+                    agent_id: &agent_id,
+                    label: &row.label,
+                    action: agentkeys_policy::Action::Read,
+                    service: Some(&wrap.service),
+                };
+                let verdict = policy::decide(conn, policies, ask, cx).await?;
+                if verdict.is_none_or(|verdict| verdict.outcome != agentkeys_policy::Outcome::RequireApproval) {
+                    return Err(ApiError::new(
+                        ErrorCode::Denied,
+                        format!(
+                            "'{}' is not high-value and no policy rule requires approval for it now: agents in its \
+                             scope read it without a release",
+                            wrap.service
+                        ),
+                        format!("deny this request (`agentkeys deny {}`); the scope decides who reads it", row.code),
+                    )
+                    .into());
+                }
             }
             let release = NewRelease {
                 request_id: row.id.clone(),

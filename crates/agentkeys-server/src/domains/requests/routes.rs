@@ -324,7 +324,16 @@ pub async fn approve_request(
             Some(Grant::Pairing { agent_id, .. } | Grant::Recovery { agent_id, .. }) => Some(agent_id.clone()),
             _ => row.and_then(|row| row.agent_id),
         };
-        Ok::<_, ApiError>((Approve { account_id: caller.account_id.clone(), code, grant, statements }, subject))
+        Ok::<_, ApiError>((
+            Approve {
+                account_id: caller.account_id.clone(),
+                code,
+                grant,
+                statements,
+                policies: state.policies.clone(),
+            },
+            subject,
+        ))
     }
     .await;
     let subject =

@@ -15,7 +15,7 @@ pub async fn audit_for_account(
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT * FROM (SELECT seq, ts_ms, account_id, actor, session_id, action, namespace, service, outcome, code, \
-                presence, prev_hash, hash, account_seq, account_hash FROM audit_log \
+                presence, policy_rule, prev_hash, hash, account_seq, account_hash FROM audit_log \
                 WHERE account_id = $1 AND ts_ms >= $2 AND ($3 = '' OR service = $4) \
                 AND ($5 = '' OR actor IN (SELECT id FROM devices WHERE agent_id = $6)) \
                 ORDER BY seq DESC LIMIT $7) recent ORDER BY seq ASC",

@@ -1,0 +1,201 @@
+//! Evaluation: every rule that matches a request, and the one that decides it. Matching a rate
+//! needs the agent's recent uses, which only the server's log knows; the caller first asks
+//! [`Policy::rate_windows`] which counts the request needs (none for most), then passes them.
+
+use jiff::Timestamp;
+
+use crate::action::{Action, Effect};
+use crate::rule::{Policy, Rule};
+use crate::window::RateWindow;
+
+/// The names an agent is known by: a rule's `agents` glob matches any of them.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentNames<'a> {
+    pub id: &'a str,
+    pub label: &'a str,
+    pub aliases: &'a [String],
+}
+
+/// A request, as rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub action: Action,
+    /// The agent making (or, for the owner's operations, concerned by) the request.
+    pub agent: Option<AgentNames<'a>>,
+    /// The service it is about; `None` for `list`.
+    pub service: Option<&'a str>,
+    pub at: Timestamp,
+}
+
+/// What the policy says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No rule restricts it: what scope and tier give.
+    Allow,
+    Deny,
+    RequireApproval,
+    RequirePresence,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::RequireApproval => "require_approval",
+            Outcome::RequirePresence => "require_presence",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Outcome::Allow, Outcome::Deny, Outcome::RequireApproval, Outcome::RequirePresence]
+            .into_iter()
+            .find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// The decision and the rule that made it (`None` when no rule matched).
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'p> {
+    pub outcome: Outcome,
+    pub rule: Option<&'p Rule>,
+}
+
+impl Rule {
+    /// Whether the rule matches, but for its rate.
+    fn matches_ignoring_rate(&self, input: &Input<'_>) -> bool {
+        if !self.actions.iter().any(|action| action.covers(input.action)) {
+            return false;
+        }
+        if let Some(globs) = &self.agents {
+            let Some(agent) = input.agent else { return false };
+            let mut names = [agent.id, agent.label].into_iter().chain(agent.aliases.iter().map(String::as_str));
+            if !names.any(|name| globs.iter().any(|glob| glob.is_match(name))) {
+                return false;
+            }
+        }
+        if let Some(globs) = &self.services {
+            let Some(service) = input.service else { return false };
+            if !globs.iter().any(|glob| glob.is_match(service)) {
+                return false;
+            }
+        }
+        self.window.as_ref().is_none_or(|window| window.contains(input.at))
+    }
+}
+
+impl Policy {
+    /// The spans whose use counts [`Policy::decide`] will need for this request.
+    pub fn rate_windows(&self, input: &Input<'_>) -> Vec<RateWindow> {
+        let mut windows: Vec<RateWindow> = self
+            .rules
+            .iter()
+            .filter_map(|rule| rule.rate.filter(|_| rule.matches_ignoring_rate(input)).map(|rate| rate.per))
+            .collect();
+        windows.sort();
+        windows.dedup();
+        windows
+    }
+
+    /// Decides a request. `uses(span)` is how many times this agent used this service (with
+    /// this action's kind) in the span before now; it is only asked for spans
+    /// [`Policy::rate_windows`] named.
+    pub fn decide(&self, input: &Input<'_>, uses: impl Fn(RateWindow) -> u64) -> Decision<'_> {
+        let mut best: Option<&Rule> = None;
+        for rule in &self.rules {
+            if !rule.matches_ignoring_rate(input) {
+                continue;
+            }
+            if let Some(rate) = rule.rate
+                && uses(rate.per) < u64::from(rate.count)
+            {
+                continue;
+            }
+            // The first rule of the strongest effect decides (rules are shown in that order).
+            if best.is_none_or(|best| rule.effect.rank() > best.effect.rank()) {
+                best = Some(rule);
+            }
+            if rule.effect == Effect::Deny {
+                break;
+            }
+        }
+        let outcome = match best.map(Rule::effect) {
+            None | Some(Effect::Allow) => Outcome::Allow,
+            Some(Effect::Deny) => Outcome::Deny,
+            Some(Effect::RequireApproval) => Outcome::RequireApproval,
+            Some(Effect::RequirePresence) => Outcome::RequirePresence,
+        };
+        Decision { outcome, rule: best }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+[[rule]]
+name = "docs"
+services = ["*"]
+effect = "allow"
+
+[[rule]]
+name = "approve-prod"
+services = ["prod-*"]
+effect = "require_approval"
+
+[[rule]]
+name = "no-prod-at-night"
+agents = ["build-*"]
+services = ["prod-*"]
+actions = ["read", "run"]
+hours = "20:00-07:00"
+tz = "Europe/Berlin"
+effect = "deny"
+
+[[rule]]
+name = "slow-down"
+agents = ["ag_fast"]
+rate = "30/h"
+effect = "deny"
+"#;
+
+    fn input<'a>(agent: &'a AgentNames<'a>, service: &'a str, at: &str) -> Input<'a> {
+        Input { action: Action::Read, agent: Some(*agent), service: Some(service), at: at.parse().unwrap() }
+    }
+
+    #[test]
+    fn deny_beats_approval_and_allow_and_names_its_rule() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let bot = AgentNames { id: "ag_1", label: "build-bot", aliases: &[] };
+        let none = |_| 0;
+        let night = policy.decide(&input(&bot, "prod-db", "2026-12-01T22:00:00Z"), none);
+        assert_eq!((night.outcome, night.rule.unwrap().name()), (Outcome::Deny, "no-prod-at-night"));
+        let day = policy.decide(&input(&bot, "prod-db", "2026-12-01T12:00:00Z"), none);
+        assert_eq!((day.outcome, day.rule.unwrap().name()), (Outcome::RequireApproval, "approve-prod"));
+        let other = policy.decide(&input(&bot, "github", "2026-12-01T22:00:00Z"), none);
+        assert_eq!((other.outcome, other.rule.unwrap().name()), (Outcome::Allow, "docs"));
+        let list = Input { action: Action::List, agent: Some(bot), service: None, at: Timestamp::UNIX_EPOCH };
+        assert!(policy.decide(&list, none).rule.is_none());
+        // `run` and `read` are one action to the server.
+        let run = Input { action: Action::Run, ..input(&bot, "prod-db", "2026-12-01T22:00:00Z") };
+        assert_eq!(policy.decide(&run, none).outcome, Outcome::Deny);
+        // An agent is matched by its alias as well as its label and id.
+        let aliases = ["build-ci".to_owned()];
+        let aliased = AgentNames { id: "ag_9", label: "ci", aliases: &aliases };
+        assert_eq!(policy.decide(&input(&aliased, "prod-db", "2026-12-01T22:00:00Z"), none).outcome, Outcome::Deny);
+    }
+
+    #[test]
+    fn a_rate_matches_once_the_uses_reach_it() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let fast = AgentNames { id: "ag_fast", label: "fast", aliases: &[] };
+        let request = input(&fast, "github", "2026-12-01T12:00:00Z");
+        assert_eq!(policy.rate_windows(&request), vec![RateWindow::Hour]);
+        assert_eq!(policy.decide(&request, |_| 29).outcome, Outcome::Allow);
+        let over = policy.decide(&request, |_| 30);
+        assert_eq!((over.outcome, over.rule.unwrap().name()), (Outcome::Deny, "slow-down"));
+        let slow = AgentNames { id: "ag_slow", label: "slow", aliases: &[] };
+        assert!(policy.rate_windows(&input(&slow, "github", "2026-12-01T12:00:00Z")).is_empty());
+    }
+}

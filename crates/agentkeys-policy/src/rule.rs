@@ -1,0 +1,391 @@
+//! A policy document: its TOML form (every field checked, unknown ones refused) and the compiled
+//! rules evaluation uses (globs built once, the time zone looked up once).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use serde::Deserialize;
+
+use crate::action::{Action, Effect};
+use crate::window::{Rate, TimeWindow, parse_days, parse_hours, parse_tz};
+use crate::{POLICY_TEXT_MAX, RULES_MAX};
+
+/// A policy file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    rule: Vec<RuleSource>,
+}
+
+/// One `[[rule]]`, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSource {
+    pub name: String,
+    pub agents: Option<Vec<String>>,
+    pub services: Option<Vec<String>>,
+    pub actions: Option<Vec<String>>,
+    pub hours: Option<String>,
+    pub days: Option<Vec<String>>,
+    pub tz: Option<String>,
+    pub rate: Option<String>,
+    pub effect: String,
+}
+
+/// Every problem found in a policy, each naming its rule and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<String>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+/// A glob over names: service names, or an agent's id, label and alias.
+#[derive(Debug, Clone)]
+pub(crate) struct NameGlob {
+    pub text: String,
+    matcher: GlobMatcher,
+}
+
+impl NameGlob {
+    pub fn is_match(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+    }
+}
+
+/// A validated rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(crate) source: RuleSource,
+    pub(crate) agents: Option<Vec<NameGlob>>,
+    pub(crate) services: Option<Vec<NameGlob>>,
+    /// The actions it matches: those it names, or every action its effect applies to.
+    pub(crate) actions: BTreeSet<Action>,
+    pub(crate) window: Option<TimeWindow>,
+    pub(crate) rate: Option<Rate>,
+    pub(crate) effect: Effect,
+}
+
+impl Rule {
+    pub fn name(&self) -> &str {
+        &self.source.name
+    }
+
+    pub fn effect(&self) -> Effect {
+        self.effect
+    }
+
+    pub fn source(&self) -> &RuleSource {
+        &self.source
+    }
+
+    pub fn rate(&self) -> Option<Rate> {
+        self.rate
+    }
+
+    /// The rule as TOML, for `explain` and `policy set`'s list of changes.
+    pub fn to_toml(&self) -> String {
+        let mut out = format!("[[rule]]\nname = {}\n", quote(&self.source.name));
+        let list = |items: &[String]| format!("[{}]", items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", "));
+        for (key, value) in [
+            ("agents", self.source.agents.as_deref().map(list)),
+            ("services", self.source.services.as_deref().map(list)),
+            ("actions", self.source.actions.as_deref().map(list)),
+            ("hours", self.source.hours.as_deref().map(quote)),
+            ("days", self.source.days.as_deref().map(list)),
+            ("tz", self.source.tz.as_deref().map(quote)),
+            ("rate", self.source.rate.as_deref().map(quote)),
+            ("effect", Some(quote(&self.source.effect))),
+        ] {
+            if let Some(value) = value {
+                out.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        out
+    }
+
+    /// What the rule means, independent of its name and spelling: two rules with the same
+    /// meaning match the same requests with the same effect.
+    pub(crate) fn meaning(&self) -> String {
+        format!("{}|{:?}|{}", self.match_key(), self.actions, self.effect)
+    }
+
+    /// What it matches besides the action: agents, services, window and rate.
+    pub(crate) fn match_key(&self) -> String {
+        let sorted = |globs: &Option<Vec<NameGlob>>| {
+            globs.as_ref().map(|globs| globs.iter().map(|g| g.text.clone()).collect::<BTreeSet<_>>())
+        };
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{}|{:?}",
+            sorted(&self.agents),
+            sorted(&self.services),
+            self.window.as_ref().map(|w| w.hours),
+            self.window.as_ref().map(|w| w.days),
+            self.window.as_ref().map_or("", |w| w.tz_name.as_str()),
+            self.rate,
+        )
+    }
+}
+
+fn quote(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// A validated policy: its text (as stored and shown) and its rules in order.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    text: String,
+    pub(crate) rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// No rules: what scope and tier give.
+    pub fn empty() -> Self {
+        Self { text: String::new(), rules: Vec::new() }
+    }
+
+    /// Parses and validates a policy, reporting every problem found.
+    pub fn parse(text: &str) -> Result<Self, Problems> {
+        if text.len() > POLICY_TEXT_MAX {
+            return Err(Problems(vec![format!(
+                "the policy is {} bytes, over the {POLICY_TEXT_MAX}-byte limit; merge rules with globs",
+                text.len()
+            )]));
+        }
+        let file: PolicyFile = toml::from_str(text).map_err(|error| {
+            Problems(vec![format!("not a valid policy file: {}", error.to_string().trim_end().replace('\n', " "))])
+        })?;
+        if file.rule.len() > RULES_MAX {
+            return Err(Problems(vec![format!(
+                "the policy has {} rules, over the limit of {RULES_MAX}; merge rules with globs",
+                file.rule.len()
+            )]));
+        }
+        let mut problems = Vec::new();
+        let mut names = BTreeSet::new();
+        let mut rules = Vec::with_capacity(file.rule.len());
+        for source in file.rule {
+            if !names.insert(source.name.clone()) {
+                problems.push(format!("rule '{}': the name is used twice; rule names must be unique", source.name));
+            }
+            match compile(source) {
+                Ok(rule) => rules.push(rule),
+                Err((name, found)) => problems.extend(found.into_iter().map(|p| format!("rule '{name}': {p}"))),
+            }
+        }
+        if problems.is_empty() { Ok(Self { text: text.to_owned(), rules }) } else { Err(Problems(problems)) }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether some rule matches agents by name (only then does the server look up aliases).
+    pub fn names_agents(&self) -> bool {
+        self.rules.iter().any(|rule| rule.agents.is_some())
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.name() == name)
+    }
+}
+
+fn compile(source: RuleSource) -> Result<Rule, (String, Vec<String>)> {
+    let mut problems = Vec::new();
+    let name = source.name.clone();
+    if name.is_empty() || name.chars().count() > 64 || agentkeys_proto::names::validate_display_text(&name, 64).is_err()
+    {
+        problems.push("the name must be 1 to 64 visible characters".to_owned());
+    }
+    let effect = Effect::parse(&source.effect);
+    if effect.is_none() {
+        problems.push(format!(
+            "effect '{}' is not one of {}",
+            source.effect,
+            Effect::ALL.map(Effect::as_str).join(", ")
+        ));
+    }
+    let agents = source.agents.as_deref().map(|globs| name_globs("agents", globs, &mut problems));
+    let services = source.services.as_deref().map(|globs| name_globs("services", globs, &mut problems));
+    let mut actions = BTreeSet::new();
+    if let Some(listed) = &source.actions {
+        if listed.is_empty() {
+            problems.push("actions is empty, so the rule never matches; leave it out for every action".to_owned());
+        }
+        for text in listed {
+            match Action::parse(text) {
+                Some(action) => {
+                    if !actions.insert(action) {
+                        problems.push(format!("action '{text}' is listed twice"));
+                    }
+                    if let Some(effect) = effect.filter(|effect| !effect.applies_to(action)) {
+                        problems.push(format!("{effect} does not apply to '{action}'; {}", applies_hint(effect)));
+                    }
+                }
+                None => problems
+                    .push(format!("action '{text}' is not one of {}", Action::ALL.map(Action::as_str).join(", "))),
+            }
+        }
+    } else if let Some(effect) = effect {
+        actions = Action::ALL.into_iter().filter(|action| effect.applies_to(*action)).collect();
+        if actions.is_empty() {
+            problems.push(format!("{effect} applies to no action the server checks yet; {}", applies_hint(effect)));
+        }
+    }
+    if services.is_some() && !actions.is_empty() && actions.iter().all(|action| !action.has_service()) {
+        problems.push("services can never match 'list' (it names no service); drop services or the action".to_owned());
+    }
+    let hours = source.hours.as_deref().map(parse_hours).transpose().unwrap_or_else(|p| {
+        problems.push(p);
+        None
+    });
+    let days = source.days.as_deref().map(parse_days).transpose().unwrap_or_else(|p| {
+        problems.push(p);
+        None
+    });
+    let tz_name = source.tz.clone().unwrap_or_else(|| "UTC".to_owned());
+    let tz = parse_tz(&tz_name).map_err(|p| problems.push(p)).ok();
+    if source.tz.is_some() && source.hours.is_none() && source.days.is_none() {
+        problems.push("tz is set but there are no hours or days for it to apply to".to_owned());
+    }
+    let rate = source.rate.as_deref().map(Rate::parse).transpose().unwrap_or_else(|p| {
+        problems.push(p);
+        None
+    });
+    if rate.is_some() && actions.iter().any(|action| !action.by_agent()) {
+        problems.push("a rate counts an agent's uses; name only agent actions (read, run, list, request)".to_owned());
+    }
+    if !problems.is_empty() {
+        return Err((name, problems));
+    }
+    let (Some(effect), Some(tz)) = (effect, tz) else { unreachable!("a missing effect or time zone is a problem") };
+    let window = (hours.is_some() || days.is_some()).then(|| TimeWindow { hours, days, tz, tz_name });
+    Ok(Rule { source, agents, services, actions, window, rate, effect })
+}
+
+fn applies_hint(effect: Effect) -> &'static str {
+    match effect {
+        Effect::RequireApproval => "it applies to an agent's read and run",
+        Effect::RequirePresence => {
+            "it applies to the owner's operations, which rules cannot name yet (critical ones already need presence)"
+        }
+        Effect::Allow | Effect::Deny => "it applies to every action",
+    }
+}
+
+/// Characters a name can hold (the service-name rule, which agent labels and aliases share).
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn name_globs(field: &str, texts: &[String], problems: &mut Vec<String>) -> Vec<NameGlob> {
+    if texts.is_empty() {
+        problems.push(format!("{field} is empty, so the rule never matches; leave it out to match all"));
+    }
+    let mut globs = Vec::new();
+    for text in texts {
+        // Outside `[…]` classes, a literal a name cannot hold means the glob matches nothing.
+        let mut in_class = false;
+        let impossible = text.chars().find(|&c| {
+            match c {
+                '[' => in_class = true,
+                ']' => in_class = false,
+                '*' | '?' | '{' | '}' | ',' | '!' | '^' => {}
+                c if !in_class && !name_char(c) => return true,
+                _ => {}
+            }
+            false
+        });
+        if let Some(c) = impossible {
+            problems.push(format!(
+                "{field} glob '{text}' can never match: names hold only letters, digits, '.', '_' and '-', not {c:?}"
+            ));
+            continue;
+        }
+        match GlobBuilder::new(text).literal_separator(false).backslash_escape(false).build() {
+            Ok(glob) => globs.push(NameGlob { text: text.clone(), matcher: Glob::compile_matcher(&glob) }),
+            Err(error) => problems.push(format!("{field} glob '{text}' is not a valid glob: {}", error.kind())),
+        }
+    }
+    globs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        Policy::parse(text).expect_err("the policy should be refused").0
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_rule() {
+        let found = problems(
+            r#"
+[[rule]]
+name = "a"
+tz = "Europe/Berln"
+hours = "20:00-07:00"
+effect = "deny"
+
+[[rule]]
+name = "a"
+services = ["prod db"]
+effect = "forbid"
+"#,
+        );
+        assert!(found.iter().any(|p| p.contains("rule 'a': time zone 'Europe/Berln'")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("the name is used twice")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("effect 'forbid'")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("can never match") && p.contains("' '")), "{found:?}");
+    }
+
+    #[test]
+    fn unknown_fields_and_syntax_errors_name_the_place() {
+        let found = problems("[[rule]]\nname = \"x\"\neffect = \"deny\"\nagent = [\"bot\"]\n");
+        assert!(found[0].contains("unknown field `agent`"), "{found:?}");
+        let found = problems("[[rule]\nname = \"x\"\n");
+        assert!(found[0].contains("line 1"), "{found:?}");
+        let found = problems("[[rules]]\nname = \"x\"\n");
+        assert!(found[0].contains("unknown field `rules`"), "{found:?}");
+    }
+
+    #[test]
+    fn rules_that_can_never_match_are_refused() {
+        for (text, expected) in [
+            ("services = []", "services is empty"),
+            ("actions = []", "actions is empty"),
+            ("days = []", "days is empty"),
+            ("hours = \"09:00-09:00\"", "is empty"),
+            ("services = [\"a\"]\nactions = [\"list\"]", "can never match 'list'"),
+            ("agents = [\"bot/1\"]", "can never match"),
+            ("services = [\"[a-\"]", "not a valid glob"),
+            ("tz = \"UTC\"", "no hours or days"),
+        ] {
+            let found = problems(&format!("[[rule]]\nname = \"r\"\neffect = \"deny\"\n{text}\n"));
+            assert!(found.iter().any(|p| p.contains(expected)), "{text}: {found:?}");
+        }
+        let found = problems("[[rule]]\nname = \"r\"\neffect = \"require_approval\"\nactions = [\"list\"]\n");
+        assert!(found[0].contains("require_approval does not apply to 'list'"), "{found:?}");
+        let found = problems("[[rule]]\nname = \"r\"\neffect = \"require_presence\"\n");
+        assert!(found[0].contains("applies to no action"), "{found:?}");
+    }
+
+    #[test]
+    fn a_valid_policy_keeps_its_text_and_prints_its_rules() {
+        let text = "# night\n[[rule]]\nname = \"no-prod-at-night\"\nagents = [\"build-*\"]\nservices = [\"prod-*\"]\nactions = [\"read\", \"run\"]\nhours = \"20:00-07:00\"\ntz = \"Europe/Berlin\"\neffect = \"deny\"\n";
+        let policy = Policy::parse(text).unwrap();
+        assert_eq!(policy.text(), text);
+        let rule = policy.rule("no-prod-at-night").unwrap();
+        assert_eq!(Policy::parse(&rule.to_toml()).unwrap().rules()[0].meaning(), rule.meaning());
+        assert!(Policy::parse("").unwrap().rules().is_empty());
+    }
+}

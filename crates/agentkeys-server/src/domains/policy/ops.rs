@@ -1,0 +1,178 @@
+//! Setting a policy (an op, critical when it weakens the version it replaces), and deciding a
+//! request by the policy in force, in the deciding op's own transaction: the version is read
+//! there (so a policy set on another replica holds at once), and its compiled rules come from a
+//! cache keyed by version (so 200 rules cost no parsing per read).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use agentkeys_policy::{Action, AgentNames, Input, Outcome, Policy, RateWindow};
+use agentkeys_proto::ErrorCode;
+use agentkeys_proto::critical::Critical;
+use agentkeys_proto::policy::{SetPolicyResponse, rule_ref};
+use sqlx::AnyConnection;
+
+use super::queries::{self, StoredPolicy};
+use crate::db::parse_stored;
+use crate::domains::agents::queries as agents;
+use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use crate::error::ApiError;
+
+/// Compiled policies by account, each with the version it was compiled from.
+#[derive(Debug, Default)]
+pub struct Policies {
+    compiled: Mutex<HashMap<String, (i64, Arc<Policy>)>>,
+}
+
+impl Policies {
+    /// The policy in force for the account and its version; `None` when none was ever set.
+    pub async fn current(
+        &self,
+        conn: &mut AnyConnection,
+        account_id: &str,
+    ) -> Result<Option<(i64, Arc<Policy>)>, sqlx::Error> {
+        let version = queries::current_version(conn, account_id).await?;
+        if version == 0 {
+            return Ok(None);
+        }
+        if let Some((cached, policy)) = self.lock().get(account_id)
+            && *cached == version
+        {
+            return Ok(Some((version, policy.clone())));
+        }
+        let Some(stored) = queries::get(conn, account_id, version).await? else {
+            return Err(sqlx::Error::RowNotFound);
+        };
+        // The server stored only text it had validated: anything else is a damaged store.
+        let policy = Arc::new(parse_stored("policies.text", &stored.text, |text| Policy::parse(text).ok())?);
+        self.lock().insert(account_id.to_owned(), (version, policy.clone()));
+        Ok(Some((version, policy)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Arc<Policy>)>> {
+        self.compiled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// An agent's request, as the policy is asked about it.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentAsk<'a> {
+    pub account_id: &'a str,
+    pub agent_id: &'a str,
+    pub label: &'a str,
+    pub action: Action,
+    pub service: Option<&'a str>,
+}
+
+/// What the policy decided, and by which rule (`None` when no rule matched).
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub version: i64,
+    pub rule: Option<String>,
+}
+
+impl Verdict {
+    /// How the audit row names the policy version and the rule that decided.
+    pub fn audited(&self) -> String {
+        rule_ref(self.version as u64, self.rule.as_deref())
+    }
+
+    /// The refusal of a request a `deny` rule matched.
+    pub fn denial(&self, ask: &AgentAsk<'_>) -> ApiError {
+        let rule = self.rule.as_deref().unwrap_or("?");
+        let what = match ask.service {
+            Some(service) => format!("{} '{service}'", ask.action),
+            None => ask.action.to_string(),
+        };
+        ApiError::new(
+            ErrorCode::Denied,
+            format!(
+                "rule {rule} of the account's policy (version {}) denies agent {} to {what}",
+                self.version, ask.label
+            ),
+            "the account owner decides: `agentkeys policy show` shows the rule, `agentkeys policy set FILE` changes it",
+        )
+    }
+}
+
+/// Decides an agent's request by the policy in force; `None` when the account has none.
+pub async fn decide(
+    conn: &mut AnyConnection,
+    policies: &Policies,
+    ask: AgentAsk<'_>,
+    cx: Ctx,
+) -> Result<Option<Verdict>, sqlx::Error> {
+    let Some((version, policy)) = policies.current(conn, ask.account_id).await? else { return Ok(None) };
+    let aliases =
+        if policy.names_agents() { agents::aliases_of(conn, ask.account_id, ask.agent_id).await? } else { Vec::new() };
+    let input = Input {
+        action: ask.action,
+        agent: Some(AgentNames { id: ask.agent_id, label: ask.label, aliases: &aliases }),
+        service: ask.service,
+        at: jiff::Timestamp::from_millisecond(cx.now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    };
+    let mut uses: Vec<(RateWindow, u64)> = Vec::new();
+    for window in policy.rate_windows(&input) {
+        let count = match ask.service {
+            Some(service) => queries::reads_since(conn, ask.agent_id, service, cx.now_ms - window.millis()).await?,
+            None => 0,
+        };
+        uses.push((window, count));
+    }
+    let decision =
+        policy.decide(&input, |window| uses.iter().find(|(w, _)| *w == window).map_or(0, |(_, count)| *count));
+    Ok(Some(Verdict { outcome: decision.outcome, version, rule: decision.rule.map(|rule| rule.name().to_owned()) }))
+}
+
+/// Sets a new version of the account's policy, replacing `base_version`.
+#[derive(Debug, Clone)]
+pub struct SetPolicy {
+    pub account_id: String,
+    pub device_id: String,
+    pub text: String,
+    pub base_version: i64,
+    /// What the new text changes from `base_version` (compared by the route); weakening makes
+    /// the op critical.
+    pub changes: agentkeys_policy::change::Changes,
+}
+
+impl Op for SetPolicy {
+    type Output = SetPolicyResponse;
+
+    fn critical(&self) -> Option<CriticalFor<'_>> {
+        (!self.changes.weakens.is_empty())
+            .then_some(CriticalFor { op: Critical::PolicyWeaken, account_id: &self.account_id })
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<SetPolicyResponse, OpError> {
+        let current = queries::current_version(conn, &self.account_id).await?;
+        if current != self.base_version {
+            return Err(ApiError::new(
+                ErrorCode::VersionConflict,
+                format!(
+                    "the policy is at version {current} now, not {}: another device set it meanwhile",
+                    self.base_version
+                ),
+                "compare with it (`agentkeys policy show`) and run `agentkeys policy set FILE` again",
+            )
+            .into());
+        }
+        let version = current + 1;
+        let stored = StoredPolicy {
+            version,
+            text: self.text.clone(),
+            created_at_ms: cx.now_ms,
+            created_by: self.device_id.clone(),
+        };
+        queries::insert(conn, &self.account_id, &stored).await?;
+        let changes = &self.changes;
+        Ok(SetPolicyResponse {
+            version: version as u64,
+            added: changes.added.clone(),
+            removed: changes.removed.clone(),
+            changed: changes.changed.clone(),
+            weakens: changes.weakens.clone(),
+        })
+    }
+}
