@@ -20,14 +20,8 @@ mod window;
 
 pub use action::{Action, Effect};
 pub use decide::{AgentNames, Decision, Input, Outcome};
-pub use rule::{Policy, Problems, Rule, RuleSource};
+pub use rule::{POLICY_TEXT_MAX, Policy, Problems, RULES_MAX, Rule, RuleSource};
 pub use window::{Rate, RateWindow};
-
-/// Longest policy text the server stores, in bytes (the request body limit is 64 KiB).
-pub const POLICY_TEXT_MAX: usize = 60 * 1024;
-
-/// Most rules in one policy.
-pub const RULES_MAX: usize = 1000;
 
 #[cfg(test)]
 mod readme {

@@ -9,7 +9,12 @@ use serde::Deserialize;
 
 use crate::action::{Action, Effect};
 use crate::window::{Rate, TimeWindow, parse_days, parse_hours, parse_tz};
-use crate::{POLICY_TEXT_MAX, RULES_MAX};
+
+/// Longest policy text the server stores, in bytes (the request body limit is 64 KiB).
+pub const POLICY_TEXT_MAX: usize = 60 * 1024;
+
+/// Most rules in one policy.
+pub const RULES_MAX: usize = 1000;
 
 /// A policy file, as written.
 #[derive(Debug, Deserialize)]
