@@ -206,7 +206,7 @@ async fn bad_policies_are_refused_and_weakening_is_critical(backend: Backend) {
     assert_eq!(presence.len(), 3, "{presence:?}");
     assert!(presence[..2].iter().all(Option::is_none), "adding rules is not critical: {presence:?}");
     assert!(presence[2].is_some(), "the weakening change showed presence: {presence:?}");
-    // A policy set meanwhile by another device is not overwritten unseen.
+    // Three versions were set, each kept.
     let shown = json_of(&master.ok(&["policy", "show", "--json"], None));
     assert_eq!(shown["version"], 3);
 }
