@@ -67,6 +67,7 @@ mod devices;
 mod hardening;
 mod hostile;
 mod keychain;
+mod listen;
 mod mediated;
 mod policy;
 mod presence;

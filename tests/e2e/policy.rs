@@ -209,6 +209,19 @@ async fn bad_policies_are_refused_and_weakening_is_critical(backend: Backend) {
     // Three versions were set, each kept.
     let shown = json_of(&master.ok(&["policy", "show", "--json"], None));
     assert_eq!(shown["version"], 3);
+    // A device that set from what it saw at version 2 (another device set 3 meanwhile) is
+    // refused, and version 3 stays in force.
+    let client = agentkeys_core::ApiClient::for_session(&server.url, master.session()).unwrap();
+    let stale =
+        agentkeys_proto::policy::SetPolicyRequest { text: std::fs::read_to_string(&rate).unwrap(), base_version: 2 };
+    match client.set_policy(&stale).await {
+        Err(agentkeys_core::ClientError::Api { detail, .. }) => {
+            assert_eq!(detail.code, agentkeys_proto::ErrorCode::VersionConflict, "{}", detail.message);
+            assert!(detail.message.contains("at version 3 now, not 2"), "{}", detail.message);
+        }
+        other => panic!("a stale base is refused: {other:?}"),
+    }
+    assert_eq!(json_of(&master.ok(&["policy", "show", "--json"], None))["version"], 3);
 }
 
 async fn require_approval_makes_a_read_a_release_decided_by_the_policy_in_force(backend: Backend) {

@@ -17,7 +17,7 @@
 //! `…Error.PermissionDenied` (from `ListEnrolledFingers`/`VerifyStart`; `Claim` only when both
 //! verify and enroll are refused), claimed elsewhere `…Error.AlreadyInUse`.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use zbus::blocking::{Connection, Proxy};
 use zbus::zvariant::OwnedObjectPath;
+
+use crate::bus::{Bus, private_bus, wait_for_name};
 
 pub const FPRINTD: &str = "/usr/libexec/fprintd";
 /// python-dbusmock lives in Debian's Python, not a venv's.
@@ -55,35 +57,14 @@ pub fn available() -> bool {
     crate::present_or_skip(present, "no fprintd, dbus-daemon or python3-dbusmock (scripts/test.sh installs them)")
 }
 
-fn wait_for_name(bus: &str, name: &str) {
-    let ok = Command::new("gdbus")
-        .args(["wait", "--system", "--timeout", "15", name])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
-        .status()
-        .expect("gdbus (libglib2.0-bin)");
-    assert!(ok.success(), "{name} did not appear on the private system bus");
-}
-
 impl FprintRig {
     /// Starts the bus, the polkit mock and fprintd, and enrols [`ENROLLED`] for this user.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("rig dir");
         let config = dir.path().join("bus.conf");
         std::fs::write(&config, bus_config(&dir.path().join("system_bus_socket"))).unwrap();
-        let mut children = Vec::new();
-        let mut daemon = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--print-address"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon");
-        // Its address line is its readiness signal.
-        let mut bus = String::new();
-        BufReader::new(daemon.stdout.take().unwrap()).read_line(&mut bus).unwrap();
-        let bus = bus.trim().to_owned();
-        assert!(bus.starts_with("unix:"), "dbus-daemon printed {bus:?}");
-        children.push(daemon);
+        let (daemon, bus) = private_bus(&[&format!("--config-file={}", config.display())]);
+        let mut children = vec![daemon];
         children.push(
             Command::new(SYSTEM_PYTHON)
                 .args(["-m", "dbusmock", "--system", "--template", "polkitd"])
@@ -93,7 +74,7 @@ impl FprintRig {
                 .spawn()
                 .expect("python3 -m dbusmock"),
         );
-        wait_for_name(&bus, POLKIT);
+        wait_for_name(Bus::System, &bus, POLKIT);
         let mut rig = Self { dir, children, bus };
         rig.polkit_allow(&[ACTION_VERIFY, ACTION_ENROLL]);
         let state = rig.dir.path().join("state");
@@ -110,7 +91,7 @@ impl FprintRig {
                 .spawn()
                 .expect("fprintd"),
         );
-        wait_for_name(&rig.bus, "net.reactivated.Fprint");
+        wait_for_name(Bus::System, &rig.bus, "net.reactivated.Fprint");
         rig.enroll();
         rig
     }

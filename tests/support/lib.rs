@@ -6,7 +6,9 @@
 //! PostgreSQL test is skipped with a message — except under `CI=true`, where it fails.
 
 pub mod browser;
+pub mod bus;
 pub mod fprint;
+pub mod notify;
 pub mod tls;
 
 use std::io::{BufRead as _, BufReader, Write as _};

@@ -3,7 +3,8 @@
 //! server) as fast as answers come back. Prints throughput and latency percentiles.
 //!
 //! `agentkeys-loadgen --server URL --service openai --concurrency 64 --seconds 10`
-//! (the session comes from `$AGENTKEYS_HOME/master`, as for the CLI).
+//! (the session comes from `$AGENTKEYS_HOME/master`, as for the CLI; `--session-id daemon-…` with
+//! the agent's home reads as a linked agent, the path the account's policy is evaluated on).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The session slot to read with: `master`, or a linked agent's `daemon-…` slot.
+    #[arg(long, default_value = "master")]
+    session_id: String,
     /// Client worker threads (the server shares the machine).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -37,7 +41,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?;
     runtime.block_on(async move {
         let store = EncryptedFileStore::from_env()?;
-        let session = Arc::new(store.load(&SessionId::master())?.context("no master session: run agentkeys init")?);
+        let id = SessionId::parse(&args.session_id)?;
+        let session = Arc::new(store.load(&id)?.with_context(|| format!("no session {}: run agentkeys init", id.as_str()))?);
         let client = ApiClient::for_session(&args.server, session)?;
         client.get_credential(&args.service, None).await.context("warm-up read")?;
         let deadline = Instant::now() + Duration::from_secs(args.seconds);

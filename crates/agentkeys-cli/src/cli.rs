@@ -82,6 +82,9 @@ pub enum Command {
     Requests,
     /// Approve a request by its code, after comparing what it shows.
     Approve(ApproveArgs),
+    /// Follow the approval queue: print each new request (and show a desktop notification) as it
+    /// arrives; `--approve` asks about each one. Ctrl-C stops.
+    Listen(ListenArgs),
     /// Deny a request by its code.
     Deny(CodeArg),
     /// End every session of an agent at once (its next request fails).
@@ -343,6 +346,17 @@ pub struct ScopeArgs {
 pub struct CodeArg {
     /// The request code, e.g. 7K3D-QX2M.
     pub code: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Ask on the terminal about each request as it arrives: y approves it (the same critical
+    /// approval as `approve`), d denies it, anything else leaves it pending.
+    #[arg(long)]
+    pub approve: bool,
+    /// Print requests only: no desktop notifications.
+    #[arg(long)]
+    pub no_notify: bool,
 }
 
 #[derive(Debug, Args)]

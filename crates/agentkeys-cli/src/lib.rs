@@ -40,6 +40,9 @@ pub fn main() -> std::process::ExitCode {
         let ctx = context::Context::new(cli.global)?;
         commands::dispatch(&ctx, cli.command).await
     });
+    // A question left unanswered (`listen --approve` stopped by Ctrl-C) or a keychain call past
+    // its timeout still holds a blocking thread: the command is over, so do not wait for it.
+    runtime.shutdown_background();
     std::process::ExitCode::from(match result {
         Ok(code) => code,
         Err(error) => out.error(&error),

@@ -746,6 +746,17 @@ impl ApiClient {
         self.call(Method::GET, "/v1/requests", None).await
     }
 
+    /// The queue once it differs from the list whose digest is `changed_from`, held up to
+    /// `wait_s` seconds (then the same list again).
+    pub async fn list_requests_changed(
+        &self,
+        changed_from: &str,
+        wait_s: u32,
+    ) -> Result<RequestListResponse, ClientError> {
+        let path = format!("/v1/requests?wait_s={wait_s}&changed_from={changed_from}");
+        self.call(Method::GET, &path, None).await
+    }
+
     pub async fn lookup_request(&self, code: &str) -> Result<PendingRequest, ClientError> {
         self.call(Method::GET, &format!("/v1/requests/{code}"), None).await
     }

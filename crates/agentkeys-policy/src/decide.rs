@@ -64,15 +64,13 @@ pub struct Decision<'p> {
 impl Rule {
     /// Whether the rule matches, but for its rate.
     fn matches_ignoring_rate(&self, input: &Input<'_>) -> bool {
+        self.matches_but_agents(input) && self.agents_match(input.agent)
+    }
+
+    /// Action, service and time: everything that needs no look-up.
+    fn matches_but_agents(&self, input: &Input<'_>) -> bool {
         if !self.actions.iter().any(|action| action.covers(input.action)) {
             return false;
-        }
-        if let Some(globs) = &self.agents {
-            let Some(agent) = input.agent else { return false };
-            let mut names = [agent.id, agent.label].into_iter().chain(agent.aliases.iter().map(String::as_str));
-            if !names.any(|name| globs.iter().any(|glob| glob.is_match(name))) {
-                return false;
-            }
         }
         if let Some(globs) = &self.services {
             let Some(service) = input.service else { return false };
@@ -82,9 +80,26 @@ impl Rule {
         }
         self.window.as_ref().is_none_or(|window| window.contains(input.at))
     }
+
+    fn agents_match(&self, agent: Option<AgentNames<'_>>) -> bool {
+        let Some(globs) = &self.agents else { return true };
+        let Some(agent) = agent else { return false };
+        let mut names = [agent.id, agent.label].into_iter().chain(agent.aliases.iter().map(String::as_str));
+        names.any(|name| globs.iter().any(|glob| glob.is_match(name)))
+    }
 }
 
 impl Policy {
+    /// Whether deciding this request (given without aliases) needs the agent's aliases: only when
+    /// a rule that matches it otherwise names agents its id and label do not match. The server
+    /// looks aliases up only then, so a policy naming other agents costs a read nothing.
+    pub fn needs_aliases(&self, input: &Input<'_>) -> bool {
+        let Some(agent) = input.agent else { return false };
+        self.rules
+            .iter()
+            .any(|rule| rule.agents.is_some() && !rule.agents_match(Some(agent)) && rule.matches_but_agents(input))
+    }
+
     /// The spans whose use counts [`Policy::decide`] will need for this request.
     pub fn rate_windows(&self, input: &Input<'_>) -> Vec<RateWindow> {
         let mut windows: Vec<RateWindow> = self
@@ -196,6 +211,18 @@ effect = "deny"
         let over = policy.decide(&request, |_| 30);
         assert_eq!((over.outcome, over.rule.unwrap().name()), (Outcome::Deny, "slow-down"));
         let slow = AgentNames { id: "ag_slow", label: "slow", aliases: &[] };
+        // Aliases matter only where a rule matches but for its agents: `ag_fast` may be an alias.
+        assert!(policy.needs_aliases(&input(&slow, "github", "2026-12-01T12:00:00Z")));
+        let without_slow_down = Policy::parse(POLICY.split("[[rule]]\nname = \"slow-down\"").next().unwrap()).unwrap();
+        let is_needed = |service, at| without_slow_down.needs_aliases(&input(&slow, service, at));
+        assert!(is_needed("prod-db", "2026-12-01T22:00:00Z"), "build-* may be an alias");
+        assert!(!is_needed("prod-db", "2026-12-01T12:00:00Z"), "outside the hours");
+        assert!(!is_needed("github", "2026-12-01T22:00:00Z"), "another service");
+        let build = AgentNames { id: "ag_2", label: "build-2", aliases: &[] };
+        assert!(
+            !without_slow_down.needs_aliases(&input(&build, "prod-db", "2026-12-01T22:00:00Z")),
+            "matched by label"
+        );
         assert!(policy.rate_windows(&input(&slow, "github", "2026-12-01T12:00:00Z")).is_empty());
     }
 }

@@ -194,10 +194,6 @@ impl Policy {
     }
 
     /// Whether some rule matches agents by name (only then does the server look up aliases).
-    pub fn names_agents(&self) -> bool {
-        self.rules.iter().any(|rule| rule.agents.is_some())
-    }
-
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|rule| rule.name() == name)
     }

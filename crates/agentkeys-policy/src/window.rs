@@ -47,8 +47,7 @@ pub(crate) fn parse_hours(text: &str) -> Result<(u16, u16), String> {
             return None;
         }
         let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-        let limit = if end { 24 } else { 23 };
-        (m < 60 && (h < limit || (end && h == 24 && m == 0))).then_some(h * 60 + m)
+        (m < 60 && (h < 24 || (end && h == 24 && m == 0))).then_some(h * 60 + m)
     };
     let (start, end) = (minute(start, false).ok_or_else(bad)?, minute(end, true).ok_or_else(bad)?);
     if start == end % (24 * 60) && end != 24 * 60 {
@@ -189,6 +188,8 @@ mod tests {
     fn hours_and_rates_parse_strictly() {
         assert_eq!(parse_hours("09:00-17:30").unwrap(), (540, 1050));
         assert_eq!(parse_hours("18:00-24:00").unwrap(), (1080, 0));
+        // A window may start in the last hour of the day (found by the e2e test at 23:43).
+        assert_eq!(parse_hours("23:30-00:30").unwrap(), (1410, 30));
         for bad in ["9:00-17:00", "09:00", "25:00-01:00", "09:60-10:00", "09:00-09:00", "ab:cd-ef:gh", "24:00-01:00"] {
             assert!(parse_hours(bad).is_err(), "{bad}");
         }

@@ -526,6 +526,23 @@ pub struct PendingRequest {
 #[serde(deny_unknown_fields)]
 pub struct RequestListResponse {
     pub requests: Vec<PendingRequest>,
+    /// Names this list (the pending codes, hashed): passed back as `changed_from`, it holds the
+    /// next list until the queue differs from this one.
+    #[serde(default)]
+    pub digest: String,
+}
+
+/// Query of `GET /v1/requests`: with `changed_from` (a list's `digest`), hold the answer up to
+/// `wait_s` seconds (0 to [`MAX_DECISION_WAIT_S`]) while the queue is still that list, so a
+/// listening master asks once per change or per wait, never in a busy loop.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct RequestListWait {
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 25))]
+    pub wait_s: Option<u32>,
+    #[cfg_attr(feature = "openapi", param(max_length = 64))]
+    pub changed_from: Option<String>,
 }
 
 /// `POST /v1/requests/{code}/approve`. What it carries depends on the kind: a pairing needs the

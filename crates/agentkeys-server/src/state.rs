@@ -24,8 +24,8 @@ pub struct AppState {
     pub public_url: String,
     /// Woken when a presence ceremony changes on this replica, so its poller answers at once.
     pub ceremony_events: std::sync::Arc<tokio::sync::Notify>,
-    /// Woken when a request is opened or decided on this replica: decision look-ups waiting on
-    /// one answer at once (others look again every second).
+    /// Woken when a request is opened or decided on this replica: decision look-ups and queue
+    /// listeners waiting on one answer at once (others look again every second).
     pub request_events: std::sync::Arc<tokio::sync::Notify>,
     /// The accounts' policies, compiled once per version.
     pub policies: std::sync::Arc<crate::domains::policy::ops::Policies>,

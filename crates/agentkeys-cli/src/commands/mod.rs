@@ -5,6 +5,7 @@ mod agents;
 mod config;
 mod devices;
 mod init;
+mod listen;
 mod policy;
 mod presence_keys;
 mod requests;
@@ -29,6 +30,7 @@ use crate::error::CliError;
 pub fn critical(command: &Command) -> Option<Critical> {
     match command {
         Command::Approve(_) => Some(Critical::Approve),
+        Command::Listen(args) if args.approve => Some(Critical::Approve),
         Command::Store(args) if args.high_value.is_some() => Some(Critical::HighValueChange),
         Command::Revoke(_) => Some(Critical::Revoke),
         Command::Teardown(_) => Some(Critical::Teardown),
@@ -71,6 +73,7 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<u8, CliError> {
         Command::Requests => requests::list(ctx).await,
         Command::Approve(args) => requests::approve(ctx, args).await,
         Command::Deny(args) => requests::deny(ctx, &args.code).await,
+        Command::Listen(args) => listen::listen(ctx, args).await,
         Command::Revoke(args) => agents::revoke(ctx, &args.agent, false).await,
         Command::Teardown(args) => agents::revoke(ctx, &args.agent, true).await,
         Command::Presence(PresenceCommand::Enroll(args)) => presence_keys::enroll(ctx, args).await,

@@ -18,7 +18,8 @@ fn bad_code(code: &str) -> CliError {
     CliError::usage(format!("{code:?} is not a request code"), "codes look like 7K3D-QX2M; see `agentkeys requests`")
 }
 
-fn what(request: &PendingRequest) -> String {
+/// What a request asks, in a phrase (`give build-bot access to openai`).
+pub(super) fn what(request: &PendingRequest) -> String {
     let label = agentkeys_proto::names::escape_hidden(&request.label);
     match request.kind {
         RequestKind::Pairing => format!("pair a daemon as {label} with scope {}", request.scope.join(",")),

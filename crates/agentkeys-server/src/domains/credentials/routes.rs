@@ -206,7 +206,12 @@ pub async fn get_credential(
                     decided_by: Default::default(),
                 })
             });
-            caller.commit(&state, audited, read).await?
+            let served = caller.commit(&state, audited, read).await;
+            // A read refused for approval may have opened a release request: wake listeners.
+            if served.as_ref().is_err_and(|error| error.code == agentkeys_proto::ErrorCode::ApprovalRequired) {
+                state.request_events.notify_waiters();
+            }
+            served?
         }
         None => {
             let read = namespace.clone().and_then(|namespace| {

@@ -104,14 +104,20 @@ pub async fn decide(
     cx: Ctx,
 ) -> Result<Option<Verdict>, sqlx::Error> {
     let Some((version, policy)) = policies.current(conn, ask.account_id).await? else { return Ok(None) };
-    let aliases =
-        if policy.names_agents() { agents::aliases_of(conn, ask.account_id, ask.agent_id).await? } else { Vec::new() };
-    let input = Input {
+    let at = jiff::Timestamp::from_millisecond(cx.now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let unaliased = Input {
         action: ask.action,
-        agent: Some(AgentNames { id: ask.agent_id, label: ask.label, aliases: &aliases }),
+        agent: Some(AgentNames { id: ask.agent_id, label: ask.label, aliases: &[] }),
         service: ask.service,
-        at: jiff::Timestamp::from_millisecond(cx.now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        at,
     };
+    let aliases = if policy.needs_aliases(&unaliased) {
+        agents::aliases_of(conn, ask.account_id, ask.agent_id).await?
+    } else {
+        Vec::new()
+    };
+    let input =
+        Input { agent: Some(AgentNames { id: ask.agent_id, label: ask.label, aliases: &aliases }), ..unaliased };
     let mut uses: Vec<(RateWindow, u64)> = Vec::new();
     for window in policy.rate_windows(&input) {
         let count = match ask.service {

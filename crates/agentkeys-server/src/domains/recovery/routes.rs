@@ -129,6 +129,7 @@ pub async fn open_recovery(
     };
     let audit = AuditDraft { account_id: Some(account_id), action, ..AuditDraft::default() };
     door::admit(&state, source, Door::Recoveries, audit, OpenRecovery(request)).await?;
+    state.request_events.notify_waiters();
     Ok((StatusCode::CREATED, Json(reply)))
 }
 

@@ -2,7 +2,7 @@
 
 use agentkeys_proto::agents::{
     AgentAskRequest, AgentAskResponse, ApproveRequest, DecisionResponse, PendingRequest, REQUEST_TTL_MS, RequestKind,
-    RequestListResponse, RequestStatus,
+    RequestListResponse, RequestListWait, RequestStatus,
 };
 use agentkeys_proto::certificate::DeviceCertificate;
 use agentkeys_proto::devices::DeviceOrigin;
@@ -44,19 +44,55 @@ fn decision(row: RequestRow) -> Json<DecisionResponse> {
     Json(DecisionResponse { code: row.code, kind: row.kind, status: row.status, agent_id: row.agent_id })
 }
 
-/// The account's pending requests: its agents' asks and the pairings it has looked up.
-#[utoipa::path(get, path = "/v1/requests", tag = "requests", responses((status = 200, body = RequestListResponse)))]
+/// The account's pending requests: its agents' asks and the pairings it has looked up. With
+/// `changed_from` (the digest of the list the caller has) the answer is held up to `wait_s`
+/// seconds while the queue is unchanged: `agentkeys listen` follows the queue this way.
+#[utoipa::path(get, path = "/v1/requests", tag = "requests", params(RequestListWait),
+    responses((status = 200, body = RequestListResponse), (status = 400, body = ErrorBody)))]
 pub async fn list_requests(
     State(state): State<AppState>,
+    query: Result<Query<RequestListWait>, QueryRejection>,
     signed: Signed,
 ) -> Result<Json<RequestListResponse>, ApiError> {
+    use agentkeys_proto::agents::MAX_DECISION_WAIT_S;
     let caller = &signed.caller;
-    if let Err(error) = caller.require_master() {
-        return Err(caller.refuse(&state, error).await);
-    }
-    let rows = queries::pending_for(&state.db.reads, &caller.account_id, state.clock.now_ms()).await?;
+    let asked = caller.require_master().and_then(|()| {
+        let wait = decode::query(query)?;
+        let wait_s = wait.wait_s.unwrap_or(0);
+        if wait_s > MAX_DECISION_WAIT_S {
+            return Err(ApiError::bad_request(format!("wait_s is at most {MAX_DECISION_WAIT_S}")));
+        }
+        Ok((wait_s, wait.changed_from))
+    });
+    let (wait_s, changed_from) = match asked {
+        Ok(asked) => asked,
+        Err(error) => return Err(caller.refuse(&state, error).await),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait_s));
+    let (rows, digest) = loop {
+        // Enabled before the read, so a request opened or decided in between still wakes us.
+        let changed = state.request_events.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let rows = queries::pending_for(&state.db.reads, &caller.account_id, state.clock.now_ms()).await?;
+        let digest = queue_digest(&rows);
+        if changed_from.as_deref() != Some(digest.as_str()) || tokio::time::Instant::now() >= deadline {
+            break (rows, digest);
+        }
+        // Another replica's change, or a request expiring, wakes no one: look again every second.
+        let next = deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+        let _ = tokio::time::timeout_at(next, changed).await;
+    };
     caller.record(&state, Subject::default()).await?;
-    Ok(Json(RequestListResponse { requests: rows.iter().map(RequestRow::to_pending).collect() }))
+    Ok(Json(RequestListResponse { requests: rows.iter().map(RequestRow::to_pending).collect(), digest }))
+}
+
+/// Names a queue by its pending codes: equal digests, the same requests.
+fn queue_digest(rows: &[RequestRow]) -> String {
+    use sha2::Digest as _;
+    let mut codes: Vec<&str> = rows.iter().map(|row| row.code.as_str()).collect();
+    codes.sort_unstable();
+    hex::encode(&sha2::Sha256::digest(codes.join(",").as_bytes())[..16])
 }
 
 /// An agent asks for a service or a tier. Only the account owner can grant it.
@@ -111,6 +147,7 @@ pub async fn ask(
         service: prepared.as_ref().ok().and_then(|r| r.scope.first().cloned()),
     };
     caller.commit(&state, subject, prepared.map(Ask)).await?;
+    state.request_events.notify_waiters();
     Ok((StatusCode::CREATED, Json(reply.expect("a committed request has a reply"))))
 }
 
@@ -129,6 +166,8 @@ pub async fn lookup_request(
         .and(decode::code_path(path))
         .map(|code| Lookup { account_id: caller.account_id.clone(), code });
     let row = caller.commit(&state, Subject::default(), op).await?;
+    // A looked-up pairing joins the account's queue.
+    state.request_events.notify_waiters();
     Ok(Json(row.to_pending()))
 }
 
@@ -393,8 +432,10 @@ pub async fn request_decision(
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait_s));
     let row = loop {
-        // Registered before the read, so a decision committed in between still wakes us.
+        // Enabled before the read, so a decision committed in between still wakes us.
         let changed = state.request_events.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let row = queries::find_by_code(&state.db.reads, &code).await?.filter(|row| {
             let own = |agent_id: &String| {
                 row.agent_id.as_ref() == Some(agent_id)
