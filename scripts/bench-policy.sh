@@ -18,9 +18,9 @@ log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}'
 
 POLICY="$(mktemp /tmp/agentkeys-bench-policy.XXXXXX.toml)"
 python3 - "$POLICY" <<'PY'
-import sys
+import os, sys
 rules = []
-for i in range(200 - 1):
+for i in range(int(os.environ.get("POLICY_RULES", "200")) - 1):
     kind = i % 4
     if kind == 0:
         rules.append(f'[[rule]]\nname = "no-svc-{i}"\nservices = ["svc-{i}-*"]\nactions = ["read", "run"]\neffect = "deny"\n')
@@ -36,6 +36,11 @@ rules.append('[[rule]]\nname = "bench-may-read"\nagents = ["bench-*"]\nservices 
 open(sys.argv[1], "w").write("\n".join(rules))
 PY
 
+# utime + stime of the server process, in clock ticks.
+server_cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"
+}
+
 round() {
     local name="$1"
     export AGENTKEYS_HOME; AGENTKEYS_HOME="$(mktemp -d /tmp/agentkeys-bench-policy.XXXXXX)"
@@ -49,8 +54,17 @@ round() {
     if [ "$name" = policy ]; then
         "$BIN/agentkeys" -q --yes --no-biometric policy set "$POLICY" >/dev/null
     fi
-    AGENTKEYS_HOME="$agent_home" "$BIN/agentkeys-loadgen" --server "$AGENTKEYS_SERVER" --session-id "$session" \
-        --service openai --concurrency 64 --seconds "${SECONDS_PER_LOAD:-10}" --threads 1 2>&1 | sed "s/^/$name: /"
+    local cpu_before out
+    cpu_before="$(server_cpu_ticks)"
+    out="$(AGENTKEYS_HOME="$agent_home" "$BIN/agentkeys-loadgen" --server "$AGENTKEYS_SERVER" --session-id "$session" \
+        --service openai --concurrency 64 --seconds "${SECONDS_PER_LOAD:-10}" --threads 1 2>&1)"
+    # The server's own CPU time per read: steadier than reads/s on a shared machine.
+    python3 - "$name" "$out" "$cpu_before" "$(server_cpu_ticks)" "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+name, out, before, after, tck = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+reads = int(re.match(r"(\d+) reads", out).group(1))
+print(f"{name}: {out}; server CPU {(after - before) / tck / reads * 1e6:.0f} us/read")
+PY
     stop_server
     rm -rf "$AGENTKEYS_HOME"
 }

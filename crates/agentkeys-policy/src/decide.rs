@@ -16,6 +16,13 @@ pub struct AgentNames<'a> {
     pub aliases: &'a [String],
 }
 
+impl<'a> AgentNames<'a> {
+    /// Every name: id, label, aliases.
+    fn all(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        [self.id, self.label].into_iter().chain(self.aliases.iter().map(String::as_str))
+    }
+}
+
 /// A request, as rules see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
@@ -62,51 +69,40 @@ pub struct Decision<'p> {
 }
 
 impl Rule {
-    /// Whether the rule matches, but for its rate.
-    fn matches_ignoring_rate(&self, input: &Input<'_>) -> bool {
-        self.matches_but_agents(input) && self.agents_match(input.agent)
-    }
-
-    /// Action, service and time: everything that needs no look-up.
-    fn matches_but_agents(&self, input: &Input<'_>) -> bool {
-        if !self.actions.iter().any(|action| action.covers(input.action)) {
-            return false;
-        }
-        if let Some(globs) = &self.services {
-            let Some(service) = input.service else { return false };
-            if !globs.iter().any(|glob| glob.is_match(service)) {
-                return false;
-            }
-        }
-        self.window.as_ref().is_none_or(|window| window.contains(input.at))
-    }
-
-    fn agents_match(&self, agent: Option<AgentNames<'_>>) -> bool {
-        let Some(globs) = &self.agents else { return true };
-        let Some(agent) = agent else { return false };
-        let mut names = [agent.id, agent.label].into_iter().chain(agent.aliases.iter().map(String::as_str));
-        names.any(|name| globs.iter().any(|glob| glob.is_match(name)))
+    /// Action, service and time: everything that needs no look-up (`service_hit`: one of its
+    /// service globs matched).
+    fn matches_but_agents(&self, input: &Input<'_>, service_hit: bool) -> bool {
+        self.actions.iter().any(|action| action.covers(input.action))
+            && (self.services.is_none() || service_hit)
+            && self.window.as_ref().is_none_or(|window| window.contains(input.at))
     }
 }
 
 impl Policy {
+    /// The rules that match a request, but for their rates, in order.
+    fn matching<'p>(&'p self, input: &Input<'_>) -> impl Iterator<Item = &'p Rule> {
+        let hits = self.index.hits(self.rules.len(), input.service, input.agent.iter().flat_map(AgentNames::all));
+        self.rules.iter().enumerate().filter_map(move |(position, rule)| {
+            let agents_match = rule.agents.is_none() || hits.agents[position];
+            (agents_match && rule.matches_but_agents(input, hits.services[position])).then_some(rule)
+        })
+    }
+
     /// Whether deciding this request (given without aliases) needs the agent's aliases: only when
     /// a rule that matches it otherwise names agents its id and label do not match. The server
     /// looks aliases up only then, so a policy naming other agents costs a read nothing.
     pub fn needs_aliases(&self, input: &Input<'_>) -> bool {
         let Some(agent) = input.agent else { return false };
-        self.rules
-            .iter()
-            .any(|rule| rule.agents.is_some() && !rule.agents_match(Some(agent)) && rule.matches_but_agents(input))
+        let hits = self.index.hits(self.rules.len(), input.service, [agent.id, agent.label]);
+        self.rules.iter().enumerate().any(|(position, rule)| {
+            rule.agents.is_some() && !hits.agents[position] && rule.matches_but_agents(input, hits.services[position])
+        })
     }
 
     /// The spans whose use counts [`Policy::decide`] will need for this request.
     pub fn rate_windows(&self, input: &Input<'_>) -> Vec<RateWindow> {
-        let mut windows: Vec<RateWindow> = self
-            .rules
-            .iter()
-            .filter_map(|rule| rule.rate.filter(|_| rule.matches_ignoring_rate(input)).map(|rate| rate.per))
-            .collect();
+        let mut windows: Vec<RateWindow> =
+            self.matching(input).filter_map(|rule| rule.rate.map(|rate| rate.per)).collect();
         windows.sort();
         windows.dedup();
         windows
@@ -117,10 +113,7 @@ impl Policy {
     /// [`Policy::rate_windows`] named.
     pub fn decide(&self, input: &Input<'_>, uses: impl Fn(RateWindow) -> u64) -> Decision<'_> {
         let mut best: Option<&Rule> = None;
-        for rule in &self.rules {
-            if !rule.matches_ignoring_rate(input) {
-                continue;
-            }
+        for rule in self.matching(input) {
             if let Some(rate) = rule.rate
                 && uses(rate.per) < u64::from(rate.count)
             {

@@ -15,6 +15,7 @@ mod action;
 pub mod cases;
 pub mod change;
 mod decide;
+mod index;
 mod rule;
 mod window;
 

@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use globset::{Glob, GlobBuilder, GlobMatcher};
+use globset::GlobBuilder;
 use serde::Deserialize;
 
 use crate::action::{Action, Effect};
+use crate::index::{GlobIndex, NameGlob, RuleGlobs};
 use crate::window::{Rate, TimeWindow, parse_days, parse_hours, parse_tz};
 
 /// Longest policy text the server stores, in bytes (the request body limit is 64 KiB).
@@ -46,19 +47,6 @@ pub struct Problems(pub Vec<String>);
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0.join("; "))
-    }
-}
-
-/// A glob over names: service names, or an agent's id, label and alias.
-#[derive(Debug, Clone)]
-pub(crate) struct NameGlob {
-    pub text: String,
-    matcher: GlobMatcher,
-}
-
-impl NameGlob {
-    pub fn is_match(&self, name: &str) -> bool {
-        self.matcher.is_match(name)
     }
 }
 
@@ -145,12 +133,13 @@ fn quote(text: &str) -> String {
 pub struct Policy {
     text: String,
     pub(crate) rules: Vec<Rule>,
+    pub(crate) index: GlobIndex,
 }
 
 impl Policy {
     /// No rules: what scope and tier give.
     pub fn empty() -> Self {
-        Self { text: String::new(), rules: Vec::new() }
+        Self { text: String::new(), rules: Vec::new(), index: GlobIndex::empty() }
     }
 
     /// Parses and validates a policy, reporting every problem found.
@@ -182,7 +171,17 @@ impl Policy {
                 Err((name, found)) => problems.extend(found.into_iter().map(|p| format!("rule '{name}': {p}"))),
             }
         }
-        if problems.is_empty() { Ok(Self { text: text.to_owned(), rules }) } else { Err(Problems(problems)) }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        let globs: Vec<RuleGlobs<'_>> = rules
+            .iter()
+            .map(|rule| RuleGlobs { services: rule.services.as_deref(), agents: rule.agents.as_deref() })
+            .collect();
+        let index = GlobIndex::build(&globs).map_err(|error| {
+            Problems(vec![format!("the rules' globs are too many or too complex to combine ({error}); merge rules")])
+        })?;
+        Ok(Self { text: text.to_owned(), rules, index })
     }
 
     pub fn text(&self) -> &str {
@@ -193,7 +192,6 @@ impl Policy {
         &self.rules
     }
 
-    /// Whether some rule matches agents by name (only then does the server look up aliases).
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|rule| rule.name() == name)
     }
@@ -312,7 +310,7 @@ fn name_globs(field: &str, texts: &[String], problems: &mut Vec<String>) -> Vec<
             continue;
         }
         match GlobBuilder::new(text).literal_separator(false).backslash_escape(false).build() {
-            Ok(glob) => globs.push(NameGlob { text: text.clone(), matcher: Glob::compile_matcher(&glob) }),
+            Ok(glob) => globs.push(NameGlob { text: text.clone(), glob }),
             Err(error) => problems.push(format!("{field} glob '{text}' is not a valid glob: {}", error.kind())),
         }
     }

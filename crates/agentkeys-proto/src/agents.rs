@@ -541,7 +541,7 @@ pub struct RequestListResponse {
 pub struct RequestListWait {
     #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 25))]
     pub wait_s: Option<u32>,
-    #[cfg_attr(feature = "openapi", param(max_length = 64))]
+    #[cfg_attr(feature = "openapi", param(min_length = 32, max_length = 32, pattern = "^[0-9a-f]{32}$"))]
     pub changed_from: Option<String>,
 }
 

@@ -62,6 +62,12 @@ pub async fn list_requests(
         if wait_s > MAX_DECISION_WAIT_S {
             return Err(ApiError::bad_request(format!("wait_s is at most {MAX_DECISION_WAIT_S}")));
         }
+        let digest_shaped = |d: &String| d.len() == 32 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if wait.changed_from.as_ref().is_some_and(|d| !digest_shaped(d)) {
+            return Err(ApiError::bad_request(
+                "changed_from is the digest of a list this server answered (32 lowercase hex digits)",
+            ));
+        }
         Ok((wait_s, wait.changed_from))
     });
     let (wait_s, changed_from) = match asked {
