@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Server reads/s at 64 clients reading as a linked agent (the path the account's policy is
-# evaluated on), with no policy against a 200-rule policy, alternating rounds, each on a fresh
+# evaluated on), with no policy against a 200-rule policy (POLICY_RULES), in pairs whose order alternates, each on a fresh
 # SQLite server with one credential and one agent. The rules are the kind a user writes (service
 # and agent globs, time windows in named zones, days, an idle rate rule, require_approval on other
 # services) and none but the last matches the benchmark's read, so every read walks all 200 and
 # the last one (an `allow`) decides it. Usage:
-#   scripts/bench-policy.sh        (ROUNDS=3 SECONDS_PER_LOAD=10)
+#   scripts/bench-policy.sh        (ROUNDS=4 SECONDS_PER_LOAD=10 POLICY_RULES=200)
 # Results and the machine go in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,8 +70,8 @@ PY
 }
 
 trap 'stop_server; rm -f "$POLICY"' EXIT
-for r in $(seq 1 "${ROUNDS:-3}"); do
-    round none
-    round policy
+# The order flips every round: whichever runs second in a pair meets a warmer (or busier) machine.
+for r in $(seq 1 "${ROUNDS:-4}"); do
+    if [ $((r % 2)) = 1 ]; then round none; round policy; else round policy; round none; fi
 done
 rm -f "$POLICY"
