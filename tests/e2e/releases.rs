@@ -164,8 +164,30 @@ async fn marking_takes_the_keys_agents_held_and_clearing_gives_them_back(backend
     // A new version without the flag keeps the mark.
     master.ok(&["store", "stripe"], Some(b"sk-live-3"));
     held(&master, &agent_reads(&host, &bot, "stripe"), "stripe");
-    // The master reads its own as before.
-    assert_eq!(master.ok(&["read", "stripe"], None), b"sk-live-3");
+    // The master's own read of it is critical, asked on this machine before the value is printed:
+    // with no terminal and no --yes it is refused and prints nothing; with presence checks on a
+    // bare --yes is refused; with them off --yes answers, and the warning says presence was skipped.
+    let asked = master.run(&["read", "stripe"], None);
+    assert_eq!(asked.status.code(), Some(2), "{}", text(&asked.stderr));
+    assert!(text(&asked.stderr).contains("`high-value-read` needs confirmation"), "{}", text(&asked.stderr));
+    assert!(asked.stdout.is_empty());
+    let mut bare = master.command(&["read", "stripe", "--yes"]);
+    bare.env("AGENTKEYS_BIOMETRIC", "required");
+    let bare = bare.output().unwrap();
+    assert_eq!(bare.status.code(), Some(2), "{}", text(&bare.stderr));
+    assert!(text(&bare.stderr).contains("`high-value-read` is a critical operation"), "{}", text(&bare.stderr));
+    assert!(bare.stdout.is_empty());
+    let read = master.run(&["read", "stripe", "--yes"], None);
+    assert_eq!(read.stdout, b"sk-live-3", "{}", text(&read.stderr));
+    assert!(text(&read.stderr).contains("presence check skipped"), "{}", text(&read.stderr));
+    // `run` asks once, before the command starts.
+    let run = ["run", "--no-mask", "--env", "K=stripe", "--env", "L=stripe", "--", "printenv", "K"];
+    let refused = master.run(&run, None);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(refused.stdout.is_empty(), "the command did not start");
+    let ran = master.run(&[&["--yes"], &run[..]].concat(), None);
+    assert_eq!(text(&ran.stdout).trim(), "sk-live-3", "{}", text(&ran.stderr));
+    assert_eq!(text(&ran.stderr).matches("presence check skipped").count(), 1, "{}", text(&ran.stderr));
     // Removing it does not drop the mark: stored again, it is still high-value.
     master.ok(&["rm", "stripe"], None);
     master.ok(&["store", "stripe"], Some(b"sk-live-3b"));

@@ -189,6 +189,14 @@ impl CriticalOp {
         )
     }
 
+    pub fn read_high_value(service: &str) -> Self {
+        Self::new(
+            Critical::HighValueRead,
+            format!("Open high-value credential {service} on this machine"),
+            format!("read {service}"),
+        )
+    }
+
     pub fn change_high_value(service: &str, high_value: bool) -> Self {
         let what = if high_value {
             format!("Mark {service} high-value: no agent reads it without an approval of each use")

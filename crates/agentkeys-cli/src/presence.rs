@@ -96,11 +96,12 @@ pub async fn require(ctx: &Context, client: ApiClient, op: &CriticalOp) -> Resul
 pub fn require_local(ctx: &Context, op: &CriticalOp) -> Result<PresenceMethod, CliError> {
     let (policy, source) = policy(ctx)?;
     if policy == Policy::Off {
-        ctx.out.warn(format!(
-            "presence check skipped ({source}) for: {}. The audit records it as skipped, and an account that \
-             requires presence refuses it.",
-            op.text
-        ));
+        let consequence = if op.kind.reaches_the_server() {
+            " The audit records it as skipped, and an account that requires presence refuses it."
+        } else {
+            ""
+        };
+        ctx.out.warn(format!("presence check skipped ({source}) for: {}.{consequence}", op.text));
         // Skipping presence skips no question: y/N still asks, and --yes answers it.
         crate::prompt::confirm(ctx.global.yes, &format!("`{}`", op.kind), &format!("{}?", op.text))?;
         return Ok(PresenceMethod::Skipped);

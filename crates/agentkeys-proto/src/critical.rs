@@ -37,10 +37,15 @@ pub enum Critical {
     HighValueChange,
     /// `policy set` of a policy that removes or loosens a restricting rule.
     PolicyWeaken,
+    /// The owner's own `read` or `run` of a high-value credential. Asked on the machine once the
+    /// verified grant says the credential is high-value, before the value is printed or handed to
+    /// a command; the server is not asked, because `store` and `approve` fetch the same sealed
+    /// version without showing presence for it.
+    HighValueRead,
 }
 
 impl Critical {
-    pub const ALL: [Critical; 15] = [
+    pub const ALL: [Critical; 16] = [
         Critical::Approve,
         Critical::Revoke,
         Critical::Teardown,
@@ -56,6 +61,7 @@ impl Critical {
         Critical::RecoveryKeyRotate,
         Critical::HighValueChange,
         Critical::PolicyWeaken,
+        Critical::HighValueRead,
     ];
 
     /// A stable name, for messages and tests.
@@ -76,14 +82,15 @@ impl Critical {
             Critical::RecoveryKeyRotate => "recovery-key-rotate",
             Critical::HighValueChange => "high-value-change",
             Critical::PolicyWeaken => "policy-weaken",
+            Critical::HighValueRead => "high-value-read",
         }
     }
 
     /// Whether the server's presence policy sees the operation: not `init --force`, which stays
     /// on the machine, nor `recover`, whose new machine has no session (the recovery delay is
-    /// the server's guard there).
+    /// the server's guard there), nor the owner's read of a high-value credential.
     pub fn reaches_the_server(self) -> bool {
-        !matches!(self, Critical::InitForce | Critical::Recover)
+        !matches!(self, Critical::InitForce | Critical::Recover | Critical::HighValueRead)
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use agentkeys_biometric::CriticalOp;
 use agentkeys_core::child::{self, ChildSpec};
 use agentkeys_core::exec::SecretEnv;
 use agentkeys_core::secret_mem::SecretMemory;
@@ -34,10 +35,18 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, CliError> {
         let (client, session, verifier) = ctx.vault_client().await?;
         let agent = super::vault::agent_id(ctx, &client, args.agent.as_deref()).await?;
         let namespace = agent.as_deref().map_or(vault::Namespace::Vault, vault::Namespace::Agent);
+        let mut high_value = Vec::new();
         for (var, service) in bindings {
-            let plaintext = vault::read(&client, &session, &verifier, namespace, &service).await?;
-            let value = SecretMemory::copy_of(&plaintext).map_err(vault::VaultError::SecretMemory)?;
+            let opened = vault::read_for(&client, &session, &verifier, namespace, &service, None).await?;
+            if opened.high_value && session.agent_id.is_none() && !high_value.contains(&service) {
+                high_value.push(service);
+            }
+            let value = SecretMemory::copy_of(&opened.value).map_err(vault::VaultError::SecretMemory)?;
             env.push(var, Arc::new(value));
+        }
+        // One question for every high-value credential of the command, before it starts.
+        if !high_value.is_empty() {
+            crate::presence::require_local(ctx, &CriticalOp::read_high_value(&high_value.join(", ")))?;
         }
     }
     let spec = ChildSpec { argv: args.command, env, mask: !args.no_mask };

@@ -3,6 +3,7 @@
 
 use std::io::Read as _;
 
+use agentkeys_biometric::CriticalOp;
 use agentkeys_core::vault::Namespace;
 use agentkeys_core::{ApiClient, OsRandom, vault};
 use zeroize::Zeroizing;
@@ -85,7 +86,7 @@ pub async fn store(ctx: &Context, args: StoreArgs) -> Result<u8, CliError> {
     // Marking or clearing is critical whether or not it changes anything: the command line says so.
     let client = match args.high_value {
         Some(high_value) => {
-            let op = agentkeys_biometric::CriticalOp::change_high_value(&args.service, high_value);
+            let op = CriticalOp::change_high_value(&args.service, high_value);
             crate::presence::require(ctx, client, &op).await?
         }
         None => client,
@@ -116,7 +117,11 @@ pub async fn read(ctx: &Context, service: &str, agent: Option<&str>) -> Result<u
     vault::check_service(service)?;
     let (client, session, verifier) = ctx.vault_client().await?;
     let agent = agent_id(ctx, &client, agent).await?;
-    let value = vault::read(&client, &session, &verifier, namespace(agent.as_deref()), service).await?;
+    let opened = vault::read_for(&client, &session, &verifier, namespace(agent.as_deref()), service, None).await?;
+    if opened.high_value && session.agent_id.is_none() {
+        crate::presence::require_local(ctx, &CriticalOp::read_high_value(service))?;
+    }
+    let value = opened.value;
     if ctx.out.json {
         let text = std::str::from_utf8(&value).ok();
         let encoded = Zeroizing::new(agentkeys_proto::b64::encode(value.as_slice()));
