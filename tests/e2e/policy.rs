@@ -2,8 +2,9 @@
 //! instants of the server's injected clock, naming its rule, recorded in the audit row and shown
 //! by `policy explain`; `policy test` passing and failing; `policy set` refusing bad files with
 //! every problem listed, and weakening as a critical change; `require_approval` turning a read
-//! into a release, decided by the policy in force at approval time; a rate; and an `allow` that
-//! cannot give what scope does not. On SQLite and PostgreSQL.
+//! into a release, decided by the policy in force at approval time; a rate; an `allow` that
+//! cannot give what scope does not; and `require_presence` on the owner's own operations, asked
+//! when the server says so and never skipped. On SQLite and PostgreSQL.
 
 use std::sync::atomic::Ordering;
 
@@ -266,8 +267,72 @@ async fn require_approval_makes_a_read_a_release_decided_by_the_policy_in_force(
     assert_eq!(text(&served.stdout).trim(), "postgres://prod", "{}", text(&served.stderr));
 }
 
+/// The newest audit row of `action` on `service` that was allowed: its presence and rule.
+async fn audited_allowed(db: &TestDb, action: &str, service: &str) -> (Option<String>, Option<String>) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("connect to the test database");
+    let row = sqlx::query(
+        "SELECT presence, policy_rule FROM audit_log WHERE action = $1 AND service = $2 AND outcome = 'allowed' \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(action)
+    .bind(service)
+    .fetch_one(&mut conn)
+    .await
+    .expect("an allowed audit row");
+    (row.get("presence"), row.get("policy_rule"))
+}
+
+async fn require_presence_guards_the_owners_operations_and_cannot_be_skipped(backend: Backend) {
+    let Some((db, server, _skew)) = skewed_server(backend).await else { return };
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-1"));
+    master.ok(&["agent", "create", "bot", "--scope", "openai", "--yes"], None);
+    let guard = file(
+        &master,
+        "guard.toml",
+        "[[rule]]\nname = \"guard-prod\"\nservices = [\"prod-*\"]\nactions = [\"store\", \"scope.add\"]\n\
+         effect = \"require_presence\"\n",
+    );
+    master.ok(&["policy", "set", &guard], None);
+    // What the rule does not match stays silent.
+    master.ok(&["store", "github"], Some(b"gh-1"));
+    // With presence checks off (the suite's default), the server's refusal stands, naming the
+    // rule and the fix, and nothing is stored.
+    let out = master.run(&["store", "prod-db"], Some(b"postgres://prod"));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("rule guard-prod of the account's policy (version 1) requires presence"), "{stderr}");
+    assert!(stderr.contains("presence checks are off here"), "{stderr}");
+    assert_eq!(master.run(&["read", "prod-db"], None).status.code(), Some(5), "nothing was stored");
+    // A critical operation shown as skipped does not satisfy the rule either.
+    let out = master.run(&["--no-biometric", "--yes", "scope", "bot", "--add", "prod-db"], None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("scope.add of 'prod-db'") && stderr.contains("a skipped check does not count"), "{stderr}");
+    // In person: the server refuses the first send, the CLI asks on the terminal (the typed
+    // confirmation: no fingerprint reader here), then sends it again.
+    let value = file(&master, "prod-db.txt", "postgres://prod");
+    let mut command = master.command(&["store", "prod-db", "--file", &value]);
+    command
+        .env_remove("AGENTKEYS_BIOMETRIC")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
+        .env("AGENTKEYS_PRESENCE_TIMEOUT", "20");
+    let mut store = crate::terminal::in_terminal(command);
+    store.exp_string("Go on with what the policy guards: rule guard-prod").unwrap();
+    store.exp_string("Type \"allow guard-prod\" to confirm: ").unwrap();
+    store.send_line("allow guard-prod").unwrap();
+    let shown = store.exp_eof().unwrap();
+    assert_eq!(crate::terminal::exit_code(&store), 0, "{shown}");
+    assert_eq!(master.ok(&["read", "prod-db"], None), b"postgres://prod");
+    let (presence, rule) = audited_allowed(&db, "credential.store", "prod-db").await;
+    assert_eq!((presence.as_deref(), rule.as_deref()), (Some("prompt"), Some("v1:guard-prod")));
+}
+
 on_both_backends!(
     a_time_window_deny_is_decided_by_the_servers_clock_and_explained,
     bad_policies_are_refused_and_weakening_is_critical,
     require_approval_makes_a_read_a_release_decided_by_the_policy_in_force,
+    require_presence_guards_the_owners_operations_and_cannot_be_skipped,
 );

@@ -155,6 +155,8 @@ fn critical_command_line(op: Critical) -> Option<Vec<&'static str>> {
         Critical::PolicyWeaken => return None,
         // `read` is critical only for a high-value credential (tests/e2e/releases.rs).
         Critical::HighValueRead => return None,
+        // Critical only when a policy rule says so, which the server alone decides (policy.rs).
+        Critical::PolicyRule => return None,
     })
 }
 

@@ -197,6 +197,14 @@ impl CriticalOp {
         )
     }
 
+    /// An operation the server says rule `rule` of the account's policy requires presence for;
+    /// `what` is the server's sentence naming it (shown, never trusted: the presence answers
+    /// only the request this machine is sending).
+    pub fn policy_rule(rule: &str, what: &str) -> Self {
+        let what: String = what.chars().filter(|c| !c.is_control()).take(300).collect();
+        Self::new(Critical::PolicyRule, format!("Go on with what the policy guards: {what}"), format!("allow {rule}"))
+    }
+
     pub fn change_high_value(service: &str, high_value: bool) -> Self {
         let what = if high_value {
             format!("Mark {service} high-value: no agent reads it without an approval of each use")

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agentkeys_core::ApiClient;
-use agentkeys_core::client::Trust;
+use agentkeys_core::client::{PresenceOnDemand, Trust};
 use agentkeys_core::session::{EncryptedFileStore, Session, SessionId, SessionStore as _};
 use agentkeys_proto::agents::AgentSummary;
 
@@ -18,6 +18,8 @@ pub struct Context {
     pub out: Output,
     pub session_id: SessionId,
     pub store: EncryptedFileStore,
+    /// What every master client asks when a policy rule requires presence mid-request.
+    presence_on_demand: Option<Arc<dyn PresenceOnDemand>>,
     /// The plain-http warning is shown once per command.
     warned_plain_http: std::sync::atomic::AtomicBool,
 }
@@ -33,7 +35,25 @@ impl Context {
         let out = Output { json: global.json, quiet: global.quiet };
         let session_id = SessionId::parse(&global.session_id)?;
         let store = EncryptedFileStore::from_env()?.with_passphrase_prompt(Arc::new(TerminalPassphrase));
-        Ok(Self { global, out, session_id, store, warned_plain_http: Default::default() })
+        Ok(Self { global, out, session_id, store, presence_on_demand: None, warned_plain_http: Default::default() })
+    }
+
+    /// A copy without the on-demand presence, for what must own one: that presence itself.
+    pub fn fork(&self) -> Self {
+        Self {
+            global: self.global.clone(),
+            out: self.out,
+            session_id: self.session_id.clone(),
+            store: self.store.clone(),
+            presence_on_demand: None,
+            warned_plain_http: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// Every master client asks `source` when a policy rule requires presence mid-request.
+    pub fn with_presence_on_demand(mut self, source: Arc<dyn PresenceOnDemand>) -> Self {
+        self.presence_on_demand = Some(source);
+        self
     }
 
     /// The server to talk to for `session` (or for a new account when there is none).
@@ -88,10 +108,14 @@ impl Context {
     pub fn client_for(&self, session: Arc<Session>) -> Result<ApiClient, CliError> {
         let memory = agentkeys_core::chain::ChainMemory::open(&self.store.dir(&self.session_id), &session.account_id)
             .accepting_rollback(self.global.accept_rollback);
-        Ok(self
+        let client = self
             .anonymous_client(&self.server_url(Some(&session)))?
             .with_session(session)
-            .with_chain_memory(Arc::new(memory)))
+            .with_chain_memory(Arc::new(memory));
+        Ok(match &self.presence_on_demand {
+            Some(source) => client.with_presence_on_demand(source.clone()),
+            None => client,
+        })
     }
 
     /// A signing client for the saved session.

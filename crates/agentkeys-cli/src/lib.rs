@@ -38,6 +38,8 @@ pub fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         let ctx = context::Context::new(cli.global)?;
+        let asks = std::sync::Arc::new(presence::RulePresence(ctx.fork()));
+        let ctx = ctx.with_presence_on_demand(asks);
         commands::dispatch(&ctx, cli.command).await
     });
     // A question left unanswered (`listen --approve` stopped by Ctrl-C) or a keychain call past

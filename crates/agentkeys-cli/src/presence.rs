@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use agentkeys_biometric::terminal::Terminal;
 use agentkeys_biometric::{CriticalOp, Policy, PresenceError, PresenceGate, PresenceMethod};
-use agentkeys_core::ApiClient;
-use agentkeys_core::client::Presence;
+use agentkeys_core::client::{BoxFuture, Presence, PresenceOnDemand};
 use agentkeys_core::session::SessionId;
+use agentkeys_core::{ApiClient, ClientError};
+use agentkeys_proto::ErrorDetail;
 use agentkeys_proto::critical::Critical;
 
 use crate::config::Config;
@@ -73,13 +74,19 @@ fn bare_yes(command: Critical) -> CliError {
 /// server: a ceremony per request when the account has presence keys, else the local method's
 /// name for the audit. `Err` means nothing may happen.
 pub async fn require(ctx: &Context, client: ApiClient, op: &CriticalOp) -> Result<ApiClient, CliError> {
+    let presence = shown(ctx, &client, op).await?;
+    Ok(client.with_presence(presence))
+}
+
+/// How presence for `op` is shown: see [`require`].
+async fn shown(ctx: &Context, client: &ApiClient, op: &CriticalOp) -> Result<Presence, CliError> {
     if ctx.global.yes && policy(ctx)?.0 != Policy::Off {
         return Err(bare_yes(op.kind));
     }
     let keys = client.list_presence_keys().await?.keys;
     if keys.is_empty() {
         let method = require_local(ctx, op)?;
-        return Ok(client.with_presence(Presence::Local(method.as_str())));
+        return Ok(Presence::Local(method.as_str()));
     }
     if ctx.global.no_biometric {
         ctx.out.warn(
@@ -87,7 +94,44 @@ pub async fn require(ctx: &Context, client: ApiClient, op: &CriticalOp) -> Resul
              one of them",
         );
     }
-    Ok(client.with_presence(Presence::Ceremony(std::sync::Arc::new(crate::ceremony::BrowserCeremony::new(ctx, op)))))
+    Ok(Presence::Ceremony(std::sync::Arc::new(crate::ceremony::BrowserCeremony::new(ctx, op))))
+}
+
+/// Asks for presence when the server says a `require_presence` rule of the account's policy
+/// matched a request this command sent without it (every master client has one). Such a rule's
+/// presence cannot be skipped, so with presence checks off here the server's refusal stands,
+/// with the fix.
+#[derive(Debug)]
+pub struct RulePresence(pub Context);
+
+impl PresenceOnDemand for RulePresence {
+    fn presence_for<'a>(
+        &'a self,
+        client: &'a ApiClient,
+        demand: &'a ErrorDetail,
+    ) -> BoxFuture<'a, Result<Presence, ClientError>> {
+        Box::pin(async move {
+            let ctx = &self.0;
+            let (policy, source) = policy(ctx).map_err(declined)?;
+            let keys = client.list_presence_keys().await?.keys;
+            if policy == Policy::Off && keys.is_empty() {
+                let mut detail = Box::new(demand.clone());
+                detail.hint = format!(
+                    "presence checks are off here ({source}), and the rule's presence cannot be skipped: run it again \
+                     without --no-biometric or AGENTKEYS_BIOMETRIC=off, and confirm in person"
+                );
+                return Err(ClientError::Api { status: 403, detail });
+            }
+            let rule = demand.rule.as_deref().and_then(agentkeys_proto::policy::parse_rule_ref);
+            let name = rule.and_then(|(_, name)| name).unwrap_or("?");
+            let op = CriticalOp::policy_rule(name, &demand.message);
+            shown(ctx, client, &op).await.map_err(declined)
+        })
+    }
+}
+
+fn declined(error: CliError) -> ClientError {
+    ClientError::Presence { message: error.message, hint: error.hint.unwrap_or_default() }
 }
 
 /// Asks for presence on this machine alone, for what the server does not see (`init --force`,

@@ -46,7 +46,7 @@ pub enum ClientError {
     #[error("cannot use the CA certificate {path}: {reason}")]
     BadCa { path: String, reason: String },
     #[error("{}: {}", .detail.code, .detail.message)]
-    Api { status: u16, detail: ErrorDetail },
+    Api { status: u16, detail: Box<ErrorDetail> },
     #[error("unexpected response from the AgentKeys server at {url}: {reason}")]
     Protocol { url: String, reason: String },
     #[error("INTEGRITY: {0}")]
@@ -265,6 +265,30 @@ pub struct ApiClient {
     presence: Option<Presence>,
     /// The audit head this session's slot saw last: every signed answer is checked against it.
     chain: Option<Arc<ChainMemory>>,
+    /// Asked when a rule of the account's policy requires presence for a request sent without.
+    on_demand: Option<OnDemand>,
+}
+
+/// What asks the human for presence when the server answers a request sent without any
+/// `PRESENCE_REQUIRED` naming a `require_presence` rule of the account's policy (which only
+/// the server can decide: its clock, its policy version). The client then sends the request
+/// again, once, with the presence this returns.
+pub trait PresenceOnDemand: Send + Sync {
+    /// `demand` is the server's refusal, naming the rule.
+    fn presence_for<'a>(
+        &'a self,
+        client: &'a ApiClient,
+        demand: &'a ErrorDetail,
+    ) -> BoxFuture<'a, Result<Presence, ClientError>>;
+}
+
+#[derive(Clone)]
+struct OnDemand(Arc<dyn PresenceOnDemand>);
+
+impl std::fmt::Debug for OnDemand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDemand")
+    }
 }
 
 /// How the human shows presence for the critical request a client sends (PRODUCT.md §5): the
@@ -359,7 +383,7 @@ impl ApiClient {
     pub fn new(server_url: &str, trust: &Trust) -> Result<Self, ClientError> {
         let base_url = normalize_server_url(server_url)?;
         let http = http_client(&base_url, trust)?;
-        Ok(Self { http, base_url, session: None, clock: unix_now_s, presence: None, chain: None })
+        Ok(Self { http, base_url, session: None, clock: unix_now_s, presence: None, chain: None, on_demand: None })
     }
 
     /// Signs every request as `session`.
@@ -394,6 +418,12 @@ impl ApiClient {
     /// Marks every later request but reads as made after presence shown as `presence` says.
     pub fn with_presence(mut self, presence: Presence) -> Self {
         self.presence = Some(presence);
+        self
+    }
+
+    /// Asks `source` for presence when a policy rule requires it for a request sent without.
+    pub fn with_presence_on_demand(mut self, source: Arc<dyn PresenceOnDemand>) -> Self {
+        self.on_demand = Some(OnDemand(source));
         self
     }
 
@@ -491,7 +521,7 @@ impl ApiClient {
                 .map_err(|e| ClientError::Protocol { url: self.base_url.clone(), reason: e.to_string() });
         }
         match serde_json::from_slice::<ErrorBody>(bytes) {
-            Ok(body) => Err(ClientError::Api { status: status.as_u16(), detail: body.error }),
+            Ok(body) => Err(ClientError::Api { status: status.as_u16(), detail: Box::new(body.error) }),
             // A gateway answering for a server it cannot reach.
             Err(_) if matches!(status.as_u16(), 502..=504) => Err(ClientError::Unreachable {
                 url: self.base_url.clone(),
@@ -527,11 +557,34 @@ impl ApiClient {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        use agentkeys_proto::presence::QUERY_PARAM;
         let body = body.unwrap_or_default();
         // Only the mutation carries it: the reads around it (look-ups, recipients) are not the
         // critical operation and their audit rows should not claim presence.
-        let path_and_query = match self.presence.as_ref().filter(|_| method != Method::GET) {
+        let presence = self.presence.as_ref().filter(|_| method != Method::GET);
+        let answer = self.call_with(presence, method.clone(), path_and_query, body.clone()).await;
+        if let Err(ClientError::Api { detail, .. }) = &answer
+            && detail.code == ErrorCode::PresenceRequired
+            && detail.rule.is_some()
+            && presence.is_none()
+            && method != Method::GET
+            && let Some(OnDemand(source)) = &self.on_demand
+        {
+            let shown = source.presence_for(self, detail).await?;
+            return self.call_with(Some(&shown), method, path_and_query, body).await;
+        }
+        answer
+    }
+
+    /// Sends a request claiming `presence`.
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        presence: Option<&Presence>,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
+        use agentkeys_proto::presence::QUERY_PARAM;
+        let path_and_query = match presence {
             None => path_and_query.to_owned(),
             Some(Presence::Local(method)) => with_query_param(path_and_query, QUERY_PARAM, method),
             Some(Presence::Ceremony(host)) => {

@@ -1,5 +1,6 @@
-//! What a rule can name: the actions the server enforces rules for, and the effects a rule has.
-//! Only actions the server really checks exist here, so a rule can never name one it ignores.
+//! What a rule can name: the actions the server enforces rules for (an agent's, and the owner's
+//! own operations), and the effects a rule has. Only actions the server really checks are in
+//! [`Action::ALL`], so a rule can never name one it ignores.
 
 use std::fmt;
 
@@ -15,13 +16,47 @@ pub enum Action {
     List,
     /// An agent asks for access to a service or a higher tier.
     Request,
+    /// The owner approves a request (pairing, access, tier, release, device, recovery); its
+    /// agent and service are the request's.
+    Approve,
+    /// The owner adds services to an agent's scope (one decision per service added).
+    ScopeAdd,
+    /// The owner stores a credential (in the vault, or an agent's private namespace: that agent).
+    Store,
+    /// The owner removes a credential.
+    Rm,
+    /// The owner changes a server-side setting (`config set require-presence`, `recovery-delay`).
+    ConfigSet,
+    /// The owner creates an agent (mints its link code).
+    AgentCreate,
+    /// The owner changes an agent's tier.
+    AgentUpgrade,
+    /// The owner revokes an agent.
+    Revoke,
+    /// The owner tears an agent down.
+    Teardown,
+    /// The owner sets a new policy version (decided by the policy in force, not the new one).
+    PolicySet,
 }
 
 impl Action {
     /// The actions a rule may name: those the server enforces rules for today. `list` and
     /// `request` are known but refused until their ops consult the policy, so that no rule
     /// silently does nothing.
-    pub const ALL: [Action; 2] = [Action::Read, Action::Run];
+    pub const ALL: [Action; 12] = [
+        Action::Read,
+        Action::Run,
+        Action::Approve,
+        Action::ScopeAdd,
+        Action::Store,
+        Action::Rm,
+        Action::ConfigSet,
+        Action::AgentCreate,
+        Action::AgentUpgrade,
+        Action::Revoke,
+        Action::Teardown,
+        Action::PolicySet,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,6 +64,16 @@ impl Action {
             Action::Run => "run",
             Action::List => "list",
             Action::Request => "request",
+            Action::Approve => "approve",
+            Action::ScopeAdd => "scope.add",
+            Action::Store => "store",
+            Action::Rm => "rm",
+            Action::ConfigSet => "config.set",
+            Action::AgentCreate => "agent.create",
+            Action::AgentUpgrade => "agent.upgrade",
+            Action::Revoke => "revoke",
+            Action::Teardown => "teardown",
+            Action::PolicySet => "policy.set",
         }
     }
 
@@ -38,12 +83,26 @@ impl Action {
 
     /// Whether an agent does it (rather than the account's owner).
     pub fn by_agent(self) -> bool {
-        true
+        matches!(self, Action::Read | Action::Run | Action::List | Action::Request)
     }
 
-    /// Whether the request is about one service (a rule's `services` can match it).
+    /// Whether the request can be about a service (a rule's `services` can match it).
     pub fn has_service(self) -> bool {
-        !matches!(self, Action::List)
+        matches!(
+            self,
+            Action::Read
+                | Action::Run
+                | Action::Request
+                | Action::Approve
+                | Action::ScopeAdd
+                | Action::Store
+                | Action::Rm
+        )
+    }
+
+    /// Whether the request can concern an agent (a rule's `agents` can match it).
+    pub fn has_agent(self) -> bool {
+        !matches!(self, Action::ConfigSet | Action::PolicySet)
     }
 
     /// Whether a rule naming `self` matches a request for `requested`.
@@ -65,9 +124,10 @@ pub enum Effect {
     Allow,
     /// The owner approves each use, as for a high-value credential (agent reads only).
     RequireApproval,
-    /// The operation is critical: the owner's presence is needed (master operations only).
+    /// The operation is critical, and its presence cannot be skipped (owner's operations only).
     RequirePresence,
-    /// Refused, naming the rule.
+    /// Refused, naming the rule (agent actions only: a rule that refused the owner could lock
+    /// the owner out of `policy.set` itself).
     Deny,
 }
 
@@ -93,10 +153,11 @@ impl Effect {
     }
 
     /// Whether the effect can apply to `action`: approval is per use of a value, presence is the
-    /// owner's, the others apply to everything.
+    /// owner's, a denial an agent's; `allow` documents anything.
     pub fn applies_to(self, action: Action) -> bool {
         match self {
-            Effect::Allow | Effect::Deny => true,
+            Effect::Allow => true,
+            Effect::Deny => action.by_agent(),
             Effect::RequireApproval => matches!(action, Action::Read | Action::Run),
             Effect::RequirePresence => !action.by_agent(),
         }

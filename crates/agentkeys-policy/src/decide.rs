@@ -218,4 +218,27 @@ effect = "deny"
         );
         assert!(policy.rate_windows(&input(&slow, "github", "2026-12-01T12:00:00Z")).is_empty());
     }
+
+    #[test]
+    fn the_owners_operations_are_decided_by_presence_rules() {
+        let policy = Policy::parse(
+            "[[rule]]\nname = \"guard-prod\"\nservices = [\"prod-*\"]\nactions = [\"scope.add\", \"store\"]\neffect = \"require_presence\"\n\n\
+             [[rule]]\nname = \"policy-in-person\"\nactions = [\"policy.set\"]\neffect = \"require_presence\"\n",
+        )
+        .unwrap();
+        let bot = AgentNames { id: "ag_1", label: "bot", aliases: &[] };
+        let ask = |action, service| Input { action, agent: Some(bot), service, at: Timestamp::UNIX_EPOCH };
+        let decided = |input: Input<'_>| {
+            let decision = policy.decide(&input, |_| 0);
+            (decision.outcome, decision.rule.map(|rule| rule.name().to_owned()))
+        };
+        let guarded = (Outcome::RequirePresence, Some("guard-prod".to_owned()));
+        assert_eq!(decided(ask(Action::ScopeAdd, Some("prod-db"))), guarded);
+        assert_eq!(decided(Input { agent: None, ..ask(Action::Store, Some("prod-db")) }), guarded);
+        assert_eq!(decided(ask(Action::ScopeAdd, Some("github"))), (Outcome::Allow, None));
+        assert_eq!(decided(ask(Action::Rm, Some("prod-db"))), (Outcome::Allow, None), "rm is not named");
+        assert_eq!(decided(ask(Action::Read, Some("prod-db"))), (Outcome::Allow, None), "an agent's read is not");
+        let set = Input { action: Action::PolicySet, agent: None, service: None, at: Timestamp::UNIX_EPOCH };
+        assert_eq!(decided(set).0, Outcome::RequirePresence);
+    }
 }

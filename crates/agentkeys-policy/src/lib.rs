@@ -33,7 +33,7 @@ mod readme {
         let section = &readme[readme.find("## Policy").expect("a Policy section")..];
         let blocks: Vec<&str> = section.split("```toml\n").skip(1).map(|b| &b[..b.find("```").unwrap()]).collect();
         let policy = crate::Policy::parse(blocks[0]).unwrap_or_else(|p| panic!("README policy: {p}"));
-        assert_eq!(policy.rules().len(), 3);
+        assert_eq!(policy.rules().len(), 4);
         let cases = crate::cases::parse(blocks[1], jiff::Timestamp::UNIX_EPOCH).unwrap();
         let resolve =
             |name: &str| crate::cases::KnownAgent { id: name.into(), label: name.into(), aliases: Vec::new() };

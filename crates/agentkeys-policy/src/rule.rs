@@ -234,13 +234,26 @@ fn compile(source: RuleSource) -> Result<Rule, (String, Vec<String>)> {
             }
         }
     } else if let Some(effect) = effect {
-        actions = Action::ALL.into_iter().filter(|action| effect.applies_to(*action)).collect();
+        // A rate counts an agent's uses: a rule with one and no actions is about agents alone.
+        actions = Action::ALL
+            .into_iter()
+            .filter(|action| effect.applies_to(*action) && (source.rate.is_none() || action.by_agent()))
+            .collect();
         if actions.is_empty() {
             problems.push(format!("{effect} applies to no action the server checks yet; {}", applies_hint(effect)));
         }
     }
     if services.is_some() && !actions.is_empty() && actions.iter().all(|action| !action.has_service()) {
-        problems.push("services can never match 'list' (it names no service); drop services or the action".to_owned());
+        problems.push(format!(
+            "services can never match {} (no service is named); drop services or add an action about one",
+            quoted_list(&actions)
+        ));
+    }
+    if agents.is_some() && !actions.is_empty() && actions.iter().all(|action| !action.has_agent()) {
+        problems.push(format!(
+            "agents can never match {} (no agent is concerned); drop agents or add an action about one",
+            quoted_list(&actions)
+        ));
     }
     let hours = source.hours.as_deref().map(parse_hours).transpose().unwrap_or_else(|p| {
         problems.push(p);
@@ -270,13 +283,22 @@ fn compile(source: RuleSource) -> Result<Rule, (String, Vec<String>)> {
     Ok(Rule { source, agents, services, actions, window, rate, effect })
 }
 
+fn quoted_list(actions: &BTreeSet<Action>) -> String {
+    actions.iter().map(|action| format!("'{action}'")).collect::<Vec<_>>().join(", ")
+}
+
 fn applies_hint(effect: Effect) -> &'static str {
     match effect {
         Effect::RequireApproval => "it applies to an agent's read and run",
         Effect::RequirePresence => {
-            "it applies to the owner's operations, which rules cannot name yet (critical ones already need presence)"
+            "it applies to the owner's operations (approve, scope.add, store, rm, config.set, agent.create, \
+             agent.upgrade, revoke, teardown, policy.set)"
         }
-        Effect::Allow | Effect::Deny => "it applies to every action",
+        Effect::Deny => {
+            "it applies to an agent's actions; to guard an owner's operation use require_presence (a deny could \
+             lock the owner out)"
+        }
+        Effect::Allow => "it applies to every action",
     }
 }
 
@@ -372,8 +394,29 @@ effect = "forbid"
             let found = problems(&format!("[[rule]]\nname = \"r\"\neffect = \"deny\"\n{text}\n"));
             assert!(found.iter().any(|p| p.contains(expected)), "{text}: {found:?}");
         }
-        let found = problems("[[rule]]\nname = \"r\"\neffect = \"require_presence\"\n");
-        assert!(found[0].contains("applies to no action"), "{found:?}");
+    }
+
+    #[test]
+    fn the_owners_operations_can_only_require_presence() {
+        for (rule, expected) in [
+            ("actions = [\"scope.add\"]\neffect = \"deny\"", "deny does not apply to 'scope.add'"),
+            ("actions = [\"policy.set\"]\neffect = \"require_approval\"", "does not apply to 'policy.set'"),
+            ("actions = [\"store\", \"read\"]\nrate = \"3/h\"\neffect = \"require_presence\"", "a rate counts"),
+            ("actions = [\"config.set\"]\nservices = [\"x\"]\neffect = \"require_presence\"", "services can never"),
+            ("actions = [\"policy.set\"]\nagents = [\"x\"]\neffect = \"require_presence\"", "agents can never"),
+        ] {
+            let found = problems(&format!("[[rule]]\nname = \"r\"\n{rule}\n"));
+            assert!(found.iter().any(|p| p.contains(expected)), "{rule}: {found:?}");
+        }
+        // Without actions, an effect covers every action it applies to: presence the owner's,
+        // a deny (or a rate) an agent's.
+        let covered = |rule: &str| {
+            Policy::parse(&format!("[[rule]]\nname = \"r\"\n{rule}\n")).unwrap().rules()[0].actions.clone()
+        };
+        assert!(covered("effect = \"require_presence\"").iter().all(|action| !action.by_agent()));
+        assert_eq!(covered("effect = \"require_presence\"").len(), 10);
+        assert!(covered("effect = \"deny\"").iter().all(|action| action.by_agent()));
+        assert!(covered("effect = \"allow\"\nrate = \"9/h\"").iter().all(|action| action.by_agent()));
     }
 
     #[test]

@@ -42,10 +42,14 @@ pub enum Critical {
     /// a command; the server is not asked, because `store` and `approve` fetch the same sealed
     /// version without showing presence for it.
     HighValueRead,
+    /// An owner's operation a `require_presence` rule of the account's policy matched: known
+    /// only to the server, which answers `PRESENCE_REQUIRED` naming the rule; the CLI then asks
+    /// and sends the request again. Its presence cannot be skipped.
+    PolicyRule,
 }
 
 impl Critical {
-    pub const ALL: [Critical; 16] = [
+    pub const ALL: [Critical; 17] = [
         Critical::Approve,
         Critical::Revoke,
         Critical::Teardown,
@@ -62,6 +66,7 @@ impl Critical {
         Critical::HighValueChange,
         Critical::PolicyWeaken,
         Critical::HighValueRead,
+        Critical::PolicyRule,
     ];
 
     /// A stable name, for messages and tests.
@@ -83,6 +88,7 @@ impl Critical {
             Critical::HighValueChange => "high-value-change",
             Critical::PolicyWeaken => "policy-weaken",
             Critical::HighValueRead => "high-value-read",
+            Critical::PolicyRule => "policy-rule",
         }
     }
 

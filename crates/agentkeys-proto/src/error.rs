@@ -169,6 +169,11 @@ pub struct ErrorDetail {
     /// With `APPROVAL_REQUIRED`: the code of the request the owner decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_code: Option<String>,
+    /// With `PRESENCE_REQUIRED` because a `require_presence` rule matched: the rule, as
+    /// `v<version>:<name>` ([`crate::policy::rule_ref`]). The CLI then asks for presence and
+    /// sends the request again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 #[cfg(test)]

@@ -14,7 +14,18 @@ pub struct ApiError {
     pub hint: String,
     pub retry_after_s: Option<u64>,
     pub current_version: Option<u64>,
-    pub request_code: Option<String>,
+    /// What the error names for programs besides its code, when anything.
+    pub names: Option<Named>,
+}
+
+/// What an error names besides its code (at most one thing; kept in one field so that
+/// `Result<_, ApiError>` stays small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// With `APPROVAL_REQUIRED`: the request the owner decides.
+    RequestCode(String),
+    /// With `PRESENCE_REQUIRED`: the policy rule that requires presence (`v3:name`).
+    Rule(String),
 }
 
 impl ApiError {
@@ -25,13 +36,21 @@ impl ApiError {
             hint: hint.into(),
             retry_after_s: None,
             current_version: None,
-            request_code: None,
+            names: None,
         }
     }
 
     /// `APPROVAL_REQUIRED` naming the request the owner decides.
     pub fn approval_required(code: &str, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { request_code: Some(code.to_owned()), ..Self::new(ErrorCode::ApprovalRequired, message, hint) }
+        Self {
+            names: Some(Named::RequestCode(code.to_owned())),
+            ..Self::new(ErrorCode::ApprovalRequired, message, hint)
+        }
+    }
+
+    /// `PRESENCE_REQUIRED` because the policy's rule `rule` (`v3:name`) requires presence.
+    pub fn presence_for_rule(rule: String, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { names: Some(Named::Rule(rule)), ..Self::new(ErrorCode::PresenceRequired, message, hint) }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -159,6 +178,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after_s;
+        let (request_code, rule) = match self.names {
+            Some(Named::RequestCode(code)) => (Some(code), None),
+            Some(Named::Rule(rule)) => (None, Some(rule)),
+            None => (None, None),
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
@@ -166,7 +190,8 @@ impl IntoResponse for ApiError {
                 hint: self.hint,
                 retry_after_s: self.retry_after_s,
                 current_version: self.current_version,
-                request_code: self.request_code,
+                request_code,
+                rule,
             },
         };
         let mut response = (status, axum::Json(body)).into_response();

@@ -83,8 +83,10 @@ fn existing_database_url(args: &ServerArgs) -> anyhow::Result<String> {
 pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(AppState, std::thread::JoinHandle<()>)> {
     let db = db::Db::connect(database_url).await?;
     let metrics = metrics::Metrics::default();
+    let policies: Arc<domains::policy::ops::Policies> = Arc::default();
     let hooks = engine::writer::Hooks {
         presence: Arc::new(domains::presence::ops::PresenceKeys),
+        rules: Arc::new(domains::policy::ops::OwnerPolicy(policies.clone())),
         maintenance: vec![
             Arc::new(engine::ratelimit::ForgetIdleBuckets),
             Arc::new(anonymous::Forget),
@@ -105,7 +107,7 @@ pub async fn start(database_url: &str, clock: clock::Clock) -> anyhow::Result<(A
         sessions: sessions::SessionCache::default(),
         ceremony_events: Arc::default(),
         request_events: Arc::default(),
-        policies: Arc::default(),
+        policies,
         limits: state::Limits::default(),
     };
     Ok((state, writer_task))

@@ -67,6 +67,53 @@ pub struct CriticalFor<'a> {
     pub account_id: &'a str,
 }
 
+/// An owner's operation as the account's policy is asked about it (its `require_presence`
+/// rules, README "Policy"): the action, and the agent and services it concerns.
+#[derive(Debug, Clone)]
+pub struct OwnerAsk {
+    pub account_id: String,
+    pub action: agentkeys_policy::Action,
+    pub agent: Option<AskedAgent>,
+    /// The services it concerns, each decided (the strongest decision wins); empty for none.
+    pub services: Vec<String>,
+}
+
+impl OwnerAsk {
+    /// An operation about no agent and no service.
+    pub fn about(account_id: &str, action: agentkeys_policy::Action) -> Self {
+        Self { account_id: account_id.to_owned(), action, agent: None, services: Vec::new() }
+    }
+
+    /// The same, about the agent `agent_id`.
+    pub fn agent(mut self, agent_id: &str) -> Self {
+        self.agent = Some(AskedAgent { id: agent_id.to_owned(), label: None });
+        self
+    }
+
+    /// The same, about `services`.
+    pub fn services(mut self, services: impl IntoIterator<Item = String>) -> Self {
+        self.services = services.into_iter().collect();
+        self
+    }
+}
+
+/// The agent an owner's operation concerns: by id, with its label when it does not exist yet
+/// (`agent create`), else looked up with its aliases.
+#[derive(Debug, Clone)]
+pub struct AskedAgent {
+    pub id: String,
+    pub label: Option<String>,
+}
+
+/// What a `require_presence` rule demands of an owner's operation it matched.
+#[derive(Debug, Clone)]
+pub struct RuleDemand {
+    /// The rule, as the audit and the error name it (`v3:name`).
+    pub rule: String,
+    /// The answer when no presence (or a skipped one) was shown.
+    pub refusal: ApiError,
+}
+
 /// The request a signed job came from, as its signature covers it: what a presence ceremony is
 /// bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +147,12 @@ pub trait Op: Send + Sync + Sized + 'static {
     /// the same transaction, before the op applies.
     fn critical(&self) -> Option<CriticalFor<'_>> {
         None
+    }
+
+    /// The owner's operation as the account's policy sees it, when its rules may govern it;
+    /// asked in the op's savepoint before it applies (an approval reads its request's agent).
+    fn owner_ask(&self, _conn: &mut AnyConnection) -> impl Future<Output = Result<Option<OwnerAsk>, OpError>> + Send {
+        async { Ok(None) }
     }
 
     /// Applies the op. Runs in a savepoint of the batch's transaction when [`Op::WRITES`].
@@ -172,4 +225,15 @@ pub trait PresencePolicy: Send + Sync + std::fmt::Debug {
         shown: PresenceShown<'a>,
         cx: Ctx,
     ) -> BoxFuture<'a, Result<Option<PresenceRecord>, OpError>>;
+}
+
+/// Decides what the account's policy demands of an owner's operation, in the op's savepoint:
+/// `Some` when a `require_presence` rule matched it. Supplied by the policy domain.
+pub trait OwnerRules: Send + Sync + std::fmt::Debug {
+    fn demand<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        ask: &'a OwnerAsk,
+        cx: Ctx,
+    ) -> BoxFuture<'a, Result<Option<RuleDemand>, OpError>>;
 }

@@ -18,12 +18,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use agentkeys_proto::ErrorCode;
-use agentkeys_proto::presence::{PresenceClaim, PresenceRecord};
+use agentkeys_proto::critical::Critical;
+use agentkeys_proto::presence::{PresenceClaim, PresenceMethod, PresenceRecord};
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{AuditDraft, AuditRow, HeadAnswer, HeadSlot, next_account_hash, outcome_for};
-use super::op::{BoxFuture, Ctx, Maintenance, Op, OpError, PresencePolicy, PresenceShown, RequestBinding};
+use super::op::{
+    BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError, OwnerRules, PresencePolicy, PresenceShown, RequestBinding,
+};
 use crate::clock::Clock;
 use crate::db::{Backend, Db};
 use crate::error::{ApiError, replayed, session_revoked, shutting_down};
@@ -67,11 +70,12 @@ trait Pending: Send + Any {
     fn open(&self) -> bool;
     /// Whether its op writes (and so runs in a savepoint).
     fn writes(&self) -> bool;
-    /// Checks presence and applies the op, storing its result; `Ok(true)` when its writes stay.
+    /// Checks the owner's rules and presence and applies the op, storing its result;
+    /// `Ok(true)` when its writes stay.
     fn apply<'a>(
         &'a mut self,
         conn: &'a mut AnyConnection,
-        policy: &'a dyn PresencePolicy,
+        hooks: &'a Hooks,
         cx: Ctx,
     ) -> BoxFuture<'a, Result<bool, sqlx::Error>>;
     /// Applies this job's op together with `others`, all of this job's type.
@@ -102,6 +106,8 @@ struct Job<O: Op> {
     result: Option<Result<O::Output, ApiError>>,
     /// Presence as the policy established it (the key that answered a ceremony).
     established: Option<PresenceRecord>,
+    /// The `require_presence` rule that matched the owner's operation (`v3:name`).
+    demanded_by: Option<String>,
     reply: oneshot::Sender<Result<O::Output, ApiError>>,
 }
 
@@ -125,7 +131,7 @@ impl<O: Op> Pending for Job<O> {
     fn apply<'a>(
         &'a mut self,
         conn: &'a mut AnyConnection,
-        policy: &'a dyn PresencePolicy,
+        hooks: &'a Hooks,
         cx: Ctx,
     ) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
         Box::pin(async move {
@@ -139,16 +145,34 @@ impl<O: Op> Pending for Job<O> {
                     return Ok(false);
                 }
             };
-            // In the op's own transaction, so a requirement switched on holds at once on every replica.
-            let checked = match op.critical() {
-                Some(critical) => {
-                    let shown = PresenceShown {
-                        claim: self.submission.presence.as_ref(),
-                        request: self.submission.request.as_ref(),
-                    };
-                    policy.check(conn, critical, shown, cx).await
+            // In the op's own transaction, so a requirement switched on (or a rule set) holds at
+            // once on every replica.
+            let claim = self.submission.presence.as_ref();
+            let demanded = match op.owner_ask(conn).await {
+                Ok(Some(ask)) => hooks.rules.demand(conn, &ask, cx).await.map(|demand| demand.map(|d| (d, ask))),
+                Ok(None) => Ok(None),
+                Err(refusal) => Err(refusal),
+            };
+            let checked = match demanded {
+                Err(refusal) => Err(refusal),
+                // A rule's presence cannot be skipped, whatever the account's setting.
+                Ok(Some((demand, _))) if claim.is_none_or(|claim| claim.method() == PresenceMethod::Skipped) => {
+                    self.demanded_by = Some(demand.rule);
+                    Err(OpError::Refused(demand.refusal))
                 }
-                None => Ok(None),
+                Ok(demanded) => {
+                    let rule_critical = demanded.as_ref().map(|(demand, ask)| {
+                        self.demanded_by = Some(demand.rule.clone());
+                        CriticalFor { op: Critical::PolicyRule, account_id: &ask.account_id }
+                    });
+                    match op.critical().or(rule_critical) {
+                        Some(critical) => {
+                            let shown = PresenceShown { claim, request: self.submission.request.as_ref() };
+                            hooks.presence.check(conn, critical, shown, cx).await
+                        }
+                        None => Ok(None),
+                    }
+                }
             };
             let outcome = match checked {
                 Ok(established) => {
@@ -214,7 +238,7 @@ impl<O: Op> Pending for Job<O> {
     }
 
     fn policy_rule(&self) -> Option<String> {
-        self.decision.as_ref().ok().and_then(Op::audited_rule)
+        self.demanded_by.clone().or_else(|| self.decision.as_ref().ok().and_then(Op::audited_rule))
     }
 
     fn reply(self: Box<Self>, batch: Result<(), ApiError>) {
@@ -231,10 +255,12 @@ impl<O: Op> Pending for Job<O> {
 }
 
 /// What the domains give the writer, which knows none of them: the presence policy of critical
-/// operations, and the housekeeping of their tables.
+/// operations, the account policy's rules for the owner's operations, and the housekeeping of
+/// their tables.
 #[derive(Debug, Clone)]
 pub struct Hooks {
     pub presence: Arc<dyn PresencePolicy>,
+    pub rules: Arc<dyn OwnerRules>,
     pub maintenance: Vec<Arc<dyn Maintenance>>,
 }
 
@@ -278,7 +304,8 @@ impl Writer {
         decision: Result<O, ApiError>,
     ) -> Result<O::Output, ApiError> {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Pending> = Box::new(Job { submission, decision, result: None, established: None, reply });
+        let job: Box<dyn Pending> =
+            Box::new(Job { submission, decision, result: None, established: None, demanded_by: None, reply });
         self.jobs.send(job).await.map_err(|_| shutting_down())?;
         answer.await.map_err(|_| shutting_down())?
     }
@@ -359,7 +386,6 @@ async fn apply_batch(
     prune: bool,
     cache: &mut HeadCache,
 ) -> Result<Vec<(usize, HeadAnswer)>, sqlx::Error> {
-    let policy = hooks.presence.as_ref();
     let cx = Ctx { now_ms: now };
     let mut tx = conn.begin().await?;
     let head =
@@ -421,7 +447,7 @@ async fn apply_batch(
             // A write runs in a savepoint, so a refused one — or one the database rejects —
             // fails alone and leaves the rest of the batch to commit.
             let mut savepoint = tx.begin().await?;
-            if job.apply(&mut savepoint, policy, cx).await? {
+            if job.apply(&mut savepoint, hooks, cx).await? {
                 savepoint.commit().await?;
             } else {
                 savepoint.rollback().await?;
@@ -429,7 +455,7 @@ async fn apply_batch(
         } else {
             // A read, or a job refused before its op (a replay, a revoked session, its handler's
             // decision): nothing to roll back.
-            job.apply(&mut tx, policy, cx).await?;
+            job.apply(&mut tx, hooks, cx).await?;
         }
         order.push(i);
     }

@@ -8,7 +8,7 @@ use agentkeys_proto::types::ActorKind;
 use sqlx::AnyConnection;
 
 use super::queries::{self, NewDevice};
-use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use crate::engine::op::{CriticalFor, Ctx, Op, OpError, OwnerAsk};
 use crate::error::ApiError;
 use crate::sessions::{self, NewSession};
 
@@ -95,6 +95,10 @@ impl Op for SetRequirePresence {
 
     fn critical(&self) -> Option<CriticalFor<'_>> {
         (!self.required).then_some(CriticalFor { op: Critical::ConfigWeaken, account_id: &self.account_id })
+    }
+
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(OwnerAsk::about(&self.account_id, agentkeys_policy::Action::ConfigSet)))
     }
 
     async fn apply(&self, conn: &mut AnyConnection, _cx: Ctx) -> Result<(), OpError> {

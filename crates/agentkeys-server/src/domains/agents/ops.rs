@@ -19,7 +19,9 @@ use crate::domains::links::queries::{self as links, NewLink};
 use crate::domains::releases::queries as releases;
 use crate::domains::requests::queries as requests;
 use crate::domains::statements::ops::{self as statements, NewStatement};
-use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use agentkeys_policy::Action;
+
+use crate::engine::op::{AskedAgent, CriticalFor, Ctx, Op, OpError, OwnerAsk};
 use crate::error::{ApiError, agent_torn_down, no_such_agent};
 use crate::sessions::{self, NewSession};
 
@@ -188,6 +190,12 @@ impl Op for CreateAgent {
         Some(CriticalFor { op: Critical::AgentCreate, account_id: &self.account_id })
     }
 
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        let agent = AskedAgent { id: self.agent_id.clone(), label: Some(self.label.clone()) };
+        let ask = OwnerAsk::about(&self.account_id, Action::AgentCreate).services(self.scope.clone());
+        Ok(Some(OwnerAsk { agent: Some(agent), ..ask }))
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
         let (account_id, agent_id) = (self.account_id.as_str(), self.agent_id.as_str());
         statements::append_all(conn, account_id, &self.statements, cx.now_ms).await?;
@@ -228,6 +236,13 @@ impl Op for ChangeScope {
         (!self.add.is_empty()).then_some(CriticalFor { op: Critical::ScopeWiden, account_id: &self.account_id })
     }
 
+    /// Adding services is `scope.add`, each service decided; removing one is not governed.
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok((!self.add.is_empty()).then(|| {
+            OwnerAsk::about(&self.account_id, Action::ScopeAdd).agent(&self.agent_id).services(self.add.clone())
+        }))
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
         match queries::status(conn, &self.account_id, &self.agent_id).await? {
             None => Err(no_such_agent(&self.agent_id).into()),
@@ -254,6 +269,10 @@ impl Op for SetTier {
 
     fn critical(&self) -> Option<CriticalFor<'_>> {
         Some(CriticalFor { op: Critical::AgentUpgrade, account_id: &self.account_id })
+    }
+
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(OwnerAsk::about(&self.account_id, Action::AgentUpgrade).agent(&self.agent_id)))
     }
 
     async fn apply(&self, conn: &mut AnyConnection, _cx: Ctx) -> Result<(), OpError> {
@@ -309,6 +328,10 @@ impl Op for Revoke {
         Some(CriticalFor { op: Critical::Revoke, account_id: &self.account_id })
     }
 
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(OwnerAsk::about(&self.account_id, Action::Revoke).agent(&self.agent_id)))
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
         statements::append_all(conn, &self.account_id, &self.statements, cx.now_ms).await?;
         end(conn, &self.account_id, &self.agent_id, AgentStatus::Revoked, cx.now_ms).await
@@ -331,6 +354,10 @@ impl Op for Teardown {
 
     fn critical(&self) -> Option<CriticalFor<'_>> {
         Some(CriticalFor { op: Critical::Teardown, account_id: &self.account_id })
+    }
+
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(OwnerAsk::about(&self.account_id, Action::Teardown).agent(&self.agent_id)))
     }
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {

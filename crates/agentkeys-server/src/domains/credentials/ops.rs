@@ -21,7 +21,7 @@ use crate::domains::links::queries as links;
 use crate::domains::policy::ops::{self as policy, AgentAsk, Policies};
 use crate::domains::releases::queries as releases;
 use crate::domains::requests::queries as requests;
-use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use crate::engine::op::{CriticalFor, Ctx, Op, OpError, OwnerAsk};
 use crate::engine::ratelimit::{RateLimit, take_token};
 use crate::error::{ApiError, credential_not_found, no_such_agent, session_revoked};
 
@@ -89,6 +89,16 @@ pub struct PutVersion {
     pub changes_high_value: bool,
 }
 
+/// The owner's `store` or `rm` of `service`, as the policy sees it: about the agent whose
+/// private namespace it is, if it is one.
+fn owner_ask(account_id: &str, action: Action, namespace: &Namespace, service: &str) -> OwnerAsk {
+    let ask = OwnerAsk::about(account_id, action).services([service.to_owned()]);
+    match namespace.agent_id() {
+        Some(agent_id) => ask.agent(agent_id),
+        None => ask,
+    }
+}
+
 /// Whether stored flags mark a high-value credential.
 pub fn is_high_value(flags: i64) -> bool {
     flags & i64::from(FLAG_HIGH_VALUE) != 0
@@ -108,6 +118,10 @@ impl Op for PutVersion {
 
     fn critical(&self) -> Option<CriticalFor<'_>> {
         self.changes_high_value.then_some(CriticalFor { op: Critical::HighValueChange, account_id: &self.account_id })
+    }
+
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(owner_ask(&self.account_id, Action::Store, &self.namespace, &self.service)))
     }
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<StoredVersion, OpError> {
@@ -198,6 +212,10 @@ pub struct RemoveCredential {
 
 impl Op for RemoveCredential {
     type Output = StoredVersion;
+
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(owner_ask(&self.account_id, Action::Rm, &self.namespace, &self.service)))
+    }
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<StoredVersion, OpError> {
         let newest = queries::newest(conn, &self.account_id, &self.namespace, &self.service).await?;

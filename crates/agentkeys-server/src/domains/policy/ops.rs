@@ -1,7 +1,8 @@
 //! Setting a policy (an op, critical when it weakens the version it replaces), and deciding a
 //! request by the policy in force, in the deciding op's own transaction: the version is read
 //! there (so a policy set on another replica holds at once), and its compiled rules come from a
-//! cache keyed by version (so 200 rules cost no parsing per read).
+//! cache keyed by version (so 200 rules cost no parsing per read). An agent's read asks
+//! [`decide`]; the owner's operations are asked by the writer, through [`OwnerPolicy`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use sqlx::AnyConnection;
 use super::queries::{self, StoredPolicy};
 use crate::db::parse_stored;
 use crate::domains::agents::queries as agents;
-use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use crate::engine::op::{AskedAgent, BoxFuture, CriticalFor, Ctx, Op, OpError, OwnerAsk, OwnerRules, RuleDemand};
 use crate::error::ApiError;
 
 /// Compiled policies by account, each with the version it was compiled from.
@@ -131,6 +132,68 @@ pub async fn decide(
     Ok(Some(Verdict { outcome: decision.outcome, version, rule: decision.rule.map(|rule| rule.name().to_owned()) }))
 }
 
+/// The policy's `require_presence` rules for the owner's operations, as the writer asks them.
+#[derive(Debug)]
+pub struct OwnerPolicy(pub Arc<Policies>);
+
+impl OwnerRules for OwnerPolicy {
+    fn demand<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        ask: &'a OwnerAsk,
+        cx: Ctx,
+    ) -> BoxFuture<'a, Result<Option<RuleDemand>, OpError>> {
+        Box::pin(async move {
+            let Some((version, policy)) = self.0.current(conn, &ask.account_id).await? else { return Ok(None) };
+            let (id, label, aliases) = match &ask.agent {
+                None => (None, None, Vec::new()),
+                Some(AskedAgent { id, label: Some(label) }) => (Some(id.as_str()), Some(label.clone()), Vec::new()),
+                Some(AskedAgent { id, label: None }) => {
+                    // An agent of another account (the op refuses it) is named by its id alone.
+                    let label = agents::get(conn, &ask.account_id, id).await?.map(|agent| agent.label);
+                    let names_agents = policy.rules().iter().any(|rule| rule.source().agents.is_some());
+                    let aliases = if names_agents && label.is_some() {
+                        agents::aliases_of(conn, &ask.account_id, id).await?
+                    } else {
+                        Vec::new()
+                    };
+                    (Some(id.as_str()), label, aliases)
+                }
+            };
+            let agent = id.map(|id| AgentNames { id, label: label.as_deref().unwrap_or(id), aliases: &aliases });
+            let at = jiff::Timestamp::from_millisecond(cx.now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let services: Vec<Option<&str>> = match ask.services.as_slice() {
+                [] => vec![None],
+                services => services.iter().map(|service| Some(service.as_str())).collect(),
+            };
+            for service in services {
+                let input = Input { action: ask.action, agent, service, at };
+                // Rates are an agent's: no rule on an owner's operation has one.
+                let decision = policy.decide(&input, |_| 0);
+                let (Outcome::RequirePresence, Some(rule)) = (decision.outcome, decision.rule) else { continue };
+                let name = rule.name();
+                let what = match (service, &label) {
+                    (Some(service), _) => format!("{} of '{service}'", ask.action),
+                    (None, Some(label)) => format!("{} of agent {label}", ask.action),
+                    (None, None) => ask.action.to_string(),
+                };
+                let rule_ref = rule_ref(version as u64, Some(name));
+                let refusal = ApiError::presence_for_rule(
+                    rule_ref.clone(),
+                    format!(
+                        "rule {name} of the account's policy (version {version}) requires presence for {what}, and \
+                         none was shown (a skipped check does not count)"
+                    ),
+                    "run it with the agentkeys CLI and confirm in person (not with --no-biometric or \
+                     AGENTKEYS_BIOMETRIC=off): it asks, then sends the request again",
+                );
+                return Ok(Some(RuleDemand { rule: rule_ref, refusal }));
+            }
+            Ok(None)
+        })
+    }
+}
+
 /// Sets a new version of the account's policy, replacing `base_version`.
 #[derive(Debug, Clone)]
 pub struct SetPolicy {
@@ -149,6 +212,10 @@ impl Op for SetPolicy {
     fn critical(&self) -> Option<CriticalFor<'_>> {
         (!self.changes.weakens.is_empty())
             .then_some(CriticalFor { op: Critical::PolicyWeaken, account_id: &self.account_id })
+    }
+
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(OwnerAsk::about(&self.account_id, Action::PolicySet)))
     }
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<SetPolicyResponse, OpError> {

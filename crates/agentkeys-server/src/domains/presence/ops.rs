@@ -11,7 +11,9 @@ use sqlx::AnyConnection;
 
 use super::queries::{self, CeremonyRow, KeyRow, RootRow, Transition};
 use crate::domains::accounts::queries as accounts;
-use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError, PresencePolicy, PresenceShown};
+use crate::engine::op::{
+    BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError, OwnerAsk, PresencePolicy, PresenceShown,
+};
 use crate::error::{ApiError, presence_required};
 
 /// Ceremonies an account may have pending at once.
@@ -360,6 +362,10 @@ impl Op for SetAttestationRoots {
 
     fn critical(&self) -> Option<CriticalFor<'_>> {
         Some(CriticalFor { op: Critical::ConfigWeaken, account_id: &self.account_id })
+    }
+
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(OwnerAsk::about(&self.account_id, agentkeys_policy::Action::ConfigSet)))
     }
 
     async fn apply(&self, conn: &mut AnyConnection, _cx: Ctx) -> Result<(), OpError> {

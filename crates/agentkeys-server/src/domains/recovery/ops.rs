@@ -11,7 +11,7 @@ use crate::domains::accounts::queries::{self as accounts, NewDevice};
 use crate::domains::presence::queries as presence;
 use crate::domains::requests::ops::open;
 use crate::domains::requests::queries::{self as requests, NewRequest, RequestRow};
-use crate::engine::op::{CriticalFor, Ctx, Op, OpError};
+use crate::engine::op::{CriticalFor, Ctx, Op, OpError, OwnerAsk};
 use crate::error::ApiError;
 use crate::sessions::{self, NewSession};
 
@@ -182,6 +182,10 @@ impl Op for SetRecoveryDelay {
 
     fn critical(&self) -> Option<CriticalFor<'_>> {
         self.shortens.then_some(CriticalFor { op: Critical::ConfigWeaken, account_id: &self.account_id })
+    }
+
+    async fn owner_ask(&self, _conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        Ok(Some(OwnerAsk::about(&self.account_id, agentkeys_policy::Action::ConfigSet)))
     }
 
     async fn apply(&self, conn: &mut AnyConnection, _cx: Ctx) -> Result<(), OpError> {

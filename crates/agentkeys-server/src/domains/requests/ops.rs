@@ -20,7 +20,7 @@ use crate::domains::credentials::queries::Wrap;
 use crate::domains::policy::ops as policy;
 use crate::domains::releases::queries::{self as releases, NewRelease};
 use crate::domains::statements::ops::{self as statements, NewStatement};
-use crate::engine::op::{BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError};
+use crate::engine::op::{AskedAgent, BoxFuture, CriticalFor, Ctx, Maintenance, Op, OpError, OwnerAsk};
 use crate::engine::ratelimit::{RateLimit, available, take_token};
 use crate::error::ApiError;
 use crate::sessions::{self, NewSession};
@@ -226,6 +226,27 @@ impl Op for Approve {
 
     fn critical(&self) -> Option<CriticalFor<'_>> {
         Some(CriticalFor { op: Critical::Approve, account_id: &self.account_id })
+    }
+
+    /// The agent and services of the request, as the approval grants them. A code of no
+    /// request here asks nothing: the op refuses it, counting the miss.
+    async fn owner_ask(&self, conn: &mut AnyConnection) -> Result<Option<OwnerAsk>, OpError> {
+        let Some(row) = queries::find_by_code(&mut *conn, &self.code)
+            .await?
+            .filter(|row| row.account_id.as_deref().is_none_or(|account| account == self.account_id))
+        else {
+            return Ok(None);
+        };
+        let by_id = |id: &str| AskedAgent { id: id.to_owned(), label: None };
+        let (agent, services) = match self.grant.as_deref() {
+            Some(Grant::Pairing { agent_id, scope, .. }) => {
+                (Some(AskedAgent { id: agent_id.clone(), label: Some(row.label.clone()) }), scope.clone())
+            }
+            Some(Grant::Access { scope, .. }) => (row.agent_id.as_deref().map(by_id), scope.clone()),
+            Some(Grant::Recovery { agent_id, .. }) => (Some(by_id(agent_id)), Vec::new()),
+            _ => (row.agent_id.as_deref().map(by_id), row.scope.clone()),
+        };
+        Ok(Some(OwnerAsk { agent, services, ..OwnerAsk::about(&self.account_id, agentkeys_policy::Action::Approve) }))
     }
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<RequestRow, OpError> {

@@ -169,12 +169,15 @@ pub async fn insert(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> Res
     Ok(inserted == 1)
 }
 
-/// A request by code, whatever its state: for a handler to prepare an approval. The op finds it
-/// again, guarded, before anything changes.
-pub async fn find_by_code(pool: &AnyPool, code: &str) -> Result<Option<RequestRow>, sqlx::Error> {
+/// A request by code, whatever its state: for a handler to prepare an approval, or the policy
+/// to see what it concerns. The op finds it again, guarded, before anything changes.
+pub async fn find_by_code<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    executor: E,
+    code: &str,
+) -> Result<Option<RequestRow>, sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM requests WHERE code = $1")))
         .bind(code)
-        .fetch_optional(pool)
+        .fetch_optional(executor)
         .await?
         .map(|row| RequestRow::from_row(&row))
         .transpose()
