@@ -3,8 +3,9 @@
 //! by `policy explain`; `policy test` passing and failing; `policy set` refusing bad files with
 //! every problem listed, and weakening as a critical change; `require_approval` turning a read
 //! into a release, decided by the policy in force at approval time; a rate; an `allow` that
-//! cannot give what scope does not; and `require_presence` on the owner's own operations, asked
-//! when the server says so and never skipped. On SQLite and PostgreSQL.
+//! cannot give what scope does not; `deny` on an agent's `list` and `request`; and
+//! `require_presence` on the owner's own operations, asked when the server says so and never
+//! skipped. On SQLite and PostgreSQL.
 
 use std::sync::atomic::Ordering;
 
@@ -330,9 +331,51 @@ async fn require_presence_guards_the_owners_operations_and_cannot_be_skipped(bac
     assert_eq!((presence.as_deref(), rule.as_deref()), (Some("prompt"), Some("v1:guard-prod")));
 }
 
+async fn deny_rules_on_list_and_request_refuse_an_agent(backend: Backend) {
+    use agentkeys_core::ClientError;
+    use agentkeys_proto::agents::{AgentAskRequest, RequestKind};
+    let Some((db, server, _skew)) = skewed_server(backend).await else { return };
+    let master = Master::new(&server.url);
+    master.init();
+    master.ok(&["store", "openai"], Some(b"sk-1"));
+    let host = DaemonHost::new(&server.url);
+    let bot = host.pair(&master, "bot", "openai");
+    let client = agentkeys_core::ApiClient::for_session(&server.url, host.session(&bot)).unwrap();
+    let ask = |service: &str| AgentAskRequest {
+        kind: RequestKind::Access,
+        service: Some(service.to_owned()),
+        tier: None,
+        reason: "deploy".to_owned(),
+    };
+    assert_eq!(client.list_credentials().await.unwrap().credentials.len(), 1);
+    let quiet = file(
+        &master,
+        "quiet.toml",
+        "[[rule]]\nname = \"no-listing\"\nagents = [\"bot\"]\nactions = [\"list\"]\neffect = \"deny\"\n\n\
+         [[rule]]\nname = \"no-prod-asks\"\nservices = [\"prod-*\"]\nactions = [\"request\"]\neffect = \"deny\"\n",
+    );
+    master.ok(&["policy", "set", &quiet], None);
+    let denied = |answer: Result<(), ClientError>, rule: &str| match answer {
+        Err(ClientError::Api { detail, .. }) => {
+            assert_eq!(detail.code, agentkeys_proto::ErrorCode::Denied, "{}", detail.message);
+            assert!(detail.message.contains(&format!("rule {rule} of the account's policy")), "{}", detail.message);
+        }
+        other => panic!("{rule} denies: {other:?}"),
+    };
+    denied(client.list_credentials().await.map(drop), "no-listing");
+    denied(client.ask(&ask("prod-db")).await.map(drop), "no-prod-asks");
+    assert_eq!(audited_rule(&db, "request.open", "prod-db").await.as_deref(), Some("v1:no-prod-asks"));
+    // What the rules do not name goes on: another service's ask reaches the owner's queue.
+    let opened = client.ask(&ask("github")).await.expect("an ask no rule denies");
+    let queue = json_of(&master.ok(&["requests", "--json"], None));
+    assert!(queue["requests"].as_array().unwrap().iter().any(|r| r["code"] == opened.code.as_str()), "{queue}");
+    assert!(queue["requests"].as_array().unwrap().iter().all(|r| r["scope"] != serde_json::json!(["prod-db"])));
+}
+
 on_both_backends!(
     a_time_window_deny_is_decided_by_the_servers_clock_and_explained,
     bad_policies_are_refused_and_weakening_is_critical,
     require_approval_makes_a_read_a_release_decided_by_the_policy_in_force,
     require_presence_guards_the_owners_operations_and_cannot_be_skipped,
+    deny_rules_on_list_and_request_refuse_an_agent,
 );

@@ -12,9 +12,9 @@ pub enum Action {
     /// An agent reads a value to run a command with it. The server cannot tell this read from
     /// [`Action::Read`] (the daemon makes both), so a rule naming either matches both.
     Run,
-    /// An agent lists the credential names it may see.
+    /// An agent lists the credential names it may see (about no service).
     List,
-    /// An agent asks for access to a service or a higher tier.
+    /// An agent asks for access to a service (about that service) or a higher tier (none).
     Request,
     /// The owner approves a request (pairing, access, tier, release, device, recovery); its
     /// agent and service are the request's.
@@ -40,12 +40,12 @@ pub enum Action {
 }
 
 impl Action {
-    /// The actions a rule may name: those the server enforces rules for today. `list` and
-    /// `request` are known but refused until their ops consult the policy, so that no rule
-    /// silently does nothing.
-    pub const ALL: [Action; 12] = [
+    /// The actions a rule may name: every one the server consults the policy for.
+    pub const ALL: [Action; 14] = [
         Action::Read,
         Action::Run,
+        Action::List,
+        Action::Request,
         Action::Approve,
         Action::ScopeAdd,
         Action::Store,
@@ -86,7 +86,13 @@ impl Action {
         matches!(self, Action::Read | Action::Run | Action::List | Action::Request)
     }
 
-    /// Whether the request can be about a service (a rule's `services` can match it).
+    /// Whether a rate can count it: the server counts an agent's reads of a service.
+    pub fn counted(self) -> bool {
+        matches!(self, Action::Read | Action::Run)
+    }
+
+    /// Whether the request can be about a service (a rule's `services` can match it; an
+    /// agent's `request` for a tier is about none).
     pub fn has_service(self) -> bool {
         matches!(
             self,

@@ -234,10 +234,10 @@ fn compile(source: RuleSource) -> Result<Rule, (String, Vec<String>)> {
             }
         }
     } else if let Some(effect) = effect {
-        // A rate counts an agent's uses: a rule with one and no actions is about agents alone.
+        // A rate counts an agent's reads: a rule with one and no actions is about reads alone.
         actions = Action::ALL
             .into_iter()
-            .filter(|action| effect.applies_to(*action) && (source.rate.is_none() || action.by_agent()))
+            .filter(|action| effect.applies_to(*action) && (source.rate.is_none() || action.counted()))
             .collect();
         if actions.is_empty() {
             problems.push(format!("{effect} applies to no action the server checks yet; {}", applies_hint(effect)));
@@ -272,8 +272,8 @@ fn compile(source: RuleSource) -> Result<Rule, (String, Vec<String>)> {
         problems.push(p);
         None
     });
-    if rate.is_some() && actions.iter().any(|action| !action.by_agent()) {
-        problems.push("a rate counts an agent's uses; name only agent actions (read, run)".to_owned());
+    if rate.is_some() && actions.iter().any(|action| !action.counted()) {
+        problems.push("a rate counts an agent's reads of a service; name only read and run".to_owned());
     }
     if !problems.is_empty() {
         return Err((name, problems));
@@ -386,7 +386,9 @@ effect = "forbid"
             ("actions = []", "actions is empty"),
             ("days = []", "days is empty"),
             ("hours = \"09:00-09:00\"", "is empty"),
-            ("actions = [\"list\"]", "action 'list' is not one of read, run"),
+            ("actions = [\"peek\"]", "action 'peek' is not one of read, run, list, request, approve"),
+            ("actions = [\"list\"]\nservices = [\"x\"]", "services can never match 'list'"),
+            ("actions = [\"list\", \"request\"]\nrate = \"1/h\"", "a rate counts an agent's reads"),
             ("agents = [\"bot/1\"]", "can never match"),
             ("services = [\"[a-\"]", "not a valid glob"),
             ("tz = \"UTC\"", "no hours or days"),
@@ -401,7 +403,7 @@ effect = "forbid"
         for (rule, expected) in [
             ("actions = [\"scope.add\"]\neffect = \"deny\"", "deny does not apply to 'scope.add'"),
             ("actions = [\"policy.set\"]\neffect = \"require_approval\"", "does not apply to 'policy.set'"),
-            ("actions = [\"store\", \"read\"]\nrate = \"3/h\"\neffect = \"require_presence\"", "a rate counts"),
+            ("actions = [\"store\"]\nrate = \"3/h\"\neffect = \"require_presence\"", "a rate counts"),
             ("actions = [\"config.set\"]\nservices = [\"x\"]\neffect = \"require_presence\"", "services can never"),
             ("actions = [\"policy.set\"]\nagents = [\"x\"]\neffect = \"require_presence\"", "agents can never"),
         ] {
@@ -416,7 +418,7 @@ effect = "forbid"
         assert!(covered("effect = \"require_presence\"").iter().all(|action| !action.by_agent()));
         assert_eq!(covered("effect = \"require_presence\"").len(), 10);
         assert!(covered("effect = \"deny\"").iter().all(|action| action.by_agent()));
-        assert!(covered("effect = \"allow\"\nrate = \"9/h\"").iter().all(|action| action.by_agent()));
+        assert!(covered("effect = \"allow\"\nrate = \"9/h\"").iter().all(|action| action.counted()));
     }
 
     #[test]

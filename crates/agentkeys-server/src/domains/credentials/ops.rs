@@ -68,6 +68,38 @@ pub struct StoredVersion {
     pub created_at_ms: i64,
 }
 
+/// An agent lists the names it may see (read from the read pool by the route): this decides,
+/// by the policy's `list` rules, whether they are answered, and audits the listing.
+#[derive(Debug)]
+pub struct AgentList {
+    pub account_id: String,
+    pub agent_id: String,
+    pub policies: Arc<Policies>,
+    pub decided_by: OnceLock<String>,
+}
+
+impl Op for AgentList {
+    type Output = ();
+    const WRITES: bool = false;
+
+    async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
+        // An agent that is gone sees nothing to list: its session is refused before this.
+        let Some(agent) = agents::get(conn, &self.account_id, &self.agent_id).await? else { return Ok(()) };
+        let ask = AgentAsk {
+            account_id: &self.account_id,
+            agent_id: &self.agent_id,
+            label: &agent.label,
+            action: Action::List,
+            service: None,
+        };
+        policy::refuse_if_denied(conn, &self.policies, ask, cx, &self.decided_by).await
+    }
+
+    fn audited_rule(&self) -> Option<String> {
+        self.decided_by.get().cloned()
+    }
+}
+
 /// A new sealed version of a credential, with its data key wrapped to every agent device that
 /// may read it.
 #[derive(Debug, Clone)]

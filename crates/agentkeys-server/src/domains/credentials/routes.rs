@@ -15,7 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ops::{
-    AgentRead, PutVersion, ReadCredential, ReleaseAsk, RemoveCredential, StoredVersion, decode_grant, is_high_value,
+    AgentList, AgentRead, PutVersion, ReadCredential, ReleaseAsk, RemoveCredential, StoredVersion, decode_grant,
+    is_high_value,
 };
 use super::queries::{self, SealedVersion, SignerRow, StoredGrant, Wrap};
 use crate::engine::audit::Subject;
@@ -346,10 +347,23 @@ pub async fn list_credentials(
 ) -> Result<Json<CredentialListResponse>, ApiError> {
     let caller = &signed.caller;
     let rows = match &caller.agent_id {
-        Some(agent_id) => queries::list_visible_to(&state.db.reads, &caller.account_id, agent_id).await?,
-        None => queries::list(&state.db.reads, &caller.account_id).await?,
+        Some(agent_id) => {
+            let rows = queries::list_visible_to(&state.db.reads, &caller.account_id, agent_id).await?;
+            let list = AgentList {
+                account_id: caller.account_id.clone(),
+                agent_id: agent_id.clone(),
+                policies: state.policies.clone(),
+                decided_by: Default::default(),
+            };
+            caller.commit(&state, Subject::default(), Ok(list)).await?;
+            rows
+        }
+        None => {
+            let rows = queries::list(&state.db.reads, &caller.account_id).await?;
+            caller.record(&state, Subject::default()).await?;
+            rows
+        }
     };
-    caller.record(&state, Subject::default()).await?;
     Ok(Json(CredentialListResponse {
         credentials: rows
             .into_iter()

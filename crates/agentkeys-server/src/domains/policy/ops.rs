@@ -132,6 +132,23 @@ pub async fn decide(
     Ok(Some(Verdict { outcome: decision.outcome, version, rule: decision.rule.map(|rule| rule.name().to_owned()) }))
 }
 
+/// Decides an agent's `list` or `request` by the policy in force: a `deny` refuses it, naming
+/// the rule (recorded in `decided_by` for the audit either way); other effects do not apply.
+pub async fn refuse_if_denied(
+    conn: &mut AnyConnection,
+    policies: &Policies,
+    ask: AgentAsk<'_>,
+    cx: Ctx,
+    decided_by: &std::sync::OnceLock<String>,
+) -> Result<(), OpError> {
+    let Some(verdict) = decide(conn, policies, ask, cx).await? else { return Ok(()) };
+    let _ = decided_by.set(verdict.audited());
+    match verdict.outcome {
+        Outcome::Deny => Err(OpError::Refused(verdict.denial(&ask))),
+        Outcome::Allow | Outcome::RequireApproval | Outcome::RequirePresence => Ok(()),
+    }
+}
+
 /// The policy's `require_presence` rules for the owner's operations, as the writer asks them.
 #[derive(Debug)]
 pub struct OwnerPolicy(pub Arc<Policies>);

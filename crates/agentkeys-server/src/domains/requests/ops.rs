@@ -58,15 +58,35 @@ pub async fn open(conn: &mut AnyConnection, new: &NewRequest, now: i64) -> Resul
     }
 }
 
-/// An agent's ask for a service or a tier.
-#[derive(Debug, Clone)]
-pub struct Ask(pub NewRequest);
+/// An agent's ask for a service or a tier, decided by the policy's `request` rules.
+#[derive(Debug)]
+pub struct Ask {
+    pub request: NewRequest,
+    pub policies: std::sync::Arc<crate::domains::policy::ops::Policies>,
+    /// The policy version and rule that decided it, for the audit row.
+    pub decided_by: std::sync::OnceLock<String>,
+}
 
 impl Op for Ask {
     type Output = ();
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
-        open(conn, &self.0, cx.now_ms).await
+        let request = &self.request;
+        if let (Some(account_id), Some(agent_id)) = (&request.account_id, &request.agent_id) {
+            let ask = policy::AgentAsk {
+                account_id,
+                agent_id,
+                label: &request.label,
+                action: agentkeys_policy::Action::Request,
+                service: request.scope.first().map(String::as_str),
+            };
+            policy::refuse_if_denied(conn, &self.policies, ask, cx, &self.decided_by).await?;
+        }
+        open(conn, request, cx.now_ms).await
+    }
+
+    fn audited_rule(&self) -> Option<String> {
+        self.decided_by.get().cloned()
     }
 }
 

@@ -152,7 +152,9 @@ pub async fn ask(
         namespace: caller.agent_id.as_deref().map(agentkeys_proto::agents::agent_namespace),
         service: prepared.as_ref().ok().and_then(|r| r.scope.first().cloned()),
     };
-    caller.commit(&state, subject, prepared.map(Ask)).await?;
+    let policies = state.policies.clone();
+    let ask = prepared.map(|request| Ask { request, policies, decided_by: Default::default() });
+    caller.commit(&state, subject, ask).await?;
     state.request_events.notify_waiters();
     Ok((StatusCode::CREATED, Json(reply.expect("a committed request has a reply"))))
 }
