@@ -293,7 +293,7 @@ async fn require_presence_guards_the_owners_operations_and_cannot_be_skipped(bac
     let guard = file(
         &master,
         "guard.toml",
-        "[[rule]]\nname = \"guard-prod\"\nservices = [\"prod-*\"]\nactions = [\"store\", \"scope.add\"]\n\
+        "[[rule]]\nname = \"guard-prod\"\nservices = [\"prod-*\"]\nactions = [\"store\", \"scope.add\", \"agent.create\"]\n\
          effect = \"require_presence\"\n",
     );
     master.ok(&["policy", "set", &guard], None);
@@ -312,6 +312,12 @@ async fn require_presence_guards_the_owners_operations_and_cannot_be_skipped(bac
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");
     assert!(stderr.contains("scope.add of 'prod-db'") && stderr.contains("a skipped check does not count"), "{stderr}");
+    // Nor does creating an agent with that service in its scope go around it.
+    let out = master.run(&["--no-biometric", "--yes", "agent", "create", "bot2", "--scope", "prod-db"], None);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("agent.create of 'prod-db'"), "{}", text(&out.stderr));
+    let agents = json_of(&master.ok(&["--json", "agents"], None));
+    assert!(agents["agents"].as_array().unwrap().iter().all(|a| a["label"] != "bot2"), "{agents}");
     // In person: the server refuses the first send, the CLI asks on the terminal (the typed
     // confirmation: no fingerprint reader here), then sends it again.
     let value = file(&master, "prod-db.txt", "postgres://prod");
@@ -321,7 +327,7 @@ async fn require_presence_guards_the_owners_operations_and_cannot_be_skipped(bac
         .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
         .env("AGENTKEYS_PRESENCE_TIMEOUT", "20");
     let mut store = crate::terminal::in_terminal(command);
-    store.exp_string("Go on with what the policy guards: rule guard-prod").unwrap();
+    store.exp_string("Go on with PUT /v1/credentials/prod-db; the server says: rule guard-prod").unwrap();
     store.exp_string("Type \"allow guard-prod\" to confirm: ").unwrap();
     store.send_line("allow guard-prod").unwrap();
     let shown = store.exp_eof().unwrap();

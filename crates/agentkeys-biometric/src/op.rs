@@ -33,6 +33,14 @@ pub fn shorten(text: &str) -> String {
     format!("{head}…{tail}")
 }
 
+/// `text` without control or bidirectional-formatting characters, at most `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let steering = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    text.chars().filter(|&c| !steering(c)).take(max).collect()
+}
+
 fn list(items: &[String]) -> String {
     if items.is_empty() { "no services".to_owned() } else { items.join(",") }
 }
@@ -197,12 +205,17 @@ impl CriticalOp {
         )
     }
 
-    /// An operation the server says rule `rule` of the account's policy requires presence for;
-    /// `what` is the server's sentence naming it (shown, never trusted: the presence answers
-    /// only the request this machine is sending).
-    pub fn policy_rule(rule: &str, what: &str) -> Self {
-        let what: String = what.chars().filter(|c| !c.is_control()).take(300).collect();
-        Self::new(Critical::PolicyRule, format!("Go on with what the policy guards: {what}"), format!("allow {rule}"))
+    /// An operation the server says rule `rule` of the account's policy requires presence for:
+    /// `request` is this machine's own line for it (`PUT /v1/credentials/prod-db`), `what` the
+    /// server's sentence (shown, never trusted: the presence answers only the request this
+    /// machine is sending), both stripped of what could steer a terminal.
+    pub fn policy_rule(rule: &str, request: &str, what: &str) -> Self {
+        let rule = printable(rule, 64);
+        Self::new(
+            Critical::PolicyRule,
+            format!("Go on with {}; the server says: {}", printable(request, 200), printable(what, 300)),
+            format!("allow {rule}"),
+        )
     }
 
     pub fn change_high_value(service: &str, high_value: bool) -> Self {
@@ -256,6 +269,9 @@ mod tests {
             CriticalOp::weaken_setting("biometric policy", "biometric", "required", "off").text,
             "Change biometric policy from required to off"
         );
+        let ruled = CriticalOp::policy_rule("guard\u{1b}[2J\u{202e}", "PUT /v1/credentials/x", "rule\nsays");
+        assert_eq!(ruled.confirmation, "allow guard[2J");
+        assert_eq!(ruled.text, "Go on with PUT /v1/credentials/x; the server says: rulesays");
         assert_eq!(shorten("short"), "short");
         assert_eq!(shorten("ünïcode-and-longer-still"), "ünïcode-…ll");
         assert!(!shorten(&"x".repeat(500)).is_empty());

@@ -108,6 +108,7 @@ impl PresenceOnDemand for RulePresence {
     fn presence_for<'a>(
         &'a self,
         client: &'a ApiClient,
+        request: &'a str,
         demand: &'a ErrorDetail,
     ) -> BoxFuture<'a, Result<Presence, ClientError>> {
         Box::pin(async move {
@@ -124,7 +125,7 @@ impl PresenceOnDemand for RulePresence {
             }
             let rule = demand.rule.as_deref().and_then(agentkeys_proto::policy::parse_rule_ref);
             let name = rule.and_then(|(_, name)| name).unwrap_or("?");
-            let op = CriticalOp::policy_rule(name, &demand.message);
+            let op = CriticalOp::policy_rule(name, request, &demand.message);
             shown(ctx, client, &op).await.map_err(declined)
         })
     }

@@ -274,10 +274,12 @@ pub struct ApiClient {
 /// the server can decide: its clock, its policy version). The client then sends the request
 /// again, once, with the presence this returns.
 pub trait PresenceOnDemand: Send + Sync {
-    /// `demand` is the server's refusal, naming the rule.
+    /// `request` is the request as this client sends it (`PUT /v1/credentials/prod-db`),
+    /// `demand` the server's refusal, naming the rule.
     fn presence_for<'a>(
         &'a self,
         client: &'a ApiClient,
+        request: &'a str,
         demand: &'a ErrorDetail,
     ) -> BoxFuture<'a, Result<Presence, ClientError>>;
 }
@@ -569,7 +571,8 @@ impl ApiClient {
             && method != Method::GET
             && let Some(OnDemand(source)) = &self.on_demand
         {
-            let shown = source.presence_for(self, detail).await?;
+            let request = format!("{method} {path_and_query}");
+            let shown = source.presence_for(self, &request, detail).await?;
             return self.call_with(Some(&shown), method, path_and_query, body).await;
         }
         answer

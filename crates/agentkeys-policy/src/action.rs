@@ -103,6 +103,7 @@ impl Action {
                 | Action::ScopeAdd
                 | Action::Store
                 | Action::Rm
+                | Action::AgentCreate
         )
     }
 

@@ -97,8 +97,8 @@ impl OwnerAsk {
     }
 }
 
-/// The agent an owner's operation concerns: by id, with its label when it does not exist yet
-/// (`agent create`), else looked up with its aliases.
+/// The agent an owner's operation concerns: by id (looked up with its aliases), with the label
+/// it will have when it does not exist yet (`agent create`, a pairing).
 #[derive(Debug, Clone)]
 pub struct AskedAgent {
     pub id: String,

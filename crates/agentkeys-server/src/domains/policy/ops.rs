@@ -164,9 +164,10 @@ impl OwnerRules for OwnerPolicy {
             let Some((version, policy)) = self.0.current(conn, &ask.account_id).await? else { return Ok(None) };
             let (id, label, aliases) = match &ask.agent {
                 None => (None, None, Vec::new()),
-                Some(AskedAgent { id, label: Some(label) }) => (Some(id.as_str()), Some(label.clone()), Vec::new()),
-                Some(AskedAgent { id, label: None }) => {
-                    // An agent of another account (the op refuses it) is named by its id alone.
+                Some(AskedAgent { id, label: new_label }) => {
+                    // An agent that exists is named by its label and aliases; one being created
+                    // by the label it will have; an agent of another account (the op refuses it)
+                    // by its id alone.
                     let label = agents::get(conn, &ask.account_id, id).await?.map(|agent| agent.label);
                     let names_agents = policy.rules().iter().any(|rule| rule.source().agents.is_some());
                     let aliases = if names_agents && label.is_some() {
@@ -174,7 +175,7 @@ impl OwnerRules for OwnerPolicy {
                     } else {
                         Vec::new()
                     };
-                    (Some(id.as_str()), label, aliases)
+                    (Some(id.as_str()), label.or_else(|| new_label.clone()), aliases)
                 }
             };
             let agent = id.map(|id| AgentNames { id, label: label.as_deref().unwrap_or(id), aliases: &aliases });

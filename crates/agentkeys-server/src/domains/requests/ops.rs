@@ -258,12 +258,18 @@ impl Op for Approve {
             return Ok(None);
         };
         let by_id = |id: &str| AskedAgent { id: id.to_owned(), label: None };
+        // A new device of an existing agent (a pairing under its label, a recovery) gets every
+        // key of its scope: those services are what the approval gives.
         let (agent, services) = match self.grant.as_deref() {
             Some(Grant::Pairing { agent_id, scope, .. }) => {
-                (Some(AskedAgent { id: agent_id.clone(), label: Some(row.label.clone()) }), scope.clone())
+                let mut services = agents::scope_of(conn, agent_id).await?;
+                services.extend(scope.iter().cloned());
+                services.sort();
+                services.dedup();
+                (Some(AskedAgent { id: agent_id.clone(), label: Some(row.label.clone()) }), services)
             }
             Some(Grant::Access { scope, .. }) => (row.agent_id.as_deref().map(by_id), scope.clone()),
-            Some(Grant::Recovery { agent_id, .. }) => (Some(by_id(agent_id)), Vec::new()),
+            Some(Grant::Recovery { agent_id, .. }) => (Some(by_id(agent_id)), agents::scope_of(conn, agent_id).await?),
             _ => (row.agent_id.as_deref().map(by_id), row.scope.clone()),
         };
         Ok(Some(OwnerAsk { agent, services, ..OwnerAsk::about(&self.account_id, agentkeys_policy::Action::Approve) }))
