@@ -106,19 +106,12 @@ fn notifier(ctx: &Context, off: bool) -> Box<dyn Notifier> {
     }
 }
 
-/// Prints a new request and shows it on the desktop.
+/// Shows a new request on the desktop, then prints it: once its line is out, the notification
+/// server has it too (what a script, or a test, may wait for).
 fn announce(ctx: &Context, notifier: &dyn Notifier, request: &PendingRequest) -> Result<(), CliError> {
     let phrase = what(request);
     let reason = request.reason.as_deref().map(|why| agentkeys_proto::names::escape_hidden(why).into_owned());
-    if ctx.out.json {
-        let mut line = serde_json::to_string(request).expect("requests serialize");
-        line.push('\n');
-        ctx.out.bytes(line.as_bytes())?;
-    } else {
-        let because = reason.as_deref().map(|why| format!(" — reason: {why}")).unwrap_or_default();
-        ctx.out.line(format!("{} {}: {phrase}{because}", request.code, request.kind.as_str()))?;
-    }
-    let mut body = phrase;
+    let mut body = phrase.clone();
     if let Some(why) = &reason {
         body.push_str(&format!("\nReason: {why}"));
     }
@@ -126,6 +119,14 @@ fn announce(ctx: &Context, notifier: &dyn Notifier, request: &PendingRequest) ->
     let shown = notifier.show(&Notification { summary: summary(request), body });
     if let Err(error) = shown {
         ctx.out.warn(format!("{error} ({})", notifier.name()));
+    }
+    if ctx.out.json {
+        let mut line = serde_json::to_string(request).expect("requests serialize");
+        line.push('\n');
+        ctx.out.bytes(line.as_bytes())?;
+    } else {
+        let because = reason.as_deref().map(|why| format!(" — reason: {why}")).unwrap_or_default();
+        ctx.out.line(format!("{} {}: {phrase}{because}", request.code, request.kind.as_str()))?;
     }
     Ok(())
 }
