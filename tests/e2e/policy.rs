@@ -39,17 +39,27 @@ fn agent_reads(host: &DaemonHost, agent: &str, service: &str) -> std::process::O
     host.run(&["run", "--session-id", &session, "--no-mask", "--env", &binding, "--", "printenv", "K"])
 }
 
-/// The `policy_rule` column of the newest audit row of `action` on `service`.
-async fn audited_rule(db: &TestDb, action: &str, service: &str) -> Option<String> {
+/// The newest audit row of `action` on `service` (of `outcome`, when given): its presence and
+/// policy rule.
+async fn audited(db: &TestDb, action: &str, service: &str, outcome: Option<&str>) -> (Option<String>, Option<String>) {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("connect to the test database");
-    sqlx::query("SELECT policy_rule FROM audit_log WHERE action = $1 AND service = $2 ORDER BY seq DESC LIMIT 1")
-        .bind(action)
-        .bind(service)
-        .fetch_one(&mut conn)
-        .await
-        .expect("an audit row")
-        .get::<Option<String>, _>("policy_rule")
+    let of_outcome = if outcome.is_some() { "AND outcome = $3" } else { "" };
+    let sql = format!(
+        "SELECT presence, policy_rule FROM audit_log WHERE action = $1 AND service = $2 {of_outcome} \
+         ORDER BY seq DESC LIMIT 1"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(action).bind(service);
+    if let Some(outcome) = outcome {
+        query = query.bind(outcome);
+    }
+    let row = query.fetch_one(&mut conn).await.expect("an audit row");
+    (row.get("presence"), row.get("policy_rule"))
+}
+
+/// The `policy_rule` column of the newest audit row of `action` on `service`.
+async fn audited_rule(db: &TestDb, action: &str, service: &str) -> Option<String> {
+    audited(db, action, service, None).await.1
 }
 
 /// `HH:MM` (UTC) of a minute boundary.
@@ -268,22 +278,6 @@ async fn require_approval_makes_a_read_a_release_decided_by_the_policy_in_force(
     assert_eq!(text(&served.stdout).trim(), "postgres://prod", "{}", text(&served.stderr));
 }
 
-/// The newest audit row of `action` on `service` that was allowed: its presence and rule.
-async fn audited_allowed(db: &TestDb, action: &str, service: &str) -> (Option<String>, Option<String>) {
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("connect to the test database");
-    let row = sqlx::query(
-        "SELECT presence, policy_rule FROM audit_log WHERE action = $1 AND service = $2 AND outcome = 'allowed' \
-         ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(action)
-    .bind(service)
-    .fetch_one(&mut conn)
-    .await
-    .expect("an allowed audit row");
-    (row.get("presence"), row.get("policy_rule"))
-}
-
 async fn require_presence_guards_the_owners_operations_and_cannot_be_skipped(backend: Backend) {
     let Some((db, server, _skew)) = skewed_server(backend).await else { return };
     let master = Master::new(&server.url);
@@ -333,7 +327,7 @@ async fn require_presence_guards_the_owners_operations_and_cannot_be_skipped(bac
     let shown = store.exp_eof().unwrap();
     assert_eq!(crate::terminal::exit_code(&store), 0, "{shown}");
     assert_eq!(master.ok(&["read", "prod-db"], None), b"postgres://prod");
-    let (presence, rule) = audited_allowed(&db, "credential.store", "prod-db").await;
+    let (presence, rule) = audited(&db, "credential.store", "prod-db", Some("allowed")).await;
     assert_eq!((presence.as_deref(), rule.as_deref()), (Some("prompt"), Some("v1:guard-prod")));
 }
 

@@ -33,12 +33,10 @@ pub fn shorten(text: &str) -> String {
     format!("{head}…{tail}")
 }
 
-/// `text` without control or bidirectional-formatting characters, at most `max` characters.
+/// `text` without the characters that make text show something other than what it is
+/// ([`agentkeys_proto::names::is_hidden_char`]), at most `max` characters.
 fn printable(text: &str, max: usize) -> String {
-    let steering = |c: char| {
-        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    text.chars().filter(|&c| !steering(c)).take(max).collect()
+    text.chars().filter(|&c| !agentkeys_proto::names::is_hidden_char(c)).take(max).collect()
 }
 
 fn list(items: &[String]) -> String {

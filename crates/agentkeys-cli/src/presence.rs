@@ -80,11 +80,16 @@ pub async fn require(ctx: &Context, client: ApiClient, op: &CriticalOp) -> Resul
 
 /// How presence for `op` is shown: see [`require`].
 async fn shown(ctx: &Context, client: &ApiClient, op: &CriticalOp) -> Result<Presence, CliError> {
+    let has_keys = !client.list_presence_keys().await?.keys.is_empty();
+    shown_with(ctx, op, has_keys)
+}
+
+/// [`shown`], once it is known whether the account has presence keys.
+fn shown_with(ctx: &Context, op: &CriticalOp, has_keys: bool) -> Result<Presence, CliError> {
     if ctx.global.yes && policy(ctx)?.0 != Policy::Off {
         return Err(bare_yes(op.kind));
     }
-    let keys = client.list_presence_keys().await?.keys;
-    if keys.is_empty() {
+    if !has_keys {
         let method = require_local(ctx, op)?;
         return Ok(Presence::Local(method.as_str()));
     }
@@ -114,8 +119,8 @@ impl PresenceOnDemand for RulePresence {
         Box::pin(async move {
             let ctx = &self.0;
             let (policy, source) = policy(ctx).map_err(declined)?;
-            let keys = client.list_presence_keys().await?.keys;
-            if policy == Policy::Off && keys.is_empty() {
+            let has_keys = !client.list_presence_keys().await?.keys.is_empty();
+            if policy == Policy::Off && !has_keys {
                 let mut detail = Box::new(demand.clone());
                 detail.hint = format!(
                     "presence checks are off here ({source}), and the rule's presence cannot be skipped: run it again \
@@ -126,7 +131,7 @@ impl PresenceOnDemand for RulePresence {
             let rule = demand.rule.as_deref().and_then(agentkeys_proto::policy::parse_rule_ref);
             let name = rule.and_then(|(_, name)| name).unwrap_or("?");
             let op = CriticalOp::policy_rule(name, request, &demand.message);
-            shown(ctx, client, &op).await.map_err(declined)
+            shown_with(ctx, &op, has_keys).map_err(declined)
         })
     }
 }

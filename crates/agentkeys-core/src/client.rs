@@ -563,13 +563,14 @@ impl ApiClient {
         // Only the mutation carries it: the reads around it (look-ups, recipients) are not the
         // critical operation and their audit rows should not claim presence.
         let presence = self.presence.as_ref().filter(|_| method != Method::GET);
-        let answer = self.call_with(presence, method.clone(), path_and_query, body.clone()).await;
+        // Only a mutation sent without presence may be sent again with it.
+        let on_demand = self.on_demand.as_ref().filter(|_| presence.is_none() && method != Method::GET);
+        let again = on_demand.map(|_| body.clone());
+        let answer = self.call_with(presence, method.clone(), path_and_query, body).await;
         if let Err(ClientError::Api { detail, .. }) = &answer
             && detail.code == ErrorCode::PresenceRequired
             && detail.rule.is_some()
-            && presence.is_none()
-            && method != Method::GET
-            && let Some(OnDemand(source)) = &self.on_demand
+            && let (Some(OnDemand(source)), Some(body)) = (on_demand, again)
         {
             let request = format!("{method} {path_and_query}");
             let shown = source.presence_for(self, &request, detail).await?;

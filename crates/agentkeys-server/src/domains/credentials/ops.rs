@@ -83,6 +83,10 @@ impl Op for AgentList {
     const WRITES: bool = false;
 
     async fn apply(&self, conn: &mut AnyConnection, cx: Ctx) -> Result<(), OpError> {
+        // Without a policy there is nothing to decide: no look-up in the writer for a listing.
+        if self.policies.current(conn, &self.account_id).await?.is_none() {
+            return Ok(());
+        }
         // An agent that is gone sees nothing to list: its session is refused before this.
         let Some(agent) = agents::get(conn, &self.account_id, &self.agent_id).await? else { return Ok(()) };
         let ask = AgentAsk {
